@@ -1,0 +1,175 @@
+//! The message as it travels: properties, headers and a `Bytes` body.
+
+use bytes::Bytes;
+
+use crate::field::FieldTable;
+
+/// AMQP delivery mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryMode {
+    /// Mode 1: kept in memory only.
+    Transient,
+    /// Mode 2: written to disk by a durable queue.
+    Persistent,
+}
+
+impl DeliveryMode {
+    /// The wire value (1 or 2).
+    pub fn as_u8(self) -> u8 {
+        match self {
+            DeliveryMode::Transient => 1,
+            DeliveryMode::Persistent => 2,
+        }
+    }
+}
+
+/// The 14 AMQP 0-9-1 basic properties. Each is optional; a property that was not set is not sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Properties {
+    /// MIME type of the body, e.g. `application/json`.
+    pub content_type: Option<String>,
+    /// Encoding of the body, e.g. `gzip`.
+    pub content_encoding: Option<String>,
+    /// Headers. `None` (no table) and an empty table are different on the wire and both kept.
+    pub headers: Option<FieldTable>,
+    /// Transient or persistent.
+    pub delivery_mode: Option<DeliveryMode>,
+    /// Message priority (0-255; queues with `x-max-priority` honour it).
+    pub priority: Option<u8>,
+    /// Correlates a reply with its request.
+    pub correlation_id: Option<String>,
+    /// Where replies go.
+    pub reply_to: Option<String>,
+    /// Per-message TTL in milliseconds, as a decimal string (AMQP's own encoding).
+    pub expiration: Option<String>,
+    /// Application message id (mqtransport sends UUIDv7).
+    pub message_id: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub timestamp: Option<u64>,
+    /// The message type; mqtransport puts the message name here.
+    pub kind: Option<String>,
+    /// The authenticated user that published (checked by RabbitMQ).
+    pub user_id: Option<String>,
+    /// The publishing application.
+    pub app_id: Option<String>,
+    /// Deprecated by AMQP; carried unchanged.
+    pub cluster_id: Option<String>,
+}
+
+/// A message: properties (with headers) and an opaque body.
+///
+/// ```
+/// use mqtransport_core::{Envelope, FieldValue};
+///
+/// let env = Envelope::new("hello")
+///     .with_kind("greeting")
+///     .with_header("x-mqt-attempt", 1i32);
+/// assert_eq!(env.header("x-mqt-attempt"), Some(&FieldValue::I32(1)));
+/// assert_eq!(env.properties.kind.as_deref(), Some("greeting"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Envelope {
+    /// The properties, headers included.
+    pub properties: Properties,
+    /// The body, shared without copying.
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// An envelope with `body` and no properties.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Envelope {
+            properties: Properties::default(),
+            body: body.into(),
+        }
+    }
+
+    /// The header `key`, if the message has headers and that key.
+    pub fn header(&self, key: &str) -> Option<&crate::field::FieldValue> {
+        self.properties.headers.as_ref()?.get(key)
+    }
+
+    /// The header table, created empty if the message had none.
+    pub fn headers_mut(&mut self) -> &mut FieldTable {
+        self.properties.headers.get_or_insert_with(FieldTable::new)
+    }
+
+    /// Sets a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<crate::field::FieldValue>) -> Self {
+        self.headers_mut().insert(key, value);
+        self
+    }
+
+    /// Sets the message type (the message name).
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+        self.properties.kind = Some(kind.into());
+        self
+    }
+
+    /// Sets the content type.
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.properties.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the message id.
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.message_id = Some(id.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the reply-to address.
+    pub fn with_reply_to(mut self, reply_to: impl Into<String>) -> Self {
+        self.properties.reply_to = Some(reply_to.into());
+        self
+    }
+
+    /// Sets the per-message TTL.
+    pub fn with_expiration(mut self, ttl: std::time::Duration) -> Self {
+        self.properties.expiration = Some(ttl.as_millis().to_string());
+        self
+    }
+
+    /// Sets the priority.
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.properties.priority = Some(priority);
+        self
+    }
+
+    /// Marks the message persistent.
+    pub fn persistent(mut self) -> Self {
+        self.properties.delivery_mode = Some(DeliveryMode::Persistent);
+        self
+    }
+}
+
+/// Header names the framework writes, all under one prefix, plus the W3C trace context.
+pub mod headers {
+    /// Prefix of every header mqtransport itself writes.
+    pub const PREFIX: &str = "x-mqt-";
+    /// How many times the message has been attempted (1 on the first delivery).
+    pub const ATTEMPT: &str = "x-mqt-attempt";
+    /// The error that sent the message to a retry or dead-letter queue.
+    pub const ERROR: &str = "x-mqt-error";
+    /// The exchange the message was first published to.
+    pub const ORIGINAL_EXCHANGE: &str = "x-mqt-original-exchange";
+    /// The routing key the message was first published with.
+    pub const ORIGINAL_ROUTING_KEY: &str = "x-mqt-original-routing-key";
+    /// The queue the message failed in.
+    pub const ORIGINAL_QUEUE: &str = "x-mqt-original-queue";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace state.
+    pub const TRACESTATE: &str = "tracestate";
+    /// RabbitMQ's dead-letter history.
+    pub const X_DEATH: &str = "x-death";
+    /// Quorum queues' redelivery counter.
+    pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
+}

@@ -1,0 +1,215 @@
+//! The one error type of the core and of every transport boundary.
+
+use std::fmt;
+
+/// What kind of failure an [`Error`] is.
+///
+/// New kinds may be added; match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The connection to the broker failed or was lost.
+    Connection,
+    /// A declare or delete conflicted with what the broker holds (AMQP 406 `PRECONDITION_FAILED`).
+    Precondition,
+    /// An exclusive queue or consumer is owned by someone else (AMQP 405 `RESOURCE_LOCKED`).
+    ResourceLocked,
+    /// The operation is not permitted (AMQP 403 `ACCESS_REFUSED`), e.g. a reserved `amq.` name.
+    AccessRefused,
+    /// A queue or exchange does not exist (AMQP 404 `NOT_FOUND`).
+    NotFound,
+    /// A mandatory message could not be routed to any queue.
+    Unroutable,
+    /// The broker refused a published message (negative confirm).
+    Nacked,
+    /// A body could not be encoded or decoded.
+    Codec,
+    /// The connection, channel or consumer is already closed.
+    Closed,
+    /// An operation did not complete in time.
+    Timeout,
+    /// The transport does not support the operation.
+    Unsupported,
+    /// The caller passed something invalid (a name, a URL, an option, an oversized message).
+    InvalidInput,
+}
+
+impl ErrorKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connection => "connection error",
+            ErrorKind::Precondition => "precondition failed",
+            ErrorKind::ResourceLocked => "resource locked",
+            ErrorKind::AccessRefused => "access refused",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unroutable => "unroutable",
+            ErrorKind::Nacked => "nacked by the broker",
+            ErrorKind::Codec => "codec error",
+            ErrorKind::Closed => "closed",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidInput => "invalid input",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a broker-reported error closed only the channel or the whole connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Only the channel the operation ran on was closed (AMQP `channel.close`).
+    Channel,
+    /// The whole connection was closed (AMQP `connection.close`).
+    Connection,
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from mqtransport: a [`kind`](Error::kind), a message naming the thing that is wrong,
+/// and, for errors the broker reported, the AMQP reply code and scope.
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    reply_code: Option<u16>,
+    scope: Option<Scope>,
+    source: Option<Source>,
+}
+
+impl Error {
+    /// A new error of `kind` with a message that names the thing that is wrong.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            reply_code: None,
+            scope: None,
+            source: None,
+        }
+    }
+
+    /// An error the broker reported with an AMQP reply code, e.g. `404` and
+    /// `"NOT_FOUND - no queue 'q' in vhost '/'"`. The kind is derived from the code.
+    pub fn broker(reply_code: u16, text: impl Into<String>, scope: Scope) -> Self {
+        let kind = match reply_code {
+            403 => ErrorKind::AccessRefused,
+            404 => ErrorKind::NotFound,
+            405 => ErrorKind::ResourceLocked,
+            406 => ErrorKind::Precondition,
+            312 | 313 => ErrorKind::Unroutable,
+            320 | 501..=505 | 530 | 540 | 541 => ErrorKind::Connection,
+            _ => ErrorKind::Connection,
+        };
+        let mut e = Error::new(kind, text);
+        e.reply_code = Some(reply_code);
+        e.scope = Some(scope);
+        e
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Shorthand for an [`ErrorKind::InvalidInput`] error.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// Shorthand for an [`ErrorKind::Closed`] error.
+    pub fn closed(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Closed, message)
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message, naming the thing that is wrong (for broker errors, the broker's reply text).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The AMQP reply code, when the broker (or the embedded broker) reported the error.
+    pub fn reply_code(&self) -> Option<u16> {
+        self.reply_code
+    }
+
+    /// Whether the broker closed only a channel or the whole connection, for broker errors.
+    pub fn scope(&self) -> Option<Scope> {
+        self.scope
+    }
+
+    /// Whether trying the same operation again later may succeed: connection loss, timeouts,
+    /// negative confirms and closed channels are transient; a precondition failure, a missing
+    /// queue or invalid input will fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self.kind {
+            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Nacked | ErrorKind::Closed => true,
+            ErrorKind::ResourceLocked => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(code) = self.reply_code {
+            d.field("reply_code", &code);
+        }
+        if let Some(scope) = self.scope {
+            d.field("scope", &scope);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reply_code {
+            Some(code) => write!(f, "{} ({code}): {}", self.kind, self.message),
+            None => write!(f, "{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// `Result` with the mqtransport [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_codes_map_to_kinds() {
+        let e = Error::broker(404, "NOT_FOUND - no queue 'q' in vhost '/'", Scope::Channel);
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert_eq!(e.reply_code(), Some(404));
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "not found (404): NOT_FOUND - no queue 'q' in vhost '/'"
+        );
+        assert_eq!(Error::broker(406, "x", Scope::Channel).kind(), ErrorKind::Precondition);
+        assert_eq!(Error::broker(405, "x", Scope::Channel).kind(), ErrorKind::ResourceLocked);
+        assert_eq!(Error::broker(403, "x", Scope::Channel).kind(), ErrorKind::AccessRefused);
+        assert!(Error::new(ErrorKind::Timeout, "confirm").is_transient());
+    }
+}

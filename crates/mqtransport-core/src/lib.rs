@@ -1,0 +1,36 @@
+//! # mqtransport-core
+//!
+//! The vocabulary and contracts of mqtransport: what every transport and the facade agree on.
+//! Applications import the `mqtransport` facade instead; this crate is for transport authors.
+//!
+//! - [`Envelope`] with [`Properties`] and a typed, binary-safe [`FieldTable`] of headers;
+//! - the topology model: [`Exchange`], [`Queue`], [`Binding`], [`Topology`];
+//! - the exchange [`Router`] (direct, fanout, topic trie, headers, exchange-to-exchange);
+//! - the [`Transport`] trait, its erased twin [`DynTransport`], and the values crossing it;
+//! - [`BrokerUrl`] and the one [`Error`] type.
+
+pub mod envelope;
+pub mod error;
+pub mod field;
+pub mod router;
+pub mod topology;
+pub mod transport;
+pub mod url;
+
+#[doc(inline)]
+pub use envelope::{DeliveryMode, Envelope, Properties, headers};
+#[doc(inline)]
+pub use error::{Error, ErrorKind, Result, Scope};
+#[doc(inline)]
+pub use field::{Decimal, FieldTable, FieldValue};
+#[doc(inline)]
+pub use router::Router;
+#[doc(inline)]
+pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
+#[doc(inline)]
+pub use transport::{
+    AckHandle, Acker, BoxFuture, Capabilities, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery, DynTransport,
+    Publish, QueueInfo, Settle, Transport,
+};
+#[doc(inline)]
+pub use url::{BrokerUrl, Scheme};

@@ -1,0 +1,553 @@
+//! The `Transport` contract every broker implements, its type-erased twin [`DynTransport`], and
+//! the values that cross it: [`Publish`], [`Confirmation`], [`Delivery`] with its [`Acker`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::field::FieldTable;
+use crate::topology::{Binding, Topology};
+
+/// A boxed, `Send` future, as returned by the erased transport.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a transport can do natively; the framework emulates the rest or refuses clearly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Exchanges and bindings are native (else the core `Router` emulates them).
+    pub native_exchanges: bool,
+    /// Queues can dead-letter to an exchange (`x-dead-letter-exchange`).
+    pub dead_letter_exchanges: bool,
+    /// Per-queue and per-message TTL.
+    pub message_ttl: bool,
+    /// Delayed delivery without TTL queues (e.g. SQS `DelaySeconds`).
+    pub native_delay: bool,
+    /// Message priorities (`x-max-priority`).
+    pub priorities: bool,
+    /// `amq.rabbitmq.reply-to` direct reply-to.
+    pub direct_reply_to: bool,
+    /// Quorum queues with `x-delivery-limit`.
+    pub quorum_queues: bool,
+    /// The largest body the broker accepts, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Capabilities {
+    /// The capabilities of a RabbitMQ 3.x broker (and of the embedded broker).
+    pub fn rabbitmq() -> Self {
+        Capabilities {
+            native_exchanges: true,
+            dead_letter_exchanges: true,
+            message_ttl: true,
+            native_delay: false,
+            priorities: true,
+            direct_reply_to: true,
+            quorum_queues: true,
+            max_message_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// A queue as the broker reports it (`queue.declare-ok`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The name (the generated one for server-named queues).
+    pub name: String,
+    /// Ready messages (unacknowledged ones are not counted).
+    pub message_count: u32,
+    /// Active consumers.
+    pub consumer_count: u32,
+}
+
+/// What [`Transport::declare`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// One entry per queue of the topology, in order, with server-generated names filled in.
+    pub queues: Vec<QueueInfo>,
+}
+
+/// Options of [`Transport::delete_queue`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteQueue {
+    /// Fail if the queue has consumers.
+    pub if_unused: bool,
+    /// Fail if the queue has ready messages.
+    pub if_empty: bool,
+}
+
+/// A message to publish, with where it goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// The exchange (`""` is the default exchange, which routes by queue name).
+    pub exchange: String,
+    /// The routing key.
+    pub routing_key: String,
+    /// Report an unroutable message as [`Confirmation::Returned`] instead of dropping it.
+    /// On by default.
+    pub mandatory: bool,
+    /// The message.
+    pub envelope: Envelope,
+}
+
+impl Publish {
+    /// Publishes `envelope` to `exchange` with `routing_key`, mandatory.
+    pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, envelope: Envelope) -> Self {
+        Publish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            mandatory: true,
+            envelope,
+        }
+    }
+
+    /// Publishes `envelope` straight to `queue` through the default exchange, mandatory.
+    pub fn to_queue(queue: impl Into<String>, envelope: Envelope) -> Self {
+        Publish::new("", queue, envelope)
+    }
+
+    /// Sets the mandatory flag.
+    pub fn mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+}
+
+/// How the broker answered a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Confirmation {
+    /// Every queue the message was routed to has taken responsibility for it (or, not
+    /// mandatory, it was routed nowhere and dropped).
+    Confirmed,
+    /// Mandatory and unroutable: returned to the publisher (`basic.return`).
+    Returned {
+        /// AMQP reply code, `312` for `NO_ROUTE`.
+        reply_code: u16,
+        /// Reply text, e.g. `NO_ROUTE`.
+        reply_text: String,
+    },
+    /// The broker refused the message (e.g. a full `reject-publish` queue).
+    Nacked,
+}
+
+impl Confirmation {
+    /// Whether the broker confirmed the message.
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self, Confirmation::Confirmed)
+    }
+
+    /// `Ok(())` when confirmed; otherwise a typed error (`Unroutable` or `Nacked`) naming where
+    /// the message was sent.
+    pub fn into_result(self, exchange: &str, routing_key: &str) -> Result<()> {
+        match self {
+            Confirmation::Confirmed => Ok(()),
+            Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
+                crate::error::ErrorKind::Unroutable,
+                format!("message to exchange '{exchange}' with routing key '{routing_key}' was returned: {reply_code} {reply_text}"),
+            )),
+            Confirmation::Nacked => Err(Error::new(
+                crate::error::ErrorKind::Nacked,
+                format!("message to exchange '{exchange}' with routing key '{routing_key}' was nacked by the broker"),
+            )),
+        }
+    }
+}
+
+/// Options of [`Transport::consume`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumeOptions {
+    /// At most this many unacknowledged deliveries to this consumer; 0 is unlimited.
+    pub prefetch: u16,
+    /// Deliveries are acknowledged when sent (AMQP `no-ack`); their ackers do nothing.
+    pub no_ack: bool,
+    /// No other consumer may consume from the queue meanwhile.
+    pub exclusive: bool,
+    /// The consumer tag; generated when `None`.
+    pub consumer_tag: Option<String>,
+    /// Consumer arguments (e.g. `x-priority`).
+    pub arguments: FieldTable,
+}
+
+impl ConsumeOptions {
+    /// Sets the prefetch.
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// Sets no-ack mode.
+    pub fn no_ack(mut self, no_ack: bool) -> Self {
+        self.no_ack = no_ack;
+        self
+    }
+
+    /// Makes the consumer exclusive.
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Processed: remove it.
+    Ack,
+    /// Not processed: requeue it, or (without requeue) dead-letter or drop it.
+    Nack {
+        /// Put it back in the queue.
+        requeue: bool,
+    },
+    /// As `Nack`, with AMQP's `basic.reject`.
+    Reject {
+        /// Put it back in the queue.
+        requeue: bool,
+    },
+}
+
+/// The transport side of an [`Acker`]: settles delivery `tag`. Implementations must be cheap: the
+/// call happens once per delivery, on the consumer's task (batch the wire work).
+pub trait AckHandle: Send + Sync + 'static {
+    /// Settles one delivery.
+    fn settle(&self, tag: u64, settle: Settle) -> Result<()>;
+}
+
+/// Settles one delivery exactly once. Dropping it unsettled requeues the delivery.
+pub struct Acker {
+    handle: Option<Arc<dyn AckHandle>>,
+    tag: u64,
+}
+
+impl Acker {
+    /// An acker that settles `tag` through `handle`.
+    pub fn new(handle: Arc<dyn AckHandle>, tag: u64) -> Self {
+        Acker { handle: Some(handle), tag }
+    }
+
+    /// An acker for a delivery that needs no settling (consumed with `no_ack`).
+    pub fn settled() -> Self {
+        Acker { handle: None, tag: 0 }
+    }
+
+    /// Whether the delivery was already settled.
+    pub fn is_settled(&self) -> bool {
+        self.handle.is_none()
+    }
+
+    fn settle(&mut self, settle: Settle) -> Result<()> {
+        match self.handle.take() {
+            Some(h) => h.settle(self.tag, settle),
+            None => Ok(()),
+        }
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(mut self) -> Result<()> {
+        self.settle(Settle::Ack)
+    }
+
+    /// Negatively acknowledges: requeue, or dead-letter / drop.
+    pub async fn nack(mut self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Nack { requeue })
+    }
+
+    /// Rejects: requeue, or dead-letter / drop.
+    pub async fn reject(mut self, requeue: bool) -> Result<()> {
+        self.settle(Settle::Reject { requeue })
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        // An unsettled delivery goes back to the queue. Errors (a closed connection) mean the
+        // broker requeues it anyway.
+        let _ = self.settle(Settle::Nack { requeue: true });
+    }
+}
+
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acker").field("tag", &self.tag).field("settled", &self.is_settled()).finish()
+    }
+}
+
+/// A message delivered from a queue.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    /// The exchange it was published to (`""` for the default exchange).
+    pub exchange: String,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// It was delivered before and returned to the queue.
+    pub redelivered: bool,
+    /// The delivery tag (per consumer or `get` channel).
+    pub delivery_tag: u64,
+    /// For [`Transport::get`]: ready messages left in the queue after this one.
+    pub message_count: Option<u32>,
+    /// Settles the delivery.
+    pub acker: Acker,
+}
+
+impl Delivery {
+    /// Builds a delivery (for transports).
+    pub fn new(envelope: Envelope, exchange: String, routing_key: String, redelivered: bool, delivery_tag: u64, acker: Acker) -> Self {
+        Delivery {
+            envelope,
+            exchange,
+            routing_key,
+            redelivered,
+            delivery_tag,
+            message_count: None,
+            acker,
+        }
+    }
+
+    /// Sets the `basic.get` message count.
+    pub fn with_message_count(mut self, count: u32) -> Self {
+        self.message_count = Some(count);
+        self
+    }
+
+    /// How many times the broker has delivered this message before (quorum queues'
+    /// `x-delivery-count`), if the broker counts.
+    pub fn delivery_count(&self) -> Option<u64> {
+        self.envelope
+            .header(crate::envelope::headers::X_DELIVERY_COUNT)
+            .and_then(|v| v.as_i64())
+            .and_then(|v| u64::try_from(v).ok())
+    }
+
+    /// Acknowledges the delivery.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Negatively acknowledges the delivery.
+    pub async fn nack(self, requeue: bool) -> Result<()> {
+        self.acker.nack(requeue).await
+    }
+
+    /// Rejects the delivery.
+    pub async fn reject(self, requeue: bool) -> Result<()> {
+        self.acker.reject(requeue).await
+    }
+}
+
+/// A stream of deliveries from one queue. Dropping it cancels the consumer; deliveries already
+/// received stay valid and must still be settled (or are requeued when dropped).
+///
+/// The stream yields an error and ends if the broker cancels the consumer (its queue was deleted)
+/// or the connection closes.
+pub struct Consumer {
+    tag: String,
+    inner: Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>,
+}
+
+impl Consumer {
+    /// Wraps a transport's delivery stream.
+    pub fn new(tag: impl Into<String>, stream: impl Stream<Item = Result<Delivery>> + Send + 'static) -> Self {
+        Consumer {
+            tag: tag.into(),
+            inner: Box::pin(stream),
+        }
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Cancels the consumer (same as dropping it).
+    pub fn cancel(self) {}
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer").field("tag", &self.tag).finish_non_exhaustive()
+    }
+}
+
+/// A connection to a broker. One value is one connection: exclusive queues belong to it, and
+/// closing it requeues its unacknowledged deliveries.
+///
+/// Implementations write `async fn`; callers that pick the transport at run time use
+/// [`DynTransport`].
+pub trait Transport: Send + Sync + 'static {
+    /// What the transport supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Declares exchanges, queues, then bindings; idempotent. A declaration that conflicts with
+    /// an existing entity fails with [`ErrorKind::Precondition`](crate::ErrorKind::Precondition).
+    fn declare(&self, topology: &Topology) -> impl Future<Output = Result<Declared>> + Send;
+
+    /// Passive declare: the queue's counts, or `NotFound`.
+    fn queue_info(&self, queue: &str) -> impl Future<Output = Result<QueueInfo>> + Send;
+
+    /// Passive declare of an exchange: `Ok` if it exists, else `NotFound`.
+    fn exchange_exists(&self, exchange: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Deletes a queue; returns how many ready messages it held. A missing queue is not an error.
+    fn delete_queue(&self, queue: &str, options: DeleteQueue) -> impl Future<Output = Result<u32>> + Send;
+
+    /// Deletes an exchange. A missing exchange is not an error.
+    fn delete_exchange(&self, exchange: &str, if_unused: bool) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes a binding.
+    fn unbind(&self, binding: &Binding) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes every ready message; returns how many.
+    fn purge(&self, queue: &str) -> impl Future<Output = Result<u32>> + Send;
+
+    /// Publishes and waits for the broker's confirmation. Concurrent calls are pipelined.
+    fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send;
+
+    /// Starts a consumer on `queue`.
+    fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Consumer>> + Send;
+
+    /// Takes one message (`basic.get`); `None` when the queue is empty.
+    fn get(&self, queue: &str, no_ack: bool) -> impl Future<Output = Result<Option<Delivery>>> + Send;
+
+    /// Checks that the broker answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes the connection: consumers end, unacknowledged deliveries are requeued, exclusive
+    /// queues are deleted.
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The object-safe twin of [`Transport`], erased in exactly one place.
+trait ErasedTransport: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+    fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<Declared>>;
+    fn queue_info<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueInfo>>;
+    fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>>;
+    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>>;
+    fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>>;
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>>;
+    fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>>;
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>>;
+    fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    fn close(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+impl<T: Transport> ErasedTransport for T {
+    fn capabilities(&self) -> Capabilities {
+        Transport::capabilities(self)
+    }
+    fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<Declared>> {
+        Box::pin(Transport::declare(self, topology))
+    }
+    fn queue_info<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueInfo>> {
+        Box::pin(Transport::queue_info(self, queue))
+    }
+    fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Transport::exchange_exists(self, exchange))
+    }
+    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(Transport::delete_queue(self, queue, options))
+    }
+    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Transport::delete_exchange(self, exchange, if_unused))
+    }
+    fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Transport::unbind(self, binding))
+    }
+    fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(Transport::purge(self, queue))
+    }
+    fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>> {
+        Box::pin(Transport::publish(self, publish))
+    }
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>> {
+        Box::pin(Transport::consume(self, queue, options))
+    }
+    fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>> {
+        Box::pin(Transport::get(self, queue, no_ack))
+    }
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Transport::ping(self))
+    }
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Transport::close(self))
+    }
+}
+
+/// A transport chosen at run time (by URL). Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct DynTransport {
+    inner: Arc<dyn ErasedTransport>,
+}
+
+impl DynTransport {
+    /// Erases `transport`.
+    pub fn new(transport: impl Transport) -> Self {
+        DynTransport { inner: Arc::new(transport) }
+    }
+}
+
+impl fmt::Debug for DynTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynTransport").finish_non_exhaustive()
+    }
+}
+
+impl Transport for DynTransport {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn declare(&self, topology: &Topology) -> Result<Declared> {
+        self.inner.declare(topology).await
+    }
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
+        self.inner.queue_info(queue).await
+    }
+    async fn exchange_exists(&self, exchange: &str) -> Result<()> {
+        self.inner.exchange_exists(exchange).await
+    }
+    async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> Result<u32> {
+        self.inner.delete_queue(queue, options).await
+    }
+    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
+        self.inner.delete_exchange(exchange, if_unused).await
+    }
+    async fn unbind(&self, binding: &Binding) -> Result<()> {
+        self.inner.unbind(binding).await
+    }
+    async fn purge(&self, queue: &str) -> Result<u32> {
+        self.inner.purge(queue).await
+    }
+    async fn publish(&self, publish: Publish) -> Result<Confirmation> {
+        self.inner.publish(publish).await
+    }
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+        self.inner.consume(queue, options).await
+    }
+    async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        self.inner.get(queue, no_ack).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
