@@ -29,7 +29,7 @@ pub use router::Router;
 pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
 #[doc(inline)]
 pub use transport::{
-    AckHandle, Acker, BoxFuture, Capabilities, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery, DynTransport,
+    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery, DynTransport,
     Publish, QueueInfo, Settle, Transport,
 };
 #[doc(inline)]

@@ -1,0 +1,493 @@
+//! The broker shared by every connection: the exchanges (a core `Router`) and the queue map
+//! behind one read-mostly lock, each queue behind its own lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use mqtransport_core::{
+    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue, QueueInfo,
+    Result, Router, Scope, Topology,
+};
+
+use crate::queue::{DeadLetter, Effects, Enqueued, QueueCell, Return, is_cycle, lock};
+
+/// The pseudo-queue of direct reply-to.
+pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+pub(crate) struct Topo {
+    pub(crate) router: Router,
+    pub(crate) queues: HashMap<String, Arc<QueueCell>>,
+}
+
+pub(crate) struct BrokerInner {
+    pub(crate) name: String,
+    pub(crate) vhost: String,
+    topo: RwLock<Topo>,
+    /// Direct reply-to pseudo-queues by their full `amq.rabbitmq.reply-to.…` name.
+    pub(crate) replies: Mutex<HashMap<String, Arc<QueueCell>>>,
+    next_id: AtomicU64,
+    pub(crate) max_message_size: usize,
+}
+
+impl BrokerInner {
+    pub(crate) fn new(name: String, max_message_size: usize) -> Arc<Self> {
+        Arc::new(BrokerInner {
+            name,
+            vhost: "/".into(),
+            topo: RwLock::new(Topo {
+                router: Router::with_builtin_exchanges(),
+                queues: HashMap::new(),
+            }),
+            replies: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            max_message_size,
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Topo> {
+        self.topo.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Topo> {
+        self.topo.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn queue_cell(&self, name: &str) -> Option<Arc<QueueCell>> {
+        self.read().queues.get(name).cloned()
+    }
+
+    pub(crate) fn no_queue(&self, name: &str) -> Error {
+        Error::broker(404, format!("NOT_FOUND - no queue '{name}' in vhost '{}'", self.vhost), Scope::Channel)
+    }
+
+    pub(crate) fn locked(&self, name: &str) -> Error {
+        Error::broker(
+            405,
+            format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                self.vhost
+            ),
+            Scope::Channel,
+        )
+    }
+
+    /// The queue `name` as connection `conn` may use it: 404 if missing, 405 if another
+    /// connection owns it exclusively.
+    pub(crate) fn queue_for(&self, conn: u64, name: &str) -> Result<Arc<QueueCell>> {
+        let q = self.queue_cell(name).ok_or_else(|| self.no_queue(name))?;
+        match q.owner {
+            Some(owner) if owner != conn => Err(self.locked(name)),
+            _ => Ok(q),
+        }
+    }
+
+    fn generate_name(&self) -> String {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut state = nanos ^ self.next_id().rotate_left(32) ^ (self as *const Self as u64);
+        let mut name = String::from("amq.gen-");
+        for _ in 0..22 {
+            // splitmix64
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            name.push(char::from(ALPHABET[(z % 64) as usize]));
+        }
+        name
+    }
+
+    pub(crate) fn declare(self: &Arc<Self>, conn: u64, topology: &Topology) -> Result<Declared> {
+        let mut topo = self.write();
+        for x in &topology.exchanges {
+            topo.router.declare_exchange(x)?;
+        }
+        let mut declared = Declared::default();
+        for q in &topology.queues {
+            declared.queues.push(self.declare_queue(&mut topo, conn, q)?);
+        }
+        let last_server_named = topology
+            .queues
+            .iter()
+            .zip(&declared.queues)
+            .rev()
+            .find(|(q, _)| q.name.is_empty())
+            .map(|(_, info)| info.name.clone());
+        for b in &topology.bindings {
+            let mut b = b.clone();
+            if let Destination::Queue(name) = &mut b.destination
+                && name.is_empty()
+            {
+                match &last_server_named {
+                    Some(n) => name.clone_from(n),
+                    None => return Err(Error::broker(404, "NOT_FOUND - no previously declared queue", Scope::Channel)),
+                }
+            }
+            self.bind(&mut topo, conn, &b)?;
+        }
+        Ok(declared)
+    }
+
+    fn declare_queue(self: &Arc<Self>, topo: &mut Topo, conn: u64, q: &Queue) -> Result<QueueInfo> {
+        if q.name == REPLY_TO {
+            return Ok(reply_info());
+        }
+        q.validate(&self.vhost)?;
+        if let Some(existing) = topo.queues.get(&q.name) {
+            if existing.owner.is_some_and(|o| o != conn) || q.exclusive != existing.owner.is_some() {
+                return Err(self.locked(&q.name));
+            }
+            q.check_equivalent(&existing.decl, &self.vhost)?;
+            return Ok(info(existing));
+        }
+        let name = if q.name.is_empty() { self.generate_name() } else { q.name.clone() };
+        let cell = QueueCell::new(
+            name.clone(),
+            q.clone(),
+            q.exclusive.then_some(conn),
+            Arc::downgrade(self),
+            &self.vhost,
+        );
+        topo.queues.insert(name.clone(), Arc::clone(&cell));
+        Ok(QueueInfo {
+            name,
+            message_count: 0,
+            consumer_count: 0,
+        })
+    }
+
+    fn bind(&self, topo: &mut Topo, conn: u64, b: &Binding) -> Result<()> {
+        b.validate()?;
+        topo.router.exchange(&b.source)?;
+        if let Destination::Queue(q) = &b.destination {
+            match topo.queues.get(q) {
+                None => return Err(self.no_queue(q)),
+                Some(cell) if cell.owner.is_some_and(|o| o != conn) => return Err(self.locked(q)),
+                Some(_) => {}
+            }
+        }
+        topo.router.bind(b)
+    }
+
+    pub(crate) fn unbind(&self, b: &Binding) -> Result<()> {
+        self.write().router.unbind(b).map(drop)
+    }
+
+    pub(crate) fn exchange_exists(&self, name: &str) -> Result<()> {
+        self.read().router.exchange(name).map(drop)
+    }
+
+    pub(crate) fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
+        self.write().router.delete_exchange(name, if_unused).map(drop)
+    }
+
+    pub(crate) fn queue_info(&self, conn: u64, name: &str) -> Result<QueueInfo> {
+        if name == REPLY_TO {
+            return Ok(reply_info());
+        }
+        let q = self.queue_for(conn, name)?;
+        Ok(info(&q))
+    }
+
+    /// Deletes a queue: its consumers are cancelled, its messages discarded.
+    pub(crate) fn delete_queue(&self, conn: u64, name: &str, if_unused: bool, if_empty: bool) -> Result<u32> {
+        let Some(q) = self.queue_cell(name) else { return Ok(0) };
+        if q.owner.is_some_and(|o| o != conn) {
+            return Err(self.locked(name));
+        }
+        {
+            let st = q.lock();
+            if if_unused && !st.consumers.is_empty() {
+                return Err(Error::broker(
+                    406,
+                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use", self.vhost),
+                    Scope::Channel,
+                ));
+            }
+            if if_empty && st.ready.len() > 0 {
+                return Err(Error::broker(
+                    406,
+                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' not empty", self.vhost),
+                    Scope::Channel,
+                ));
+            }
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Removes `q` from the broker if it is still the queue under its name.
+    fn remove_queue(&self, q: &Arc<QueueCell>) -> u32 {
+        {
+            let mut topo = self.write();
+            match topo.queues.get(&q.name) {
+                Some(current) if Arc::ptr_eq(current, q) => {}
+                _ => return 0,
+            }
+            topo.queues.remove(&q.name);
+            topo.router.remove_destination(&Destination::Queue(q.name.clone()));
+        }
+        let mut wake = Vec::new();
+        let count = {
+            let mut st = q.lock();
+            st.deleted = true;
+            for slot in st.consumers.drain(..) {
+                wake.extend(slot.waker);
+            }
+            st.unacked.clear();
+            u32::try_from(st.ready.clear()).unwrap_or(u32::MAX)
+        };
+        q.timer.notify_one();
+        for w in wake {
+            w.wake();
+        }
+        count
+    }
+
+    /// Deletes an auto-delete queue that has just lost its last consumer.
+    pub(crate) fn auto_delete_queue(&self, name: &str) {
+        let Some(q) = self.queue_cell(name) else { return };
+        let idle = q.decl.auto_delete && q.lock().consumers.is_empty();
+        if idle {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Deletes a queue whose `x-expires` idle time passed.
+    pub(crate) fn expire_queue(&self, name: &str) {
+        if let Some(q) = self.queue_cell(name) {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Deletes every exclusive queue `conn` owns (at connection close).
+    pub(crate) fn drop_exclusive(&self, conn: u64) {
+        let owned: Vec<Arc<QueueCell>> = self.read().queues.values().filter(|q| q.owner == Some(conn)).cloned().collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    /// Every queue (for connection close).
+    pub(crate) fn all_queues(&self) -> Vec<Arc<QueueCell>> {
+        let mut all: Vec<_> = self.read().queues.values().cloned().collect();
+        all.extend(lock(&self.replies).values().cloned());
+        all
+    }
+
+    /// Routes and enqueues a message; the confirmation follows RabbitMQ's rules.
+    pub(crate) fn publish(&self, publish: Publish, reply_to: Option<&str>) -> Result<Confirmation> {
+        let Publish {
+            exchange,
+            routing_key,
+            mandatory,
+            mut envelope,
+        } = publish;
+        if envelope.body.len() > self.max_message_size {
+            return Err(Error::invalid(format!(
+                "message to exchange '{exchange}' with routing key '{routing_key}' is {} bytes, larger than the broker's maximum of {} bytes",
+                envelope.body.len(),
+                self.max_message_size
+            )));
+        }
+        if let Some(e) = &envelope.properties.expiration {
+            check_expiration(e)?;
+        }
+        if envelope.properties.reply_to.as_deref() == Some(REPLY_TO) {
+            match reply_to {
+                Some(name) => envelope.properties.reply_to = Some(name.to_owned()),
+                None => {
+                    return Err(Error::broker(
+                        406,
+                        "PRECONDITION_FAILED - fast reply consumer does not exist",
+                        Scope::Channel,
+                    ));
+                }
+            }
+        }
+        let (cc, bcc) = take_cc_bcc(&mut envelope)?;
+
+        // Direct reply-to: delivered to the waiting client; RabbitMQ still returns it as unroutable.
+        if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
+            let target = lock(&self.replies).get(&routing_key).cloned();
+            if let Some(q) = target {
+                let mut fx = Effects::default();
+                q.enqueue(&mut q.lock(), envelope, &exchange, &routing_key, &[], &mut fx);
+                q.apply(fx);
+            }
+            return Ok(unroutable(mandatory));
+        }
+
+        let targets: Vec<Arc<QueueCell>> = {
+            let topo = self.read();
+            let mut keys: Vec<&str> = Vec::with_capacity(1 + cc.len() + bcc.len());
+            keys.push(&routing_key);
+            keys.extend(cc.iter().map(String::as_str));
+            keys.extend(bcc.iter().map(String::as_str));
+            let routed = topo.router.route(&exchange, &keys, envelope.properties.headers.as_ref())?;
+            routed.queues().iter().filter_map(|q| topo.queues.get(*q).cloned()).collect()
+        };
+        if targets.is_empty() {
+            return Ok(if mandatory { unroutable(true) } else { Confirmation::Confirmed });
+        }
+        let mut nacked = false;
+        let last = targets.len() - 1;
+        let mut envelope = Some(envelope);
+        for (i, q) in targets.iter().enumerate() {
+            let env = if i == last { envelope.take() } else { envelope.clone() };
+            let Some(env) = env else { break };
+            let mut fx = Effects::default();
+            let outcome = q.enqueue(&mut q.lock(), env, &exchange, &routing_key, &cc, &mut fx);
+            q.apply(fx);
+            nacked |= outcome == Enqueued::Rejected;
+        }
+        Ok(if nacked { Confirmation::Nacked } else { Confirmation::Confirmed })
+    }
+
+    /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further
+    /// dead letters they cause are handled in the same loop.
+    pub(crate) fn route_dead_letters(&self, dead: Vec<DeadLetter>) {
+        // First in, first out: dead letters keep the order they died in.
+        let mut work: std::collections::VecDeque<DeadLetter> = dead.into();
+        // A hard bound against pathological configurations; RabbitMQ's cycle rule ends every
+        // expiry-only cycle long before this.
+        let mut budget = 100_000usize;
+        while let Some(dl) = work.pop_front() {
+            budget = budget.saturating_sub(1);
+            if budget == 0 {
+                return;
+            }
+            let targets: Vec<Arc<QueueCell>> = {
+                let topo = self.read();
+                let keys: Vec<&str> = dl.routing_keys.iter().map(String::as_str).collect();
+                match topo.router.route(&dl.exchange, &keys, dl.envelope.properties.headers.as_ref()) {
+                    Ok(routed) => routed.queues().iter().filter_map(|q| topo.queues.get(*q).cloned()).collect(),
+                    // A missing dead-letter exchange drops the message silently.
+                    Err(_) => continue,
+                }
+            };
+            let rk = dl.routing_keys.first().cloned().unwrap_or_default();
+            let cc: Vec<String> = dl.routing_keys.iter().skip(1).cloned().collect();
+            for q in targets {
+                if is_cycle(&q.name, &dl.envelope) {
+                    continue;
+                }
+                let mut fx = Effects::default();
+                q.enqueue(&mut q.lock(), dl.envelope.clone(), &dl.exchange, &rk, &cc, &mut fx);
+                work.extend(fx.dead.drain(..));
+                q.apply(fx);
+            }
+        }
+    }
+
+    /// Requeues what connection `conn` holds in `q` and removes its consumers (connection close).
+    pub(crate) fn release_connection(&self, q: &Arc<QueueCell>, conn: u64) {
+        let mut fx = Effects::default();
+        {
+            let mut st = q.lock();
+            let had = st.consumers.len();
+            let mut returned = Vec::new();
+            let mut i = 0;
+            while i < st.consumers.len() {
+                if st.consumers[i].conn == conn {
+                    let slot = st.consumers.remove(i);
+                    fx.wake.extend(slot.waker);
+                } else {
+                    i += 1;
+                }
+            }
+            let seqs: Vec<u64> = st.unacked.iter().filter(|(_, (_, o))| o.conn == conn).map(|(s, _)| *s).collect();
+            for s in seqs {
+                if let Some((m, _)) = st.unacked.remove(&s) {
+                    returned.push(m);
+                }
+            }
+            returned.sort_by(|a, b| b.seq.cmp(&a.seq));
+            for m in returned {
+                q.give_back(&mut st, m, Return::Closed, &mut fx);
+            }
+            if had > 0 && st.consumers.is_empty() && q.decl.auto_delete {
+                fx.auto_delete = true;
+            }
+            q.dispatch(&mut st, tokio::time::Instant::now(), &mut fx);
+        }
+        q.apply(fx);
+    }
+}
+
+fn info(q: &QueueCell) -> QueueInfo {
+    let st = q.lock();
+    QueueInfo {
+        name: q.name.clone(),
+        message_count: u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
+        consumer_count: u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
+    }
+}
+
+fn reply_info() -> QueueInfo {
+    QueueInfo {
+        name: REPLY_TO.into(),
+        message_count: 0,
+        consumer_count: 1,
+    }
+}
+
+fn unroutable(mandatory: bool) -> Confirmation {
+    if mandatory {
+        Confirmation::Returned {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+        }
+    } else {
+        Confirmation::Confirmed
+    }
+}
+
+/// Validates an `expiration` property as RabbitMQ does.
+fn check_expiration(e: &str) -> Result<()> {
+    let invalid = |why: String| {
+        Error::broker(406, format!("PRECONDITION_FAILED - invalid expiration '{e}': {why}"), Scope::Channel)
+    };
+    let digits_end = e
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
+        .map_or(e.len(), |(i, _)| i);
+    let (num, rest) = e.split_at(digits_end);
+    let Ok(n) = num.parse::<i64>() else { return Err(invalid("no_integer".into())) };
+    if !rest.is_empty() {
+        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
+    }
+    if n < 0 {
+        return Err(invalid(format!("{{value_negative,{n}}}")));
+    }
+    Ok(())
+}
+
+/// Takes the `CC` and `BCC` routing keys from the headers; `BCC` is removed from the message.
+fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<String>, Vec<String>)> {
+    let Some(headers) = envelope.properties.headers.as_mut() else { return Ok((Vec::new(), Vec::new())) };
+    let keys = |name: &str, v: Option<&FieldValue>| -> Result<Vec<String>> {
+        match v {
+            None => Ok(Vec::new()),
+            Some(FieldValue::Array(a)) => Ok(a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()),
+            Some(other) => Err(Error::broker(
+                406,
+                format!("PRECONDITION_FAILED - invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}", other.type_name()),
+                Scope::Channel,
+            )),
+        }
+    };
+    let cc = keys("CC", headers.get("CC"))?;
+    let bcc = keys("BCC", headers.get("BCC"))?;
+    if !bcc.is_empty() || headers.contains_key("BCC") {
+        headers.remove("BCC");
+    }
+    Ok((cc, bcc))
+}

@@ -1,0 +1,429 @@
+//! A connection to the embedded broker: the `Transport` implementation, consumer streams and
+//! ackers.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use mqtransport_core::{
+    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+    Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
+};
+use tokio::time::Instant;
+
+use crate::broker::{BrokerInner, REPLY_TO};
+use crate::queue::{Effects, Handed, Owner, QueueCell, Return, Slot, lock};
+
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) broker: Arc<BrokerInner>,
+    closed: Arc<AtomicBool>,
+    /// This connection's direct reply-to pseudo-queue, once it consumes `amq.rabbitmq.reply-to`.
+    reply: Mutex<Option<Arc<QueueCell>>>,
+    get_tags: AtomicU64,
+}
+
+impl Conn {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(format!(
+                "connection to the embedded broker '{}' is closed",
+                self.broker.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(reply) = lock(&self.reply).take() {
+            lock(&self.broker.replies).remove(&reply.name);
+        }
+        for q in self.broker.all_queues() {
+            self.broker.release_connection(&q, self.id);
+        }
+        self.broker.drop_exclusive(self.id);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A connection to an embedded broker. Clones share the connection; it closes when
+/// [`close`](Transport::close) is called or the last clone and its consumers are dropped.
+///
+/// Capabilities: every RabbitMQ 3.x feature listed in [`Capabilities::rabbitmq`] (exchanges of
+/// all four kinds, dead-letter exchanges, TTL, priorities, direct reply-to, quorum queues with a
+/// delivery limit); no native delay.
+#[derive(Clone)]
+pub struct MemoryTransport {
+    conn: Arc<Conn>,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("broker", &self.conn.broker.name)
+            .field("connection", &self.conn.id)
+            .finish()
+    }
+}
+
+impl MemoryTransport {
+    pub(crate) fn open(broker: Arc<BrokerInner>) -> Self {
+        MemoryTransport {
+            conn: Arc::new(Conn {
+                id: broker.next_id(),
+                broker,
+                closed: Arc::new(AtomicBool::new(false)),
+                reply: Mutex::new(None),
+                get_tags: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn start_reply_consumer(&self, options: &ConsumeOptions) -> Result<Consumer> {
+        if !options.no_ack {
+            return Err(Error::broker(406, "PRECONDITION_FAILED - reply consumer cannot acknowledge", Scope::Channel));
+        }
+        let mut reply = lock(&self.conn.reply);
+        if reply.is_some() {
+            return Err(Error::broker(406, "PRECONDITION_FAILED - reply consumer already set", Scope::Channel));
+        }
+        let broker = &self.conn.broker;
+        let token = format!("{:016x}{:016x}", self.conn.id, broker.next_id());
+        let name = format!("{REPLY_TO}.{token}");
+        let cell = QueueCell::new(
+            name.clone(),
+            mqtransport_core::Queue::transient(name.clone()),
+            Some(self.conn.id),
+            Arc::downgrade(broker),
+            &broker.vhost,
+        );
+        lock(&broker.replies).insert(name, Arc::clone(&cell));
+        *reply = Some(Arc::clone(&cell));
+        drop(reply);
+        self.add_consumer(cell, options, true)
+    }
+
+    fn add_consumer(&self, queue: Arc<QueueCell>, options: &ConsumeOptions, is_reply: bool) -> Result<Consumer> {
+        let id = self.conn.broker.next_id();
+        let tag = options.consumer_tag.clone().unwrap_or_else(|| format!("amq.ctag-mqt-{id}"));
+        let mut fx = Effects::default();
+        {
+            let mut st = queue.lock();
+            if st.deleted {
+                return Err(self.conn.broker.no_queue(&queue.name));
+            }
+            if st.exclusive_consumer || (options.exclusive && !st.consumers.is_empty()) {
+                return Err(Error::broker(
+                    403,
+                    format!("ACCESS_REFUSED - queue '{}' in vhost '{}' in exclusive use", queue.name, queue.vhost()),
+                    Scope::Channel,
+                ));
+            }
+            st.exclusive_consumer = options.exclusive;
+            st.consumers.push(Slot {
+                id,
+                conn: self.conn.id,
+                prefetch: u32::from(options.prefetch),
+                no_ack: options.no_ack,
+                in_flight: 0,
+                next_tag: 0,
+                inbox: VecDeque::new(),
+                waker: None,
+            });
+            queue.dispatch(&mut st, Instant::now(), &mut fx);
+        }
+        queue.apply(fx);
+        let ack = Arc::new(QueueAck {
+            queue: Arc::clone(&queue),
+            owner: Owner { conn: self.conn.id, consumer: id },
+            closed: Arc::clone(&self.conn.closed),
+        });
+        let stream = DeliveryStream {
+            queue,
+            id,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            is_reply,
+            ack,
+            local: VecDeque::new(),
+            conn: Arc::clone(&self.conn),
+            finished: false,
+        };
+        Ok(Consumer::new(tag, stream))
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::rabbitmq();
+        c.max_message_size = self.conn.broker.max_message_size;
+        c
+    }
+
+    async fn declare(&self, topology: &Topology) -> Result<Declared> {
+        self.conn.check_open()?;
+        self.conn.broker.declare(self.conn.id, topology)
+    }
+
+    async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
+        self.conn.check_open()?;
+        self.conn.broker.queue_info(self.conn.id, queue)
+    }
+
+    async fn exchange_exists(&self, exchange: &str) -> Result<()> {
+        self.conn.check_open()?;
+        self.conn.broker.exchange_exists(exchange)
+    }
+
+    async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> Result<u32> {
+        self.conn.check_open()?;
+        self.conn.broker.delete_queue(self.conn.id, queue, options.if_unused, options.if_empty)
+    }
+
+    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
+        self.conn.check_open()?;
+        self.conn.broker.delete_exchange(exchange, if_unused)
+    }
+
+    async fn unbind(&self, binding: &Binding) -> Result<()> {
+        self.conn.check_open()?;
+        self.conn.broker.unbind(binding)
+    }
+
+    async fn purge(&self, queue: &str) -> Result<u32> {
+        self.conn.check_open()?;
+        let q = self.conn.broker.queue_for(self.conn.id, queue)?;
+        let n = q.lock().ready.clear();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn publish(&self, publish: Publish) -> Result<Confirmation> {
+        self.conn.check_open()?;
+        let reply = lock(&self.conn.reply).as_ref().map(|q| q.name.clone());
+        self.conn.broker.publish(publish, reply.as_deref())
+    }
+
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+        self.conn.check_open()?;
+        if queue == REPLY_TO {
+            return self.start_reply_consumer(&options);
+        }
+        let q = self.conn.broker.queue_for(self.conn.id, queue)?;
+        self.add_consumer(q, &options, false)
+    }
+
+    async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        self.conn.check_open()?;
+        let q = self.conn.broker.queue_for(self.conn.id, queue)?;
+        let mut fx = Effects::default();
+        let got = q.get(&mut q.lock(), self.conn.id, no_ack, &mut fx);
+        q.apply(fx);
+        let Some((msg, left)) = got else { return Ok(None) };
+        let tag = self.conn.get_tags.fetch_add(1, Ordering::Relaxed) + 1;
+        let acker = if no_ack {
+            Acker::settled()
+        } else {
+            let handle = Arc::new(QueueAck {
+                queue: Arc::clone(&q),
+                owner: Owner { conn: self.conn.id, consumer: 0 },
+                closed: Arc::clone(&self.conn.closed),
+            });
+            Acker::new(handle, msg.seq)
+        };
+        Ok(Some(
+            Delivery::new(msg.envelope, msg.exchange, msg.routing_key, msg.redelivered, tag, acker).with_message_count(left),
+        ))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.conn.check_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.conn.shutdown();
+        Ok(())
+    }
+}
+
+/// Settles deliveries of one consumer (or one `basic.get`) in one queue.
+struct QueueAck {
+    queue: Arc<QueueCell>,
+    owner: Owner,
+    closed: Arc<AtomicBool>,
+}
+
+impl AckHandle for QueueAck {
+    fn settle(&self, seq: u64, settle: Settle) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(format!(
+                "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
+                self.queue.name
+            )));
+        }
+        let q = &self.queue;
+        let mut fx = Effects::default();
+        {
+            let mut st = q.lock();
+            if st.deleted {
+                // Settling a delivery of a deleted queue is accepted and does nothing.
+                return Ok(());
+            }
+            let msg = match st.unacked.remove(&seq) {
+                Some((msg, owner)) if owner == self.owner => msg,
+                other => {
+                    if let Some(entry) = other {
+                        st.unacked.insert(seq, entry);
+                    }
+                    return Err(Error::broker(
+                        406,
+                        format!("PRECONDITION_FAILED - unknown delivery tag {seq}"),
+                        Scope::Channel,
+                    ));
+                }
+            };
+            if self.owner.consumer != 0
+                && let Some(slot) = st.consumers.iter_mut().find(|s| s.id == self.owner.consumer)
+            {
+                slot.in_flight = slot.in_flight.saturating_sub(1);
+            }
+            match settle {
+                Settle::Ack => {}
+                Settle::Nack { requeue: true } | Settle::Reject { requeue: true } => {
+                    q.give_back(&mut st, msg, Return::Requeue, &mut fx);
+                }
+                Settle::Nack { requeue: false } | Settle::Reject { requeue: false } => {
+                    q.dead_letter(msg, crate::queue::Reason::Rejected, &mut fx);
+                }
+            }
+            q.dispatch(&mut st, Instant::now(), &mut fx);
+        }
+        q.apply(fx);
+        Ok(())
+    }
+}
+
+/// The delivery stream of one consumer. It takes its whole inbox in one swap per wake-up.
+struct DeliveryStream {
+    queue: Arc<QueueCell>,
+    id: u64,
+    no_ack: bool,
+    exclusive: bool,
+    is_reply: bool,
+    ack: Arc<QueueAck>,
+    local: VecDeque<Handed>,
+    conn: Arc<Conn>,
+    finished: bool,
+}
+
+impl DeliveryStream {
+    fn delivery(&self, h: Handed) -> Delivery {
+        let acker = if self.no_ack {
+            Acker::settled()
+        } else {
+            Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.seq)
+        };
+        Delivery::new(h.envelope, h.exchange, h.routing_key, h.redelivered, h.tag, acker)
+    }
+}
+
+impl Stream for DeliveryStream {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(h) = this.local.pop_front() {
+            return Poll::Ready(Some(Ok(this.delivery(h))));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let ended = {
+            let mut st = this.queue.lock();
+            let deleted = st.deleted;
+            match st.consumers.iter_mut().find(|s| s.id == this.id) {
+                Some(slot) if !slot.inbox.is_empty() => {
+                    std::mem::swap(&mut slot.inbox, &mut this.local);
+                    None
+                }
+                Some(slot) => {
+                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        slot.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                None => Some(deleted),
+            }
+        };
+        match ended {
+            None => match this.local.pop_front() {
+                Some(h) => Poll::Ready(Some(Ok(this.delivery(h)))),
+                None => Poll::Pending,
+            },
+            Some(deleted) => {
+                this.finished = true;
+                let err = if this.conn.closed.load(Ordering::Acquire) {
+                    Error::closed(format!("consumer on queue '{}' ended: the connection was closed", this.queue.name))
+                } else if deleted {
+                    Error::new(
+                        mqtransport_core::ErrorKind::NotFound,
+                        format!("consumer cancelled by the broker: queue '{}' was deleted", this.queue.name),
+                    )
+                } else {
+                    Error::closed(format!("consumer on queue '{}' was cancelled", this.queue.name))
+                };
+                Poll::Ready(Some(Err(err)))
+            }
+        }
+    }
+}
+
+impl Drop for DeliveryStream {
+    fn drop(&mut self) {
+        let q = &self.queue;
+        let mut fx = Effects::default();
+        {
+            let mut st = q.lock();
+            let Some(i) = st.consumers.iter().position(|s| s.id == self.id) else { return };
+            let slot = st.consumers.remove(i);
+            if self.exclusive {
+                st.exclusive_consumer = false;
+            }
+            // Deliveries handed to this consumer but never yielded go back as on a channel close.
+            if !self.no_ack {
+                let mut back: Vec<_> = slot
+                    .inbox
+                    .into_iter()
+                    .chain(self.local.drain(..))
+                    .filter_map(|h| st.unacked.remove(&h.seq).map(|(m, _)| m))
+                    .collect();
+                back.sort_by(|a, b| b.seq.cmp(&a.seq));
+                for m in back {
+                    q.give_back(&mut st, m, Return::Closed, &mut fx);
+                }
+            }
+            if st.consumers.is_empty() && q.decl.auto_delete && !self.is_reply {
+                fx.auto_delete = true;
+            }
+            q.dispatch(&mut st, Instant::now(), &mut fx);
+        }
+        if self.is_reply {
+            lock(&self.conn.broker.replies).remove(&q.name);
+            let mut reply = lock(&self.conn.reply);
+            if reply.as_ref().is_some_and(|r| Arc::ptr_eq(r, q)) {
+                *reply = None;
+            }
+        }
+        q.apply(fx);
+    }
+}

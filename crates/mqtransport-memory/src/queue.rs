@@ -1,0 +1,688 @@
+//! One queue of the embedded broker: ready messages, unacknowledged ones, consumers, expiry,
+//! overflow and dead-lettering. Everything here runs under the queue's own lock; effects that
+//! reach other queues (dead letters) or tasks (wake-ups) are collected and run after it is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Waker;
+use std::time::{Duration, SystemTime};
+
+use mqtransport_core::envelope::headers::{X_DEATH, X_DELIVERY_COUNT};
+use mqtransport_core::{Envelope, FieldTable, FieldValue, Queue, QueueType};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::broker::BrokerInner;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A message in a queue.
+#[derive(Debug, Clone)]
+pub(crate) struct Msg {
+    /// Publish order within this queue: requeued classic messages go back to their place by it.
+    pub(crate) seq: u64,
+    pub(crate) envelope: Envelope,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    /// `CC` keys (for `x-death` routing keys).
+    pub(crate) cc: Vec<String>,
+    pub(crate) redelivered: bool,
+    /// Times returned to the queue (quorum `x-delivery-count`).
+    pub(crate) returns: u32,
+    pub(crate) expires_at: Option<Instant>,
+}
+
+/// Why a message was dead-lettered (the `x-death` reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Rejected,
+    Expired,
+    MaxLen,
+    DeliveryLimit,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::MaxLen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A message leaving a queue for its dead-letter exchange.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    pub(crate) exchange: String,
+    pub(crate) routing_keys: Vec<String>,
+    pub(crate) envelope: Envelope,
+}
+
+/// Work to do once the queue lock is released.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) wake: Vec<Waker>,
+    /// The queue lost its last consumer and is auto-delete.
+    pub(crate) auto_delete: bool,
+}
+
+impl Effects {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dead.is_empty() && self.wake.is_empty() && !self.auto_delete
+    }
+}
+
+/// Who holds an unacknowledged message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) conn: u64,
+    /// 0 for `basic.get`.
+    pub(crate) consumer: u64,
+}
+
+/// A message handed to a consumer, waiting in its inbox for the stream to pick it up.
+#[derive(Debug)]
+pub(crate) struct Handed {
+    pub(crate) seq: u64,
+    pub(crate) tag: u64,
+    pub(crate) envelope: Envelope,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) redelivered: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) id: u64,
+    pub(crate) conn: u64,
+    pub(crate) prefetch: u32,
+    pub(crate) no_ack: bool,
+    pub(crate) in_flight: u32,
+    pub(crate) next_tag: u64,
+    pub(crate) inbox: VecDeque<Handed>,
+    pub(crate) waker: Option<Waker>,
+}
+
+impl Slot {
+    fn has_credit(&self) -> bool {
+        self.no_ack || self.prefetch == 0 || self.in_flight < self.prefetch
+    }
+}
+
+/// Parsed queue arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) kind: QueueType,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) max_len: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
+    pub(crate) overflow: Overflow,
+    pub(crate) dlx: Option<String>,
+    pub(crate) dlrk: Option<String>,
+    pub(crate) delivery_limit: Option<u32>,
+    pub(crate) max_priority: Option<u8>,
+    pub(crate) expires: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overflow {
+    DropHead,
+    RejectPublish,
+    RejectPublishDlx,
+}
+
+impl Config {
+    pub(crate) fn of(q: &Queue) -> Self {
+        let args = &q.arguments;
+        let int = |k: &str| args.get(k).and_then(FieldValue::as_i64).and_then(|v| u64::try_from(v).ok());
+        let text = |k: &str| args.get(k).and_then(FieldValue::as_str).map(str::to_owned);
+        Config {
+            kind: q.queue_type(),
+            ttl: int("x-message-ttl").map(Duration::from_millis),
+            max_len: int("x-max-length").map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
+            max_bytes: int("x-max-length-bytes").map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
+            overflow: match text("x-overflow").as_deref() {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            },
+            dlx: text("x-dead-letter-exchange"),
+            dlrk: text("x-dead-letter-routing-key"),
+            delivery_limit: int("x-delivery-limit").map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+            max_priority: int("x-max-priority").map(|v| u8::try_from(v).unwrap_or(u8::MAX)),
+            expires: int("x-expires").map(Duration::from_millis),
+        }
+    }
+}
+
+/// Ready messages, one FIFO per priority level (one level without `x-max-priority`).
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    levels: Vec<VecDeque<Msg>>,
+    len: usize,
+    bytes: usize,
+}
+
+impl Ready {
+    fn new(max_priority: Option<u8>) -> Self {
+        let n = max_priority.map_or(1, |m| usize::from(m) + 1);
+        Ready {
+            levels: (0..n).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    fn level(&self, msg: &Msg) -> usize {
+        let p = usize::from(msg.envelope.properties.priority.unwrap_or(0));
+        p.min(self.levels.len() - 1)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push_back(&mut self, msg: Msg) {
+        let l = self.level(&msg);
+        self.len += 1;
+        self.bytes += msg.envelope.body.len();
+        self.levels[l].push_back(msg);
+    }
+
+    fn push_front(&mut self, msg: Msg) {
+        let l = self.level(&msg);
+        self.len += 1;
+        self.bytes += msg.envelope.body.len();
+        self.levels[l].push_front(msg);
+    }
+
+    /// Puts a message back at its original position (classic queues).
+    fn insert_by_seq(&mut self, msg: Msg) {
+        let l = self.level(&msg);
+        self.len += 1;
+        self.bytes += msg.envelope.body.len();
+        let level = &mut self.levels[l];
+        let at = level.partition_point(|m| m.seq < msg.seq);
+        level.insert(at, msg);
+    }
+
+    fn head(&self) -> Option<&Msg> {
+        self.levels.iter().rev().find_map(|l| l.front())
+    }
+
+    fn pop_front(&mut self) -> Option<Msg> {
+        let msg = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        self.len -= 1;
+        self.bytes -= msg.envelope.body.len();
+        Some(msg)
+    }
+
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.len;
+        for l in &mut self.levels {
+            l.clear();
+        }
+        self.len = 0;
+        self.bytes = 0;
+        n
+    }
+}
+
+/// How a message returns to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Return {
+    /// `basic.reject`/`nack` with requeue: quorum queues put it at the back.
+    Requeue,
+    /// Channel or connection closed, consumer gone: quorum queues put it at the front.
+    Closed,
+}
+
+pub(crate) struct QueueState {
+    pub(crate) ready: Ready,
+    pub(crate) unacked: HashMap<u64, (Msg, Owner)>,
+    pub(crate) consumers: Vec<Slot>,
+    rr_next: usize,
+    next_seq: u64,
+    pub(crate) deleted: bool,
+    pub(crate) exclusive_consumer: bool,
+    timer_running: bool,
+    /// Last time the queue was used (for `x-expires`).
+    last_used: Instant,
+}
+
+/// One queue. Shared by the broker's map, consumers and ackers.
+pub(crate) struct QueueCell {
+    pub(crate) name: String,
+    pub(crate) decl: Queue,
+    /// The connection that owns an exclusive queue.
+    pub(crate) owner: Option<u64>,
+    pub(crate) config: Config,
+    pub(crate) state: Mutex<QueueState>,
+    pub(crate) timer: Arc<Notify>,
+    pub(crate) broker: Weak<BrokerInner>,
+    vhost: String,
+}
+
+/// What happened to a published message in this queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Accepted,
+    Rejected,
+}
+
+impl QueueCell {
+    pub(crate) fn new(name: String, decl: Queue, owner: Option<u64>, broker: Weak<BrokerInner>, vhost: &str) -> Arc<Self> {
+        let config = Config::of(&decl);
+        let q = Arc::new(QueueCell {
+            state: Mutex::new(QueueState {
+                ready: Ready::new(config.max_priority),
+                unacked: HashMap::new(),
+                consumers: Vec::new(),
+                rr_next: 0,
+                next_seq: 0,
+                deleted: false,
+                exclusive_consumer: false,
+                timer_running: false,
+                last_used: Instant::now(),
+            }),
+            name,
+            decl,
+            owner,
+            config,
+            timer: Arc::new(Notify::new()),
+            broker,
+            vhost: vhost.to_owned(),
+        });
+        if q.config.expires.is_some() {
+            q.ensure_timer(&mut lock(&q.state));
+        }
+        q
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
+        lock(&self.state)
+    }
+
+    pub(crate) fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// Runs effects collected under the lock: wake consumers, route dead letters, auto-delete.
+    pub(crate) fn apply(&self, fx: Effects) {
+        if fx.is_empty() {
+            return;
+        }
+        for w in fx.wake {
+            w.wake();
+        }
+        if let Some(broker) = self.broker.upgrade() {
+            if !fx.dead.is_empty() {
+                broker.route_dead_letters(fx.dead);
+            }
+            if fx.auto_delete {
+                broker.auto_delete_queue(&self.name);
+            }
+        }
+    }
+
+    fn expires_at(&self, envelope: &Envelope, now: Instant) -> Option<Instant> {
+        let per_message = envelope
+            .properties
+            .expiration
+            .as_deref()
+            .and_then(|e| e.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let ttl = match (self.config.ttl, per_message) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ttl.map(|t| now + t)
+    }
+
+    /// Adds a published (or dead-lettered) message. Runs under the queue lock.
+    pub(crate) fn enqueue(
+        &self,
+        st: &mut QueueState,
+        envelope: Envelope,
+        exchange: &str,
+        routing_key: &str,
+        cc: &[String],
+        fx: &mut Effects,
+    ) -> Enqueued {
+        let now = Instant::now();
+        st.last_used = now;
+        let expires_at = self.expires_at(&envelope, now);
+        let body = envelope.body.len();
+        let over = |st: &QueueState| {
+            self.config.max_len.is_some_and(|m| st.ready.len() >= m)
+                || self.config.max_bytes.is_some_and(|m| st.ready.bytes + body > m)
+        };
+        st.next_seq += 1;
+        let msg = Msg {
+            seq: st.next_seq,
+            envelope,
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            cc: cc.to_vec(),
+            redelivered: false,
+            returns: 0,
+            expires_at,
+        };
+        match self.config.overflow {
+            Overflow::RejectPublish | Overflow::RejectPublishDlx if over(st) => {
+                if self.config.overflow == Overflow::RejectPublishDlx {
+                    self.dead_letter(msg, Reason::MaxLen, fx);
+                }
+                return Enqueued::Rejected;
+            }
+            _ => {}
+        }
+        // A fresh message goes straight to a consumer with credit when nothing waits before it.
+        if st.ready.len() == 0
+            && let Some(i) = next_consumer(st)
+        {
+            self.hand(st, i, msg, fx);
+            return Enqueued::Accepted;
+        }
+        st.ready.push_back(msg);
+        self.enforce_max_length(st, fx);
+        self.dispatch(st, now, fx);
+        if expires_at.is_some() {
+            self.ensure_timer(st);
+        }
+        Enqueued::Accepted
+    }
+
+    fn enforce_max_length(&self, st: &mut QueueState, fx: &mut Effects) {
+        loop {
+            let over = self.config.max_len.is_some_and(|m| st.ready.len() > m)
+                || self.config.max_bytes.is_some_and(|m| st.ready.bytes > m);
+            if !over {
+                break;
+            }
+            match st.ready.pop_front() {
+                Some(head) => self.dead_letter(head, Reason::MaxLen, fx),
+                None => break,
+            }
+        }
+    }
+
+    /// Removes expired messages at the head: expiry is only ever checked at the head.
+    fn expire_heads(&self, st: &mut QueueState, now: Instant, fx: &mut Effects) {
+        while st.ready.head().and_then(|m| m.expires_at).is_some_and(|t| t <= now) {
+            if let Some(m) = st.ready.pop_front() {
+                self.dead_letter(m, Reason::Expired, fx);
+            }
+        }
+    }
+
+    /// Hands ready messages to consumers with credit, round-robin.
+    pub(crate) fn dispatch(&self, st: &mut QueueState, now: Instant, fx: &mut Effects) {
+        loop {
+            self.expire_heads(st, now, fx);
+            if st.ready.len() == 0 {
+                return;
+            }
+            let Some(i) = next_consumer(st) else { return };
+            let Some(msg) = st.ready.pop_front() else { return };
+            self.hand(st, i, msg, fx);
+        }
+    }
+
+    fn hand(&self, st: &mut QueueState, i: usize, mut msg: Msg, fx: &mut Effects) {
+        st.rr_next = i + 1;
+        let quorum = self.config.kind == QueueType::Quorum;
+        if quorum && msg.returns > 0 {
+            msg.envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
+        }
+        let slot = &mut st.consumers[i];
+        slot.next_tag += 1;
+        let (seq, tag) = (msg.seq, slot.next_tag);
+        let handed = if slot.no_ack {
+            Handed {
+                seq,
+                tag,
+                envelope: msg.envelope,
+                exchange: msg.exchange,
+                routing_key: msg.routing_key,
+                redelivered: msg.redelivered,
+            }
+        } else {
+            slot.in_flight += 1;
+            let h = Handed {
+                seq,
+                tag,
+                envelope: msg.envelope.clone(),
+                exchange: msg.exchange.clone(),
+                routing_key: msg.routing_key.clone(),
+                redelivered: msg.redelivered,
+            };
+            let owner = Owner { conn: slot.conn, consumer: slot.id };
+            st.unacked.insert(seq, (msg, owner));
+            h
+        };
+        let slot = &mut st.consumers[i];
+        slot.inbox.push_back(handed);
+        if let Some(w) = slot.waker.take() {
+            fx.wake.push(w);
+        }
+    }
+
+    /// Takes one message for `basic.get`: the message, whether it was redelivered, and how many
+    /// ready messages are left.
+    pub(crate) fn get(&self, st: &mut QueueState, conn: u64, no_ack: bool, fx: &mut Effects) -> Option<(Msg, u32)> {
+        let now = Instant::now();
+        st.last_used = now;
+        self.expire_heads(st, now, fx);
+        let mut msg = st.ready.pop_front()?;
+        // What follows the taken head may have expired behind it.
+        self.expire_heads(st, now, fx);
+        if self.config.kind == QueueType::Quorum {
+            msg.envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
+        }
+        if !no_ack {
+            st.unacked.insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
+        }
+        let left = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
+        Some((msg, left))
+    }
+
+    /// Puts an unacknowledged message back (or dead-letters it past the delivery limit).
+    pub(crate) fn give_back(&self, st: &mut QueueState, mut msg: Msg, how: Return, fx: &mut Effects) {
+        msg.redelivered = true;
+        msg.returns += 1;
+        if self.config.kind == QueueType::Quorum
+            && let Some(limit) = self.config.delivery_limit
+            && msg.returns > limit
+        {
+            msg.envelope.headers_mut().remove(X_DELIVERY_COUNT);
+            self.dead_letter(msg, Reason::DeliveryLimit, fx);
+            return;
+        }
+        let now = Instant::now();
+        if msg.expires_at.is_some_and(|t| t <= now) {
+            self.dead_letter(msg, Reason::Expired, fx);
+            return;
+        }
+        match (self.config.kind, how) {
+            (QueueType::Quorum, Return::Requeue) => st.ready.push_back(msg),
+            (QueueType::Quorum, Return::Closed) => st.ready.push_front(msg),
+            (QueueType::Classic, _) => st.ready.insert_by_seq(msg),
+        }
+        self.enforce_max_length(st, fx);
+    }
+
+    /// Moves a dead message to the dead-letter exchange (or drops it when there is none).
+    pub(crate) fn dead_letter(&self, msg: Msg, reason: Reason, fx: &mut Effects) {
+        let Some(dlx) = &self.config.dlx else { return };
+        let Msg {
+            mut envelope,
+            exchange,
+            routing_key,
+            cc,
+            ..
+        } = msg;
+        let mut keys = Vec::with_capacity(1 + cc.len());
+        keys.push(routing_key.clone());
+        keys.extend(cc);
+        let expiration = envelope.properties.expiration.take();
+        record_death(envelope.headers_mut(), &self.name, reason, &exchange, &keys, expiration);
+        let routing_keys = match &self.config.dlrk {
+            Some(k) => vec![k.clone()],
+            None => keys,
+        };
+        fx.dead.push(DeadLetter {
+            exchange: dlx.clone(),
+            routing_keys,
+            envelope,
+        });
+    }
+
+    /// Starts the expiry timer task if the queue has none running.
+    fn ensure_timer(&self, st: &mut QueueState) {
+        if st.timer_running {
+            self.timer.notify_one();
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        let Some(broker) = self.broker.upgrade() else { return };
+        let Some(me) = broker.queue_cell(&self.name) else { return };
+        st.timer_running = true;
+        handle.spawn(timer_loop(Arc::downgrade(&me), Arc::clone(&self.timer)));
+    }
+
+    /// The next instant the timer must act at, and whether the queue itself expired.
+    fn timer_tick(&self, now: Instant) -> (Option<Instant>, bool) {
+        let mut fx = Effects::default();
+        let (next, idle_expired) = {
+            let mut st = self.lock();
+            if st.deleted {
+                st.timer_running = false;
+                return (None, false);
+            }
+            self.expire_heads(&mut st, now, &mut fx);
+            let head = st.ready.head().and_then(|m| m.expires_at);
+            let idle = self
+                .config
+                .expires
+                .filter(|_| st.consumers.is_empty())
+                .map(|e| st.last_used + e);
+            let idle_expired = idle.is_some_and(|t| t <= now);
+            let next = match (head, idle) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if next.is_none() {
+                st.timer_running = false;
+            }
+            (next, idle_expired)
+        };
+        self.apply(fx);
+        (next, idle_expired)
+    }
+}
+
+async fn timer_loop(queue: Weak<QueueCell>, notify: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(q) = queue.upgrade() else { return };
+            let (next, idle_expired) = q.timer_tick(Instant::now());
+            if idle_expired {
+                if let Some(b) = q.broker.upgrade() {
+                    b.expire_queue(&q.name);
+                }
+                return;
+            }
+            match next {
+                Some(n) => n,
+                None => return,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = notify.notified() => {}
+        }
+    }
+}
+
+/// The index of the next consumer with credit, round-robin from the last one served.
+fn next_consumer(st: &QueueState) -> Option<usize> {
+    let n = st.consumers.len();
+    (0..n).map(|k| (st.rr_next + k) % n).find(|&i| st.consumers[i].has_credit())
+}
+
+/// Updates `x-death` the way RabbitMQ 3.10 writes it (see RABBITMQ-SEMANTICS.md §13).
+fn record_death(headers: &mut FieldTable, queue: &str, reason: Reason, exchange: &str, keys: &[String], expiration: Option<String>) {
+    let time = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let keys_value = FieldValue::Array(keys.iter().map(|k| FieldValue::from(k.as_str())).collect());
+    let mut deaths: Vec<FieldValue> = match headers.get(X_DEATH) {
+        Some(FieldValue::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let first = deaths.is_empty();
+    let same = |d: &FieldValue| {
+        d.as_table().is_some_and(|t| {
+            t.get("queue").and_then(FieldValue::as_str) == Some(queue)
+                && t.get("reason").and_then(FieldValue::as_str) == Some(reason.as_str())
+        })
+    };
+    let entry = match deaths.iter().position(same) {
+        Some(i) => {
+            let FieldValue::Table(mut t) = deaths.remove(i) else { return };
+            let count = t.get("count").and_then(FieldValue::as_i64).unwrap_or(0) + 1;
+            t.insert("count", count);
+            t.sort_by_key();
+            t
+        }
+        None => {
+            let mut t = FieldTable::new()
+                .with("count", 1i64)
+                .with("reason", reason.as_str())
+                .with("queue", queue)
+                .with("time", FieldValue::Timestamp(time))
+                .with("exchange", exchange)
+                .with("routing-keys", keys_value);
+            if let Some(e) = expiration {
+                t.insert("original-expiration", e);
+            }
+            if !first {
+                t.sort_by_key();
+            }
+            t
+        }
+    };
+    deaths.insert(0, FieldValue::Table(entry));
+    headers.insert(X_DEATH, FieldValue::Array(deaths));
+    for (k, v) in [
+        ("x-first-death-exchange", exchange),
+        ("x-first-death-queue", queue),
+        ("x-first-death-reason", reason.as_str()),
+    ] {
+        if !headers.contains_key(k) {
+            headers.insert(k, v);
+        }
+    }
+}
+
+/// RabbitMQ's cycle rule: delivering a dead letter to `queue` is a cycle when `queue` already
+/// appears in its `x-death` and no death on the way since was a rejection.
+pub(crate) fn is_cycle(queue: &str, envelope: &Envelope) -> bool {
+    let Some(FieldValue::Array(deaths)) = envelope.header(X_DEATH) else { return false };
+    for d in deaths {
+        let Some(t) = d.as_table() else { continue };
+        if t.get("reason").and_then(FieldValue::as_str) == Some("rejected") {
+            return false;
+        }
+        if t.get("queue").and_then(FieldValue::as_str) == Some(queue) {
+            return true;
+        }
+    }
+    false
+}
