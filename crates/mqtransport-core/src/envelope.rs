@@ -1,5 +1,8 @@
 //! The message as it travels: properties, headers and a `Bytes` body.
 
+use std::fmt;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::field::FieldTable;
@@ -57,7 +60,28 @@ pub struct Properties {
     pub cluster_id: Option<String>,
 }
 
+const NO_PROPERTIES: Properties = Properties {
+    content_type: None,
+    content_encoding: None,
+    headers: None,
+    delivery_mode: None,
+    priority: None,
+    correlation_id: None,
+    reply_to: None,
+    expiration: None,
+    message_id: None,
+    timestamp: None,
+    kind: None,
+    user_id: None,
+    app_id: None,
+    cluster_id: None,
+};
+
 /// A message: properties (with headers) and an opaque body.
+///
+/// Cloning is cheap and never allocates: the body is a shared `Bytes` and the properties are
+/// shared copy-on-write, so a broker can hand the same message to a consumer and keep it for a
+/// requeue without copying. A message with no properties carries none at all.
 ///
 /// ```
 /// use mqtransport_core::{Envelope, FieldValue};
@@ -66,86 +90,125 @@ pub struct Properties {
 ///     .with_kind("greeting")
 ///     .with_header("x-mqt-attempt", 1i32);
 /// assert_eq!(env.header("x-mqt-attempt"), Some(&FieldValue::I32(1)));
-/// assert_eq!(env.properties.kind.as_deref(), Some("greeting"));
+/// assert_eq!(env.properties().kind.as_deref(), Some("greeting"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Envelope {
-    /// The properties, headers included.
-    pub properties: Properties,
+    /// `None` means every property is unset.
+    properties: Option<Arc<Properties>>,
     /// The body, shared without copying.
     pub body: Bytes,
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body && self.properties() == other.properties()
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("properties", self.properties())
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl Envelope {
     /// An envelope with `body` and no properties.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Envelope {
-            properties: Properties::default(),
+            properties: None,
             body: body.into(),
         }
     }
 
+    /// An envelope with `body` and `properties`.
+    pub fn with_properties(body: impl Into<Bytes>, properties: Properties) -> Self {
+        Envelope {
+            properties: Some(Arc::new(properties)),
+            body: body.into(),
+        }
+    }
+
+    /// The properties (all unset for a message that has none).
+    pub fn properties(&self) -> &Properties {
+        self.properties.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+
+    /// The properties for changing; copied first if another clone of the envelope shares them.
+    pub fn properties_mut(&mut self) -> &mut Properties {
+        Arc::make_mut(self.properties.get_or_insert_with(Default::default))
+    }
+
     /// The header `key`, if the message has headers and that key.
     pub fn header(&self, key: &str) -> Option<&crate::field::FieldValue> {
-        self.properties.headers.as_ref()?.get(key)
+        self.properties().headers.as_ref()?.get(key)
     }
 
     /// The header table, created empty if the message had none.
     pub fn headers_mut(&mut self) -> &mut FieldTable {
-        self.properties.headers.get_or_insert_with(FieldTable::new)
+        self.properties_mut()
+            .headers
+            .get_or_insert_with(FieldTable::new)
     }
 
     /// Sets a header.
-    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<crate::field::FieldValue>) -> Self {
+    pub fn with_header(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<crate::field::FieldValue>,
+    ) -> Self {
         self.headers_mut().insert(key, value);
         self
     }
 
     /// Sets the message type (the message name).
     pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
-        self.properties.kind = Some(kind.into());
+        self.properties_mut().kind = Some(kind.into());
         self
     }
 
     /// Sets the content type.
     pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
-        self.properties.content_type = Some(content_type.into());
+        self.properties_mut().content_type = Some(content_type.into());
         self
     }
 
     /// Sets the message id.
     pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
-        self.properties.message_id = Some(id.into());
+        self.properties_mut().message_id = Some(id.into());
         self
     }
 
     /// Sets the correlation id.
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
-        self.properties.correlation_id = Some(id.into());
+        self.properties_mut().correlation_id = Some(id.into());
         self
     }
 
     /// Sets the reply-to address.
     pub fn with_reply_to(mut self, reply_to: impl Into<String>) -> Self {
-        self.properties.reply_to = Some(reply_to.into());
+        self.properties_mut().reply_to = Some(reply_to.into());
         self
     }
 
     /// Sets the per-message TTL.
     pub fn with_expiration(mut self, ttl: std::time::Duration) -> Self {
-        self.properties.expiration = Some(ttl.as_millis().to_string());
+        self.properties_mut().expiration = Some(ttl.as_millis().to_string());
         self
     }
 
     /// Sets the priority.
     pub fn with_priority(mut self, priority: u8) -> Self {
-        self.properties.priority = Some(priority);
+        self.properties_mut().priority = Some(priority);
         self
     }
 
     /// Marks the message persistent.
     pub fn persistent(mut self) -> Self {
-        self.properties.delivery_mode = Some(DeliveryMode::Persistent);
+        self.properties_mut().delivery_mode = Some(DeliveryMode::Persistent);
         self
     }
 }

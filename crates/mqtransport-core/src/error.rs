@@ -101,7 +101,7 @@ impl Error {
             405 => ErrorKind::ResourceLocked,
             406 => ErrorKind::Precondition,
             312 | 313 => ErrorKind::Unroutable,
-            320 | 501..=505 | 530 | 540 | 541 => ErrorKind::Connection,
+            // 320 (connection forced), 5xx frame and command errors, and anything unknown.
             _ => ErrorKind::Connection,
         };
         let mut e = Error::new(kind, text);
@@ -150,11 +150,14 @@ impl Error {
     /// negative confirms and closed channels are transient; a precondition failure, a missing
     /// queue or invalid input will fail the same way again.
     pub fn is_transient(&self) -> bool {
-        match self.kind {
-            ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Nacked | ErrorKind::Closed => true,
-            ErrorKind::ResourceLocked => true,
-            _ => false,
-        }
+        matches!(
+            self.kind,
+            ErrorKind::Connection
+                | ErrorKind::Timeout
+                | ErrorKind::Nacked
+                | ErrorKind::Closed
+                | ErrorKind::ResourceLocked
+        )
     }
 }
 
@@ -186,7 +189,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -207,9 +212,18 @@ mod tests {
             e.to_string(),
             "not found (404): NOT_FOUND - no queue 'q' in vhost '/'"
         );
-        assert_eq!(Error::broker(406, "x", Scope::Channel).kind(), ErrorKind::Precondition);
-        assert_eq!(Error::broker(405, "x", Scope::Channel).kind(), ErrorKind::ResourceLocked);
-        assert_eq!(Error::broker(403, "x", Scope::Channel).kind(), ErrorKind::AccessRefused);
+        assert_eq!(
+            Error::broker(406, "x", Scope::Channel).kind(),
+            ErrorKind::Precondition
+        );
+        assert_eq!(
+            Error::broker(405, "x", Scope::Channel).kind(),
+            ErrorKind::ResourceLocked
+        );
+        assert_eq!(
+            Error::broker(403, "x", Scope::Channel).kind(),
+            ErrorKind::AccessRefused
+        );
         assert!(Error::new(ErrorKind::Timeout, "confirm").is_transient());
     }
 }

@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod error;
 pub mod field;
 pub mod router;
+pub mod shortstr;
 pub mod topology;
 pub mod transport;
 pub mod url;
@@ -26,11 +27,15 @@ pub use field::{Decimal, FieldTable, FieldValue};
 #[doc(inline)]
 pub use router::Router;
 #[doc(inline)]
-pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
+pub use shortstr::ShortStr;
+#[doc(inline)]
+pub use topology::{
+    Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology,
+};
 #[doc(inline)]
 pub use transport::{
-    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery, DynTransport,
-    Publish, QueueInfo, Settle, Transport,
+    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
+    DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, Settle, Transport,
 };
 #[doc(inline)]
 pub use url::{BrokerUrl, Scheme};

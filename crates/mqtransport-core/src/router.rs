@@ -57,7 +57,9 @@ enum XMatch {
 
 impl XMatch {
     fn parse(args: &FieldTable) -> Result<Self> {
-        let Some(v) = args.get("x-match") else { return Ok(XMatch::All { with_x: false }) };
+        let Some(v) = args.get("x-match") else {
+            return Ok(XMatch::All { with_x: false });
+        };
         let FieldValue::LongString(s) = v else {
             return Err(Error::broker(
                 406,
@@ -99,7 +101,9 @@ struct HeadersBinding {
 impl HeadersBinding {
     fn matches(&self, headers: Option<&FieldTable>) -> bool {
         let test = |(k, v): &(String, Option<FieldValue>)| {
-            let Some(actual) = headers.and_then(|h| h.get(k)) else { return false };
+            let Some(actual) = headers.and_then(|h| h.get(k)) else {
+                return false;
+            };
             match v {
                 None => true,
                 Some(v) => v.loose_eq(actual),
@@ -152,9 +156,13 @@ impl TrieNode {
                 None => false,
             };
         };
-        let removed = match *first {
+        match *first {
             "*" | "#" => {
-                let slot = if *first == "*" { &mut self.star } else { &mut self.hash };
+                let slot = if *first == "*" {
+                    &mut self.star
+                } else {
+                    &mut self.hash
+                };
                 let removed = slot.as_mut().is_some_and(|n| n.remove(rest, destination));
                 if slot.as_ref().is_some_and(|n| n.is_empty()) {
                     *slot = None;
@@ -162,18 +170,23 @@ impl TrieNode {
                 removed
             }
             w => {
-                let removed = self.children.get_mut(w).is_some_and(|n| n.remove(rest, destination));
+                let removed = self
+                    .children
+                    .get_mut(w)
+                    .is_some_and(|n| n.remove(rest, destination));
                 if self.children.get(w).is_some_and(TrieNode::is_empty) {
                     self.children.remove(w);
                 }
                 removed
             }
-        };
-        removed
+        }
     }
 
     fn is_empty(&self) -> bool {
-        self.destinations.is_empty() && self.children.is_empty() && self.star.is_none() && self.hash.is_none()
+        self.destinations.is_empty()
+            && self.children.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
     }
 
     fn collect<'a>(&'a self, key: &[&str], out: &mut Vec<&'a Destination>) {
@@ -226,7 +239,11 @@ impl BindingId {
         BindingId {
             destination: b.destination.clone(),
             routing_key: b.routing_key.clone(),
-            arguments: if b.arguments.is_empty() { String::new() } else { format!("{:?}", b.arguments) },
+            arguments: if b.arguments.is_empty() {
+                String::new()
+            } else {
+                format!("{:?}", b.arguments)
+            },
         }
     }
 }
@@ -299,7 +316,10 @@ impl Router {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
-        self.exchanges.get(name).map(|e| &e.exchange).ok_or_else(|| self.not_found(name))
+        self.exchanges
+            .get(name)
+            .map(|e| &e.exchange)
+            .ok_or_else(|| self.not_found(name))
     }
 
     /// Deletes an exchange and every binding from or to it. A missing exchange is not an error.
@@ -311,15 +331,23 @@ impl Router {
         if BUILTIN_EXCHANGES.iter().any(|(n, _)| *n == name) {
             return Err(Error::broker(
                 403,
-                format!("ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '{}' not allowed", self.vhost),
+                format!(
+                    "ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '{}' not allowed",
+                    self.vhost
+                ),
                 Scope::Channel,
             ));
         }
-        let Some(entry) = self.exchanges.get(name) else { return Ok(Vec::new()) };
+        let Some(entry) = self.exchanges.get(name) else {
+            return Ok(Vec::new());
+        };
         if if_unused && !entry.bindings.is_empty() {
             return Err(Error::broker(
                 406,
-                format!("PRECONDITION_FAILED - exchange '{name}' in vhost '{}' in use", self.vhost),
+                format!(
+                    "PRECONDITION_FAILED - exchange '{name}' in vhost '{}' in use",
+                    self.vhost
+                ),
                 Scope::Channel,
             ));
         }
@@ -351,19 +379,29 @@ impl Router {
         }
         let destination = binding.destination.clone();
         match &mut entry.table {
-            Table::Direct(map) => map.entry(binding.routing_key.clone()).or_default().push(destination),
+            Table::Direct(map) => map
+                .entry(binding.routing_key.clone())
+                .or_default()
+                .push(destination),
             Table::Fanout(list) => list.push(destination),
             Table::Topic(trie) => trie.insert(&binding.routing_key, destination),
             Table::Headers(list) => {
                 let mode = headers.unwrap_or(XMatch::All { with_x: false });
-                let with_x = matches!(mode, XMatch::All { with_x: true } | XMatch::Any { with_x: true });
+                let with_x = matches!(
+                    mode,
+                    XMatch::All { with_x: true } | XMatch::Any { with_x: true }
+                );
                 let keys = binding
                     .arguments
                     .iter()
                     .filter(|(k, _)| *k != "x-match" && (with_x || !k.starts_with("x-")))
                     .map(|(k, v)| (k.to_owned(), (*v != FieldValue::Void).then(|| v.clone())))
                     .collect();
-                list.push(HeadersBinding { mode, keys, destination });
+                list.push(HeadersBinding {
+                    mode,
+                    keys,
+                    destination,
+                });
             }
         }
         Ok(())
@@ -373,7 +411,9 @@ impl Router {
     /// auto-delete exchanges deleted because they lost their last binding.
     pub fn unbind(&mut self, binding: &Binding) -> Result<Vec<String>> {
         binding.validate()?;
-        let Some(entry) = self.exchanges.get_mut(&binding.source) else { return Ok(Vec::new()) };
+        let Some(entry) = self.exchanges.get_mut(&binding.source) else {
+            return Ok(Vec::new());
+        };
         let id = BindingId::of(binding);
         if !entry.bindings.remove(&id) {
             return Ok(Vec::new());
@@ -397,7 +437,12 @@ impl Router {
         while let Some(dest) = pending.pop() {
             let mut emptied = Vec::new();
             for (name, entry) in &mut self.exchanges {
-                let ids: Vec<BindingId> = entry.bindings.iter().filter(|id| id.destination == dest).cloned().collect();
+                let ids: Vec<BindingId> = entry
+                    .bindings
+                    .iter()
+                    .filter(|id| id.destination == dest)
+                    .cloned()
+                    .collect();
                 if ids.is_empty() {
                     continue;
                 }
@@ -427,7 +472,12 @@ impl Router {
     /// any `CC`/`BCC` keys) and `headers`. Follows exchange-to-exchange bindings, each exchange
     /// once; if nothing matched, tries the alternate exchange. Publishing to a missing exchange is
     /// `NOT_FOUND`, to an internal one `ACCESS_REFUSED`.
-    pub fn route<'a>(&'a self, exchange: &str, keys: &[&'a str], headers: Option<&FieldTable>) -> Result<Routed<'a>> {
+    pub fn route<'a>(
+        &'a self,
+        exchange: &str,
+        keys: &[&'a str],
+        headers: Option<&FieldTable>,
+    ) -> Result<Routed<'a>> {
         if exchange.is_empty() {
             let mut queues: Vec<&'a str> = keys.to_vec();
             queues.sort_unstable();
@@ -437,11 +487,16 @@ impl Router {
                 queues,
             });
         }
-        let Some(entry) = self.exchanges.get(exchange) else { return Err(self.not_found(exchange)) };
+        let Some(entry) = self.exchanges.get(exchange) else {
+            return Err(self.not_found(exchange));
+        };
         if entry.exchange.internal {
             return Err(Error::broker(
                 403,
-                format!("ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '{}'", self.vhost),
+                format!(
+                    "ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    self.vhost
+                ),
                 Scope::Channel,
             ));
         }
@@ -463,7 +518,10 @@ impl Router {
         }
         queues.sort_unstable();
         queues.dedup();
-        Ok(Routed { queues, by_name: None })
+        Ok(Routed {
+            queues,
+            by_name: None,
+        })
     }
 
     fn walk<'a>(
@@ -497,7 +555,11 @@ impl Router {
                     }
                 }
                 Table::Headers(list) => {
-                    out.extend(list.iter().filter(|b| b.matches(headers)).map(|b| &b.destination));
+                    out.extend(
+                        list.iter()
+                            .filter(|b| b.matches(headers))
+                            .map(|b| &b.destination),
+                    );
                 }
             }
             for d in out.iter() {
@@ -518,7 +580,11 @@ impl Router {
 }
 
 fn default_exchange_refused() -> Error {
-    Error::broker(403, "ACCESS_REFUSED - operation not permitted on the default exchange", Scope::Channel)
+    Error::broker(
+        403,
+        "ACCESS_REFUSED - operation not permitted on the default exchange",
+        Scope::Channel,
+    )
 }
 
 fn remove_from_table(table: &mut Table, id: &BindingId) {
@@ -555,7 +621,9 @@ fn remove_from_table(table: &mut Table, id: &BindingId) {
 mod tests {
     use super::*;
 
-    const KEYS: [&str; 13] = ["", "a", "a.b", "a.b.c", "b.a", "a..b", ".a", "a.", "..", "a.b.b", "b.a.c", "a.x.y.b", "A"];
+    const KEYS: [&str; 13] = [
+        "", "a", "a.b", "a.b.c", "b.a", "a..b", ".a", "a.", "..", "a.b.b", "b.a.c", "a.x.y.b", "A",
+    ];
 
     /// The matching table of RABBITMQ-SEMANTICS.md §5, row by row.
     const TABLE: [(&str, &str); 19] = [
@@ -588,7 +656,11 @@ mod tests {
             r.bind(&Binding::queue("q", "t", pattern))?;
             for (key, expect) in KEYS.iter().zip(row.chars()) {
                 let routed = r.route("t", &[key], None)?;
-                assert_eq!(!routed.is_empty(), expect == 'X', "pattern {pattern:?} key {key:?}");
+                assert_eq!(
+                    !routed.is_empty(),
+                    expect == 'X',
+                    "pattern {pattern:?} key {key:?}"
+                );
             }
         }
         Ok(())
@@ -613,8 +685,15 @@ mod tests {
     fn headers_matching() -> Result<()> {
         let cases: Vec<(FieldTable, Vec<FieldTable>, Vec<FieldTable>)> = vec![
             (
-                FieldTable::new().with("x-match", "any").with("a", 1i32).with("b", 2i32),
-                vec![FieldTable::new().with("a", 1i8), FieldTable::new().with("b", 2.0f64), FieldTable::new().with("a", 1i64).with("x-foo", "bar")],
+                FieldTable::new()
+                    .with("x-match", "any")
+                    .with("a", 1i32)
+                    .with("b", 2i32),
+                vec![
+                    FieldTable::new().with("a", 1i8),
+                    FieldTable::new().with("b", 2.0f64),
+                    FieldTable::new().with("a", 1i64).with("x-foo", "bar"),
+                ],
                 vec![FieldTable::new().with("a", "1"), FieldTable::new()],
             ),
             (
@@ -623,13 +702,19 @@ mod tests {
                 vec![FieldTable::new().with("x-foo", "bar")],
             ),
             (
-                FieldTable::new().with("x-match", "all-with-x").with("a", 1i32).with("x-foo", "bar"),
+                FieldTable::new()
+                    .with("x-match", "all-with-x")
+                    .with("a", 1i32)
+                    .with("x-foo", "bar"),
                 vec![FieldTable::new().with("a", 1i32).with("x-foo", "bar")],
                 vec![FieldTable::new().with("a", 1i32)],
             ),
             (
                 FieldTable::new().with("a", FieldValue::Void),
-                vec![FieldTable::new().with("a", FieldValue::Void), FieldTable::new().with("a", "z")],
+                vec![
+                    FieldTable::new().with("a", FieldValue::Void),
+                    FieldTable::new().with("a", "z"),
+                ],
                 vec![FieldTable::new().with("b", 1i32)],
             ),
             (
@@ -643,25 +728,43 @@ mod tests {
             r.declare_exchange(&Exchange::headers("h"))?;
             r.bind(&Binding::queue("q", "h", "").arguments(args.clone()))?;
             for h in yes {
-                assert!(!r.route("h", &[""], Some(&h))?.is_empty(), "{args:?} should match {h:?}");
+                assert!(
+                    !r.route("h", &[""], Some(&h))?.is_empty(),
+                    "{args:?} should match {h:?}"
+                );
             }
             for h in no {
-                assert!(r.route("h", &[""], Some(&h))?.is_empty(), "{args:?} should not match {h:?}");
+                assert!(
+                    r.route("h", &[""], Some(&h))?.is_empty(),
+                    "{args:?} should not match {h:?}"
+                );
             }
         }
         let mut r = Router::new();
         r.declare_exchange(&Exchange::headers("h"))?;
-        r.bind(&Binding::queue("all", "h", "").arguments(FieldTable::new().with("x-match", "all")))?;
-        r.bind(&Binding::queue("any", "h", "").arguments(FieldTable::new().with("x-match", "any")))?;
+        r.bind(
+            &Binding::queue("all", "h", "").arguments(FieldTable::new().with("x-match", "all")),
+        )?;
+        r.bind(
+            &Binding::queue("any", "h", "").arguments(FieldTable::new().with("x-match", "any")),
+        )?;
         assert_eq!(r.route("h", &[""], None)?.queues(), ["all"]);
         let e = r
-            .bind(&Binding::queue("q", "h", "").arguments(FieldTable::new().with("x-match", "bogus")))
+            .bind(
+                &Binding::queue("q", "h", "").arguments(FieldTable::new().with("x-match", "bogus")),
+            )
             .unwrap_err();
-        assert_eq!(e.message(), "PRECONDITION_FAILED - Invalid x-match field value <<\"bogus\">>; expected all, any, all-with-x, or any-with-x");
+        assert_eq!(
+            e.message(),
+            "PRECONDITION_FAILED - Invalid x-match field value <<\"bogus\">>; expected all, any, all-with-x, or any-with-x"
+        );
         let e = r
             .bind(&Binding::queue("q", "h", "").arguments(FieldTable::new().with("x-match", 1i32)))
             .unwrap_err();
-        assert_eq!(e.message(), "PRECONDITION_FAILED - Invalid x-match field type signedint (value 1); expected longstr");
+        assert_eq!(
+            e.message(),
+            "PRECONDITION_FAILED - Invalid x-match field type signedint (value 1); expected longstr"
+        );
         Ok(())
     }
 
@@ -696,20 +799,37 @@ mod tests {
     #[test]
     fn errors_and_auto_delete() -> Result<()> {
         let mut r = Router::with_builtin_exchanges();
-        assert_eq!(r.route("nope", &["k"], None).unwrap_err().message(), "NOT_FOUND - no exchange 'nope' in vhost '/'");
+        assert_eq!(
+            r.route("nope", &["k"], None).unwrap_err().message(),
+            "NOT_FOUND - no exchange 'nope' in vhost '/'"
+        );
         r.declare_exchange(&Exchange::direct("i").internal())?;
-        assert_eq!(r.route("i", &["k"], None).unwrap_err().reply_code(), Some(403));
-        assert_eq!(r.delete_exchange("amq.direct", false).unwrap_err().reply_code(), Some(403));
+        assert_eq!(
+            r.route("i", &["k"], None).unwrap_err().reply_code(),
+            Some(403)
+        );
+        assert_eq!(
+            r.delete_exchange("amq.direct", false)
+                .unwrap_err()
+                .reply_code(),
+            Some(403)
+        );
         r.declare_exchange(&Exchange::direct("ad").auto_delete())?;
         r.bind(&Binding::queue("q1", "ad", "k"))?;
         r.bind(&Binding::queue("q2", "ad", "k"))?;
         assert!(r.unbind(&Binding::queue("q1", "ad", "k"))?.is_empty());
         assert!(r.exchange("ad").is_ok());
-        assert_eq!(r.remove_destination(&Destination::Queue("q2".into())), ["ad"]);
+        assert_eq!(
+            r.remove_destination(&Destination::Queue("q2".into())),
+            ["ad"]
+        );
         assert!(r.exchange("ad").is_err());
         r.declare_exchange(&Exchange::direct("used"))?;
         r.bind(&Binding::queue("q", "used", "k"))?;
-        assert_eq!(r.delete_exchange("used", true).unwrap_err().reply_code(), Some(406));
+        assert_eq!(
+            r.delete_exchange("used", true).unwrap_err().reply_code(),
+            Some(406)
+        );
         assert!(r.delete_exchange("missing", false)?.is_empty());
         Ok(())
     }

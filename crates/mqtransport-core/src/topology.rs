@@ -146,19 +146,28 @@ impl Exchange {
 
     /// The alternate exchange, if one is set.
     pub fn alternate(&self) -> Option<&str> {
-        self.arguments.get("alternate-exchange").and_then(FieldValue::as_str)
+        self.arguments
+            .get("alternate-exchange")
+            .and_then(FieldValue::as_str)
     }
 
     /// Checks the name: at most 255 bytes, not the default exchange, no reserved `amq.` prefix.
     pub fn validate(&self) -> Result<()> {
         check_name_len("exchange", &self.name)?;
         if self.name.is_empty() {
-            return Err(Error::broker(403, "ACCESS_REFUSED - operation not permitted on the default exchange", Scope::Channel));
+            return Err(Error::broker(
+                403,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+                Scope::Channel,
+            ));
         }
         if self.name.starts_with("amq.") && builtin_exchange(&self.name).is_none() {
             return Err(Error::broker(
                 403,
-                format!("ACCESS_REFUSED - exchange name '{}' contains reserved prefix 'amq.*'", self.name),
+                format!(
+                    "ACCESS_REFUSED - exchange name '{}' contains reserved prefix 'amq.*'",
+                    self.name
+                ),
                 Scope::Channel,
             ));
         }
@@ -190,7 +199,14 @@ impl Exchange {
                 return Err(mismatch(arg, &a.to_string(), &b.to_string()));
             }
         }
-        compare_arg("alternate-exchange", "exchange", &self.name, vhost, &self.arguments, &existing.arguments)
+        compare_arg(
+            "alternate-exchange",
+            "exchange",
+            &self.name,
+            vhost,
+            &self.arguments,
+            &existing.arguments,
+        )
     }
 }
 
@@ -204,7 +220,10 @@ pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 5] = [
 ];
 
 fn builtin_exchange(name: &str) -> Option<ExchangeKind> {
-    BUILTIN_EXCHANGES.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    BUILTIN_EXCHANGES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
 }
 
 /// The type of a queue.
@@ -320,7 +339,10 @@ impl Queue {
 
     /// At most `n` bytes of ready message bodies (`x-max-length-bytes`).
     pub fn max_length_bytes(self, n: u64) -> Self {
-        self.argument("x-max-length-bytes", int_value(i64::try_from(n).unwrap_or(i64::MAX)))
+        self.argument(
+            "x-max-length-bytes",
+            int_value(i64::try_from(n).unwrap_or(i64::MAX)),
+        )
     }
 
     /// What happens when the queue is full (`x-overflow`).
@@ -351,7 +373,11 @@ impl Queue {
 
     /// The queue type (`x-queue-type`; absent means classic).
     pub fn queue_type(&self) -> QueueType {
-        match self.arguments.get("x-queue-type").and_then(FieldValue::as_str) {
+        match self
+            .arguments
+            .get("x-queue-type")
+            .and_then(FieldValue::as_str)
+        {
             Some("quorum") => QueueType::Quorum,
             _ => QueueType::Classic,
         }
@@ -371,14 +397,21 @@ impl Queue {
         let invalid = |arg: &str, reason: String| {
             Error::broker(
                 406,
-                format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}': {reason}"),
+                format!(
+                    "PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}': {reason}"
+                ),
                 Scope::Channel,
             )
         };
         let int_arg = |arg: &str, min: i64| -> Result<Option<i64>> {
-            let Some(v) = self.arguments.get(arg) else { return Ok(None) };
+            let Some(v) = self.arguments.get(arg) else {
+                return Ok(None);
+            };
             let Some(n) = v.as_i64() else {
-                return Err(invalid(arg, format!("\"expected integer, got {}\"", v.type_name())));
+                return Err(invalid(
+                    arg,
+                    format!("\"expected integer, got {}\"", v.type_name()),
+                ));
             };
             if n < 0 {
                 return Err(invalid(arg, format!("{{value_negative,{n}}}")));
@@ -396,10 +429,16 @@ impl Queue {
         if let Some(p) = int_arg("x-max-priority", 0)?
             && p > 255
         {
-            return Err(invalid("x-max-priority", format!("{{max_value_exceeded,{p}}}")));
+            return Err(invalid(
+                "x-max-priority",
+                format!("{{max_value_exceeded,{p}}}"),
+            ));
         }
         if let Some(v) = self.arguments.get("x-overflow")
-            && !matches!(v.as_str(), Some("drop-head" | "reject-publish" | "reject-publish-dlx"))
+            && !matches!(
+                v.as_str(),
+                Some("drop-head" | "reject-publish" | "reject-publish-dlx")
+            )
         {
             return Err(invalid("x-overflow", "invalid_overflow".into()));
         }
@@ -414,13 +453,18 @@ impl Queue {
         if self.arguments.contains_key("x-dead-letter-routing-key")
             && !self.arguments.contains_key("x-dead-letter-exchange")
         {
-            return Err(invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined".into()));
+            return Err(invalid(
+                "x-dead-letter-routing-key",
+                "routing_key_but_no_dlx_defined".into(),
+            ));
         }
         if self.queue_type() == QueueType::Quorum {
             let property = |p: &str| {
                 Error::broker(
                     406,
-                    format!("PRECONDITION_FAILED - invalid property '{p}' for queue '{q}' in vhost '{vhost}'"),
+                    format!(
+                        "PRECONDITION_FAILED - invalid property '{p}' for queue '{q}' in vhost '{vhost}'"
+                    ),
                     Scope::Channel,
                 )
             };
@@ -444,7 +488,9 @@ impl Queue {
                 if self.arguments.contains_key(arg) {
                     return Err(Error::broker(
                         406,
-                        format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}' of queue type rabbit_quorum_queue"),
+                        format!(
+                            "PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}' of queue type rabbit_quorum_queue"
+                        ),
                         Scope::Channel,
                     ));
                 }
@@ -481,10 +527,24 @@ impl Queue {
             (Some(a), Some(b)) => a.loose_eq(b),
         };
         if !same_type {
-            return Err(inequivalent("x-queue-type", "queue", &self.name, vhost, mine.as_ref(), theirs.as_ref()));
+            return Err(inequivalent(
+                "x-queue-type",
+                "queue",
+                &self.name,
+                vhost,
+                mine.as_ref(),
+                theirs.as_ref(),
+            ));
         }
         for arg in COMPARED_QUEUE_ARGS {
-            compare_arg(arg, "queue", &self.name, vhost, &self.arguments, &existing.arguments)?;
+            compare_arg(
+                arg,
+                "queue",
+                &self.name,
+                vhost,
+                &self.arguments,
+                &existing.arguments,
+            )?;
         }
         Ok(())
     }
@@ -504,7 +564,14 @@ const COMPARED_QUEUE_ARGS: [&str; 10] = [
     "x-single-active-consumer",
 ];
 
-fn compare_arg(arg: &str, what: &str, name: &str, vhost: &str, mine: &FieldTable, theirs: &FieldTable) -> Result<()> {
+fn compare_arg(
+    arg: &str,
+    what: &str,
+    name: &str,
+    vhost: &str,
+    mine: &FieldTable,
+    theirs: &FieldTable,
+) -> Result<()> {
     let (a, b) = (mine.get(arg), theirs.get(arg));
     let same = match (a, b) {
         (None, None) => true,
@@ -516,13 +583,28 @@ fn compare_arg(arg: &str, what: &str, name: &str, vhost: &str, mine: &FieldTable
         }
         _ => false,
     };
-    if same { Ok(()) } else { Err(inequivalent(arg, what, name, vhost, a, b)) }
+    if same {
+        Ok(())
+    } else {
+        Err(inequivalent(arg, what, name, vhost, a, b))
+    }
 }
 
-fn inequivalent(arg: &str, what: &str, name: &str, vhost: &str, got: Option<&FieldValue>, cur: Option<&FieldValue>) -> Error {
+fn inequivalent(
+    arg: &str,
+    what: &str,
+    name: &str,
+    vhost: &str,
+    got: Option<&FieldValue>,
+    cur: Option<&FieldValue>,
+) -> Error {
     let describe = |v: Option<&FieldValue>, full: bool| match v {
         None => "none".to_string(),
-        Some(v) if full => format!("the value '{}' of type '{}'", v.display_value(), v.type_name()),
+        Some(v) if full => format!(
+            "the value '{}' of type '{}'",
+            v.display_value(),
+            v.type_name()
+        ),
         Some(v) => format!("'{}'", v.display_value()),
     };
     // RabbitMQ spells out the type only when the other side is absent.
@@ -594,7 +676,11 @@ pub struct Binding {
 
 impl Binding {
     /// Binds `queue` to `exchange` with `routing_key`.
-    pub fn queue(queue: impl Into<String>, exchange: impl Into<String>, routing_key: impl Into<String>) -> Self {
+    pub fn queue(
+        queue: impl Into<String>,
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+    ) -> Self {
         Binding {
             source: exchange.into(),
             destination: Destination::Queue(queue.into()),
@@ -604,7 +690,11 @@ impl Binding {
     }
 
     /// Binds exchange `destination` to exchange `source` with `routing_key`.
-    pub fn exchange(destination: impl Into<String>, source: impl Into<String>, routing_key: impl Into<String>) -> Self {
+    pub fn exchange(
+        destination: impl Into<String>,
+        source: impl Into<String>,
+        routing_key: impl Into<String>,
+    ) -> Self {
         Binding {
             source: source.into(),
             destination: Destination::Exchange(destination.into()),
@@ -623,8 +713,14 @@ impl Binding {
     pub fn validate(&self) -> Result<()> {
         check_name_len("exchange", &self.source)?;
         check_name_len("binding destination", self.destination.name())?;
-        if self.source.is_empty() || matches!(&self.destination, Destination::Exchange(d) if d.is_empty()) {
-            return Err(Error::broker(403, "ACCESS_REFUSED - operation not permitted on the default exchange", Scope::Channel));
+        if self.source.is_empty()
+            || matches!(&self.destination, Destination::Exchange(d) if d.is_empty())
+        {
+            return Err(Error::broker(
+                403,
+                "ACCESS_REFUSED - operation not permitted on the default exchange",
+                Scope::Channel,
+            ));
         }
         Ok(())
     }
@@ -679,7 +775,11 @@ impl Topology {
             x.validate()?;
             if let Some(prev) = self.exchanges[..i].iter().find(|p| p.name == x.name) {
                 x.check_equivalent(prev, "/").map_err(|e| {
-                    Error::invalid(format!("exchange '{}' is declared twice with different options: {}", x.name, e.message()))
+                    Error::invalid(format!(
+                        "exchange '{}' is declared twice with different options: {}",
+                        x.name,
+                        e.message()
+                    ))
                 })?;
             }
         }
@@ -691,7 +791,10 @@ impl Topology {
             if let Some(prev) = self.queues[..i].iter().find(|p| p.name == q.name) {
                 let same = q.exclusive == prev.exclusive && q.check_equivalent(prev, "/").is_ok();
                 if !same {
-                    return Err(Error::invalid(format!("queue '{}' is declared twice with different options", q.name)));
+                    return Err(Error::invalid(format!(
+                        "queue '{}' is declared twice with different options",
+                        q.name
+                    )));
                 }
             }
         }
@@ -718,30 +821,61 @@ mod tests {
         assert_eq!(e.reply_code(), Some(403));
         assert!(e.message().contains("'amq.foo'"));
         assert!(Exchange::direct("amq.direct").validate().is_ok());
-        assert_eq!(Exchange::direct("amq.x").validate().unwrap_err().reply_code(), Some(403));
+        assert_eq!(
+            Exchange::direct("amq.x")
+                .validate()
+                .unwrap_err()
+                .reply_code(),
+            Some(403)
+        );
     }
 
     #[test]
     fn rejects_contradictions_naming_the_queue() {
         let e = Queue::quorum("q1").exclusive().validate("/").unwrap_err();
-        assert_eq!(e.message(), "PRECONDITION_FAILED - invalid property 'exclusive-owner' for queue 'q1' in vhost '/'");
-        let e = Queue::transient("q2").argument("x-queue-type", "quorum").validate("/").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "PRECONDITION_FAILED - invalid property 'exclusive-owner' for queue 'q1' in vhost '/'"
+        );
+        let e = Queue::transient("q2")
+            .argument("x-queue-type", "quorum")
+            .validate("/")
+            .unwrap_err();
         assert!(e.message().contains("'non-durable'"));
-        let e = Queue::durable("q3").dead_letter_routing_key("k").validate("/").unwrap_err();
+        let e = Queue::durable("q3")
+            .dead_letter_routing_key("k")
+            .validate("/")
+            .unwrap_err();
         assert!(e.message().ends_with("routing_key_but_no_dlx_defined"));
-        let e = Queue::durable("q4").argument("x-message-ttl", -1i32).validate("/").unwrap_err();
+        let e = Queue::durable("q4")
+            .argument("x-message-ttl", -1i32)
+            .validate("/")
+            .unwrap_err();
         assert!(e.message().ends_with("{value_negative,-1}"));
-        let e = Queue::durable("q5").argument("x-message-ttl", "abc").validate("/").unwrap_err();
+        let e = Queue::durable("q5")
+            .argument("x-message-ttl", "abc")
+            .validate("/")
+            .unwrap_err();
         assert!(e.message().ends_with("\"expected integer, got longstr\""));
-        let e = Queue::quorum("q6").max_priority(5).validate("/").unwrap_err();
+        let e = Queue::quorum("q6")
+            .max_priority(5)
+            .validate("/")
+            .unwrap_err();
         assert!(e.message().contains("of queue type rabbit_quorum_queue"));
     }
 
     #[test]
     fn equivalence_follows_rabbitmq() {
         let base = Queue::durable("q").message_ttl(Duration::from_secs(1));
-        assert!(base.clone().argument("x-unknown", 1i32).check_equivalent(&base, "/").is_ok());
-        let e = Queue::durable("q").check_equivalent(&base, "/").unwrap_err();
+        assert!(
+            base.clone()
+                .argument("x-unknown", 1i32)
+                .check_equivalent(&base, "/")
+                .is_ok()
+        );
+        let e = Queue::durable("q")
+            .check_equivalent(&base, "/")
+            .unwrap_err();
         assert_eq!(
             e.message(),
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
@@ -752,15 +886,24 @@ mod tests {
         assert!(text.check_equivalent(&base, "/").is_err());
         let classic = Queue::durable("q").argument("x-queue-type", "classic");
         assert!(classic.check_equivalent(&Queue::durable("q"), "/").is_ok());
-        let e = Queue::transient("q").check_equivalent(&Queue::durable("q"), "/").unwrap_err();
+        let e = Queue::transient("q")
+            .check_equivalent(&Queue::durable("q"), "/")
+            .unwrap_err();
         assert!(e.message().contains("inequivalent arg 'durable'"));
-        let e = Exchange::fanout("x").check_equivalent(&Exchange::direct("x"), "/").unwrap_err();
-        assert!(e.message().contains("received 'fanout' but current is 'direct'"));
+        let e = Exchange::fanout("x")
+            .check_equivalent(&Exchange::direct("x"), "/")
+            .unwrap_err();
+        assert!(
+            e.message()
+                .contains("received 'fanout' but current is 'direct'")
+        );
     }
 
     #[test]
     fn topology_rejects_conflicting_duplicates() {
-        let t = Topology::new().queue(Queue::durable("a")).queue(Queue::transient("a"));
+        let t = Topology::new()
+            .queue(Queue::durable("a"))
+            .queue(Queue::transient("a"));
         assert!(t.validate().unwrap_err().message().contains("queue 'a'"));
         let t = Topology::new().bind(Binding::queue("q", "", "q"));
         assert_eq!(t.validate().unwrap_err().reply_code(), Some(403));

@@ -12,6 +12,7 @@ use futures_core::Stream;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::field::FieldTable;
+use crate::shortstr::ShortStr;
 use crate::topology::{Binding, Topology};
 
 /// A boxed, `Send` future, as returned by the erased transport.
@@ -82,13 +83,14 @@ pub struct DeleteQueue {
     pub if_empty: bool,
 }
 
-/// A message to publish, with where it goes.
+/// A message to publish, with where it goes. Hold the exchange and routing key as [`ShortStr`]
+/// to publish many messages without allocating.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publish {
     /// The exchange (`""` is the default exchange, which routes by queue name).
-    pub exchange: String,
+    pub exchange: ShortStr,
     /// The routing key.
-    pub routing_key: String,
+    pub routing_key: ShortStr,
     /// Report an unroutable message as [`Confirmation::Returned`] instead of dropping it.
     /// On by default.
     pub mandatory: bool,
@@ -98,7 +100,11 @@ pub struct Publish {
 
 impl Publish {
     /// Publishes `envelope` to `exchange` with `routing_key`, mandatory.
-    pub fn new(exchange: impl Into<String>, routing_key: impl Into<String>, envelope: Envelope) -> Self {
+    pub fn new(
+        exchange: impl Into<ShortStr>,
+        routing_key: impl Into<ShortStr>,
+        envelope: Envelope,
+    ) -> Self {
         Publish {
             exchange: exchange.into(),
             routing_key: routing_key.into(),
@@ -108,8 +114,8 @@ impl Publish {
     }
 
     /// Publishes `envelope` straight to `queue` through the default exchange, mandatory.
-    pub fn to_queue(queue: impl Into<String>, envelope: Envelope) -> Self {
-        Publish::new("", queue, envelope)
+    pub fn to_queue(queue: impl Into<ShortStr>, envelope: Envelope) -> Self {
+        Publish::new(ShortStr::EMPTY, queue, envelope)
     }
 
     /// Sets the mandatory flag.
@@ -148,13 +154,20 @@ impl Confirmation {
     pub fn into_result(self, exchange: &str, routing_key: &str) -> Result<()> {
         match self {
             Confirmation::Confirmed => Ok(()),
-            Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
+            Confirmation::Returned {
+                reply_code,
+                reply_text,
+            } => Err(Error::new(
                 crate::error::ErrorKind::Unroutable,
-                format!("message to exchange '{exchange}' with routing key '{routing_key}' was returned: {reply_code} {reply_text}"),
+                format!(
+                    "message to exchange '{exchange}' with routing key '{routing_key}' was returned: {reply_code} {reply_text}"
+                ),
             )),
             Confirmation::Nacked => Err(Error::new(
                 crate::error::ErrorKind::Nacked,
-                format!("message to exchange '{exchange}' with routing key '{routing_key}' was nacked by the broker"),
+                format!(
+                    "message to exchange '{exchange}' with routing key '{routing_key}' was nacked by the broker"
+                ),
             )),
         }
     }
@@ -228,12 +241,18 @@ pub struct Acker {
 impl Acker {
     /// An acker that settles `tag` through `handle`.
     pub fn new(handle: Arc<dyn AckHandle>, tag: u64) -> Self {
-        Acker { handle: Some(handle), tag }
+        Acker {
+            handle: Some(handle),
+            tag,
+        }
     }
 
     /// An acker for a delivery that needs no settling (consumed with `no_ack`).
     pub fn settled() -> Self {
-        Acker { handle: None, tag: 0 }
+        Acker {
+            handle: None,
+            tag: 0,
+        }
     }
 
     /// Whether the delivery was already settled.
@@ -274,7 +293,10 @@ impl Drop for Acker {
 
 impl fmt::Debug for Acker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Acker").field("tag", &self.tag).field("settled", &self.is_settled()).finish()
+        f.debug_struct("Acker")
+            .field("tag", &self.tag)
+            .field("settled", &self.is_settled())
+            .finish()
     }
 }
 
@@ -285,9 +307,9 @@ pub struct Delivery {
     /// The message.
     pub envelope: Envelope,
     /// The exchange it was published to (`""` for the default exchange).
-    pub exchange: String,
+    pub exchange: ShortStr,
     /// The routing key it was published with.
-    pub routing_key: String,
+    pub routing_key: ShortStr,
     /// It was delivered before and returned to the queue.
     pub redelivered: bool,
     /// The delivery tag (per consumer or `get` channel).
@@ -300,7 +322,14 @@ pub struct Delivery {
 
 impl Delivery {
     /// Builds a delivery (for transports).
-    pub fn new(envelope: Envelope, exchange: String, routing_key: String, redelivered: bool, delivery_tag: u64, acker: Acker) -> Self {
+    pub fn new(
+        envelope: Envelope,
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        redelivered: bool,
+        delivery_tag: u64,
+        acker: Acker,
+    ) -> Self {
         Delivery {
             envelope,
             exchange,
@@ -355,7 +384,10 @@ pub struct Consumer {
 
 impl Consumer {
     /// Wraps a transport's delivery stream.
-    pub fn new(tag: impl Into<String>, stream: impl Stream<Item = Result<Delivery>> + Send + 'static) -> Self {
+    pub fn new(
+        tag: impl Into<String>,
+        stream: impl Stream<Item = Result<Delivery>> + Send + 'static,
+    ) -> Self {
         Consumer {
             tag: tag.into(),
             inner: Box::pin(stream),
@@ -380,7 +412,9 @@ impl Stream for Consumer {
 
 impl fmt::Debug for Consumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer").field("tag", &self.tag).finish_non_exhaustive()
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
     }
 }
 
@@ -404,10 +438,18 @@ pub trait Transport: Send + Sync + 'static {
     fn exchange_exists(&self, exchange: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Deletes a queue; returns how many ready messages it held. A missing queue is not an error.
-    fn delete_queue(&self, queue: &str, options: DeleteQueue) -> impl Future<Output = Result<u32>> + Send;
+    fn delete_queue(
+        &self,
+        queue: &str,
+        options: DeleteQueue,
+    ) -> impl Future<Output = Result<u32>> + Send;
 
     /// Deletes an exchange. A missing exchange is not an error.
-    fn delete_exchange(&self, exchange: &str, if_unused: bool) -> impl Future<Output = Result<()>> + Send;
+    fn delete_exchange(
+        &self,
+        exchange: &str,
+        if_unused: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes a binding.
     fn unbind(&self, binding: &Binding) -> impl Future<Output = Result<()>> + Send;
@@ -419,10 +461,18 @@ pub trait Transport: Send + Sync + 'static {
     fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send;
 
     /// Starts a consumer on `queue`.
-    fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Consumer>> + Send;
+    fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> impl Future<Output = Result<Consumer>> + Send;
 
     /// Takes one message (`basic.get`); `None` when the queue is empty.
-    fn get(&self, queue: &str, no_ack: bool) -> impl Future<Output = Result<Option<Delivery>>> + Send;
+    fn get(
+        &self,
+        queue: &str,
+        no_ack: bool,
+    ) -> impl Future<Output = Result<Option<Delivery>>> + Send;
 
     /// Checks that the broker answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
@@ -438,12 +488,24 @@ trait ErasedTransport: Send + Sync + 'static {
     fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<Declared>>;
     fn queue_info<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueInfo>>;
     fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>>;
-    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>>;
-    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>>;
+    fn delete_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        options: DeleteQueue,
+    ) -> BoxFuture<'a, Result<u32>>;
+    fn delete_exchange<'a>(
+        &'a self,
+        exchange: &'a str,
+        if_unused: bool,
+    ) -> BoxFuture<'a, Result<()>>;
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>>;
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>>;
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>>;
-    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>>;
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        options: ConsumeOptions,
+    ) -> BoxFuture<'a, Result<Consumer>>;
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn close(&self) -> BoxFuture<'_, Result<()>>;
@@ -462,10 +524,18 @@ impl<T: Transport> ErasedTransport for T {
     fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(Transport::exchange_exists(self, exchange))
     }
-    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>> {
+    fn delete_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        options: DeleteQueue,
+    ) -> BoxFuture<'a, Result<u32>> {
         Box::pin(Transport::delete_queue(self, queue, options))
     }
-    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>> {
+    fn delete_exchange<'a>(
+        &'a self,
+        exchange: &'a str,
+        if_unused: bool,
+    ) -> BoxFuture<'a, Result<()>> {
         Box::pin(Transport::delete_exchange(self, exchange, if_unused))
     }
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>> {
@@ -477,7 +547,11 @@ impl<T: Transport> ErasedTransport for T {
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>> {
         Box::pin(Transport::publish(self, publish))
     }
-    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>> {
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        options: ConsumeOptions,
+    ) -> BoxFuture<'a, Result<Consumer>> {
         Box::pin(Transport::consume(self, queue, options))
     }
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>> {
@@ -500,7 +574,9 @@ pub struct DynTransport {
 impl DynTransport {
     /// Erases `transport`.
     pub fn new(transport: impl Transport) -> Self {
-        DynTransport { inner: Arc::new(transport) }
+        DynTransport {
+            inner: Arc::new(transport),
+        }
     }
 }
 

@@ -114,7 +114,10 @@ impl BrokerUrl {
 
     /// The first value of query option `key`.
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All query options in order.
@@ -129,9 +132,13 @@ fn percent_decode(s: &str, what: &str, url: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
-                return Err(Error::invalid(format!("broker URL '{url}': bad percent-encoding in the {what}")));
+                return Err(Error::invalid(format!(
+                    "broker URL '{url}': bad percent-encoding in the {what}"
+                )));
             };
             out.push(v);
             i += 3;
@@ -140,7 +147,8 @@ fn percent_decode(s: &str, what: &str, url: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| Error::invalid(format!("broker URL '{url}': the {what} is not UTF-8")))
+    String::from_utf8(out)
+        .map_err(|_| Error::invalid(format!("broker URL '{url}': the {what} is not UTF-8")))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -216,7 +224,9 @@ impl FromStr for BrokerUrl {
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let Some((h, after)) = v6.split_once(']') else {
-                return Err(Error::invalid(format!("broker URL '{shown}': unclosed '[' in the host")));
+                return Err(Error::invalid(format!(
+                    "broker URL '{shown}': unclosed '[' in the host"
+                )));
             };
             (h.to_owned(), after.strip_prefix(':'))
         } else {
@@ -228,7 +238,9 @@ impl FromStr for BrokerUrl {
         let port = match port {
             None | Some("") => None,
             Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                Error::invalid(format!("broker URL '{shown}': port '{p}' is not a number from 0 to 65535"))
+                Error::invalid(format!(
+                    "broker URL '{shown}': port '{p}' is not a number from 0 to 65535"
+                ))
             })?),
         };
         let host = percent_decode(&host, "host", &shown)?;
@@ -242,7 +254,10 @@ impl FromStr for BrokerUrl {
         let mut pairs = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.push((percent_decode(k, "query", &shown)?, percent_decode(v, "query", &shown)?));
+            pairs.push((
+                percent_decode(k, "query", &shown)?,
+                percent_decode(v, "query", &shown)?,
+            ));
         }
         Ok(BrokerUrl {
             scheme,
@@ -278,7 +293,13 @@ impl fmt::Display for BrokerUrl {
             write!(f, "/{}", percent_encode(&self.vhost))?;
         }
         for (i, (k, v)) in self.query.iter().enumerate() {
-            write!(f, "{}{}={}", if i == 0 { '?' } else { '&' }, percent_encode(k), percent_encode(v))?;
+            write!(
+                f,
+                "{}{}={}",
+                if i == 0 { '?' } else { '&' },
+                percent_encode(k),
+                percent_encode(v)
+            )?;
         }
         Ok(())
     }
@@ -298,7 +319,10 @@ mod tests {
     #[test]
     fn parses_amqp_forms() -> Result<()> {
         let u = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f")?;
-        assert_eq!((u.host(), u.port(), u.vhost()), ("127.0.0.1", Some(5672), "/"));
+        assert_eq!(
+            (u.host(), u.port(), u.vhost()),
+            ("127.0.0.1", Some(5672), "/")
+        );
         let u = BrokerUrl::parse("amqps://rabbit")?;
         assert_eq!((u.port(), u.vhost(), u.username()), (Some(5671), "/", None));
         let u = BrokerUrl::parse("amqp://u%40x:p%3Aw@[::1]:1234/v?a=1&b=")?;
@@ -306,7 +330,10 @@ mod tests {
         assert_eq!(u.password(), Some("p:w"));
         assert_eq!(u.host(), "::1");
         assert_eq!(u.query("b"), Some(""));
-        assert_eq!(format!("{u:?}"), "BrokerUrl(amqp://u%40x:***@[::1]:1234/v?a=1&b=)");
+        assert_eq!(
+            format!("{u:?}"),
+            "BrokerUrl(amqp://u%40x:***@[::1]:1234/v?a=1&b=)"
+        );
         let m = BrokerUrl::parse("memory://")?;
         assert_eq!((m.scheme(), m.host()), (Scheme::Memory, ""));
         Ok(())
@@ -319,9 +346,27 @@ mod tests {
         assert!(e.message().contains("'kafka'"), "{e}");
         assert!(!e.message().contains("secret"), "{e}");
         let e = BrokerUrl::parse("amqp://u:secret@h:99999").unwrap_err();
-        assert!(e.message().contains("'99999'") && !e.message().contains("secret"), "{e}");
-        assert!(BrokerUrl::parse("localhost:5672").unwrap_err().message().contains("no scheme"));
-        assert!(BrokerUrl::parse("amqp://").unwrap_err().message().contains("no host"));
-        assert!(BrokerUrl::parse("amqp://h/%zz").unwrap_err().message().contains("percent"));
+        assert!(
+            e.message().contains("'99999'") && !e.message().contains("secret"),
+            "{e}"
+        );
+        assert!(
+            BrokerUrl::parse("localhost:5672")
+                .unwrap_err()
+                .message()
+                .contains("no scheme")
+        );
+        assert!(
+            BrokerUrl::parse("amqp://")
+                .unwrap_err()
+                .message()
+                .contains("no host")
+        );
+        assert!(
+            BrokerUrl::parse("amqp://h/%zz")
+                .unwrap_err()
+                .message()
+                .contains("percent")
+        );
     }
 }

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mqtransport_core::{
-    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue, QueueInfo,
-    Result, Router, Scope, Topology,
+    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue,
+    QueueInfo, Result, Router, Scope, ShortStr, Topology,
 };
 
-use crate::queue::{DeadLetter, Effects, Enqueued, QueueCell, Return, is_cycle, lock};
+use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, is_cycle, lock};
 
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -50,11 +50,15 @@ impl BrokerInner {
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Topo> {
-        self.topo.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.topo
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Topo> {
-        self.topo.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.topo
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn queue_cell(&self, name: &str) -> Option<Arc<QueueCell>> {
@@ -62,7 +66,11 @@ impl BrokerInner {
     }
 
     pub(crate) fn no_queue(&self, name: &str) -> Error {
-        Error::broker(404, format!("NOT_FOUND - no queue '{name}' in vhost '{}'", self.vhost), Scope::Channel)
+        Error::broker(
+            404,
+            format!("NOT_FOUND - no queue '{name}' in vhost '{}'", self.vhost),
+            Scope::Channel,
+        )
     }
 
     pub(crate) fn locked(&self, name: &str) -> Error {
@@ -87,7 +95,8 @@ impl BrokerInner {
     }
 
     fn generate_name(&self) -> String {
-        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -112,7 +121,9 @@ impl BrokerInner {
         }
         let mut declared = Declared::default();
         for q in &topology.queues {
-            declared.queues.push(self.declare_queue(&mut topo, conn, q)?);
+            declared
+                .queues
+                .push(self.declare_queue(&mut topo, conn, q)?);
         }
         let last_server_named = topology
             .queues
@@ -128,7 +139,13 @@ impl BrokerInner {
             {
                 match &last_server_named {
                     Some(n) => name.clone_from(n),
-                    None => return Err(Error::broker(404, "NOT_FOUND - no previously declared queue", Scope::Channel)),
+                    None => {
+                        return Err(Error::broker(
+                            404,
+                            "NOT_FOUND - no previously declared queue",
+                            Scope::Channel,
+                        ));
+                    }
                 }
             }
             self.bind(&mut topo, conn, &b)?;
@@ -142,13 +159,18 @@ impl BrokerInner {
         }
         q.validate(&self.vhost)?;
         if let Some(existing) = topo.queues.get(&q.name) {
-            if existing.owner.is_some_and(|o| o != conn) || q.exclusive != existing.owner.is_some() {
+            if existing.owner.is_some_and(|o| o != conn) || q.exclusive != existing.owner.is_some()
+            {
                 return Err(self.locked(&q.name));
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
             return Ok(info(existing));
         }
-        let name = if q.name.is_empty() { self.generate_name() } else { q.name.clone() };
+        let name = if q.name.is_empty() {
+            self.generate_name()
+        } else {
+            q.name.clone()
+        };
         let cell = QueueCell::new(
             name.clone(),
             q.clone(),
@@ -186,7 +208,10 @@ impl BrokerInner {
     }
 
     pub(crate) fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
-        self.write().router.delete_exchange(name, if_unused).map(drop)
+        self.write()
+            .router
+            .delete_exchange(name, if_unused)
+            .map(drop)
     }
 
     pub(crate) fn queue_info(&self, conn: u64, name: &str) -> Result<QueueInfo> {
@@ -198,8 +223,16 @@ impl BrokerInner {
     }
 
     /// Deletes a queue: its consumers are cancelled, its messages discarded.
-    pub(crate) fn delete_queue(&self, conn: u64, name: &str, if_unused: bool, if_empty: bool) -> Result<u32> {
-        let Some(q) = self.queue_cell(name) else { return Ok(0) };
+    pub(crate) fn delete_queue(
+        &self,
+        conn: u64,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32> {
+        let Some(q) = self.queue_cell(name) else {
+            return Ok(0);
+        };
         if q.owner.is_some_and(|o| o != conn) {
             return Err(self.locked(name));
         }
@@ -208,14 +241,20 @@ impl BrokerInner {
             if if_unused && !st.consumers.is_empty() {
                 return Err(Error::broker(
                     406,
-                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use", self.vhost),
+                    format!(
+                        "PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use",
+                        self.vhost
+                    ),
                     Scope::Channel,
                 ));
             }
             if if_empty && st.ready.len() > 0 {
                 return Err(Error::broker(
                     406,
-                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' not empty", self.vhost),
+                    format!(
+                        "PRECONDITION_FAILED - queue '{name}' in vhost '{}' not empty",
+                        self.vhost
+                    ),
                     Scope::Channel,
                 ));
             }
@@ -232,7 +271,8 @@ impl BrokerInner {
                 _ => return 0,
             }
             topo.queues.remove(&q.name);
-            topo.router.remove_destination(&Destination::Queue(q.name.clone()));
+            topo.router
+                .remove_destination(&Destination::Queue(q.name.clone()));
         }
         let mut wake = Vec::new();
         let count = {
@@ -253,7 +293,9 @@ impl BrokerInner {
 
     /// Deletes an auto-delete queue that has just lost its last consumer.
     pub(crate) fn auto_delete_queue(&self, name: &str) {
-        let Some(q) = self.queue_cell(name) else { return };
+        let Some(q) = self.queue_cell(name) else {
+            return;
+        };
         let idle = q.decl.auto_delete && q.lock().consumers.is_empty();
         if idle {
             self.remove_queue(&q);
@@ -269,7 +311,13 @@ impl BrokerInner {
 
     /// Deletes every exclusive queue `conn` owns (at connection close).
     pub(crate) fn drop_exclusive(&self, conn: u64) {
-        let owned: Vec<Arc<QueueCell>> = self.read().queues.values().filter(|q| q.owner == Some(conn)).cloned().collect();
+        let owned: Vec<Arc<QueueCell>> = self
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.owner == Some(conn))
+            .cloned()
+            .collect();
         for q in owned {
             self.remove_queue(&q);
         }
@@ -290,6 +338,7 @@ impl BrokerInner {
             mandatory,
             mut envelope,
         } = publish;
+        let (exchange, routing_key) = (exchange, routing_key);
         if envelope.body.len() > self.max_message_size {
             return Err(Error::invalid(format!(
                 "message to exchange '{exchange}' with routing key '{routing_key}' is {} bytes, larger than the broker's maximum of {} bytes",
@@ -297,12 +346,12 @@ impl BrokerInner {
                 self.max_message_size
             )));
         }
-        if let Some(e) = &envelope.properties.expiration {
+        if let Some(e) = &envelope.properties().expiration {
             check_expiration(e)?;
         }
-        if envelope.properties.reply_to.as_deref() == Some(REPLY_TO) {
+        if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
             match reply_to {
-                Some(name) => envelope.properties.reply_to = Some(name.to_owned()),
+                Some(name) => envelope.properties_mut().reply_to = Some(name.to_owned()),
                 None => {
                     return Err(Error::broker(
                         406,
@@ -315,11 +364,22 @@ impl BrokerInner {
         let (cc, bcc) = take_cc_bcc(&mut envelope)?;
 
         // Direct reply-to: delivered to the waiting client; RabbitMQ still returns it as unroutable.
+        let cc: Arc<[ShortStr]> = if cc.is_empty() {
+            Arc::new([])
+        } else {
+            cc.into()
+        };
         if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
-            let target = lock(&self.replies).get(&routing_key).cloned();
+            let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {
+                let data = MsgData {
+                    envelope,
+                    exchange,
+                    routing_key,
+                    cc,
+                };
                 let mut fx = Effects::default();
-                q.enqueue(&mut q.lock(), envelope, &exchange, &routing_key, &[], &mut fx);
+                q.enqueue(&mut q.lock(), data, &mut fx);
                 q.apply(fx);
             }
             return Ok(unroutable(mandatory));
@@ -327,28 +387,66 @@ impl BrokerInner {
 
         let targets: Vec<Arc<QueueCell>> = {
             let topo = self.read();
+            // The default exchange without CC/BCC names exactly one queue: skip the router.
+            if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
+                let target = topo.queues.get(routing_key.as_str()).cloned();
+                drop(topo);
+                let Some(q) = target else {
+                    return Ok(unroutable(mandatory));
+                };
+                let data = MsgData {
+                    envelope,
+                    exchange,
+                    routing_key,
+                    cc,
+                };
+                let mut fx = Effects::default();
+                let outcome = q.enqueue(&mut q.lock(), data, &mut fx);
+                q.apply(fx);
+                return Ok(match outcome {
+                    Enqueued::Accepted => Confirmation::Confirmed,
+                    Enqueued::Rejected => Confirmation::Nacked,
+                });
+            }
             let mut keys: Vec<&str> = Vec::with_capacity(1 + cc.len() + bcc.len());
             keys.push(&routing_key);
-            keys.extend(cc.iter().map(String::as_str));
-            keys.extend(bcc.iter().map(String::as_str));
-            let routed = topo.router.route(&exchange, &keys, envelope.properties.headers.as_ref())?;
-            routed.queues().iter().filter_map(|q| topo.queues.get(*q).cloned()).collect()
+            keys.extend(cc.iter().map(ShortStr::as_str));
+            keys.extend(bcc.iter().map(ShortStr::as_str));
+            let routed =
+                topo.router
+                    .route(&exchange, &keys, envelope.properties().headers.as_ref())?;
+            routed
+                .queues()
+                .iter()
+                .filter_map(|q| topo.queues.get(*q).cloned())
+                .collect()
         };
         if targets.is_empty() {
-            return Ok(if mandatory { unroutable(true) } else { Confirmation::Confirmed });
+            return Ok(if mandatory {
+                unroutable(true)
+            } else {
+                Confirmation::Confirmed
+            });
         }
+        // Copies share the body, the properties and the names: cloning allocates nothing.
+        let data = MsgData {
+            envelope,
+            exchange,
+            routing_key,
+            cc,
+        };
         let mut nacked = false;
-        let last = targets.len() - 1;
-        let mut envelope = Some(envelope);
-        for (i, q) in targets.iter().enumerate() {
-            let env = if i == last { envelope.take() } else { envelope.clone() };
-            let Some(env) = env else { break };
+        for q in &targets {
             let mut fx = Effects::default();
-            let outcome = q.enqueue(&mut q.lock(), env, &exchange, &routing_key, &cc, &mut fx);
+            let outcome = q.enqueue(&mut q.lock(), data.clone(), &mut fx);
             q.apply(fx);
             nacked |= outcome == Enqueued::Rejected;
         }
-        Ok(if nacked { Confirmation::Nacked } else { Confirmation::Confirmed })
+        Ok(if nacked {
+            Confirmation::Nacked
+        } else {
+            Confirmation::Confirmed
+        })
     }
 
     /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further
@@ -366,21 +464,34 @@ impl BrokerInner {
             }
             let targets: Vec<Arc<QueueCell>> = {
                 let topo = self.read();
-                let keys: Vec<&str> = dl.routing_keys.iter().map(String::as_str).collect();
-                match topo.router.route(&dl.exchange, &keys, dl.envelope.properties.headers.as_ref()) {
-                    Ok(routed) => routed.queues().iter().filter_map(|q| topo.queues.get(*q).cloned()).collect(),
+                let keys: Vec<&str> = dl.routing_keys.iter().map(ShortStr::as_str).collect();
+                match topo.router.route(
+                    &dl.exchange,
+                    &keys,
+                    dl.envelope.properties().headers.as_ref(),
+                ) {
+                    Ok(routed) => routed
+                        .queues()
+                        .iter()
+                        .filter_map(|q| topo.queues.get(*q).cloned())
+                        .collect(),
                     // A missing dead-letter exchange drops the message silently.
                     Err(_) => continue,
                 }
             };
-            let rk = dl.routing_keys.first().cloned().unwrap_or_default();
-            let cc: Vec<String> = dl.routing_keys.iter().skip(1).cloned().collect();
+            let mut keys = dl.routing_keys.into_iter();
+            let data = MsgData {
+                routing_key: keys.next().unwrap_or_default(),
+                cc: keys.collect(),
+                envelope: dl.envelope,
+                exchange: dl.exchange,
+            };
             for q in targets {
-                if is_cycle(&q.name, &dl.envelope) {
+                if is_cycle(&q.name, &data.envelope) {
                     continue;
                 }
                 let mut fx = Effects::default();
-                q.enqueue(&mut q.lock(), dl.envelope.clone(), &dl.exchange, &rk, &cc, &mut fx);
+                q.enqueue(&mut q.lock(), data.clone(), &mut fx);
                 work.extend(fx.dead.drain(..));
                 q.apply(fx);
             }
@@ -397,26 +508,28 @@ impl BrokerInner {
             let mut i = 0;
             while i < st.consumers.len() {
                 if st.consumers[i].conn == conn {
-                    let slot = st.consumers.remove(i);
+                    let slot = q.remove_consumer(&mut st, i);
                     fx.wake.extend(slot.waker);
                 } else {
                     i += 1;
                 }
             }
-            let seqs: Vec<u64> = st.unacked.iter().filter(|(_, (_, o))| o.conn == conn).map(|(s, _)| *s).collect();
+            let seqs: Vec<u64> = st
+                .unacked
+                .iter()
+                .filter(|(_, (_, o))| o.conn == conn)
+                .map(|(s, _)| *s)
+                .collect();
             for s in seqs {
                 if let Some((m, _)) = st.unacked.remove(&s) {
                     returned.push(m);
                 }
             }
-            returned.sort_by(|a, b| b.seq.cmp(&a.seq));
-            for m in returned {
-                q.give_back(&mut st, m, Return::Closed, &mut fx);
-            }
+            q.give_back_closed(&mut st, returned, &mut fx);
             if had > 0 && st.consumers.is_empty() && q.decl.auto_delete {
                 fx.auto_delete = true;
             }
-            q.dispatch(&mut st, tokio::time::Instant::now(), &mut fx);
+            q.dispatch(&mut st, &mut fx);
         }
         q.apply(fx);
     }
@@ -453,14 +566,20 @@ fn unroutable(mandatory: bool) -> Confirmation {
 /// Validates an `expiration` property as RabbitMQ does.
 fn check_expiration(e: &str) -> Result<()> {
     let invalid = |why: String| {
-        Error::broker(406, format!("PRECONDITION_FAILED - invalid expiration '{e}': {why}"), Scope::Channel)
+        Error::broker(
+            406,
+            format!("PRECONDITION_FAILED - invalid expiration '{e}': {why}"),
+            Scope::Channel,
+        )
     };
     let digits_end = e
         .char_indices()
         .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
         .map_or(e.len(), |(i, _)| i);
     let (num, rest) = e.split_at(digits_end);
-    let Ok(n) = num.parse::<i64>() else { return Err(invalid("no_integer".into())) };
+    let Ok(n) = num.parse::<i64>() else {
+        return Err(invalid("no_integer".into()));
+    };
     if !rest.is_empty() {
         return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
     }
@@ -471,15 +590,32 @@ fn check_expiration(e: &str) -> Result<()> {
 }
 
 /// Takes the `CC` and `BCC` routing keys from the headers; `BCC` is removed from the message.
-fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<String>, Vec<String>)> {
-    let Some(headers) = envelope.properties.headers.as_mut() else { return Ok((Vec::new(), Vec::new())) };
-    let keys = |name: &str, v: Option<&FieldValue>| -> Result<Vec<String>> {
+fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)> {
+    // Only touch (and so copy-on-write) the properties when there is something to take.
+    let present = envelope
+        .properties()
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.contains_key("CC") || h.contains_key("BCC"));
+    if !present {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let Some(headers) = envelope.properties_mut().headers.as_mut() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let keys = |name: &str, v: Option<&FieldValue>| -> Result<Vec<ShortStr>> {
         match v {
             None => Ok(Vec::new()),
-            Some(FieldValue::Array(a)) => Ok(a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect()),
+            Some(FieldValue::Array(a)) => Ok(a
+                .iter()
+                .filter_map(|k| k.as_str().map(ShortStr::from))
+                .collect()),
             Some(other) => Err(Error::broker(
                 406,
-                format!("PRECONDITION_FAILED - invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}", other.type_name()),
+                format!(
+                    "PRECONDITION_FAILED - invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
+                    other.type_name()
+                ),
                 Scope::Channel,
             )),
         }

@@ -9,13 +9,12 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use mqtransport_core::{
-    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-    Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
+    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
+    DeleteQueue, Delivery, Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
 };
-use tokio::time::Instant;
 
 use crate::broker::{BrokerInner, REPLY_TO};
-use crate::queue::{Effects, Handed, Owner, QueueCell, Return, Slot, lock};
+use crate::queue::{AckBatch, Effects, Handed, Owner, QueueCell, Return, Slot, lock};
 
 pub(crate) struct Conn {
     pub(crate) id: u64,
@@ -92,11 +91,19 @@ impl MemoryTransport {
 
     fn start_reply_consumer(&self, options: &ConsumeOptions) -> Result<Consumer> {
         if !options.no_ack {
-            return Err(Error::broker(406, "PRECONDITION_FAILED - reply consumer cannot acknowledge", Scope::Channel));
+            return Err(Error::broker(
+                406,
+                "PRECONDITION_FAILED - reply consumer cannot acknowledge",
+                Scope::Channel,
+            ));
         }
         let mut reply = lock(&self.conn.reply);
         if reply.is_some() {
-            return Err(Error::broker(406, "PRECONDITION_FAILED - reply consumer already set", Scope::Channel));
+            return Err(Error::broker(
+                406,
+                "PRECONDITION_FAILED - reply consumer already set",
+                Scope::Channel,
+            ));
         }
         let broker = &self.conn.broker;
         let token = format!("{:016x}{:016x}", self.conn.id, broker.next_id());
@@ -114,9 +121,18 @@ impl MemoryTransport {
         self.add_consumer(cell, options, true)
     }
 
-    fn add_consumer(&self, queue: Arc<QueueCell>, options: &ConsumeOptions, is_reply: bool) -> Result<Consumer> {
+    fn add_consumer(
+        &self,
+        queue: Arc<QueueCell>,
+        options: &ConsumeOptions,
+        is_reply: bool,
+    ) -> Result<Consumer> {
         let id = self.conn.broker.next_id();
-        let tag = options.consumer_tag.clone().unwrap_or_else(|| format!("amq.ctag-mqt-{id}"));
+        let tag = options
+            .consumer_tag
+            .clone()
+            .unwrap_or_else(|| format!("amq.ctag-mqt-{id}"));
+        let acks = Arc::new(AckBatch::default());
         let mut fx = Effects::default();
         {
             let mut st = queue.lock();
@@ -126,7 +142,11 @@ impl MemoryTransport {
             if st.exclusive_consumer || (options.exclusive && !st.consumers.is_empty()) {
                 return Err(Error::broker(
                     403,
-                    format!("ACCESS_REFUSED - queue '{}' in vhost '{}' in exclusive use", queue.name, queue.vhost()),
+                    format!(
+                        "ACCESS_REFUSED - queue '{}' in vhost '{}' in exclusive use",
+                        queue.name,
+                        queue.vhost()
+                    ),
                     Scope::Channel,
                 ));
             }
@@ -140,14 +160,19 @@ impl MemoryTransport {
                 next_tag: 0,
                 inbox: VecDeque::new(),
                 waker: None,
+                acks: Arc::clone(&acks),
             });
-            queue.dispatch(&mut st, Instant::now(), &mut fx);
+            queue.dispatch(&mut st, &mut fx);
         }
         queue.apply(fx);
         let ack = Arc::new(QueueAck {
             queue: Arc::clone(&queue),
-            owner: Owner { conn: self.conn.id, consumer: id },
+            owner: Owner {
+                conn: self.conn.id,
+                consumer: id,
+            },
             closed: Arc::clone(&self.conn.closed),
+            batch: Some(acks),
         });
         let stream = DeliveryStream {
             queue,
@@ -157,6 +182,7 @@ impl MemoryTransport {
             is_reply,
             ack,
             local: VecDeque::new(),
+            pending: Vec::new(),
             conn: Arc::clone(&self.conn),
             finished: false,
         };
@@ -188,7 +214,9 @@ impl Transport for MemoryTransport {
 
     async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> Result<u32> {
         self.conn.check_open()?;
-        self.conn.broker.delete_queue(self.conn.id, queue, options.if_unused, options.if_empty)
+        self.conn
+            .broker
+            .delete_queue(self.conn.id, queue, options.if_unused, options.if_empty)
     }
 
     async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
@@ -210,7 +238,11 @@ impl Transport for MemoryTransport {
 
     async fn publish(&self, publish: Publish) -> Result<Confirmation> {
         self.conn.check_open()?;
-        let reply = lock(&self.conn.reply).as_ref().map(|q| q.name.clone());
+        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+            lock(&self.conn.reply).as_ref().map(|q| q.name.clone())
+        } else {
+            None
+        };
         self.conn.broker.publish(publish, reply.as_deref())
     }
 
@@ -229,20 +261,34 @@ impl Transport for MemoryTransport {
         let mut fx = Effects::default();
         let got = q.get(&mut q.lock(), self.conn.id, no_ack, &mut fx);
         q.apply(fx);
-        let Some((msg, left)) = got else { return Ok(None) };
+        let Some((msg, envelope, left)) = got else {
+            return Ok(None);
+        };
         let tag = self.conn.get_tags.fetch_add(1, Ordering::Relaxed) + 1;
         let acker = if no_ack {
             Acker::settled()
         } else {
             let handle = Arc::new(QueueAck {
                 queue: Arc::clone(&q),
-                owner: Owner { conn: self.conn.id, consumer: 0 },
+                owner: Owner {
+                    conn: self.conn.id,
+                    consumer: 0,
+                },
                 closed: Arc::clone(&self.conn.closed),
+                batch: None,
             });
             Acker::new(handle, msg.seq)
         };
         Ok(Some(
-            Delivery::new(msg.envelope, msg.exchange, msg.routing_key, msg.redelivered, tag, acker).with_message_count(left),
+            Delivery::new(
+                envelope,
+                msg.data.exchange,
+                msg.data.routing_key,
+                msg.redelivered,
+                tag,
+                acker,
+            )
+            .with_message_count(left),
         ))
     }
 
@@ -261,6 +307,8 @@ struct QueueAck {
     queue: Arc<QueueCell>,
     owner: Owner,
     closed: Arc<AtomicBool>,
+    /// A consumer's acks are batched and applied by its stream; `None` for `basic.get`.
+    batch: Option<Arc<AckBatch>>,
 }
 
 impl AckHandle for QueueAck {
@@ -270,6 +318,12 @@ impl AckHandle for QueueAck {
                 "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
                 self.queue.name
             )));
+        }
+        if settle == Settle::Ack
+            && let Some(batch) = &self.batch
+            && batch.push(seq)
+        {
+            return Ok(());
         }
         let q = &self.queue;
         let mut fx = Effects::default();
@@ -293,7 +347,10 @@ impl AckHandle for QueueAck {
                 }
             };
             if self.owner.consumer != 0
-                && let Some(slot) = st.consumers.iter_mut().find(|s| s.id == self.owner.consumer)
+                && let Some(slot) = st
+                    .consumers
+                    .iter_mut()
+                    .find(|s| s.id == self.owner.consumer)
             {
                 slot.in_flight = slot.in_flight.saturating_sub(1);
             }
@@ -306,7 +363,7 @@ impl AckHandle for QueueAck {
                     q.dead_letter(msg, crate::queue::Reason::Rejected, &mut fx);
                 }
             }
-            q.dispatch(&mut st, Instant::now(), &mut fx);
+            q.dispatch(&mut st, &mut fx);
         }
         q.apply(fx);
         Ok(())
@@ -322,6 +379,8 @@ struct DeliveryStream {
     is_reply: bool,
     ack: Arc<QueueAck>,
     local: VecDeque<Handed>,
+    /// Acks taken from the batch, reused between refills.
+    pending: Vec<u64>,
     conn: Arc<Conn>,
     finished: bool,
 }
@@ -333,7 +392,14 @@ impl DeliveryStream {
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.seq)
         };
-        Delivery::new(h.envelope, h.exchange, h.routing_key, h.redelivered, h.tag, acker)
+        Delivery::new(
+            h.envelope,
+            h.exchange,
+            h.routing_key,
+            h.redelivered,
+            h.tag,
+            acker,
+        )
     }
 }
 
@@ -348,21 +414,45 @@ impl Stream for DeliveryStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        let ended = {
-            let mut st = this.queue.lock();
-            let deleted = st.deleted;
-            match st.consumers.iter_mut().find(|s| s.id == this.id) {
-                Some(slot) if !slot.inbox.is_empty() => {
-                    std::mem::swap(&mut slot.inbox, &mut this.local);
-                    None
+        let ended = loop {
+            let batch = this.ack.batch.as_ref();
+            if let Some(b) = batch {
+                b.take(&mut this.pending);
+            }
+            let mut fx = Effects::default();
+            let outcome = {
+                let mut st = this.queue.lock();
+                if !this.pending.is_empty() {
+                    this.queue
+                        .apply_acks(&mut st, this.ack.owner, &this.pending);
+                    this.pending.clear();
+                    this.queue.dispatch(&mut st, &mut fx);
                 }
-                Some(slot) => {
-                    if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        slot.waker = Some(cx.waker().clone());
+                let deleted = st.deleted;
+                match st.consumers.iter_mut().find(|s| s.id == this.id) {
+                    Some(slot) if !slot.inbox.is_empty() => {
+                        std::mem::swap(&mut slot.inbox, &mut this.local);
+                        Some(None)
                     }
-                    return Poll::Pending;
+                    Some(slot) => {
+                        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            slot.waker = Some(cx.waker().clone());
+                        }
+                        None
+                    }
+                    None => Some(Some(deleted)),
                 }
-                None => Some(deleted),
+            };
+            this.queue.apply(fx);
+            match outcome {
+                Some(ended) => break ended,
+                // Parked: acks that arrive from now on wake the stream; if some came meanwhile,
+                // apply them before sleeping.
+                None => {
+                    if batch.is_none_or(|b| b.park(cx.waker())) {
+                        return Poll::Pending;
+                    }
+                }
             }
         };
         match ended {
@@ -373,14 +463,23 @@ impl Stream for DeliveryStream {
             Some(deleted) => {
                 this.finished = true;
                 let err = if this.conn.closed.load(Ordering::Acquire) {
-                    Error::closed(format!("consumer on queue '{}' ended: the connection was closed", this.queue.name))
+                    Error::closed(format!(
+                        "consumer on queue '{}' ended: the connection was closed",
+                        this.queue.name
+                    ))
                 } else if deleted {
                     Error::new(
                         mqtransport_core::ErrorKind::NotFound,
-                        format!("consumer cancelled by the broker: queue '{}' was deleted", this.queue.name),
+                        format!(
+                            "consumer cancelled by the broker: queue '{}' was deleted",
+                            this.queue.name
+                        ),
                     )
                 } else {
-                    Error::closed(format!("consumer on queue '{}' was cancelled", this.queue.name))
+                    Error::closed(format!(
+                        "consumer on queue '{}' was cancelled",
+                        this.queue.name
+                    ))
                 };
                 Poll::Ready(Some(Err(err)))
             }
@@ -394,28 +493,27 @@ impl Drop for DeliveryStream {
         let mut fx = Effects::default();
         {
             let mut st = q.lock();
-            let Some(i) = st.consumers.iter().position(|s| s.id == self.id) else { return };
-            let slot = st.consumers.remove(i);
+            let Some(i) = st.consumers.iter().position(|s| s.id == self.id) else {
+                return;
+            };
+            let slot = q.remove_consumer(&mut st, i);
             if self.exclusive {
                 st.exclusive_consumer = false;
             }
             // Deliveries handed to this consumer but never yielded go back as on a channel close.
             if !self.no_ack {
-                let mut back: Vec<_> = slot
+                let back: Vec<_> = slot
                     .inbox
                     .into_iter()
                     .chain(self.local.drain(..))
                     .filter_map(|h| st.unacked.remove(&h.seq).map(|(m, _)| m))
                     .collect();
-                back.sort_by(|a, b| b.seq.cmp(&a.seq));
-                for m in back {
-                    q.give_back(&mut st, m, Return::Closed, &mut fx);
-                }
+                q.give_back_closed(&mut st, back, &mut fx);
             }
             if st.consumers.is_empty() && q.decl.auto_delete && !self.is_reply {
                 fx.auto_delete = true;
             }
-            q.dispatch(&mut st, Instant::now(), &mut fx);
+            q.dispatch(&mut st, &mut fx);
         }
         if self.is_reply {
             lock(&self.conn.broker.replies).remove(&q.name);

@@ -8,7 +8,7 @@ use std::task::Waker;
 use std::time::{Duration, SystemTime};
 
 use mqtransport_core::envelope::headers::{X_DEATH, X_DELIVERY_COUNT};
-use mqtransport_core::{Envelope, FieldTable, FieldValue, Queue, QueueType};
+use mqtransport_core::{Envelope, FieldTable, FieldValue, Queue, QueueType, ShortStr};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -18,16 +18,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A message in a queue.
+/// What a published message carries. Every part clones without allocating, so fan-out copies
+/// and deliveries share it.
+#[derive(Debug, Clone)]
+pub(crate) struct MsgData {
+    pub(crate) envelope: Envelope,
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    /// `CC` keys (for `x-death` routing keys); usually empty, which allocates nothing.
+    pub(crate) cc: Arc<[ShortStr]>,
+}
+
+/// A message in one queue.
 #[derive(Debug, Clone)]
 pub(crate) struct Msg {
     /// Publish order within this queue: requeued classic messages go back to their place by it.
     pub(crate) seq: u64,
-    pub(crate) envelope: Envelope,
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
-    /// `CC` keys (for `x-death` routing keys).
-    pub(crate) cc: Vec<String>,
+    pub(crate) data: MsgData,
     pub(crate) redelivered: bool,
     /// Times returned to the queue (quorum `x-delivery-count`).
     pub(crate) returns: u32,
@@ -57,8 +64,8 @@ impl Reason {
 /// A message leaving a queue for its dead-letter exchange.
 #[derive(Debug)]
 pub(crate) struct DeadLetter {
-    pub(crate) exchange: String,
-    pub(crate) routing_keys: Vec<String>,
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_keys: Vec<ShortStr>,
     pub(crate) envelope: Envelope,
 }
 
@@ -77,6 +84,27 @@ impl Effects {
     }
 }
 
+/// Hashes the `u64` sequence numbers of the unacknowledged map with one multiplication:
+/// sequence numbers are unique and not attacker-chosen, so SipHash buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) type SeqMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<SeqHasher>>;
+
 /// Who holds an unacknowledged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Owner {
@@ -91,9 +119,74 @@ pub(crate) struct Handed {
     pub(crate) seq: u64,
     pub(crate) tag: u64,
     pub(crate) envelope: Envelope,
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
     pub(crate) redelivered: bool,
+}
+
+/// Acks of one consumer waiting to be applied in one go under the queue lock. Only the
+/// consumer's own task touches it on the hot path, so its lock is uncontended.
+#[derive(Debug, Default)]
+pub(crate) struct AckBatch {
+    inner: Mutex<AckBatchInner>,
+}
+
+#[derive(Debug, Default)]
+struct AckBatchInner {
+    acks: Vec<u64>,
+    /// The consumer stream still exists and will apply the batch.
+    closed: bool,
+    /// The stream is parked: the first pending ack wakes it so that its credit is released.
+    waker: Option<Waker>,
+}
+
+impl AckBatch {
+    /// Queues an ack; `false` if the stream is gone and the caller must apply it itself.
+    pub(crate) fn push(&self, seq: u64) -> bool {
+        let waker = {
+            let mut b = lock(&self.inner);
+            if b.closed {
+                return false;
+            }
+            b.acks.push(seq);
+            if b.acks.len() == 1 {
+                b.waker.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Takes the pending acks into `out` (reused by the caller) and forgets the waker.
+    pub(crate) fn take(&self, out: &mut Vec<u64>) {
+        let mut b = lock(&self.inner);
+        b.waker = None;
+        std::mem::swap(&mut b.acks, out);
+    }
+
+    /// Registers the parked stream's waker unless acks arrived meanwhile (then returns false).
+    pub(crate) fn park(&self, waker: &Waker) -> bool {
+        let mut b = lock(&self.inner);
+        if !b.acks.is_empty() {
+            return false;
+        }
+        if !b.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            b.waker = Some(waker.clone());
+        }
+        true
+    }
+
+    /// Closes the batch (the stream is going away) and returns what was pending.
+    fn close(&self) -> Vec<u64> {
+        let mut b = lock(&self.inner);
+        b.closed = true;
+        b.waker = None;
+        std::mem::take(&mut b.acks)
+    }
 }
 
 #[derive(Debug)]
@@ -106,6 +199,7 @@ pub(crate) struct Slot {
     pub(crate) next_tag: u64,
     pub(crate) inbox: VecDeque<Handed>,
     pub(crate) waker: Option<Waker>,
+    pub(crate) acks: Arc<AckBatch>,
 }
 
 impl Slot {
@@ -139,7 +233,11 @@ pub(crate) enum Overflow {
 impl Config {
     pub(crate) fn of(q: &Queue) -> Self {
         let args = &q.arguments;
-        let int = |k: &str| args.get(k).and_then(FieldValue::as_i64).and_then(|v| u64::try_from(v).ok());
+        let int = |k: &str| {
+            args.get(k)
+                .and_then(FieldValue::as_i64)
+                .and_then(|v| u64::try_from(v).ok())
+        };
         let text = |k: &str| args.get(k).and_then(FieldValue::as_str).map(str::to_owned);
         Config {
             kind: q.queue_type(),
@@ -179,7 +277,10 @@ impl Ready {
     }
 
     fn level(&self, msg: &Msg) -> usize {
-        let p = usize::from(msg.envelope.properties.priority.unwrap_or(0));
+        if self.levels.len() == 1 {
+            return 0;
+        }
+        let p = usize::from(msg.data.envelope.properties().priority.unwrap_or(0));
         p.min(self.levels.len() - 1)
     }
 
@@ -190,14 +291,14 @@ impl Ready {
     fn push_back(&mut self, msg: Msg) {
         let l = self.level(&msg);
         self.len += 1;
-        self.bytes += msg.envelope.body.len();
+        self.bytes += msg.data.envelope.body.len();
         self.levels[l].push_back(msg);
     }
 
     fn push_front(&mut self, msg: Msg) {
         let l = self.level(&msg);
         self.len += 1;
-        self.bytes += msg.envelope.body.len();
+        self.bytes += msg.data.envelope.body.len();
         self.levels[l].push_front(msg);
     }
 
@@ -205,7 +306,7 @@ impl Ready {
     fn insert_by_seq(&mut self, msg: Msg) {
         let l = self.level(&msg);
         self.len += 1;
-        self.bytes += msg.envelope.body.len();
+        self.bytes += msg.data.envelope.body.len();
         let level = &mut self.levels[l];
         let at = level.partition_point(|m| m.seq < msg.seq);
         level.insert(at, msg);
@@ -218,7 +319,7 @@ impl Ready {
     fn pop_front(&mut self) -> Option<Msg> {
         let msg = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
         self.len -= 1;
-        self.bytes -= msg.envelope.body.len();
+        self.bytes -= msg.data.envelope.body.len();
         Some(msg)
     }
 
@@ -244,7 +345,7 @@ pub(crate) enum Return {
 
 pub(crate) struct QueueState {
     pub(crate) ready: Ready,
-    pub(crate) unacked: HashMap<u64, (Msg, Owner)>,
+    pub(crate) unacked: SeqMap<(Msg, Owner)>,
     pub(crate) consumers: Vec<Slot>,
     rr_next: usize,
     next_seq: u64,
@@ -276,12 +377,18 @@ pub(crate) enum Enqueued {
 }
 
 impl QueueCell {
-    pub(crate) fn new(name: String, decl: Queue, owner: Option<u64>, broker: Weak<BrokerInner>, vhost: &str) -> Arc<Self> {
+    pub(crate) fn new(
+        name: String,
+        decl: Queue,
+        owner: Option<u64>,
+        broker: Weak<BrokerInner>,
+        vhost: &str,
+    ) -> Arc<Self> {
         let config = Config::of(&decl);
         let q = Arc::new(QueueCell {
             state: Mutex::new(QueueState {
                 ready: Ready::new(config.max_priority),
-                unacked: HashMap::new(),
+                unacked: SeqMap::default(),
                 consumers: Vec::new(),
                 rr_next: 0,
                 next_seq: 0,
@@ -332,7 +439,7 @@ impl QueueCell {
 
     fn expires_at(&self, envelope: &Envelope, now: Instant) -> Option<Instant> {
         let per_message = envelope
-            .properties
+            .properties()
             .expiration
             .as_deref()
             .and_then(|e| e.parse::<u64>().ok())
@@ -345,30 +452,28 @@ impl QueueCell {
     }
 
     /// Adds a published (or dead-lettered) message. Runs under the queue lock.
-    pub(crate) fn enqueue(
-        &self,
-        st: &mut QueueState,
-        envelope: Envelope,
-        exchange: &str,
-        routing_key: &str,
-        cc: &[String],
-        fx: &mut Effects,
-    ) -> Enqueued {
-        let now = Instant::now();
-        st.last_used = now;
-        let expires_at = self.expires_at(&envelope, now);
-        let body = envelope.body.len();
+    pub(crate) fn enqueue(&self, st: &mut QueueState, data: MsgData, fx: &mut Effects) -> Enqueued {
+        // The clock is read only when something here can expire.
+        let timed = self.config.ttl.is_some()
+            || self.config.expires.is_some()
+            || data.envelope.properties().expiration.is_some();
+        let now = timed.then(Instant::now);
+        if let Some(now) = now {
+            st.last_used = now;
+        }
+        let expires_at = now.and_then(|now| self.expires_at(&data.envelope, now));
+        let body = data.envelope.body.len();
         let over = |st: &QueueState| {
             self.config.max_len.is_some_and(|m| st.ready.len() >= m)
-                || self.config.max_bytes.is_some_and(|m| st.ready.bytes + body > m)
+                || self
+                    .config
+                    .max_bytes
+                    .is_some_and(|m| st.ready.bytes + body > m)
         };
         st.next_seq += 1;
         let msg = Msg {
             seq: st.next_seq,
-            envelope,
-            exchange: exchange.to_owned(),
-            routing_key: routing_key.to_owned(),
-            cc: cc.to_vec(),
+            data,
             redelivered: false,
             returns: 0,
             expires_at,
@@ -391,7 +496,7 @@ impl QueueCell {
         }
         st.ready.push_back(msg);
         self.enforce_max_length(st, fx);
-        self.dispatch(st, now, fx);
+        self.dispatch(st, fx);
         if expires_at.is_some() {
             self.ensure_timer(st);
         }
@@ -412,9 +517,14 @@ impl QueueCell {
         }
     }
 
-    /// Removes expired messages at the head: expiry is only ever checked at the head.
-    fn expire_heads(&self, st: &mut QueueState, now: Instant, fx: &mut Effects) {
-        while st.ready.head().and_then(|m| m.expires_at).is_some_and(|t| t <= now) {
+    /// Removes expired messages at the head: expiry is only ever checked at the head. The clock
+    /// is read only if the head can expire.
+    fn expire_heads(&self, st: &mut QueueState, fx: &mut Effects) {
+        let mut now = None;
+        while let Some(t) = st.ready.head().and_then(|m| m.expires_at) {
+            if t > *now.get_or_insert_with(Instant::now) {
+                break;
+            }
             if let Some(m) = st.ready.pop_front() {
                 self.dead_letter(m, Reason::Expired, fx);
             }
@@ -422,50 +532,52 @@ impl QueueCell {
     }
 
     /// Hands ready messages to consumers with credit, round-robin.
-    pub(crate) fn dispatch(&self, st: &mut QueueState, now: Instant, fx: &mut Effects) {
+    pub(crate) fn dispatch(&self, st: &mut QueueState, fx: &mut Effects) {
         loop {
-            self.expire_heads(st, now, fx);
+            self.expire_heads(st, fx);
             if st.ready.len() == 0 {
                 return;
             }
             let Some(i) = next_consumer(st) else { return };
-            let Some(msg) = st.ready.pop_front() else { return };
+            let Some(msg) = st.ready.pop_front() else {
+                return;
+            };
             self.hand(st, i, msg, fx);
         }
     }
 
-    fn hand(&self, st: &mut QueueState, i: usize, mut msg: Msg, fx: &mut Effects) {
-        st.rr_next = i + 1;
-        let quorum = self.config.kind == QueueType::Quorum;
-        if quorum && msg.returns > 0 {
-            msg.envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
+    /// The envelope a consumer or `basic.get` receives: quorum queues add `x-delivery-count`.
+    fn delivered_envelope(&self, msg: &Msg, first_count: bool) -> Envelope {
+        let mut envelope = msg.data.envelope.clone();
+        if self.config.kind == QueueType::Quorum && (msg.returns > 0 || first_count) {
+            envelope
+                .headers_mut()
+                .insert(X_DELIVERY_COUNT, i64::from(msg.returns));
         }
+        envelope
+    }
+
+    fn hand(&self, st: &mut QueueState, i: usize, msg: Msg, fx: &mut Effects) {
+        st.rr_next = i + 1;
+        let envelope = self.delivered_envelope(&msg, false);
         let slot = &mut st.consumers[i];
         slot.next_tag += 1;
-        let (seq, tag) = (msg.seq, slot.next_tag);
-        let handed = if slot.no_ack {
-            Handed {
-                seq,
-                tag,
-                envelope: msg.envelope,
-                exchange: msg.exchange,
-                routing_key: msg.routing_key,
-                redelivered: msg.redelivered,
-            }
-        } else {
-            slot.in_flight += 1;
-            let h = Handed {
-                seq,
-                tag,
-                envelope: msg.envelope.clone(),
-                exchange: msg.exchange.clone(),
-                routing_key: msg.routing_key.clone(),
-                redelivered: msg.redelivered,
-            };
-            let owner = Owner { conn: slot.conn, consumer: slot.id };
-            st.unacked.insert(seq, (msg, owner));
-            h
+        let handed = Handed {
+            seq: msg.seq,
+            tag: slot.next_tag,
+            envelope,
+            exchange: msg.data.exchange.clone(),
+            routing_key: msg.data.routing_key.clone(),
+            redelivered: msg.redelivered,
         };
+        if !slot.no_ack {
+            slot.in_flight += 1;
+            let owner = Owner {
+                conn: slot.conn,
+                consumer: slot.id,
+            };
+            st.unacked.insert(msg.seq, (msg, owner));
+        }
         let slot = &mut st.consumers[i];
         slot.inbox.push_back(handed);
         if let Some(w) = slot.waker.take() {
@@ -473,39 +585,47 @@ impl QueueCell {
         }
     }
 
-    /// Takes one message for `basic.get`: the message, whether it was redelivered, and how many
+    /// Takes one message for `basic.get`: the message, the envelope to deliver, and how many
     /// ready messages are left.
-    pub(crate) fn get(&self, st: &mut QueueState, conn: u64, no_ack: bool, fx: &mut Effects) -> Option<(Msg, u32)> {
-        let now = Instant::now();
-        st.last_used = now;
-        self.expire_heads(st, now, fx);
-        let mut msg = st.ready.pop_front()?;
+    pub(crate) fn get(
+        &self,
+        st: &mut QueueState,
+        conn: u64,
+        no_ack: bool,
+        fx: &mut Effects,
+    ) -> Option<(Msg, Envelope, u32)> {
+        st.last_used = Instant::now();
+        self.expire_heads(st, fx);
+        let msg = st.ready.pop_front()?;
         // What follows the taken head may have expired behind it.
-        self.expire_heads(st, now, fx);
-        if self.config.kind == QueueType::Quorum {
-            msg.envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
-        }
+        self.expire_heads(st, fx);
+        let envelope = self.delivered_envelope(&msg, true);
         if !no_ack {
-            st.unacked.insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
+            st.unacked
+                .insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
         }
         let left = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
-        Some((msg, left))
+        Some((msg, envelope, left))
     }
 
     /// Puts an unacknowledged message back (or dead-letters it past the delivery limit).
-    pub(crate) fn give_back(&self, st: &mut QueueState, mut msg: Msg, how: Return, fx: &mut Effects) {
+    pub(crate) fn give_back(
+        &self,
+        st: &mut QueueState,
+        mut msg: Msg,
+        how: Return,
+        fx: &mut Effects,
+    ) {
         msg.redelivered = true;
         msg.returns += 1;
         if self.config.kind == QueueType::Quorum
             && let Some(limit) = self.config.delivery_limit
             && msg.returns > limit
         {
-            msg.envelope.headers_mut().remove(X_DELIVERY_COUNT);
             self.dead_letter(msg, Reason::DeliveryLimit, fx);
             return;
         }
-        let now = Instant::now();
-        if msg.expires_at.is_some_and(|t| t <= now) {
+        if msg.expires_at.is_some_and(|t| t <= Instant::now()) {
             self.dead_letter(msg, Reason::Expired, fx);
             return;
         }
@@ -517,27 +637,75 @@ impl QueueCell {
         self.enforce_max_length(st, fx);
     }
 
+    /// Applies acks of consumer `owner` (already known to come from a live connection).
+    pub(crate) fn apply_acks(&self, st: &mut QueueState, owner: Owner, seqs: &[u64]) {
+        let mut released = 0u32;
+        for seq in seqs {
+            match st.unacked.remove(seq) {
+                Some((_, o)) if o == owner => released += 1,
+                Some(other) => {
+                    st.unacked.insert(*seq, other);
+                }
+                None => {}
+            }
+        }
+        if let Some(slot) = st.consumers.iter_mut().find(|s| s.id == owner.consumer) {
+            slot.in_flight = slot.in_flight.saturating_sub(released);
+        }
+    }
+
+    /// Removes consumer `i`, first applying its pending acks (so nothing acked is redelivered).
+    pub(crate) fn remove_consumer(&self, st: &mut QueueState, i: usize) -> Slot {
+        let owner = Owner {
+            conn: st.consumers[i].conn,
+            consumer: st.consumers[i].id,
+        };
+        let pending = st.consumers[i].acks.close();
+        self.apply_acks(st, owner, &pending);
+        st.consumers.remove(i)
+    }
+
+    /// Returns the messages a closed channel, connection or consumer held. Quorum queues put them
+    /// at the front in their original order, classic queues at their original positions.
+    pub(crate) fn give_back_closed(
+        &self,
+        st: &mut QueueState,
+        mut msgs: Vec<Msg>,
+        fx: &mut Effects,
+    ) {
+        msgs.sort_by_key(|m| std::cmp::Reverse(m.seq));
+        for m in msgs {
+            self.give_back(st, m, Return::Closed, fx);
+        }
+    }
+
     /// Moves a dead message to the dead-letter exchange (or drops it when there is none).
     pub(crate) fn dead_letter(&self, msg: Msg, reason: Reason, fx: &mut Effects) {
         let Some(dlx) = &self.config.dlx else { return };
-        let Msg {
+        let MsgData {
             mut envelope,
             exchange,
             routing_key,
             cc,
-            ..
-        } = msg;
+        } = msg.data;
         let mut keys = Vec::with_capacity(1 + cc.len());
-        keys.push(routing_key.clone());
-        keys.extend(cc);
-        let expiration = envelope.properties.expiration.take();
-        record_death(envelope.headers_mut(), &self.name, reason, &exchange, &keys, expiration);
+        keys.push(routing_key);
+        keys.extend(cc.iter().cloned());
+        let expiration = envelope.properties_mut().expiration.take();
+        record_death(
+            envelope.headers_mut(),
+            &self.name,
+            reason,
+            &exchange,
+            &keys,
+            expiration,
+        );
         let routing_keys = match &self.config.dlrk {
-            Some(k) => vec![k.clone()],
+            Some(k) => vec![ShortStr::from(k.as_str())],
             None => keys,
         };
         fx.dead.push(DeadLetter {
-            exchange: dlx.clone(),
+            exchange: ShortStr::from(dlx.as_str()),
             routing_keys,
             envelope,
         });
@@ -549,9 +717,15 @@ impl QueueCell {
             self.timer.notify_one();
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        let Some(broker) = self.broker.upgrade() else { return };
-        let Some(me) = broker.queue_cell(&self.name) else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        let Some(me) = broker.queue_cell(&self.name) else {
+            return;
+        };
         st.timer_running = true;
         handle.spawn(timer_loop(Arc::downgrade(&me), Arc::clone(&self.timer)));
     }
@@ -565,7 +739,7 @@ impl QueueCell {
                 st.timer_running = false;
                 return (None, false);
             }
-            self.expire_heads(&mut st, now, &mut fx);
+            self.expire_heads(&mut st, &mut fx);
             let head = st.ready.head().and_then(|m| m.expires_at);
             let idle = self
                 .config
@@ -613,11 +787,20 @@ async fn timer_loop(queue: Weak<QueueCell>, notify: Arc<Notify>) {
 /// The index of the next consumer with credit, round-robin from the last one served.
 fn next_consumer(st: &QueueState) -> Option<usize> {
     let n = st.consumers.len();
-    (0..n).map(|k| (st.rr_next + k) % n).find(|&i| st.consumers[i].has_credit())
+    (0..n)
+        .map(|k| (st.rr_next + k) % n)
+        .find(|&i| st.consumers[i].has_credit())
 }
 
 /// Updates `x-death` the way RabbitMQ 3.10 writes it (see RABBITMQ-SEMANTICS.md §13).
-fn record_death(headers: &mut FieldTable, queue: &str, reason: Reason, exchange: &str, keys: &[String], expiration: Option<String>) {
+fn record_death(
+    headers: &mut FieldTable,
+    queue: &str,
+    reason: Reason,
+    exchange: &str,
+    keys: &[ShortStr],
+    expiration: Option<String>,
+) {
     let time = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -635,7 +818,9 @@ fn record_death(headers: &mut FieldTable, queue: &str, reason: Reason, exchange:
     };
     let entry = match deaths.iter().position(same) {
         Some(i) => {
-            let FieldValue::Table(mut t) = deaths.remove(i) else { return };
+            let FieldValue::Table(mut t) = deaths.remove(i) else {
+                return;
+            };
             let count = t.get("count").and_then(FieldValue::as_i64).unwrap_or(0) + 1;
             t.insert("count", count);
             t.sort_by_key();
@@ -674,7 +859,9 @@ fn record_death(headers: &mut FieldTable, queue: &str, reason: Reason, exchange:
 /// RabbitMQ's cycle rule: delivering a dead letter to `queue` is a cycle when `queue` already
 /// appears in its `x-death` and no death on the way since was a rejection.
 pub(crate) fn is_cycle(queue: &str, envelope: &Envelope) -> bool {
-    let Some(FieldValue::Array(deaths)) = envelope.header(X_DEATH) else { return false };
+    let Some(FieldValue::Array(deaths)) = envelope.header(X_DEATH) else {
+        return false;
+    };
     for d in deaths {
         let Some(t) = d.as_table() else { continue };
         if t.get("reason").and_then(FieldValue::as_str) == Some("rejected") {

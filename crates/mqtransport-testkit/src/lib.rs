@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mqtransport_core::{
-    BoxFuture, Confirmation, Consumer, DeleteQueue, Delivery, DynTransport, Envelope, Error, Publish, Topology, Transport,
+    BoxFuture, Confirmation, Consumer, DeleteQueue, Delivery, DynTransport, Envelope, Error,
+    Publish, Topology, Transport,
 };
 
 pub mod scenarios;
@@ -83,7 +84,11 @@ macro_rules! check_eq {
                 if l != r {
                     return Err($crate::Failure(format!(
                         "line {}: {} == {}\n  left: {:?}\n right: {:?}",
-                        line!(), stringify!($left), stringify!($right), l, r
+                        line!(),
+                        stringify!($left),
+                        stringify!($right),
+                        l,
+                        r
                     )));
                 }
             }
@@ -162,13 +167,23 @@ impl Ctx {
     }
 
     /// Publishes and returns the confirmation.
-    pub async fn publish(&self, exchange: &str, routing_key: &str, envelope: Envelope) -> Result<Confirmation, Failure> {
-        Ok(self.conn.publish(Publish::new(exchange, routing_key, envelope)).await?)
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: Envelope,
+    ) -> Result<Confirmation, Failure> {
+        Ok(self
+            .conn
+            .publish(Publish::new(exchange, routing_key, envelope))
+            .await?)
     }
 
     /// Publishes `body` to `queue` through the default exchange and requires a confirm.
     pub async fn send(&self, queue: &str, body: &str) -> TestResult {
-        let c = self.publish("", queue, Envelope::new(body.to_owned())).await?;
+        let c = self
+            .publish("", queue, Envelope::new(body.to_owned()))
+            .await?;
         check_eq!(c, Confirmation::Confirmed);
         Ok(())
     }
@@ -184,7 +199,10 @@ impl Ctx {
             Ok(Some(Ok(d))) => Ok(d),
             Ok(Some(Err(e))) => Err(Failure(format!("consumer {} failed: {e}", consumer.tag()))),
             Ok(None) => Err(Failure(format!("consumer {} ended", consumer.tag()))),
-            Err(_) => Err(Failure(format!("no delivery to consumer {} within {DEADLINE:?}", consumer.tag()))),
+            Err(_) => Err(Failure(format!(
+                "no delivery to consumer {} within {DEADLINE:?}",
+                consumer.tag()
+            ))),
         }
     }
 
@@ -214,7 +232,9 @@ impl Ctx {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Failure(format!("timed out after {DEADLINE:?} waiting until {what}")));
+                return Err(Failure(format!(
+                    "timed out after {DEADLINE:?} waiting until {what}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -222,9 +242,10 @@ impl Ctx {
 
     /// Waits until `queue` holds exactly `n` ready messages.
     pub async fn wait_count(&self, queue: &str, n: u32) -> TestResult {
-        self.eventually(&format!("queue '{queue}' holds {n} messages"), || async move {
-            Ok(self.count(queue).await? == n)
-        })
+        self.eventually(
+            &format!("queue '{queue}' holds {n} messages"),
+            || async move { Ok(self.count(queue).await? == n) },
+        )
         .await
     }
 
@@ -292,8 +313,14 @@ where
     cleanup.cleanup().await;
     match outcome {
         Ok(Ok(())) => {}
-        Ok(Err(f)) => panic!("scenario {name} failed against {}:\n{f:?}", cleanup.connector.describe()),
-        Err(_) => panic!("scenario {name} did not finish within 120 s against {}", cleanup.connector.describe()),
+        Ok(Err(f)) => panic!(
+            "scenario {name} failed against {}:\n{f:?}",
+            cleanup.connector.describe()
+        ),
+        Err(_) => panic!(
+            "scenario {name} did not finish within 120 s against {}",
+            cleanup.connector.describe()
+        ),
     }
 }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mqtransport_core::{
-    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, Envelope, Error, ErrorKind, Exchange,
-    FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology, Transport,
+    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, Envelope, Error,
+    ErrorKind, Exchange, FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology,
+    Transport,
 };
 
 use crate::{Ctx, Failure, TestResult, body, check, check_eq};
@@ -77,9 +78,13 @@ macro_rules! __for_each_scenario {
 
 fn expect_err<T>(r: Result<T, Error>, code: u16, what: &str) -> Result<Error, Failure> {
     match r {
-        Ok(_) => Err(Failure(format!("{what}: expected reply code {code}, got success"))),
+        Ok(_) => Err(Failure(format!(
+            "{what}: expected reply code {code}, got success"
+        ))),
         Err(e) if e.reply_code() == Some(code) => Ok(e),
-        Err(e) => Err(Failure(format!("{what}: expected reply code {code}, got {e}"))),
+        Err(e) => Err(Failure(format!(
+            "{what}: expected reply code {code}, got {e}"
+        ))),
     }
 }
 
@@ -137,30 +142,64 @@ pub async fn declare_is_idempotent(c: Ctx) -> TestResult {
 /// Re-declaring with another durable or auto-delete flag is PRECONDITION_FAILED naming the queue.
 pub async fn redeclare_with_other_flags_fails(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::transient(&q))).await?;
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await, 406, "durable")?;
+    c.declare(Topology::new().queue(Queue::transient(&q)))
+        .await?;
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable(&q)))
+            .await,
+        406,
+        "durable",
+    )?;
     check_eq!(e.kind(), ErrorKind::Precondition);
     check_eq!(
         e.message(),
-        format!("PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'")
+        format!(
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+        )
     );
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::transient(&q).auto_delete())).await, 406, "auto_delete")?;
-    check!(e.message().contains("inequivalent arg 'auto_delete'"), "{e}");
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::transient(&q).auto_delete()))
+            .await,
+        406,
+        "auto_delete",
+    )?;
+    check!(
+        e.message().contains("inequivalent arg 'auto_delete'"),
+        "{e}"
+    );
     Ok(())
 }
 
 /// Known arguments are compared by value (numbers across widths); unknown ones are ignored.
 pub async fn redeclare_with_other_arguments_fails(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::durable(&q).argument("x-message-ttl", 1000i32))).await?;
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await, 406, "no ttl")?;
-    check!(e.message().contains("inequivalent arg 'x-message-ttl'") && e.message().contains(&q), "{e}");
+    c.declare(Topology::new().queue(Queue::durable(&q).argument("x-message-ttl", 1000i32)))
+        .await?;
     let e = expect_err(
-        c.conn().declare(&Topology::new().queue(Queue::durable(&q).argument("x-message-ttl", 2000i32))).await,
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable(&q)))
+            .await,
+        406,
+        "no ttl",
+    )?;
+    check!(
+        e.message().contains("inequivalent arg 'x-message-ttl'") && e.message().contains(&q),
+        "{e}"
+    );
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable(&q).argument("x-message-ttl", 2000i32)))
+            .await,
         406,
         "other ttl",
     )?;
-    check!(e.message().contains("received '2000' but current is '1000'"), "{e}");
+    check!(
+        e.message()
+            .contains("received '2000' but current is '1000'"),
+        "{e}"
+    );
     let same = Queue::durable(&q)
         .argument("x-message-ttl", 1000i64)
         .argument("x-mqt-unknown", "ignored")
@@ -173,7 +212,13 @@ pub async fn redeclare_with_other_arguments_fails(c: Ctx) -> TestResult {
 pub async fn exclusive_flag_mismatch_is_locked(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::durable(&q).exclusive())).await, 405, "exclusive")?;
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable(&q).exclusive()))
+            .await,
+        405,
+        "exclusive",
+    )?;
     check_eq!(e.kind(), ErrorKind::ResourceLocked);
     Ok(())
 }
@@ -183,23 +228,45 @@ pub async fn passive_declare_of_missing_entities_is_not_found(c: Ctx) -> TestRes
     let (q, x) = (c.queue("missing"), c.exchange("missing"));
     let e = expect_err(c.conn().queue_info(&q).await, 404, "queue")?;
     check_eq!(e.kind(), ErrorKind::NotFound);
-    check_eq!(e.message(), format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
+    check_eq!(
+        e.message(),
+        format!("NOT_FOUND - no queue '{q}' in vhost '/'")
+    );
     let e = expect_err(c.conn().exchange_exists(&x).await, 404, "exchange")?;
-    check_eq!(e.message(), format!("NOT_FOUND - no exchange '{x}' in vhost '/'"));
+    check_eq!(
+        e.message(),
+        format!("NOT_FOUND - no exchange '{x}' in vhost '/'")
+    );
     Ok(())
 }
 
 /// An exchange re-declared with another type or durability is PRECONDITION_FAILED.
 pub async fn exchange_redeclare_must_match(c: Ctx) -> TestResult {
     let x = c.exchange("x");
-    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
-    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
-    let e = expect_err(c.conn().declare(&Topology::new().exchange(Exchange::fanout(&x))).await, 406, "type")?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x)))
+        .await?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x)))
+        .await?;
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().exchange(Exchange::fanout(&x)))
+            .await,
+        406,
+        "type",
+    )?;
     check_eq!(
         e.message(),
-        format!("PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': received 'fanout' but current is 'direct'")
+        format!(
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': received 'fanout' but current is 'direct'"
+        )
     );
-    let e = expect_err(c.conn().declare(&Topology::new().exchange(Exchange::direct(&x).transient())).await, 406, "durable")?;
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().exchange(Exchange::direct(&x).transient()))
+            .await,
+        406,
+        "durable",
+    )?;
     check!(e.message().contains("inequivalent arg 'durable'"), "{e}");
     c.conn().exchange_exists(&x).await?;
     Ok(())
@@ -208,16 +275,44 @@ pub async fn exchange_redeclare_must_match(c: Ctx) -> TestResult {
 /// `amq.` names are reserved (403); built-in exchanges may be re-declared equivalently; names over
 /// 255 bytes are refused before reaching the broker.
 pub async fn reserved_and_oversized_names_are_refused(c: Ctx) -> TestResult {
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::durable("amq.mqt-probe"))).await, 403, "queue")?;
-    check_eq!(e.message(), "ACCESS_REFUSED - queue name 'amq.mqt-probe' contains reserved prefix 'amq.*'");
-    let e = expect_err(c.conn().declare(&Topology::new().exchange(Exchange::direct("amq.mqt-probe"))).await, 403, "exchange")?;
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable("amq.mqt-probe")))
+            .await,
+        403,
+        "queue",
+    )?;
+    check_eq!(
+        e.message(),
+        "ACCESS_REFUSED - queue name 'amq.mqt-probe' contains reserved prefix 'amq.*'"
+    );
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().exchange(Exchange::direct("amq.mqt-probe")))
+            .await,
+        403,
+        "exchange",
+    )?;
     check!(e.message().contains("reserved prefix 'amq.*'"), "{e}");
-    c.declare(Topology::new().exchange(Exchange::direct("amq.direct"))).await?;
-    expect_err(c.conn().delete_exchange("amq.direct", false).await, 403, "delete amq.direct")?;
+    c.declare(Topology::new().exchange(Exchange::direct("amq.direct")))
+        .await?;
+    expect_err(
+        c.conn().delete_exchange("amq.direct", false).await,
+        403,
+        "delete amq.direct",
+    )?;
     let long = format!("{}{}", c.queue("q"), "x".repeat(256));
-    match c.conn().declare(&Topology::new().queue(Queue::durable(&long))).await {
+    match c
+        .conn()
+        .declare(&Topology::new().queue(Queue::durable(&long)))
+        .await
+    {
         Err(e) if e.kind() == ErrorKind::InvalidInput => check!(e.message().contains("255"), "{e}"),
-        other => return Err(Failure(format!("256+ byte name: expected InvalidInput, got {other:?}"))),
+        other => {
+            return Err(Failure(format!(
+                "256+ byte name: expected InvalidInput, got {other:?}"
+            )));
+        }
     }
     Ok(())
 }
@@ -226,23 +321,51 @@ pub async fn reserved_and_oversized_names_are_refused(c: Ctx) -> TestResult {
 pub async fn quorum_queue_rejects_invalid_properties(c: Ctx) -> TestResult {
     let q = c.queue("qq");
     let e = expect_err(
-        c.conn().declare(&Topology::new().queue(Queue::transient(&q).argument("x-queue-type", "quorum"))).await,
+        c.conn()
+            .declare(
+                &Topology::new().queue(Queue::transient(&q).argument("x-queue-type", "quorum")),
+            )
+            .await,
         406,
         "non-durable",
     )?;
-    check_eq!(e.message(), format!("PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'"));
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::quorum(&q).auto_delete())).await, 406, "auto-delete")?;
+    check_eq!(
+        e.message(),
+        format!(
+            "PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'"
+        )
+    );
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::quorum(&q).auto_delete()))
+            .await,
+        406,
+        "auto-delete",
+    )?;
     check!(e.message().contains("'auto-delete'"), "{e}");
     c.declare(Topology::new().queue(Queue::quorum(&q))).await?;
-    let e = expect_err(c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await, 406, "as classic")?;
-    check!(e.message().contains("inequivalent arg 'x-queue-type'"), "{e}");
+    let e = expect_err(
+        c.conn()
+            .declare(&Topology::new().queue(Queue::durable(&q)))
+            .await,
+        406,
+        "as classic",
+    )?;
+    check!(
+        e.message().contains("inequivalent arg 'x-queue-type'"),
+        "{e}"
+    );
     Ok(())
 }
 
 /// An empty queue name gets a fresh `amq.gen-` name of 30 characters each time.
 pub async fn server_named_queues_are_generated(c: Ctx) -> TestResult {
-    let a = c.declare(Topology::new().queue(Queue::server_named())).await?;
-    let b = c.declare(Topology::new().queue(Queue::server_named())).await?;
+    let a = c
+        .declare(Topology::new().queue(Queue::server_named()))
+        .await?;
+    let b = c
+        .declare(Topology::new().queue(Queue::server_named()))
+        .await?;
     let (a, b) = (&a.queues[0].name, &b.queues[0].name);
     c.adopt_queue(a);
     c.adopt_queue(b);
@@ -261,7 +384,10 @@ pub async fn default_exchange_routes_by_queue_name(c: Ctx) -> TestResult {
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "hello").await?;
     let d = get_one(&c, &q).await?;
-    check_eq!((d.exchange.as_str(), d.routing_key.as_str(), body(&d)), ("", q.as_str(), "hello".to_owned()));
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str(), body(&d)),
+        ("", q.as_str(), "hello".to_owned())
+    );
     check!(!d.redelivered);
     d.ack().await?;
     Ok(())
@@ -275,13 +401,24 @@ pub async fn direct_exchange_routes_by_key(c: Ctx) -> TestResult {
     for q in &qs {
         t = t.queue(Queue::durable(q)).bind(Binding::queue(q, &x, "k"));
     }
-    t = t.bind(Binding::queue(&qs[2], &x, "j")).bind(Binding::queue(&qs[2], &x, "k"));
+    t = t
+        .bind(Binding::queue(&qs[2], &x, "j"))
+        .bind(Binding::queue(&qs[2], &x, "k"));
     c.declare(t).await?;
-    check_eq!(c.publish(&x, "k", env("k-msg")).await?, Confirmation::Confirmed);
-    check_eq!(c.publish(&x, "j", env("j-msg")).await?, Confirmation::Confirmed);
+    check_eq!(
+        c.publish(&x, "k", env("k-msg")).await?,
+        Confirmation::Confirmed
+    );
+    check_eq!(
+        c.publish(&x, "j", env("j-msg")).await?,
+        Confirmation::Confirmed
+    );
     check_eq!(c.drain(&qs[0]).await?, vec!["k-msg".to_owned()]);
     check_eq!(c.drain(&qs[1]).await?, vec!["k-msg".to_owned()]);
-    check_eq!(c.drain(&qs[2]).await?, vec!["k-msg".to_owned(), "j-msg".to_owned()]);
+    check_eq!(
+        c.drain(&qs[2]).await?,
+        vec!["k-msg".to_owned(), "j-msg".to_owned()]
+    );
     Ok(())
 }
 
@@ -297,15 +434,27 @@ pub async fn fanout_ignores_routing_key(c: Ctx) -> TestResult {
             .bind(Binding::queue(&q2, &x, "k2")),
     )
     .await?;
-    check_eq!(c.publish(&x, "zzz", env("m")).await?, Confirmation::Confirmed);
-    check_eq!((c.drain(&q1).await?.len(), c.drain(&q2).await?.len()), (1, 1));
+    check_eq!(
+        c.publish(&x, "zzz", env("m")).await?,
+        Confirmation::Confirmed
+    );
+    check_eq!(
+        (c.drain(&q1).await?.len(), c.drain(&q2).await?.len()),
+        (1, 1)
+    );
     Ok(())
 }
 
 /// Topic patterns: `*` one word (maybe empty), `#` zero or more; one copy per queue (§5).
 pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     let x = c.exchange("t");
-    let cases = [("star", "a.*", 2), ("hash", "a.#", 4), ("mid", "a.#.b", 2), ("empty", "", 1), ("tail", "#.a", 2)];
+    let cases = [
+        ("star", "a.*", 2),
+        ("hash", "a.#", 4),
+        ("mid", "a.#.b", 2),
+        ("empty", "", 1),
+        ("tail", "#.a", 2),
+    ];
     let keys = ["a", "a.b", "a.", "a.x.y.b", "", "b.a"];
     let multi = c.queue("multi");
     let mut t = Topology::new()
@@ -316,7 +465,9 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     let mut names = Vec::new();
     for (name, pattern, _) in cases {
         let q = c.queue(name);
-        t = t.queue(Queue::durable(&q)).bind(Binding::queue(&q, &x, pattern));
+        t = t
+            .queue(Queue::durable(&q))
+            .bind(Binding::queue(&q, &x, pattern));
         names.push(q);
     }
     c.declare(t).await?;
@@ -325,7 +476,10 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     }
     for ((_, pattern, expected), q) in cases.iter().zip(&names) {
         let got = c.drain(q).await?;
-        check!(got.len() == *expected, "pattern {pattern:?} matched {got:?}");
+        check!(
+            got.len() == *expected,
+            "pattern {pattern:?} matched {got:?}"
+        );
     }
     check_eq!(c.drain(&multi).await?.len(), keys.len());
     Ok(())
@@ -335,7 +489,12 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
 pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
     let x = c.exchange("h");
     let (all, any, void) = (c.queue("all"), c.queue("any"), c.queue("void"));
-    let args = |mode: &str| FieldTable::new().with("x-match", mode).with("a", 1i32).with("b", "x");
+    let args = |mode: &str| {
+        FieldTable::new()
+            .with("x-match", mode)
+            .with("a", 1i32)
+            .with("b", "x")
+    };
     c.declare(
         Topology::new()
             .exchange(Exchange::headers(&x))
@@ -344,11 +503,16 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
             .queue(Queue::durable(&void))
             .bind(Binding::queue(&all, &x, "").arguments(args("all")))
             .bind(Binding::queue(&any, &x, "").arguments(args("any")))
-            .bind(Binding::queue(&void, &x, "").arguments(FieldTable::new().with("a", FieldValue::Void))),
+            .bind(
+                Binding::queue(&void, &x, "")
+                    .arguments(FieldTable::new().with("a", FieldValue::Void)),
+            ),
     )
     .await?;
     let msgs = [
-        Envelope::new("both").with_header("a", 1i64).with_header("b", "x"),
+        Envelope::new("both")
+            .with_header("a", 1i64)
+            .with_header("b", "x"),
         Envelope::new("a-double").with_header("a", 1.0f64),
         Envelope::new("b-bytes").with_header("b", FieldValue::Bytes(Bytes::from_static(b"x"))),
         Envelope::new("a-string").with_header("a", "1"),
@@ -358,15 +522,34 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
         c.publish(&x, "", m).await?;
     }
     check_eq!(c.drain(&all).await?, vec!["both".to_owned()]);
-    check_eq!(c.drain(&any).await?, vec!["both".to_owned(), "a-double".to_owned(), "b-bytes".to_owned()]);
-    check_eq!(c.drain(&void).await?, vec!["both".to_owned(), "a-double".to_owned(), "a-string".to_owned()]);
+    check_eq!(
+        c.drain(&any).await?,
+        vec![
+            "both".to_owned(),
+            "a-double".to_owned(),
+            "b-bytes".to_owned()
+        ]
+    );
+    check_eq!(
+        c.drain(&void).await?,
+        vec![
+            "both".to_owned(),
+            "a-double".to_owned(),
+            "a-string".to_owned()
+        ]
+    );
     Ok(())
 }
 
 /// Exchange-to-exchange: a diamond gives one copy, delivered with the exchange published to;
 /// a binding loop does not loop (§7).
 pub async fn exchange_to_exchange_bindings_give_one_copy(c: Ctx) -> TestResult {
-    let (x1, x2, x3, q) = (c.exchange("x1"), c.exchange("x2"), c.exchange("x3"), c.queue("q"));
+    let (x1, x2, x3, q) = (
+        c.exchange("x1"),
+        c.exchange("x2"),
+        c.exchange("x3"),
+        c.queue("q"),
+    );
     let (a, b, qa) = (c.exchange("a"), c.exchange("b"), c.queue("qa"));
     c.declare(
         Topology::new()
@@ -388,18 +571,29 @@ pub async fn exchange_to_exchange_bindings_give_one_copy(c: Ctx) -> TestResult {
     .await?;
     c.publish(&x1, "a.b", env("diamond")).await?;
     let d = get_one(&c, &q).await?;
-    check_eq!((d.exchange.as_str(), d.routing_key.as_str()), (x1.as_str(), "a.b"));
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str()),
+        (x1.as_str(), "a.b")
+    );
     d.ack().await?;
     check_eq!(c.count(&q).await?, 0);
     c.publish(&a, "k", env("via-a")).await?;
     c.publish(&b, "k", env("via-b")).await?;
-    check_eq!(c.drain(&qa).await?, vec!["via-a".to_owned(), "via-b".to_owned()]);
+    check_eq!(
+        c.drain(&qa).await?,
+        vec!["via-a".to_owned(), "via-b".to_owned()]
+    );
     Ok(())
 }
 
 /// Unroutable messages go to the alternate exchange, with no return, keeping their exchange.
 pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
-    let (ae, main, qae, qk) = (c.exchange("ae"), c.exchange("main"), c.queue("ae"), c.queue("k"));
+    let (ae, main, qae, qk) = (
+        c.exchange("ae"),
+        c.exchange("main"),
+        c.queue("ae"),
+        c.queue("k"),
+    );
     c.declare(
         Topology::new()
             .exchange(Exchange::fanout(&ae))
@@ -410,10 +604,19 @@ pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
             .bind(Binding::queue(&qk, &main, "k")),
     )
     .await?;
-    check_eq!(c.publish(&main, "nope", env("lost?")).await?, Confirmation::Confirmed);
-    check_eq!(c.publish(&main, "k", env("routed")).await?, Confirmation::Confirmed);
+    check_eq!(
+        c.publish(&main, "nope", env("lost?")).await?,
+        Confirmation::Confirmed
+    );
+    check_eq!(
+        c.publish(&main, "k", env("routed")).await?,
+        Confirmation::Confirmed
+    );
     let d = get_one(&c, &qae).await?;
-    check_eq!((d.exchange.as_str(), d.routing_key.as_str(), body(&d)), (main.as_str(), "nope", "lost?".to_owned()));
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str(), body(&d)),
+        (main.as_str(), "nope", "lost?".to_owned())
+    );
     d.ack().await?;
     check_eq!(c.drain(&qk).await?, vec!["routed".to_owned()]);
     Ok(())
@@ -423,16 +626,24 @@ pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
 pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
     let x = c.exchange("x");
     let missing = c.queue("no-such-queue");
-    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x)))
+        .await?;
     let returned = Confirmation::Returned {
         reply_code: 312,
         reply_text: "NO_ROUTE".into(),
     };
     check_eq!(c.publish(&x, "nope", env("m")).await?, returned);
-    check_eq!(c.conn().publish(Publish::new(&x, "nope", env("m")).mandatory(false)).await?, Confirmation::Confirmed);
+    check_eq!(
+        c.conn()
+            .publish(Publish::new(&x, "nope", env("m")).mandatory(false))
+            .await?,
+        Confirmation::Confirmed
+    );
     check_eq!(c.publish("", &missing, env("m")).await?, returned);
-    let e = returned.into_result(&x, "nope").unwrap_err();
-    check_eq!(e.kind(), ErrorKind::Unroutable);
+    match returned.into_result(&x, "nope") {
+        Err(e) => check_eq!(e.kind(), ErrorKind::Unroutable),
+        Ok(()) => return Err(Failure("a returned message converted to Ok".into())),
+    }
     Ok(())
 }
 
@@ -440,8 +651,15 @@ pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
 pub async fn publish_to_missing_exchange_fails(c: Ctx) -> TestResult {
     let (x, q) = (c.exchange("nox"), c.queue("q"));
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
-    let e = expect_err(c.conn().publish(Publish::new(&x, "k", env("m"))).await, 404, "publish")?;
-    check_eq!(e.message(), format!("NOT_FOUND - no exchange '{x}' in vhost '/'"));
+    let e = expect_err(
+        c.conn().publish(Publish::new(&x, "k", env("m"))).await,
+        404,
+        "publish",
+    )?;
+    check_eq!(
+        e.message(),
+        format!("NOT_FOUND - no exchange '{x}' in vhost '/'")
+    );
     c.conn().ping().await?;
     c.send(&q, "after").await?;
     check_eq!(c.drain(&q).await?, vec!["after".to_owned()]);
@@ -460,8 +678,17 @@ pub async fn publish_to_internal_exchange_is_refused(c: Ctx) -> TestResult {
             .bind(Binding::queue(&q, &internal, "")),
     )
     .await?;
-    let e = expect_err(c.conn().publish(Publish::new(&internal, "", env("m"))).await, 403, "internal")?;
-    check!(e.message().contains("cannot publish to internal exchange"), "{e}");
+    let e = expect_err(
+        c.conn()
+            .publish(Publish::new(&internal, "", env("m")))
+            .await,
+        403,
+        "internal",
+    )?;
+    check!(
+        e.message().contains("cannot publish to internal exchange"),
+        "{e}"
+    );
     c.publish(&front, "", env("through")).await?;
     check_eq!(c.drain(&q).await?, vec!["through".to_owned()]);
     Ok(())
@@ -471,12 +698,23 @@ pub async fn publish_to_internal_exchange_is_refused(c: Ctx) -> TestResult {
 pub async fn unbind_stops_routing(c: Ctx) -> TestResult {
     let (x, q) = (c.exchange("x"), c.queue("q"));
     let b = Binding::queue(&q, &x, "k");
-    c.declare(Topology::new().exchange(Exchange::direct(&x)).queue(Queue::durable(&q)).bind(b.clone())).await?;
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::direct(&x))
+            .queue(Queue::durable(&q))
+            .bind(b.clone()),
+    )
+    .await?;
     check_eq!(c.publish(&x, "k", env("1")).await?, Confirmation::Confirmed);
     c.conn().unbind(&b).await?;
-    check!(matches!(c.publish(&x, "k", env("2")).await?, Confirmation::Returned { .. }));
+    check!(matches!(
+        c.publish(&x, "k", env("2")).await?,
+        Confirmation::Returned { .. }
+    ));
     c.conn().unbind(&b).await?;
-    c.conn().unbind(&Binding::queue(c.queue("never"), &x, "k")).await?;
+    c.conn()
+        .unbind(&Binding::queue(c.queue("never"), &x, "k"))
+        .await?;
     check_eq!(c.drain(&q).await?, vec!["1".to_owned()]);
     Ok(())
 }
@@ -503,10 +741,18 @@ pub async fn auto_delete_exchange_goes_with_last_binding(c: Ctx) -> TestResult {
 /// `exchange.delete if_unused` fails while bindings exist; deleting a missing exchange is fine.
 pub async fn exchange_delete_if_unused(c: Ctx) -> TestResult {
     let (x, q) = (c.exchange("x"), c.queue("q"));
-    c.declare(Topology::new().exchange(Exchange::direct(&x)).queue(Queue::durable(&q)).bind(Binding::queue(&q, &x, "k")))
-        .await?;
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::direct(&x))
+            .queue(Queue::durable(&q))
+            .bind(Binding::queue(&q, &x, "k")),
+    )
+    .await?;
     let e = expect_err(c.conn().delete_exchange(&x, true).await, 406, "if_unused")?;
-    check_eq!(e.message(), format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use"));
+    check_eq!(
+        e.message(),
+        format!("PRECONDITION_FAILED - exchange '{x}' in vhost '/' in use")
+    );
     c.conn().delete_exchange(&x, false).await?;
     expect_err(c.conn().exchange_exists(&x).await, 404, "deleted")?;
     c.conn().delete_exchange(&x, false).await?;
@@ -522,7 +768,10 @@ pub async fn competing_consumers_are_served_round_robin(c: Ctx) -> TestResult {
     let mut consumers = Vec::new();
     for _ in 0..3 {
         let conn = c.connect().await?;
-        consumers.push(conn.consume(&q, ConsumeOptions::default().no_ack(true)).await?);
+        consumers.push(
+            conn.consume(&q, ConsumeOptions::default().no_ack(true))
+                .await?,
+        );
     }
     for i in 0..9 {
         c.send(&q, &format!("m{i}")).await?;
@@ -545,7 +794,10 @@ pub async fn prefetch_bounds_unacked_deliveries(c: Ctx) -> TestResult {
     for i in 0..5 {
         c.send(&q, &format!("m{i}")).await?;
     }
-    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(2)).await?;
+    let mut consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(2))
+        .await?;
     let d0 = c.next(&mut consumer).await?;
     let d1 = c.next(&mut consumer).await?;
     check_eq!((body(&d0), body(&d1)), ("m0".to_owned(), "m1".to_owned()));
@@ -564,7 +816,10 @@ pub async fn ack_removes_the_message(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "first").await?;
-    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
+    let mut consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(1))
+        .await?;
     let d = c.next(&mut consumer).await?;
     d.ack().await?;
     drop(consumer);
@@ -579,7 +834,10 @@ pub async fn nack_with_requeue_redelivers(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "again").await?;
-    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
+    let mut consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(1))
+        .await?;
     let d = c.next(&mut consumer).await?;
     check!(!d.redelivered);
     d.nack(true).await?;
@@ -606,7 +864,11 @@ pub async fn requeue_restores_original_position(c: Ctx) -> TestResult {
     m0.reject(true).await?;
     let mut order = Vec::new();
     while let Some(d) = c.get(&q).await? {
-        order.push(format!("{}{}", body(&d), if d.redelivered { "(r)" } else { "" }));
+        order.push(format!(
+            "{}{}",
+            body(&d),
+            if d.redelivered { "(r)" } else { "" }
+        ));
         d.ack().await?;
     }
     check_eq!(order, vec!["m0(r)", "m2(r)", "m3", "m4", "m5"]);
@@ -619,7 +881,10 @@ pub async fn dropped_delivery_is_requeued(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "dropped").await?;
-    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
+    let mut consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(1))
+        .await?;
     drop(c.next(&mut consumer).await?);
     let d = c.next(&mut consumer).await?;
     check_eq!((body(&d), d.redelivered), ("dropped".to_owned(), true));
@@ -634,7 +899,9 @@ pub async fn closing_connection_requeues_unacked(c: Ctx) -> TestResult {
     c.send(&q, "m0").await?;
     c.send(&q, "m1").await?;
     let other = c.connect().await?;
-    let mut consumer = other.consume(&q, ConsumeOptions::default().prefetch(10)).await?;
+    let mut consumer = other
+        .consume(&q, ConsumeOptions::default().prefetch(10))
+        .await?;
     let d0 = c.next(&mut consumer).await?;
     let d1 = c.next(&mut consumer).await?;
     c.wait_count(&q, 0).await?;
@@ -656,10 +923,17 @@ pub async fn declare_ok_counts_ready_only(c: Ctx) -> TestResult {
     for i in 0..3 {
         c.send(&q, &format!("m{i}")).await?;
     }
-    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
+    let mut consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(1))
+        .await?;
     let d = c.next(&mut consumer).await?;
     c.wait_count(&q, 2).await?;
-    let info = c.declare(Topology::new().queue(Queue::durable(&q))).await?.queues.remove(0);
+    let info = c
+        .declare(Topology::new().queue(Queue::durable(&q)))
+        .await?
+        .queues
+        .remove(0);
     check_eq!((info.message_count, info.consumer_count), (2, 1));
     d.ack().await?;
     Ok(())
@@ -672,15 +946,34 @@ pub async fn declare_ok_counts_ready_only(c: Ctx) -> TestResult {
 pub async fn exclusive_queue_belongs_to_its_connection(c: Ctx) -> TestResult {
     let q = c.queue("excl");
     let owner = c.connect().await?;
-    owner.declare(&Topology::new().queue(Queue::transient(&q).exclusive())).await?;
+    owner
+        .declare(&Topology::new().queue(Queue::transient(&q).exclusive()))
+        .await?;
     let other = c.conn();
-    expect_err(other.declare(&Topology::new().queue(Queue::transient(&q).exclusive())).await, 405, "declare")?;
+    expect_err(
+        other
+            .declare(&Topology::new().queue(Queue::transient(&q).exclusive()))
+            .await,
+        405,
+        "declare",
+    )?;
     expect_err(other.queue_info(&q).await, 405, "passive")?;
     expect_err(other.get(&q, false).await, 405, "get")?;
     expect_err(other.purge(&q).await, 405, "purge")?;
-    expect_err(other.consume(&q, ConsumeOptions::default()).await, 405, "consume")?;
-    expect_err(other.delete_queue(&q, DeleteQueue::default()).await, 405, "delete")?;
-    check_eq!(other.publish(Publish::to_queue(&q, env("allowed"))).await?, Confirmation::Confirmed);
+    expect_err(
+        other.consume(&q, ConsumeOptions::default()).await,
+        405,
+        "consume",
+    )?;
+    expect_err(
+        other.delete_queue(&q, DeleteQueue::default()).await,
+        405,
+        "delete",
+    )?;
+    check_eq!(
+        other.publish(Publish::to_queue(&q, env("allowed"))).await?,
+        Confirmation::Confirmed
+    );
     check_eq!(owner.queue_info(&q).await?.message_count, 1);
     owner.close().await?;
     c.eventually("the exclusive queue is deleted", || async {
@@ -692,13 +985,16 @@ pub async fn exclusive_queue_belongs_to_its_connection(c: Ctx) -> TestResult {
 /// An auto-delete queue lives until its last consumer goes (§3).
 pub async fn auto_delete_queue_goes_with_last_consumer(c: Ctx) -> TestResult {
     let q = c.queue("ad");
-    c.declare(Topology::new().queue(Queue::transient(&q).auto_delete())).await?;
+    c.declare(Topology::new().queue(Queue::transient(&q).auto_delete()))
+        .await?;
     c.conn().queue_info(&q).await?;
     let first = c.conn().consume(&q, ConsumeOptions::default()).await?;
     let second = c.conn().consume(&q, ConsumeOptions::default()).await?;
     first.cancel();
-    c.eventually("one consumer left", || async { Ok(c.conn().queue_info(&q).await?.consumer_count == 1) })
-        .await?;
+    c.eventually("one consumer left", || async {
+        Ok(c.conn().queue_info(&q).await?.consumer_count == 1)
+    })
+    .await?;
     second.cancel();
     c.eventually("the auto-delete queue is deleted", || async {
         Ok(matches!(c.conn().queue_info(&q).await, Err(e) if e.reply_code() == Some(404)))
@@ -723,7 +1019,10 @@ pub async fn deleting_a_queue_cancels_its_consumers(c: Ctx) -> TestResult {
         }
     })
     .await;
-    check!(ended.is_ok(), "the consumer did not end after its queue was deleted");
+    check!(
+        ended.is_ok(),
+        "the consumer did not end after its queue was deleted"
+    );
     Ok(())
 }
 
@@ -734,7 +1033,9 @@ fn dlx_pair(c: &Ctx) -> (String, String) {
 }
 
 fn with_dlq(t: Topology, dlx: &str, dlq: &str) -> Topology {
-    t.exchange(Exchange::fanout(dlx)).queue(Queue::durable(dlq)).bind(Binding::queue(dlq, dlx, ""))
+    t.exchange(Exchange::fanout(dlx))
+        .queue(Queue::durable(dlq))
+        .bind(Binding::queue(dlq, dlx, ""))
 }
 
 /// A rejected message reaches the dead-letter exchange with `x-death` as RabbitMQ writes it.
@@ -754,19 +1055,54 @@ pub async fn reject_dead_letters_with_x_death(c: Ctx) -> TestResult {
     get_one(&c, &src).await?.reject(false).await?;
     c.wait_count(&dlq, 1).await?;
     let d = get_one(&c, &dlq).await?;
-    check_eq!((d.exchange.as_str(), d.routing_key.as_str(), d.redelivered), (dlx.as_str(), "in-key", false));
-    check_eq!(d.envelope.properties.expiration, None);
-    check_eq!(d.envelope.properties.correlation_id.as_deref(), Some("c-1"));
-    check_eq!(d.envelope.header("app").and_then(FieldValue::as_str), Some("kept"));
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str(), d.redelivered),
+        (dlx.as_str(), "in-key", false)
+    );
+    check_eq!(d.envelope.properties().expiration, None);
+    check_eq!(
+        d.envelope.properties().correlation_id.as_deref(),
+        Some("c-1")
+    );
+    check_eq!(
+        d.envelope.header("app").and_then(FieldValue::as_str),
+        Some("kept")
+    );
     let x = deaths(&d);
     check_eq!(x.len(), 1);
-    check_eq!(keys(&x[0]), vec!["count", "reason", "queue", "time", "exchange", "routing-keys", "original-expiration"]);
+    check_eq!(
+        keys(&x[0]),
+        vec![
+            "count",
+            "reason",
+            "queue",
+            "time",
+            "exchange",
+            "routing-keys",
+            "original-expiration"
+        ]
+    );
     check_eq!(x[0].get("count").and_then(FieldValue::as_i64), Some(1));
-    check_eq!((text(&x[0], "reason"), text(&x[0], "queue"), text(&x[0], "exchange")), (Some("rejected"), Some(src.as_str()), Some(input.as_str())));
-    check_eq!(x[0].get("routing-keys"), Some(&FieldValue::Array(vec!["in-key".into()])));
+    check_eq!(
+        (
+            text(&x[0], "reason"),
+            text(&x[0], "queue"),
+            text(&x[0], "exchange")
+        ),
+        (Some("rejected"), Some(src.as_str()), Some(input.as_str()))
+    );
+    check_eq!(
+        x[0].get("routing-keys"),
+        Some(&FieldValue::Array(vec!["in-key".into()]))
+    );
     check_eq!(text(&x[0], "original-expiration"), Some("60000"));
     check!(matches!(x[0].get("time"), Some(FieldValue::Timestamp(_))));
-    let first = |k: &str| d.envelope.header(k).and_then(FieldValue::as_str).map(str::to_owned);
+    let first = |k: &str| {
+        d.envelope
+            .header(k)
+            .and_then(FieldValue::as_str)
+            .map(str::to_owned)
+    };
     check_eq!(first("x-first-death-exchange"), Some(input.clone()));
     check_eq!(first("x-first-death-queue"), Some(src.clone()));
     check_eq!(first("x-first-death-reason").as_deref(), Some("rejected"));
@@ -789,17 +1125,25 @@ pub async fn reject_without_dead_letter_exchange_drops(c: Ctx) -> TestResult {
 pub async fn dead_letter_routing_key_override(c: Ctx) -> TestResult {
     let (src, dlq) = (c.queue("src"), c.queue("dlq"));
     c.declare(
-        Topology::new()
-            .queue(Queue::durable(&dlq))
-            .queue(Queue::durable(&src).dead_letter_exchange("").dead_letter_routing_key(&dlq)),
+        Topology::new().queue(Queue::durable(&dlq)).queue(
+            Queue::durable(&src)
+                .dead_letter_exchange("")
+                .dead_letter_routing_key(&dlq),
+        ),
     )
     .await?;
     c.send(&src, "redirected").await?;
     get_one(&c, &src).await?.nack(false).await?;
     c.wait_count(&dlq, 1).await?;
     let d = get_one(&c, &dlq).await?;
-    check_eq!((d.exchange.as_str(), d.routing_key.as_str()), ("", dlq.as_str()));
-    check_eq!(deaths(&d)[0].get("routing-keys"), Some(&FieldValue::Array(vec![src.as_str().into()])));
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str()),
+        ("", dlq.as_str())
+    );
+    check_eq!(
+        deaths(&d)[0].get("routing-keys"),
+        Some(&FieldValue::Array(vec![src.as_str().into()]))
+    );
     d.ack().await?;
     Ok(())
 }
@@ -807,7 +1151,8 @@ pub async fn dead_letter_routing_key_override(c: Ctx) -> TestResult {
 /// A dead-letter exchange that does not exist drops the message silently (§13).
 pub async fn dead_letter_to_missing_exchange_drops(c: Ctx) -> TestResult {
     let (q, missing) = (c.queue("q"), c.exchange("missing-dlx"));
-    c.declare(Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&missing))).await?;
+    c.declare(Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&missing)))
+        .await?;
     c.send(&q, "m").await?;
     get_one(&c, &q).await?.reject(false).await?;
     c.conn().ping().await?;
@@ -822,7 +1167,11 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     let (work, retry) = (c.queue("work"), c.queue("retry"));
     c.declare(
         Topology::new()
-            .queue(Queue::durable(&work).dead_letter_exchange("").dead_letter_routing_key(&retry))
+            .queue(
+                Queue::durable(&work)
+                    .dead_letter_exchange("")
+                    .dead_letter_routing_key(&retry),
+            )
             .queue(
                 Queue::durable(&retry)
                     .message_ttl(Duration::from_millis(50))
@@ -840,11 +1189,27 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     let d = get_one(&c, &work).await?;
     let x = deaths(&d);
     check_eq!(x.len(), 2);
-    check_eq!((text(&x[0], "queue"), text(&x[0], "reason")), (Some(retry.as_str()), Some("expired")));
-    check_eq!((text(&x[1], "queue"), text(&x[1], "reason")), (Some(work.as_str()), Some("rejected")));
+    check_eq!(
+        (text(&x[0], "queue"), text(&x[0], "reason")),
+        (Some(retry.as_str()), Some("expired"))
+    );
+    check_eq!(
+        (text(&x[1], "queue"), text(&x[1], "reason")),
+        (Some(work.as_str()), Some("rejected"))
+    );
     check_eq!(x[0].get("count").and_then(FieldValue::as_i64), Some(2));
     check_eq!(x[1].get("count").and_then(FieldValue::as_i64), Some(2));
-    check_eq!(keys(&x[0]), vec!["count", "exchange", "queue", "reason", "routing-keys", "time"]);
+    check_eq!(
+        keys(&x[0]),
+        vec![
+            "count",
+            "exchange",
+            "queue",
+            "reason",
+            "routing-keys",
+            "time"
+        ]
+    );
     d.ack().await?;
     Ok(())
 }
@@ -855,7 +1220,11 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
 pub async fn queue_ttl_expires_messages(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("q");
-    let t = Topology::new().queue(Queue::durable(&q).message_ttl(Duration::from_millis(200)).dead_letter_exchange(&dlx));
+    let t = Topology::new().queue(
+        Queue::durable(&q)
+            .message_ttl(Duration::from_millis(200))
+            .dead_letter_exchange(&dlx),
+    );
     c.declare(with_dlq(t, &dlx, &dlq)).await?;
     c.send(&q, "a").await?;
     c.send(&q, "b").await?;
@@ -873,12 +1242,26 @@ pub async fn queue_ttl_expires_messages(c: Ctx) -> TestResult {
 /// `expiration` unchanged.
 pub async fn lower_ttl_wins(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::durable(&q).message_ttl(Duration::from_secs(60)))).await?;
-    c.publish("", &q, env("short").with_expiration(Duration::from_millis(100))).await?;
-    c.publish("", &q, env("keep").with_expiration(Duration::from_secs(120))).await?;
+    c.declare(Topology::new().queue(Queue::durable(&q).message_ttl(Duration::from_secs(60))))
+        .await?;
+    c.publish(
+        "",
+        &q,
+        env("short").with_expiration(Duration::from_millis(100)),
+    )
+    .await?;
+    c.publish(
+        "",
+        &q,
+        env("keep").with_expiration(Duration::from_secs(120)),
+    )
+    .await?;
     c.wait_count(&q, 1).await?;
     let d = get_one(&c, &q).await?;
-    check_eq!((body(&d), d.envelope.properties.expiration.as_deref()), ("keep".to_owned(), Some("120000")));
+    check_eq!(
+        (body(&d), d.envelope.properties().expiration.as_deref()),
+        ("keep".to_owned(), Some("120000"))
+    );
     d.ack().await?;
     Ok(())
 }
@@ -887,13 +1270,31 @@ pub async fn lower_ttl_wins(c: Ctx) -> TestResult {
 pub async fn expiry_is_checked_at_the_head(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("q");
-    c.declare(with_dlq(Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)), &dlx, &dlq)).await?;
-    c.publish("", &q, env("long").with_expiration(Duration::from_millis(3000))).await?;
-    c.publish("", &q, env("short").with_expiration(Duration::from_millis(200))).await?;
+    c.declare(with_dlq(
+        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
+    c.publish(
+        "",
+        &q,
+        env("long").with_expiration(Duration::from_millis(3000)),
+    )
+    .await?;
+    c.publish(
+        "",
+        &q,
+        env("short").with_expiration(Duration::from_millis(200)),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     check_eq!((c.count(&q).await?, c.count(&dlq).await?), (2, 0));
     c.wait_count(&dlq, 2).await?;
-    check_eq!(c.drain(&dlq).await?, vec!["long".to_owned(), "short".to_owned()]);
+    check_eq!(
+        c.drain(&dlq).await?,
+        vec!["long".to_owned(), "short".to_owned()]
+    );
     Ok(())
 }
 
@@ -902,12 +1303,23 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     let mut bad = env("m");
-    bad.properties.expiration = Some("abc".into());
-    let e = expect_err(c.conn().publish(Publish::to_queue(&q, bad)).await, 406, "abc")?;
-    check_eq!(e.message(), "PRECONDITION_FAILED - invalid expiration 'abc': no_integer");
+    bad.properties_mut().expiration = Some("abc".into());
+    let e = expect_err(
+        c.conn().publish(Publish::to_queue(&q, bad)).await,
+        406,
+        "abc",
+    )?;
+    check_eq!(
+        e.message(),
+        "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"
+    );
     let mut neg = env("m");
-    neg.properties.expiration = Some("-1".into());
-    let e = expect_err(c.conn().publish(Publish::to_queue(&q, neg)).await, 406, "-1")?;
+    neg.properties_mut().expiration = Some("-1".into());
+    let e = expect_err(
+        c.conn().publish(Publish::to_queue(&q, neg)).await,
+        406,
+        "-1",
+    )?;
     check!(e.message().ends_with("{value_negative,-1}"), "{e}");
     Ok(())
 }
@@ -918,15 +1330,22 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
 pub async fn max_length_drops_head(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("q");
-    c.declare(with_dlq(Topology::new().queue(Queue::durable(&q).max_length(2).dead_letter_exchange(&dlx)), &dlx, &dlq))
-        .await?;
+    c.declare(with_dlq(
+        Topology::new().queue(Queue::durable(&q).max_length(2).dead_letter_exchange(&dlx)),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
     for i in 0..5 {
         c.send(&q, &format!("m{i}")).await?;
     }
     check_eq!(c.drain(&q).await?, vec!["m3".to_owned(), "m4".to_owned()]);
     c.wait_count(&dlq, 3).await?;
     let d = get_one(&c, &dlq).await?;
-    check_eq!((body(&d), text(&deaths(&d)[0], "reason")), ("m0".to_owned(), Some("maxlen")));
+    check_eq!(
+        (body(&d), text(&deaths(&d)[0], "reason")),
+        ("m0".to_owned(), Some("maxlen"))
+    );
     d.ack().await?;
     Ok(())
 }
@@ -936,8 +1355,17 @@ pub async fn reject_publish_overflow_nacks(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let (q, q2) = (c.queue("q"), c.queue("q2"));
     let t = Topology::new()
-        .queue(Queue::durable(&q).max_length(2).overflow(Overflow::RejectPublish))
-        .queue(Queue::durable(&q2).max_length(1).overflow(Overflow::RejectPublishDlx).dead_letter_exchange(&dlx));
+        .queue(
+            Queue::durable(&q)
+                .max_length(2)
+                .overflow(Overflow::RejectPublish),
+        )
+        .queue(
+            Queue::durable(&q2)
+                .max_length(1)
+                .overflow(Overflow::RejectPublishDlx)
+                .dead_letter_exchange(&dlx),
+        );
     c.declare(with_dlq(t, &dlx, &dlq)).await?;
     let mut got = Vec::new();
     for i in 0..4 {
@@ -950,7 +1378,10 @@ pub async fn reject_publish_overflow_nacks(c: Ctx) -> TestResult {
     check_eq!(c.publish("", &q2, env("n1")).await?, Nacked);
     c.wait_count(&dlq, 1).await?;
     let d = get_one(&c, &dlq).await?;
-    check_eq!((body(&d), text(&deaths(&d)[0], "reason")), ("n1".to_owned(), Some("maxlen")));
+    check_eq!(
+        (body(&d), text(&deaths(&d)[0], "reason")),
+        ("n1".to_owned(), Some("maxlen"))
+    );
     d.ack().await?;
     Ok(())
 }
@@ -958,12 +1389,17 @@ pub async fn reject_publish_overflow_nacks(c: Ctx) -> TestResult {
 /// `x-max-length-bytes` counts body bytes only.
 pub async fn max_length_bytes_counts_bodies(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::durable(&q).max_length_bytes(10))).await?;
+    c.declare(Topology::new().queue(Queue::durable(&q).max_length_bytes(10)))
+        .await?;
     for b in ["b0xx", "b1xx", "b2xx", "b3xx"] {
-        c.publish("", &q, env(b).with_header("padding", "p".repeat(100))).await?;
+        c.publish("", &q, env(b).with_header("padding", "p".repeat(100)))
+            .await?;
     }
     c.send(&q, "").await?;
-    check_eq!(c.drain(&q).await?, vec!["b2xx".to_owned(), "b3xx".to_owned(), String::new()]);
+    check_eq!(
+        c.drain(&q).await?,
+        vec!["b2xx".to_owned(), "b3xx".to_owned(), String::new()]
+    );
     Ok(())
 }
 
@@ -974,8 +1410,16 @@ pub async fn max_length_bytes_counts_bodies(c: Ctx) -> TestResult {
 pub async fn quorum_delivery_limit_dead_letters(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("qq");
-    c.declare(with_dlq(Topology::new().queue(Queue::quorum(&q).delivery_limit(1).dead_letter_exchange(&dlx)), &dlx, &dlq))
-        .await?;
+    c.declare(with_dlq(
+        Topology::new().queue(
+            Queue::quorum(&q)
+                .delivery_limit(1)
+                .dead_letter_exchange(&dlx),
+        ),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
     c.send(&q, "poison").await?;
     for expected in 0..2u64 {
         c.wait_count(&q, 1).await?;
@@ -1013,15 +1457,27 @@ pub async fn quorum_requeue_goes_to_the_back(c: Ctx) -> TestResult {
 /// `x-max-priority` queues deliver by priority, capped at the maximum, FIFO within one.
 pub async fn priority_queue_orders_by_priority(c: Ctx) -> TestResult {
     let q = c.queue("prio");
-    c.declare(Topology::new().queue(Queue::durable(&q).max_priority(5))).await?;
-    let msgs: [(&str, Option<u8>); 8] =
-        [("p0", Some(0)), ("none", None), ("p5a", Some(5)), ("p3", Some(3)), ("p9", Some(9)), ("p255", Some(255)), ("p5b", Some(5)), ("p1", Some(1))];
+    c.declare(Topology::new().queue(Queue::durable(&q).max_priority(5)))
+        .await?;
+    let msgs: [(&str, Option<u8>); 8] = [
+        ("p0", Some(0)),
+        ("none", None),
+        ("p5a", Some(5)),
+        ("p3", Some(3)),
+        ("p9", Some(9)),
+        ("p255", Some(255)),
+        ("p5b", Some(5)),
+        ("p1", Some(1)),
+    ];
     for (b, p) in msgs {
         let mut e = env(b);
-        e.properties.priority = p;
+        e.properties_mut().priority = p;
         c.publish("", &q, e).await?;
     }
-    check_eq!(c.drain(&q).await?, vec!["p5a", "p9", "p255", "p5b", "p3", "p1", "p0", "none"]);
+    check_eq!(
+        c.drain(&q).await?,
+        vec!["p5a", "p9", "p255", "p5b", "p3", "p1", "p0", "none"]
+    );
     Ok(())
 }
 
@@ -1049,12 +1505,23 @@ pub async fn cc_and_bcc_headers_add_routes(c: Ctx) -> TestResult {
     for q in [&q1, &q2, &q3] {
         let d = get_one(&c, q).await?;
         check_eq!(d.routing_key.as_str(), "k1");
-        check!(d.envelope.header("CC").is_some() && d.envelope.header("BCC").is_none(), "{q}: {:?}", d.envelope.properties.headers);
+        check!(
+            d.envelope.header("CC").is_some() && d.envelope.header("BCC").is_none(),
+            "{q}: {:?}",
+            d.envelope.properties().headers
+        );
         d.ack().await?;
     }
     let bad = Envelope::new("bad").with_header("CC", "k2");
-    let e = expect_err(c.conn().publish(Publish::new(&x, "k1", bad)).await, 406, "CC as a string")?;
-    check_eq!(e.message(), "PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,\"CC\",longstr}");
+    let e = expect_err(
+        c.conn().publish(Publish::new(&x, "k1", bad)).await,
+        406,
+        "CC as a string",
+    )?;
+    check_eq!(
+        e.message(),
+        "PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,\"CC\",longstr}"
+    );
     Ok(())
 }
 
@@ -1066,21 +1533,61 @@ pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
     let q = c.queue("rpc");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     let client = c.connect().await?;
-    expect_err(client.publish(Publish::to_queue(&q, env("early").with_reply_to("amq.rabbitmq.reply-to"))).await, 406, "no reply consumer")?;
+    expect_err(
+        client
+            .publish(Publish::to_queue(
+                &q,
+                env("early").with_reply_to("amq.rabbitmq.reply-to"),
+            ))
+            .await,
+        406,
+        "no reply consumer",
+    )?;
     let client = c.connect().await?;
-    expect_err(client.consume("amq.rabbitmq.reply-to", ConsumeOptions::default()).await, 406, "acking reply consumer")?;
+    expect_err(
+        client
+            .consume("amq.rabbitmq.reply-to", ConsumeOptions::default())
+            .await,
+        406,
+        "acking reply consumer",
+    )?;
     let client = c.connect().await?;
-    let mut replies = client.consume("amq.rabbitmq.reply-to", ConsumeOptions::default().no_ack(true)).await?;
-    let request = env("2+2").with_reply_to("amq.rabbitmq.reply-to").with_correlation_id("req-1");
-    check_eq!(client.publish(Publish::to_queue(&q, request)).await?, Confirmation::Confirmed);
+    let mut replies = client
+        .consume(
+            "amq.rabbitmq.reply-to",
+            ConsumeOptions::default().no_ack(true),
+        )
+        .await?;
+    let request = env("2+2")
+        .with_reply_to("amq.rabbitmq.reply-to")
+        .with_correlation_id("req-1");
+    check_eq!(
+        client.publish(Publish::to_queue(&q, request)).await?,
+        Confirmation::Confirmed
+    );
     let req = get_one(&c, &q).await?;
-    let reply_to = req.envelope.properties.reply_to.clone().unwrap_or_default();
-    check!(reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23, "{reply_to}");
+    let reply_to = req
+        .envelope
+        .properties()
+        .reply_to
+        .clone()
+        .unwrap_or_default();
+    check!(
+        reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23,
+        "{reply_to}"
+    );
     let reply = env("4").with_correlation_id("req-1");
     c.conn().publish(Publish::new("", &reply_to, reply)).await?;
     req.ack().await?;
     let r = c.next(&mut replies).await?;
-    check_eq!((body(&r), r.envelope.properties.correlation_id.as_deref(), r.routing_key.as_str()), ("4".to_owned(), Some("req-1"), reply_to.as_str()));
+    check_eq!(
+        (
+            body(&r),
+            r.envelope.properties().correlation_id.as_deref(),
+            r.routing_key.as_str()
+        ),
+        ("4".to_owned(), Some("req-1"), reply_to.as_str())
+    );
     Ok(())
 }
 
@@ -1099,7 +1606,11 @@ pub async fn purge_removes_ready_messages_only(c: Ctx) -> TestResult {
     held.reject(true).await?;
     c.wait_count(&q, 1).await?;
     check_eq!(c.drain(&q).await?, vec!["m0".to_owned()]);
-    expect_err(c.conn().purge(&c.queue("missing")).await, 404, "purge missing")?;
+    expect_err(
+        c.conn().purge(&c.queue("missing")).await,
+        404,
+        "purge missing",
+    )?;
     Ok(())
 }
 
@@ -1112,16 +1623,34 @@ pub async fn delete_queue_conditions(c: Ctx) -> TestResult {
         c.send(&q, &format!("m{i}")).await?;
     }
     let held = get_one(&c, &q).await?;
-    let consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
-    let in_use = DeleteQueue { if_unused: true, if_empty: false };
+    let consumer = c
+        .conn()
+        .consume(&q, ConsumeOptions::default().prefetch(1))
+        .await?;
+    let in_use = DeleteQueue {
+        if_unused: true,
+        if_empty: false,
+    };
     let e = expect_err(c.conn().delete_queue(&q, in_use).await, 406, "if_unused")?;
-    check_eq!(e.message(), format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use"));
+    check_eq!(
+        e.message(),
+        format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")
+    );
     drop(consumer);
-    c.eventually("the consumer is gone", || async { Ok(c.conn().queue_info(&q).await?.consumer_count == 0) }).await?;
+    c.eventually("the consumer is gone", || async {
+        Ok(c.conn().queue_info(&q).await?.consumer_count == 0)
+    })
+    .await?;
     c.wait_count(&q, 3).await?;
-    let not_empty = DeleteQueue { if_unused: false, if_empty: true };
+    let not_empty = DeleteQueue {
+        if_unused: false,
+        if_empty: true,
+    };
     let e = expect_err(c.conn().delete_queue(&q, not_empty).await, 406, "if_empty")?;
-    check_eq!(e.message(), format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty"));
+    check_eq!(
+        e.message(),
+        format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")
+    );
     check_eq!(c.conn().delete_queue(&q, DeleteQueue::default()).await?, 3);
     held.ack().await?;
     check_eq!(c.conn().delete_queue(&q, DeleteQueue::default()).await?, 0);
@@ -1160,17 +1689,34 @@ pub async fn properties_and_headers_round_trip(c: Ctx) -> TestResult {
         .with("l", -5_000_000_000i64)
         .with("f", 1.5f32)
         .with("d", 2.25f64)
-        .with("D", Decimal { scale: 2, value: 12345 })
+        .with(
+            "D",
+            Decimal {
+                scale: 2,
+                value: 12345,
+            },
+        )
         .with("S", "text")
-        .with("S-binary", FieldValue::LongString(Bytes::from_static(&[0xff, 0xfe, 0x00, 0x61])))
+        .with(
+            "S-binary",
+            FieldValue::LongString(Bytes::from_static(&[0xff, 0xfe, 0x00, 0x61])),
+        )
         .with("S-empty", "")
         .with("x", FieldValue::Bytes(Bytes::from_static(b"\x00\x01")))
         .with("T", FieldValue::Timestamp(1_700_000_000))
         .with("F", nested.clone())
-        .with("A", FieldValue::Array(vec![FieldValue::Void, 1i32.into(), FieldValue::Table(nested), FieldValue::Array(vec!["x".into()])]))
+        .with(
+            "A",
+            FieldValue::Array(vec![
+                FieldValue::Void,
+                1i32.into(),
+                FieldValue::Table(nested),
+                FieldValue::Array(vec!["x".into()]),
+            ]),
+        )
         .with("V", FieldValue::Void);
     let mut e = Envelope::new(Bytes::from_static(&[0u8, 159, 146, 150, 255]));
-    let p = &mut e.properties;
+    let p = e.properties_mut();
     p.content_type = Some("application/octet-stream".into());
     p.content_encoding = Some("identity".into());
     p.headers = Some(headers);
@@ -1190,7 +1736,10 @@ pub async fn properties_and_headers_round_trip(c: Ctx) -> TestResult {
     d.ack().await?;
     c.publish("", &q, Envelope::new("bare")).await?;
     let d = get_one(&c, &q).await?;
-    check_eq!(d.envelope.properties, mqtransport_core::Properties::default());
+    check_eq!(
+        d.envelope.properties(),
+        &mqtransport_core::Properties::default()
+    );
     d.ack().await?;
     Ok(())
 }

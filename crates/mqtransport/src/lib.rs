@@ -1,1 +1,133 @@
-//! x
+//! # mqtransport
+//!
+//! Typed messaging for Rust services: declare a topology once, publish with confirms, consume
+//! with acks, retry and dead-letter — over RabbitMQ or the embedded in-process broker, chosen by
+//! URL. This crate is what applications import.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use mqtransport::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mqtransport::Result<()> {
+//! // `memory://` is the embedded broker: no server needed.
+//! let conn = mqtransport::connect("memory://docs-quickstart").await?;
+//! conn.declare(
+//!     &Topology::new()
+//!         .exchange(Exchange::topic("events"))
+//!         .queue(Queue::durable("audit"))
+//!         .bind(Binding::queue("audit", "events", "orders.#")),
+//! )
+//! .await?;
+//!
+//! let confirmation = conn
+//!     .publish(Publish::new("events", "orders.created", Envelope::new(r#"{"id":1}"#)))
+//!     .await?;
+//! assert!(confirmation.is_confirmed());
+//!
+//! let mut consumer = conn.consume("audit", ConsumeOptions::default().prefetch(32)).await?;
+//! let delivery = consumer.next().await.expect("one delivery")?;
+//! assert_eq!(delivery.routing_key, "orders.created");
+//! delivery.ack().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process |
+//!
+//! The RabbitMQ transport (`amqp://`, `amqps://`), the application layer (typed messages,
+//! handlers, `App`) and the SQS, Redis and NATS transports are planned; see the README.
+
+#[doc(inline)]
+pub use mqtransport_core::{
+    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
+    DeleteQueue, Delivery, DeliveryMode, DynTransport, Envelope, Error, ErrorKind, Exchange,
+    ExchangeKind, FieldTable, FieldValue, Overflow, Properties, Publish, Queue, QueueInfo,
+    QueueType, Result, Scheme, Topology, Transport, headers,
+};
+
+/// The core crate, for transport authors (router, acker internals).
+pub use mqtransport_core as core;
+
+/// The embedded broker.
+#[cfg(feature = "memory")]
+#[doc(inline)]
+pub use mqtransport_memory::{MemoryBroker, MemoryTransport};
+
+/// The names most programs need, in one import.
+pub mod prelude {
+    pub use mqtransport_core::{
+        Binding, Confirmation, ConsumeOptions, Delivery, Envelope, Exchange, Publish, Queue,
+        Topology, Transport,
+    };
+}
+
+/// Connects to the broker a URL names and checks that it answers.
+///
+/// | URL | transport |
+/// |---|---|
+/// | `memory://` or `memory://name` | the embedded broker; the same name is the same broker in this process |
+/// | `amqp://`, `amqps://` | RabbitMQ (not built yet: fails with [`ErrorKind::Unsupported`]) |
+/// | `sqs://`, `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
+///
+/// A malformed URL fails with [`ErrorKind::InvalidInput`]; messages never show the password.
+pub async fn connect(url: &str) -> Result<DynTransport> {
+    let url = BrokerUrl::parse(url)?;
+    let transport = match url.scheme() {
+        #[cfg(feature = "memory")]
+        Scheme::Memory => DynTransport::new(MemoryBroker::from_url(&url)?.connect()),
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "no transport for '{url}': the {} transport is not part of this build",
+                    other.as_str()
+                ),
+            ));
+        }
+    };
+    transport.ping().await?;
+    Ok(transport)
+}
+
+/// The broker URL from the `MQT_URL` environment variable, else `memory://`.
+pub fn url_from_env() -> String {
+    std::env::var("MQT_URL").unwrap_or_else(|_| "memory://".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_by_url_shares_named_brokers() -> Result<()> {
+        let a = connect("memory://facade-test").await?;
+        let b = connect("memory://facade-test").await?;
+        a.declare(&Topology::new().queue(Queue::durable("shared")))
+            .await?;
+        a.publish(Publish::to_queue("shared", Envelope::new("x")))
+            .await?;
+        assert_eq!(b.queue_info("shared").await?.message_count, 1);
+        let other = connect("memory://facade-test-other").await?;
+        assert_eq!(
+            other.queue_info("shared").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_urls_name_the_problem() {
+        let e = connect("kafka://broker").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.message().contains("kafka"), "{e}");
+        let e = connect("amqp://guest:secret@localhost").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.message().contains("amqp://guest:***@localhost"), "{e}");
+        assert!(!e.message().contains("secret"), "{e}");
+    }
+}
