@@ -12,6 +12,7 @@
 pub mod envelope;
 pub mod error;
 pub mod field;
+pub mod hash;
 pub mod router;
 pub mod shortstr;
 pub mod topology;

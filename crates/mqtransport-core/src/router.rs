@@ -15,10 +15,9 @@
 //! # Ok::<(), mqtransport_core::Error>(())
 //! ```
 
-use std::collections::{HashMap, HashSet};
-
 use crate::error::{Error, Result, Scope};
 use crate::field::{FieldTable, FieldValue};
+use crate::hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crate::topology::{BUILTIN_EXCHANGES, Binding, Destination, Exchange, ExchangeKind};
 
 /// The result of routing one message.
@@ -259,7 +258,7 @@ impl Router {
     /// A router with no exchanges (the default exchange is always there).
     pub fn new() -> Self {
         Router {
-            exchanges: HashMap::new(),
+            exchanges: HashMap::default(),
             vhost: "/".into(),
         }
     }
@@ -276,7 +275,7 @@ impl Router {
 
     fn insert(&mut self, exchange: Exchange) {
         let table = match exchange.kind {
-            ExchangeKind::Direct => Table::Direct(HashMap::new()),
+            ExchangeKind::Direct => Table::Direct(HashMap::default()),
             ExchangeKind::Fanout => Table::Fanout(Vec::new()),
             ExchangeKind::Topic => Table::Topic(Box::default()),
             ExchangeKind::Headers => Table::Headers(Vec::new()),
@@ -286,7 +285,7 @@ impl Router {
             Entry {
                 exchange,
                 table,
-                bindings: HashSet::new(),
+                bindings: HashSet::default(),
             },
         );
     }

@@ -41,23 +41,36 @@ fn body() -> Bytes {
     Bytes::from_static(&[b'x'; 64])
 }
 
-/// `queues` producer/consumer pairs over bounded mpsc channels; each consumer "acks" by counting.
-async fn mpsc_case(queues: usize, per_queue: usize) -> Duration {
+/// `queues` producer/consumer pairs over mpsc channels, bounded at 1024 or unbounded (like a
+/// broker queue); each consumer "acks" by counting.
+async fn mpsc_case(queues: usize, per_queue: usize, bounded: bool) -> Duration {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..queues {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
+        let (utx, mut urx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
         tasks.push(tokio::spawn(async move {
             let b = body();
             for _ in 0..per_queue {
-                if tx.send(b.clone()).await.is_err() {
+                let sent = if bounded {
+                    tx.send(b.clone()).await.is_ok()
+                } else {
+                    utx.send(b.clone()).is_ok()
+                };
+                if !sent {
                     break;
                 }
             }
         }));
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
-            while let Some(m) = rx.recv().await {
+            loop {
+                let m = if bounded {
+                    rx.recv().await
+                } else {
+                    urx.recv().await
+                };
+                let Some(m) = m else { break };
                 black_box(&m);
                 n += 1;
                 if n == per_queue {
@@ -179,56 +192,68 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    println!("{:<52} {:>14}", "case", "msgs/s");
+    println!("{:<56} {:>12}", "case", "per second");
     let mut ratios = Vec::new();
     for queues in [1usize, 4] {
         let per_queue = n / queues;
         let total = per_queue * queues;
-        // Interleave the two so that machine noise hits both alike.
-        let mut mpsc_best = Duration::MAX;
-        let mut mem_best = Duration::MAX;
+        // Interleave the cases round by round so that machine noise hits them alike.
+        let (mut bounded, mut unbounded, mut memory) =
+            (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..rounds() {
             if wanted("mpsc") {
-                mpsc_best = mpsc_best.min(rt.block_on(mpsc_case(queues, per_queue)));
+                bounded = bounded.min(rt.block_on(mpsc_case(queues, per_queue, true)));
+                unbounded = unbounded.min(rt.block_on(mpsc_case(queues, per_queue, false)));
             }
             if wanted("memory") {
-                mem_best = mem_best.min(rt.block_on(memory_case(queues, per_queue))?);
+                memory = memory.min(rt.block_on(memory_case(queues, per_queue))?);
             }
         }
-        let (m, b) = (rate(total, mem_best), rate(total, mpsc_best));
-        println!(
-            "{:<52} {:>14.0}",
-            format!("mpsc baseline, {queues} channel(s)"),
-            b
+        let (b, u, m) = (
+            rate(total, bounded),
+            rate(total, unbounded),
+            rate(total, memory),
         );
+        for (name, r) in [
+            (format!("mpsc bounded(1024), {queues} channel(s)"), b),
+            (format!("mpsc unbounded, {queues} channel(s)"), u),
+            (
+                format!("memory publish->consume->ack, {queues} queue(s)"),
+                m,
+            ),
+        ] {
+            println!("{name:<56} {r:>12.0}");
+        }
+        if wanted("mpsc") && wanted("memory") {
+            ratios.push((queues, m / b, m / u));
+        }
+    }
+    let routes = if quick { 10_000 } else { 1_000_000 };
+    let sizes = [10usize, 10_000, 100_000];
+    let mut per_route = [Duration::MAX; 3];
+    if wanted("routing") {
+        for _ in 0..rounds() {
+            for (k, bindings) in sizes.iter().enumerate() {
+                per_route[k] = per_route[k].min(routing_case(*bindings, routes)?);
+            }
+        }
+        for (bindings, d) in sizes.iter().zip(per_route) {
+            println!(
+                "{:<56} {:>12.0}",
+                format!("topic routing, {bindings} bindings (routes)"),
+                rate(routes, d)
+            );
+        }
+    }
+    for (queues, bounded, unbounded) in ratios {
         println!(
-            "{:<52} {:>14.0}",
-            format!("memory publish->consume->ack, {queues} queue(s)"),
-            m
+            "ratio memory/mpsc {queues} queue(s): {bounded:.2} (vs unbounded mpsc: {unbounded:.2})"
         );
-        ratios.push((queues, m / b));
     }
-    let routes = if quick { 10_000 } else { 2_000_000 };
-    let mut per_route = Vec::new();
-    for bindings in [10usize, 10_000, 100_000]
-        .into_iter()
-        .filter(|_| wanted("routing"))
-    {
-        let d = best(|| routing_case(bindings, routes))?;
-        println!(
-            "{:<52} {:>14.0}",
-            format!("topic routing, {bindings} bindings (routes/s)"),
-            rate(routes, d)
-        );
-        per_route.push((bindings, d));
-    }
-    for (queues, ratio) in ratios {
-        println!("ratio memory/mpsc {queues} queue(s): {ratio:.2}");
-    }
-    if let (Some((_, small)), Some((_, large))) = (per_route.first(), per_route.last()) {
+    if wanted("routing") {
         println!(
             "ratio routing 100000/10 bindings (time per route): {:.2}",
-            large.as_secs_f64() / small.as_secs_f64()
+            per_route[2].as_secs_f64() / per_route[0].as_secs_f64()
         );
     }
     Ok(())

@@ -1,7 +1,6 @@
 //! The broker shared by every connection: the exchanges (a core `Router`) and the queue map
 //! behind one read-mostly lock, each queue behind its own lock.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -9,6 +8,8 @@ use mqtransport_core::{
     Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue,
     QueueInfo, Result, Router, Scope, ShortStr, Topology,
 };
+
+use mqtransport_core::hash::FxHashMap as HashMap;
 
 use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, is_cycle, lock};
 
@@ -37,9 +38,9 @@ impl BrokerInner {
             vhost: "/".into(),
             topo: RwLock::new(Topo {
                 router: Router::with_builtin_exchanges(),
-                queues: HashMap::new(),
+                queues: HashMap::default(),
             }),
-            replies: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             max_message_size,
         })
@@ -364,11 +365,6 @@ impl BrokerInner {
         let (cc, bcc) = take_cc_bcc(&mut envelope)?;
 
         // Direct reply-to: delivered to the waiting client; RabbitMQ still returns it as unroutable.
-        let cc: Arc<[ShortStr]> = if cc.is_empty() {
-            Arc::new([])
-        } else {
-            cc.into()
-        };
         if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
             let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {

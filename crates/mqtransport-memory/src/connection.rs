@@ -237,6 +237,9 @@ impl Transport for MemoryTransport {
     }
 
     async fn publish(&self, publish: Publish) -> Result<Confirmation> {
+        // An in-process publish never waits on I/O; taking part in tokio's cooperative budget
+        // keeps a publishing loop from starving the consumers on its worker thread.
+        tokio::task::consume_budget().await;
         self.conn.check_open()?;
         let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
             lock(&self.conn.reply).as_ref().map(|q| q.name.clone())
@@ -407,7 +410,19 @@ impl Stream for DeliveryStream {
     type Item = Result<Delivery>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
+        // One unit of tokio's cooperative budget per delivery, as a socket read would take.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        let polled = self.poll_inner(cx);
+        if polled.is_ready() {
+            coop.made_progress();
+        }
+        polled
+    }
+}
+
+impl DeliveryStream {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery>>> {
+        let this = self;
         if let Some(h) = this.local.pop_front() {
             return Poll::Ready(Some(Ok(this.delivery(h))));
         }

@@ -26,7 +26,7 @@ pub(crate) struct MsgData {
     pub(crate) exchange: ShortStr,
     pub(crate) routing_key: ShortStr,
     /// `CC` keys (for `x-death` routing keys); usually empty, which allocates nothing.
-    pub(crate) cc: Arc<[ShortStr]>,
+    pub(crate) cc: Vec<ShortStr>,
 }
 
 /// A message in one queue.
@@ -690,7 +690,7 @@ impl QueueCell {
         } = msg.data;
         let mut keys = Vec::with_capacity(1 + cc.len());
         keys.push(routing_key);
-        keys.extend(cc.iter().cloned());
+        keys.extend(cc);
         let expiration = envelope.properties_mut().expiration.take();
         record_death(
             envelope.headers_mut(),
