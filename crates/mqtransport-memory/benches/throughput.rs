@@ -175,14 +175,6 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn best<F: FnMut() -> Result<Duration, BoxError>>(mut f: F) -> Result<Duration, BoxError> {
-    let mut best = Duration::MAX;
-    for _ in 0..rounds() {
-        best = best.min(f()?);
-    }
-    Ok(best)
-}
-
 fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once with few messages.
     let quick =
