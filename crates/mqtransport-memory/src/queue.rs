@@ -366,6 +366,9 @@ pub(crate) struct QueueCell {
     pub(crate) state: Mutex<QueueState>,
     pub(crate) timer: Arc<Notify>,
     pub(crate) broker: Weak<BrokerInner>,
+    /// This queue itself, for the timer task: reaching it through the broker's map would take
+    /// the broker lock while the queue lock is held.
+    me: Weak<QueueCell>,
     vhost: String,
 }
 
@@ -385,7 +388,7 @@ impl QueueCell {
         vhost: &str,
     ) -> Arc<Self> {
         let config = Config::of(&decl);
-        let q = Arc::new(QueueCell {
+        let q = Arc::new_cyclic(|me| QueueCell {
             state: Mutex::new(QueueState {
                 ready: Ready::new(config.max_priority),
                 unacked: SeqMap::default(),
@@ -403,6 +406,7 @@ impl QueueCell {
             config,
             timer: Arc::new(Notify::new()),
             broker,
+            me: me.clone(),
             vhost: vhost.to_owned(),
         });
         if q.config.expires.is_some() {
@@ -720,14 +724,9 @@ impl QueueCell {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some(broker) = self.broker.upgrade() else {
-            return;
-        };
-        let Some(me) = broker.queue_cell(&self.name) else {
-            return;
-        };
+
         st.timer_running = true;
-        handle.spawn(timer_loop(Arc::downgrade(&me), Arc::clone(&self.timer)));
+        handle.spawn(timer_loop(self.me.clone(), Arc::clone(&self.timer)));
     }
 
     /// The next instant the timer must act at, and whether the queue itself expired.

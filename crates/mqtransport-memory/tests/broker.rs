@@ -1,0 +1,400 @@
+//! Embedded-broker behaviour beyond the shared conformance suite: timing edge cases on the
+//! paused clock, ack batching, flow of requeued messages, limits, and a concurrent stress test.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mqtransport_core::{
+    ConsumeOptions, Envelope, ErrorKind, FieldValue, Publish, Queue, Topology, Transport,
+};
+use mqtransport_memory::{MemoryBroker, MemoryTransport};
+
+type R = mqtransport_core::Result<()>;
+
+async fn setup(queues: Vec<Queue>) -> mqtransport_core::Result<(MemoryBroker, MemoryTransport)> {
+    let broker = MemoryBroker::new();
+    let conn = broker.connect();
+    let mut t = Topology::new();
+    for q in queues {
+        t = t.queue(q);
+    }
+    conn.declare(&t).await?;
+    Ok((broker, conn))
+}
+
+async fn count(c: &MemoryTransport, q: &str) -> u32 {
+    c.queue_info(q)
+        .await
+        .map(|i| i.message_count)
+        .unwrap_or(u32::MAX)
+}
+
+async fn send(c: &MemoryTransport, q: &str, body: &str) -> R {
+    c.publish(Publish::to_queue(q, Envelope::new(body.to_owned())))
+        .await?;
+    Ok(())
+}
+
+fn text(d: &mqtransport_core::Delivery) -> String {
+    String::from_utf8_lossy(&d.envelope.body).into_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_message_is_refused_naming_sizes() -> R {
+    let broker = MemoryBroker::with_max_message_size(16);
+    let c = broker.connect();
+    c.declare(&Topology::new().queue(Queue::durable("q")))
+        .await?;
+    let e = c
+        .publish(Publish::to_queue("q", Envelope::new(vec![0u8; 17])))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.message().contains("17 bytes") && e.message().contains("16 bytes"),
+        "{e}"
+    );
+    assert!(e.message().contains("routing key 'q'"), "{e}");
+    send(&c, "q", "fits").await?;
+    assert_eq!(count(&c, "q").await, 1);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_only_cycle_is_dropped() -> R {
+    let (_b, c) = setup(vec![
+        Queue::durable("a")
+            .message_ttl(Duration::from_millis(50))
+            .dead_letter_exchange("")
+            .dead_letter_routing_key("b"),
+        Queue::durable("b")
+            .message_ttl(Duration::from_millis(50))
+            .dead_letter_exchange("")
+            .dead_letter_routing_key("a"),
+    ])
+    .await?;
+    send(&c, "a", "loop").await?;
+    tokio::time::sleep(Duration::from_millis(75)).await;
+    assert_eq!((count(&c, "a").await, count(&c, "b").await), (0, 1));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Going back to `a` would close a cycle made only of expiries: dropped.
+    assert_eq!((count(&c, "a").await, count(&c, "b").await), (0, 0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn self_dead_lettering_by_rejection_is_allowed() -> R {
+    let (_b, c) = setup(vec![
+        Queue::durable("self")
+            .dead_letter_exchange("")
+            .dead_letter_routing_key("self"),
+    ])
+    .await?;
+    send(&c, "self", "again").await?;
+    for expected in 1..=3i64 {
+        let d = c.get("self", false).await?.expect("the message is back");
+        d.reject(false).await?;
+        let d = c
+            .get("self", false)
+            .await?
+            .expect("dead-lettered to itself");
+        let deaths = d
+            .envelope
+            .header("x-death")
+            .and_then(FieldValue::as_array)
+            .expect("x-death");
+        let count = deaths[0]
+            .as_table()
+            .and_then(|t| t.get("count"))
+            .and_then(FieldValue::as_i64);
+        assert_eq!(count, Some(expected));
+        d.nack(true).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_ttl_is_delivered_only_to_a_ready_consumer() -> R {
+    let (_b, c) = setup(vec![Queue::durable("z")]).await?;
+    let zero = || Envelope::new("now-or-never").with_expiration(Duration::ZERO);
+    // No consumer: dropped at once.
+    c.publish(Publish::to_queue("z", zero())).await?;
+    assert_eq!(count(&c, "z").await, 0);
+    // A consumer with credit: delivered.
+    let mut consumer = c
+        .consume("z", ConsumeOptions::default().prefetch(1))
+        .await?;
+    c.publish(Publish::to_queue("z", zero())).await?;
+    let held = consumer.next().await.expect("delivered")?;
+    // The consumer is at its prefetch limit: dropped, and not delivered after the ack.
+    c.publish(Publish::to_queue("z", zero())).await?;
+    assert_eq!(count(&c, "z").await, 0);
+    held.ack().await?;
+    send(&c, "z", "next").await?;
+    assert_eq!(text(&consumer.next().await.expect("next")?), "next");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_queue_expires() -> R {
+    let (_b, c) = setup(vec![
+        Queue::durable("idle").expires(Duration::from_millis(300)),
+    ])
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(c.queue_info("idle").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        c.queue_info("idle").await.unwrap_err().reply_code(),
+        Some(404)
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn requeue_over_max_length_drops_the_head() -> R {
+    let (b, c) = setup(vec![Queue::durable("m").max_length(2)]).await?;
+    send(&c, "m", "u0").await?;
+    let other = b.connect();
+    let held = other.get("m", false).await?.expect("u0");
+    for m in ["u1", "u2", "u3"] {
+        send(&c, "m", m).await?;
+    }
+    assert_eq!(count(&c, "m").await, 2);
+    other.close().await?;
+    drop(held);
+    let mut left = Vec::new();
+    while let Some(d) = c.get("m", true).await? {
+        left.push(text(&d));
+    }
+    assert_eq!(left, ["u2", "u3"]);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn quorum_returns_on_close_go_to_the_front_in_order() -> R {
+    let (b, c) = setup(vec![Queue::quorum("qq")]).await?;
+    for i in 0..5 {
+        send(&c, "qq", &format!("d{i}")).await?;
+    }
+    let other = b.connect();
+    let d0 = other.get("qq", false).await?.expect("d0");
+    let d1 = other.get("qq", false).await?.expect("d1");
+    let d2 = other.get("qq", false).await?.expect("d2");
+    d1.ack().await?;
+    other.close().await?;
+    drop((d0, d2));
+    let mut order = Vec::new();
+    while let Some(d) = c.get("qq", true).await? {
+        order.push(format!(
+            "{}{}",
+            text(&d),
+            if d.redelivered { "(r)" } else { "" }
+        ));
+    }
+    assert_eq!(order, ["d0(r)", "d2(r)", "d3", "d4"]);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn exclusive_consumer_locks_out_others_but_not_get() -> R {
+    let (_b, c) = setup(vec![Queue::durable("x")]).await?;
+    let only = c
+        .consume("x", ConsumeOptions::default().exclusive())
+        .await?;
+    let e = c.consume("x", ConsumeOptions::default()).await.unwrap_err();
+    assert_eq!(e.reply_code(), Some(403));
+    assert_eq!(
+        e.message(),
+        "ACCESS_REFUSED - queue 'x' in vhost '/' in exclusive use"
+    );
+    assert!(c.get("x", true).await?.is_none());
+    drop(only);
+    let _again = c.consume("x", ConsumeOptions::default()).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn requeued_message_goes_to_the_consumer_with_capacity() -> R {
+    let (b, c) = setup(vec![Queue::durable("rr")]).await?;
+    let (ca, cb) = (b.connect(), b.connect());
+    let mut a = ca
+        .consume("rr", ConsumeOptions::default().prefetch(1))
+        .await?;
+    let mut bb = cb
+        .consume("rr", ConsumeOptions::default().prefetch(1))
+        .await?;
+    send(&c, "rr", "x0").await?;
+    send(&c, "rr", "x1").await?;
+    let x0 = a.next().await.expect("x0")?;
+    let x1 = bb.next().await.expect("x1")?;
+    assert_eq!((text(&x0), text(&x1)), ("x0".into(), "x1".into()));
+    x0.reject(true).await?;
+    let again = a.next().await.expect("x0 again")?;
+    assert_eq!((text(&again), again.redelivered), ("x0".into(), true));
+    again.ack().await?;
+    x1.ack().await?;
+    Ok(())
+}
+
+/// Acks settled from other tasks release the consumer's credit even while its stream waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_from_other_tasks_release_credit() -> R {
+    let (_b, c) = setup(vec![Queue::durable("credit")]).await?;
+    for i in 0..200 {
+        send(&c, "credit", &format!("m{i}")).await?;
+    }
+    let mut consumer = c
+        .consume("credit", ConsumeOptions::default().prefetch(2))
+        .await?;
+    let mut handlers = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(30), async {
+        for _ in 0..200 {
+            let d = consumer.next().await.expect("delivery")?;
+            handlers.push(tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                d.ack().await
+            }));
+        }
+        Ok::<(), mqtransport_core::Error>(())
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "the consumer stalled: acks from handler tasks did not release credit"
+    );
+    for h in handlers {
+        h.await.expect("handler")?;
+    }
+    Ok(())
+}
+
+/// Acks still waiting in the batch when the connection closes are applied, not redelivered.
+#[tokio::test(start_paused = true)]
+async fn pending_acks_survive_close() -> R {
+    let (b, c) = setup(vec![Queue::durable("acked")]).await?;
+    for i in 0..3 {
+        send(&c, "acked", &format!("m{i}")).await?;
+    }
+    let other = b.connect();
+    let mut consumer = other
+        .consume("acked", ConsumeOptions::default().prefetch(10))
+        .await?;
+    for _ in 0..3 {
+        consumer.next().await.expect("delivery")?.ack().await?;
+    }
+    other.close().await?;
+    assert_eq!(count(&c, "acked").await, 0);
+    // And when the consumer (not the connection) goes away.
+    send(&c, "acked", "m3").await?;
+    let again = b.connect();
+    let mut consumer = again.consume("acked", ConsumeOptions::default()).await?;
+    consumer.next().await.expect("m3")?.ack().await?;
+    drop(consumer);
+    assert_eq!(count(&c, "acked").await, 0);
+    assert!(c.get("acked", true).await?.is_none());
+    Ok(())
+}
+
+/// Deliveries handed to a consumer but never taken from its stream go back when it is dropped.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_consumer_returns_what_it_never_yielded() -> R {
+    let (_b, c) = setup(vec![Queue::durable("inbox")]).await?;
+    for i in 0..5 {
+        send(&c, "inbox", &format!("m{i}")).await?;
+    }
+    let mut consumer = c
+        .consume("inbox", ConsumeOptions::default().prefetch(10))
+        .await?;
+    let first = consumer.next().await.expect("m0")?;
+    drop(consumer);
+    assert_eq!(count(&c, "inbox").await, 4);
+    first.ack().await?;
+    let mut left = Vec::new();
+    while let Some(d) = c.get("inbox", true).await? {
+        left.push((text(&d), d.redelivered));
+    }
+    let want: Vec<(String, bool)> = (1..5).map(|i| (format!("m{i}"), true)).collect();
+    assert_eq!(left, want);
+    Ok(())
+}
+
+/// Four publishers and three consumers that ack, requeue and drop at random: every message is
+/// acked, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_and_consumers_lose_nothing() -> R {
+    const PER: usize = 2_000;
+    let (b, c) = setup(vec![Queue::durable("stress")]).await?;
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let conn = b.connect();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER {
+                conn.publish(Publish::to_queue(
+                    "stress",
+                    Envelope::new(format!("{p}-{i}")),
+                ))
+                .await?;
+            }
+            Ok::<(), mqtransport_core::Error>(())
+        }));
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let mut consumers = Vec::new();
+    for k in 0..3u64 {
+        let conn = b.connect();
+        let seen = std::sync::Arc::clone(&seen);
+        consumers.push(tokio::spawn(async move {
+            let mut s = conn
+                .consume("stress", ConsumeOptions::default().prefetch(50))
+                .await?;
+            let mut n = k;
+            while let Some(d) = s.next().await {
+                let d = d?;
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                match n >> 62 {
+                    0 => d.nack(true).await?,
+                    1 => drop(d),
+                    _ => {
+                        let body = text(&d);
+                        d.ack().await?;
+                        let mut seen = seen.lock().expect("seen");
+                        assert!(seen.insert(body), "a message was acked twice");
+                        if seen.len() == 4 * PER {
+                            break;
+                        }
+                    }
+                }
+                if seen.lock().expect("seen").len() == 4 * PER {
+                    break;
+                }
+            }
+            Ok::<(), mqtransport_core::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("publisher")?;
+    }
+    let done = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if seen.lock().expect("seen").len() == 4 * PER {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "only {} of {} messages were acked",
+        seen.lock().expect("seen").len(),
+        4 * PER
+    );
+    for k in consumers {
+        k.abort();
+    }
+    assert_eq!(count(&c, "stress").await, 0);
+    Ok(())
+}
