@@ -131,3 +131,8 @@ mod tests {
         assert!(!e.message().contains("secret"), "{e}");
     }
 }
+
+/// The README's code blocks, compiled and run as doctests: if the README says it, it works.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
