@@ -368,15 +368,12 @@ impl BrokerInner {
         if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
             let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {
-                let data = MsgData {
+                q.offer(MsgData {
                     envelope,
                     exchange,
                     routing_key,
                     cc,
-                };
-                let mut fx = Effects::default();
-                q.enqueue(&mut q.lock(), data, &mut fx);
-                q.apply(fx);
+                });
             }
             return Ok(unroutable(mandatory));
         }
@@ -390,15 +387,12 @@ impl BrokerInner {
                 let Some(q) = target else {
                     return Ok(unroutable(mandatory));
                 };
-                let data = MsgData {
+                let outcome = q.offer(MsgData {
                     envelope,
                     exchange,
                     routing_key,
                     cc,
-                };
-                let mut fx = Effects::default();
-                let outcome = q.enqueue(&mut q.lock(), data, &mut fx);
-                q.apply(fx);
+                });
                 return Ok(match outcome {
                     Enqueued::Accepted => Confirmation::Confirmed,
                     Enqueued::Rejected => Confirmation::Nacked,
@@ -433,10 +427,7 @@ impl BrokerInner {
         };
         let mut nacked = false;
         for q in &targets {
-            let mut fx = Effects::default();
-            let outcome = q.enqueue(&mut q.lock(), data.clone(), &mut fx);
-            q.apply(fx);
-            nacked |= outcome == Enqueued::Rejected;
+            nacked |= q.offer(data.clone()) == Enqueued::Rejected;
         }
         Ok(if nacked {
             Confirmation::Nacked

@@ -455,6 +455,14 @@ impl QueueCell {
         ttl.map(|t| now + t)
     }
 
+    /// Adds a message: takes the queue lock, enqueues, and runs the effects after releasing it.
+    pub(crate) fn offer(&self, data: MsgData) -> Enqueued {
+        let mut fx = Effects::default();
+        let outcome = self.enqueue(&mut self.lock(), data, &mut fx);
+        self.apply(fx);
+        outcome
+    }
+
     /// Adds a published (or dead-lettered) message. Runs under the queue lock.
     pub(crate) fn enqueue(&self, st: &mut QueueState, data: MsgData, fx: &mut Effects) -> Enqueued {
         // The clock is read only when something here can expire.
