@@ -201,8 +201,9 @@ impl From<String> for FieldValue {
 
 /// An ordered field table (AMQP `F`): the header table of a message and the arguments of queues,
 /// exchanges and bindings. Insertion order is kept, so a table round-trips byte-identically; keys
-/// are unique.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// are unique. Equality is that of a map: the same keys with equal values, in any order (client
+/// libraries such as lapin decode tables sorted by key).
+#[derive(Debug, Clone, Default)]
 pub struct FieldTable {
     entries: Vec<(String, FieldValue)>,
 }
@@ -282,6 +283,12 @@ impl FieldTable {
     }
 }
 
+impl PartialEq for FieldTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
 impl<K: Into<String>, V: Into<FieldValue>> FromIterator<(K, V)> for FieldTable {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut t = FieldTable::new();
@@ -318,6 +325,10 @@ mod tests {
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(t.remove("a"), Some(FieldValue::from("x")));
         assert_eq!(t.len(), 1);
+        // Equality is a map's: order does not matter, types do.
+        let ab = FieldTable::new().with("a", 1i32).with("b", 2i32);
+        assert_eq!(ab, FieldTable::new().with("b", 2i32).with("a", 1i32));
+        assert_ne!(ab, FieldTable::new().with("a", 1i64).with("b", 2i32));
     }
 
     #[test]

@@ -120,6 +120,18 @@ impl BrokerUrl {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The URL *with* its password, percent-encoded, for handing to a client library. Never log
+    /// it; `Display` is the redacted form.
+    pub fn expose_secret_uri(&self) -> String {
+        let shown = self.to_string();
+        match (&self.password, shown.find(":***@")) {
+            (Some(p), Some(i)) => {
+                format!("{}:{}{}", &shown[..i], percent_encode(p), &shown[i + 4..])
+            }
+            _ => shown,
+        }
+    }
+
     /// All query options in order.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))

@@ -398,3 +398,88 @@ async fn concurrent_publishers_and_consumers_lose_nothing() -> R {
     assert_eq!(count(&c, "stress").await, 0);
     Ok(())
 }
+
+fn death_keys(d: &mqtransport_core::Delivery) -> Vec<Vec<String>> {
+    d.envelope
+        .header("x-death")
+        .and_then(FieldValue::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(FieldValue::as_table)
+                .map(|t| t.iter().map(|(k, _)| k.to_owned()).collect())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The embedded broker writes `x-death` entries in RabbitMQ's order: a first entry as
+/// `count, reason, queue, time, exchange, routing-keys[, original-expiration]`, entries added or
+/// updated later sorted by key (RABBITMQ-SEMANTICS.md §13).
+#[tokio::test(start_paused = true)]
+async fn x_death_entries_are_written_in_rabbitmq_order() -> R {
+    let (_b, c) = setup(vec![
+        Queue::durable("work")
+            .dead_letter_exchange("")
+            .dead_letter_routing_key("retry"),
+        Queue::durable("retry")
+            .message_ttl(Duration::from_millis(50))
+            .dead_letter_exchange("")
+            .dead_letter_routing_key("work"),
+    ])
+    .await?;
+    c.publish(Publish::to_queue(
+        "work",
+        Envelope::new("job").with_expiration(Duration::from_secs(60)),
+    ))
+    .await?;
+    c.get("work", false)
+        .await?
+        .expect("job")
+        .reject(false)
+        .await?;
+    let first = c.get("retry", true).await?.expect("in retry");
+    assert_eq!(
+        death_keys(&first),
+        [[
+            "count",
+            "reason",
+            "queue",
+            "time",
+            "exchange",
+            "routing-keys",
+            "original-expiration"
+        ]]
+    );
+    c.publish(Publish::to_queue("work", Envelope::new("job2")))
+        .await?;
+    c.get("work", false)
+        .await?
+        .expect("job2")
+        .reject(false)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(75)).await;
+    let back = c.get("work", false).await?.expect("back from retry");
+    assert_eq!(
+        death_keys(&back),
+        [
+            vec![
+                "count",
+                "exchange",
+                "queue",
+                "reason",
+                "routing-keys",
+                "time"
+            ],
+            vec![
+                "count",
+                "reason",
+                "queue",
+                "time",
+                "exchange",
+                "routing-keys"
+            ],
+        ]
+    );
+    back.ack().await?;
+    Ok(())
+}

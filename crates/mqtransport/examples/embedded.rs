@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run -p mqtransport --example embedded
+//! MQT_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run -p mqtransport --features amqp --example embedded
 //! ```
 
 use std::time::Duration;
@@ -14,7 +15,8 @@ use mqtransport::prelude::*;
 async fn main() -> mqtransport::Result<()> {
     let url = mqtransport::url_from_env();
     let conn = mqtransport::connect(&url).await?;
-    println!("connected to {url}");
+    // A BrokerUrl displays without its password.
+    println!("connected to {}", mqtransport::BrokerUrl::parse(&url)?);
 
     conn.declare(
         &Topology::new()
@@ -90,6 +92,14 @@ async fn main() -> mqtransport::Result<()> {
             String::from_utf8_lossy(&dead.envelope.body)
         );
         dead.ack().await?;
+    }
+
+    // The demo removes what it declared, so that it can run against a shared broker.
+    for queue in ["orders", "orders.dlq"] {
+        conn.delete_queue(queue, Default::default()).await?;
+    }
+    for exchange in ["shop", "shop.dlx"] {
+        conn.delete_exchange(exchange, false).await?;
     }
     conn.close().await
 }

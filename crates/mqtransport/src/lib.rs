@@ -38,9 +38,10 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process |
+//! | `amqp` | no | RabbitMQ (`amqp://`) through lapin |
 //!
-//! The RabbitMQ transport (`amqp://`, `amqps://`), the application layer (typed messages,
-//! handlers, `App`) and the SQS, Redis and NATS transports are planned; see the README.
+//! TLS (`amqps://`), recovery after a lost RabbitMQ connection, the application layer (typed
+//! messages, handlers, `App`) and the SQS, Redis and NATS transports are planned; see the README.
 
 #[doc(inline)]
 pub use mqtransport_core::{
@@ -52,6 +53,11 @@ pub use mqtransport_core::{
 
 /// The core crate, for transport authors (router, acker internals).
 pub use mqtransport_core as core;
+
+/// The RabbitMQ transport.
+#[cfg(feature = "amqp")]
+#[doc(inline)]
+pub use mqtransport_amqp::{AmqpOptions, AmqpTransport};
 
 /// The embedded broker.
 #[cfg(feature = "memory")]
@@ -71,7 +77,8 @@ pub mod prelude {
 /// | URL | transport |
 /// |---|---|
 /// | `memory://` or `memory://name` | the embedded broker; the same name is the same broker in this process |
-/// | `amqp://`, `amqps://` | RabbitMQ (not built yet: fails with [`ErrorKind::Unsupported`]) |
+/// | `amqp://` | RabbitMQ, with the `amqp` feature |
+/// | `amqps://` | RabbitMQ over TLS (not built yet: [`ErrorKind::Unsupported`]) |
 /// | `sqs://`, `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
 ///
 /// A malformed URL fails with [`ErrorKind::InvalidInput`]; messages never show the password.
@@ -80,6 +87,8 @@ pub async fn connect(url: &str) -> Result<DynTransport> {
     let transport = match url.scheme() {
         #[cfg(feature = "memory")]
         Scheme::Memory => DynTransport::new(MemoryBroker::from_url(&url)?.connect()),
+        #[cfg(feature = "amqp")]
+        Scheme::Amqp | Scheme::Amqps => DynTransport::new(AmqpTransport::connect(&url).await?),
         other => {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -125,9 +134,9 @@ mod tests {
         let e = connect("kafka://broker").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(e.message().contains("kafka"), "{e}");
-        let e = connect("amqp://guest:secret@localhost").await.unwrap_err();
+        let e = connect("nats://app:secret@localhost").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.message().contains("amqp://guest:***@localhost"), "{e}");
+        assert!(e.message().contains("nats://app:***@localhost"), "{e}");
         assert!(!e.message().contains("secret"), "{e}");
     }
 }
