@@ -27,6 +27,7 @@ enum Msg {
 /// The sending side, shared by a consumer stream and its deliveries' ackers.
 pub(crate) struct ChannelAck {
     tx: mpsc::UnboundedSender<Msg>,
+    channel: Channel,
     closed: Arc<AtomicBool>,
     what: String,
 }
@@ -41,8 +42,13 @@ impl ChannelAck {
         what: String,
     ) -> Arc<ChannelAck> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(channel, rx));
-        Arc::new(ChannelAck { tx, closed, what })
+        tokio::spawn(run(channel.clone(), rx));
+        Arc::new(ChannelAck {
+            tx,
+            channel,
+            closed,
+            what,
+        })
     }
 
     pub(crate) fn skip(&self, tag: u64) {
@@ -65,6 +71,12 @@ impl AckHandle for ChannelAck {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed(format!(
                 "cannot settle a delivery from {}: the connection is closed and the broker requeued it",
+                self.what
+            )));
+        }
+        if !self.channel.status().connected() {
+            return Err(Error::closed(format!(
+                "cannot settle a delivery from {}: its channel was lost and the broker requeued it",
                 self.what
             )));
         }

@@ -13,48 +13,77 @@
 //! - Declarations and `basic.get` use their own channels, so a failed declare cannot requeue
 //!   deliveries taken with `get`; a channel closed by an error is reopened on next use.
 //!
+//! - Recovery is owned here, not by lapin: each connection is supervised; when it is lost the
+//!   transport reconnects with exponential backoff and jitter, re-declares the topology it
+//!   declared (server-named queues get new names, and their bindings and consumers move with
+//!   them), re-opens every consumer with its QoS behind the same [`Consumer`] stream, and
+//!   re-sends publishes that were unconfirmed at the loss ([`Unconfirmed`]). Publishes during an
+//!   outage wait up to the confirm timeout, then fail with [`ErrorKind::Timeout`]. Deliveries
+//!   unacknowledged at the loss come back redelivered; settling the old ones reports
+//!   [`ErrorKind::Closed`]. `connection.blocked` shows in [`AmqpTransport::state`].
+//!
 //! Capabilities: those of RabbitMQ 3.x ([`Capabilities::rabbitmq`]).
 //!
-//! Not yet: reconnection and recovery after a lost connection, TLS (`amqps://`).
+//! Not yet: TLS (`amqps://`).
 
 mod acker;
 mod convert;
+mod link;
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     QueuePurgeOptions,
 };
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection};
 use mqtransport_core::{
     Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
-    DeleteQueue, Delivery, Destination, Envelope, Error, ErrorKind, ExchangeKind, Publish,
-    QueueInfo, Result, Scheme, ShortStr, Topology, Transport,
+    DeleteQueue, Delivery, Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind,
+    Publish, Queue, QueueInfo, Result, Scheme, Scope, ShortStr, Topology, Transport,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 
 use crate::acker::ChannelAck;
 use crate::convert::{from_properties, map_err, to_properties, to_table};
+pub use crate::link::LinkState;
+use crate::link::{Link, OnUp};
 
 /// lapin itself, for what this crate does not cover. Its types may change with lapin's version.
 pub use lapin;
 
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// What happens to a publish that was sent but not confirmed when the connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unconfirmed {
+    /// Send it again on the new connection (at-least-once: it may arrive twice).
+    #[default]
+    Resend,
+    /// Fail the publish with a [`ErrorKind::Connection`] error; the caller decides.
+    Fail,
+}
+
 /// Options of the RabbitMQ transport.
 #[derive(Debug, Clone)]
 pub struct AmqpOptions {
-    /// How long a publish waits for the broker's confirm before failing with a timeout.
+    /// How long a publish may take, waiting for the connection and for the broker's confirm,
+    /// before it fails with a timeout.
     pub confirm_timeout: Duration,
+    /// How long other operations wait for a lost connection to come back.
+    pub reconnect_wait: Duration,
+    /// What happens to publishes unconfirmed at a connection loss.
+    pub unconfirmed: Unconfirmed,
     /// Prefix of the connection names shown by `rabbitmqctl list_connections`.
     pub connection_name: String,
 }
@@ -63,22 +92,120 @@ impl Default for AmqpOptions {
     fn default() -> Self {
         AmqpOptions {
             confirm_timeout: Duration::from_secs(30),
+            reconnect_wait: Duration::from_secs(30),
+            unconfirmed: Unconfirmed::Resend,
             connection_name: "mqtransport".into(),
         }
     }
 }
 
-/// One reusable channel, reopened when an error closed it.
+/// One reusable channel of one connection generation, reopened when lost or closed by an error.
+#[derive(Default)]
 struct Slot {
+    generation: u64,
     channel: Option<Channel>,
-    /// The ack task of the current channel (for `basic.get` deliveries).
+    /// The ack task of the channel (for `basic.get` deliveries).
     ack: Option<Arc<ChannelAck>>,
+}
+
+/// What this transport declared, to declare again after a reconnect.
+#[derive(Default)]
+struct Recorded {
+    exchanges: Vec<Exchange>,
+    queues: Vec<Queue>,
+    bindings: Vec<Binding>,
+    /// Current names of server-named queues.
+    server_named: Vec<String>,
+    /// A server-named queue's first name → its current name.
+    renames: HashMap<String, String>,
+}
+
+impl Recorded {
+    fn resolve(&self, name: &str) -> String {
+        self.renames
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    fn has_queue(&self, name: &str) -> bool {
+        self.queues.iter().any(|q| q.name == name)
+    }
+
+    fn rename(&mut self, old: &str, new: &str) {
+        for q in &mut self.queues {
+            if q.name == old {
+                q.name = new.to_owned();
+            }
+        }
+        for b in &mut self.bindings {
+            if let Destination::Queue(d) = &mut b.destination
+                && d == old
+            {
+                *d = new.to_owned();
+            }
+        }
+        for n in &mut self.server_named {
+            if n == old {
+                *n = new.to_owned();
+            }
+        }
+        for v in self.renames.values_mut() {
+            if v == old {
+                *v = new.to_owned();
+            }
+        }
+        self.renames
+            .entry(old.to_owned())
+            .or_insert_with(|| new.to_owned());
+    }
+}
+
+/// A consumer the application holds, restarted on every new connection.
+struct ConsumerSpec {
+    queue: String,
+    options: ConsumeOptions,
+    tag: String,
+    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Result<Delivery>>>>,
+    cancelled: AtomicBool,
+    /// The channel currently consuming, to cancel it.
+    current: std::sync::Mutex<Option<Channel>>,
+}
+
+impl ConsumerSpec {
+    fn send(&self, item: Result<Delivery>) -> bool {
+        match &*self.tx.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(tx) => tx.send(item).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Ends the application's stream after an error.
+    fn finish(&self, error: Error) {
+        let tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Err(error));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+            || self
+                .tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+    }
 }
 
 struct Inner {
     shown: String,
-    consume_conn: Connection,
-    publish_conn: Connection,
+    consume: Arc<Link>,
+    publish: Arc<Link>,
     admin: Mutex<Slot>,
     getter: Mutex<Slot>,
     publisher: Mutex<Slot>,
@@ -87,11 +214,23 @@ struct Inner {
     reply: std::sync::Mutex<Option<Channel>>,
     closed: Arc<AtomicBool>,
     options: AmqpOptions,
-    consumers: AtomicU64,
+    consumer_count: AtomicU64,
+    recorded: std::sync::Mutex<Recorded>,
+    specs: std::sync::Mutex<Vec<Arc<ConsumerSpec>>>,
 }
 
-/// A connection to RabbitMQ (one connection for consuming and one for publishing). Clones share
-/// the connections.
+impl Inner {
+    fn recorded(&self) -> std::sync::MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn resolve(&self, name: &str) -> String {
+        self.recorded().resolve(name)
+    }
+}
+
+/// A connection to RabbitMQ (one connection for consuming and one for publishing), supervised
+/// and recovered by the transport. Clones share the connections.
 #[derive(Clone)]
 pub struct AmqpTransport {
     inner: Arc<Inner>,
@@ -105,15 +244,20 @@ impl std::fmt::Debug for AmqpTransport {
     }
 }
 
-fn empty_slot() -> Mutex<Slot> {
-    Mutex::new(Slot {
-        channel: None,
-        ack: None,
-    })
+fn unique_suffix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{nanos:x}{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl AmqpTransport {
-    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`).
+    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost?heartbeat=10`).
     pub async fn connect(url: &BrokerUrl) -> Result<Self> {
         AmqpTransport::connect_with(url, AmqpOptions::default()).await
     }
@@ -136,36 +280,66 @@ impl AmqpTransport {
         }
         let uri = url.expose_secret_uri();
         let shown = url.to_string();
-        let open = |role: &str| {
-            let name = format!("{}-{role}-{}", options.connection_name, std::process::id());
-            let props = ConnectionProperties::default().with_connection_name(name.into());
-            let uri = uri.clone();
-            let shown = shown.clone();
-            async move {
-                Connection::connect(&uri, props).await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Connection,
-                        format!("cannot connect to RabbitMQ at {shown}: {e}"),
-                    )
-                })
-            }
-        };
-        let consume_conn = open("consume").await?;
-        let publish_conn = open("publish").await?;
-        Ok(AmqpTransport {
-            inner: Arc::new(Inner {
-                shown,
-                consume_conn,
-                publish_conn,
-                admin: empty_slot(),
-                getter: empty_slot(),
-                publisher: empty_slot(),
-                reply: std::sync::Mutex::new(None),
-                closed: Arc::new(AtomicBool::new(false)),
-                options,
-                consumers: AtomicU64::new(0),
-            }),
-        })
+        let suffix = unique_suffix();
+        let this: Arc<OnceLock<Weak<Inner>>> = Arc::default();
+        let restore_target = Arc::clone(&this);
+        let on_consume_up: OnUp = Arc::new(move |conn, _generation| {
+            let target = restore_target.get().and_then(Weak::upgrade);
+            Box::pin(async move {
+                match target {
+                    Some(inner) => restore(inner, conn).await,
+                    None => Ok(()),
+                }
+            })
+        });
+        let nothing: OnUp = Arc::new(|_, _| Box::pin(async { Ok(()) }));
+        let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
+        let consume = Link::open(
+            "consume",
+            uri.clone(),
+            shown.clone(),
+            name("consume"),
+            on_consume_up,
+        )
+        .await?;
+        let publish = Link::open("publish", uri, shown.clone(), name("publish"), nothing).await?;
+        let inner = Arc::new(Inner {
+            shown,
+            consume,
+            publish,
+            admin: Mutex::default(),
+            getter: Mutex::default(),
+            publisher: Mutex::default(),
+            reply: std::sync::Mutex::new(None),
+            closed: Arc::new(AtomicBool::new(false)),
+            options,
+            consumer_count: AtomicU64::new(0),
+            recorded: std::sync::Mutex::default(),
+            specs: std::sync::Mutex::default(),
+        });
+        let _ = this.set(Arc::downgrade(&inner));
+        Ok(AmqpTransport { inner })
+    }
+
+    /// The state of the connections: `Blocked` when the broker blocked publishing, `Down` while
+    /// either connection is being recovered, `Closed` after [`close`](Transport::close).
+    pub fn state(&self) -> LinkState {
+        let (c, p) = (self.inner.consume.state(), self.inner.publish.state());
+        match (c, p) {
+            (LinkState::Closed, _) | (_, LinkState::Closed) => LinkState::Closed,
+            (LinkState::Down, _) | (_, LinkState::Down) => LinkState::Down,
+            (_, LinkState::Blocked(g)) | (LinkState::Blocked(g), _) => LinkState::Blocked(g),
+            (LinkState::Up(g), LinkState::Up(_)) => LinkState::Up(g),
+        }
+    }
+
+    /// The names of this transport's two connections, as `rabbitmqctl list_connections name`
+    /// shows them.
+    pub fn connection_names(&self) -> [&str; 2] {
+        [
+            self.inner.consume.name.as_str(),
+            self.inner.publish.name.as_str(),
+        ]
     }
 
     fn check_open(&self) -> Result<()> {
@@ -178,21 +352,67 @@ impl AmqpTransport {
         Ok(())
     }
 
-    /// The channel in `slot`, opened (and put in confirm mode) if it is missing or was closed.
+    /// The channel in `slot` for the link's current connection, opened (in confirm mode if
+    /// asked) when missing, lost, or closed by an error.
     async fn channel<'a>(
         &self,
         slot: &'a Mutex<Slot>,
-        conn: &Connection,
+        link: &Link,
+        wait: Duration,
         confirm: bool,
         with_ack: bool,
     ) -> Result<tokio::sync::MutexGuard<'a, Slot>> {
-        self.check_open()?;
-        let mut guard = slot.lock().await;
-        let usable = guard
-            .channel
-            .as_ref()
-            .is_some_and(|c| c.status().connected());
-        if !usable {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.check_open()?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (generation, conn) = link.connection(left).await?;
+            let mut guard = slot.lock().await;
+            let usable = guard.generation == generation
+                && guard
+                    .channel
+                    .as_ref()
+                    .is_some_and(|c| c.status().connected());
+            if usable {
+                return Ok(guard);
+            }
+            match self.open_channel(&conn, confirm, with_ack).await {
+                Ok((ch, ack)) => {
+                    guard.ack = ack;
+                    guard.channel = Some(ch);
+                    guard.generation = generation;
+                    return Ok(guard);
+                }
+                // The connection died before the supervisor noticed: wait for the next one.
+                Err(e) if matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed) => {
+                    drop(guard);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "RabbitMQ at {} was unreachable for {wait:?} ({} connection)",
+                                self.inner.shown, link.role
+                            ),
+                        ));
+                    }
+                    link.wait_past(
+                        generation,
+                        deadline.saturating_duration_since(tokio::time::Instant::now()),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_channel(
+        &self,
+        conn: &Connection,
+        confirm: bool,
+        with_ack: bool,
+    ) -> Result<(Channel, Option<Arc<ChannelAck>>)> {
+        {
             let ch = conn
                 .create_channel()
                 .await
@@ -202,21 +422,64 @@ impl AmqpTransport {
                     .await
                     .map_err(|e| map_err(&e, "enabling publisher confirms"))?;
             }
-            guard.ack = with_ack.then(|| {
+            let ack = with_ack.then(|| {
                 ChannelAck::spawn(
                     ch.clone(),
                     Arc::clone(&self.inner.closed),
                     "basic.get".into(),
                 )
             });
-            guard.channel = Some(ch);
+            Ok((ch, ack))
         }
-        Ok(guard)
     }
 
     async fn admin(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>> {
-        self.channel(&self.inner.admin, &self.inner.consume_conn, false, false)
-            .await
+        self.channel(
+            &self.inner.admin,
+            &self.inner.consume,
+            self.inner.options.reconnect_wait,
+            false,
+            false,
+        )
+        .await
+    }
+
+    fn record(&self, topology: &Topology, declared: &Declared) {
+        let mut r = self.inner.recorded();
+        for x in &topology.exchanges {
+            if !r.exchanges.iter().any(|e| e.name == x.name) {
+                r.exchanges.push(x.clone());
+            }
+        }
+        for (q, info) in topology.queues.iter().zip(&declared.queues) {
+            if r.has_queue(&info.name) {
+                continue;
+            }
+            let mut q = q.clone();
+            if q.name.is_empty() {
+                r.server_named.push(info.name.clone());
+            }
+            q.name.clone_from(&info.name);
+            r.queues.push(q);
+        }
+        let last_server_named = declared
+            .queues
+            .iter()
+            .zip(&topology.queues)
+            .rev()
+            .find(|(_, q)| q.name.is_empty())
+            .map(|(i, _)| i.name.clone());
+        for b in &topology.bindings {
+            let mut b = b.clone();
+            if let (Destination::Queue(d), Some(n)) = (&mut b.destination, &last_server_named)
+                && d.is_empty()
+            {
+                d.clone_from(n);
+            }
+            if !r.bindings.contains(&b) {
+                r.bindings.push(b);
+            }
+        }
     }
 }
 
@@ -235,6 +498,269 @@ fn lapin_kind(kind: ExchangeKind) -> lapin::ExchangeKind {
     }
 }
 
+async fn declare_exchange(ch: &Channel, x: &Exchange) -> Result<()> {
+    let opts = ExchangeDeclareOptions {
+        passive: false,
+        durable: x.durable,
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        nowait: false,
+    };
+    ch.exchange_declare(
+        x.name.as_str().into(),
+        lapin_kind(x.kind),
+        opts,
+        to_table(&x.arguments)?,
+    )
+    .await
+    .map_err(|e| map_err(&e, &format!("declaring exchange '{}'", x.name)))
+}
+
+async fn declare_queue(ch: &Channel, q: &Queue) -> Result<QueueInfo> {
+    let opts = QueueDeclareOptions {
+        passive: false,
+        durable: q.durable,
+        exclusive: q.exclusive,
+        auto_delete: q.auto_delete,
+        nowait: false,
+    };
+    let ok = ch
+        .queue_declare(q.name.as_str().into(), opts, to_table(&q.arguments)?)
+        .await
+        .map_err(|e| map_err(&e, &format!("declaring queue '{}'", q.name)))?;
+    Ok(QueueInfo {
+        name: ok.name().as_str().to_owned(),
+        message_count: ok.message_count(),
+        consumer_count: ok.consumer_count(),
+    })
+}
+
+async fn bind(ch: &Channel, b: &Binding) -> Result<()> {
+    let args = to_table(&b.arguments)?;
+    let what = format!("binding '{}' to '{}'", b.destination.name(), b.source);
+    match &b.destination {
+        Destination::Queue(q) => ch
+            .queue_bind(
+                q.as_str().into(),
+                b.source.as_str().into(),
+                b.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                args,
+            )
+            .await
+            .map_err(|e| map_err(&e, &what)),
+        Destination::Exchange(x) => ch
+            .exchange_bind(
+                x.as_str().into(),
+                b.source.as_str().into(),
+                b.routing_key.as_str().into(),
+                ExchangeBindOptions::default(),
+                args,
+            )
+            .await
+            .map_err(|e| map_err(&e, &what)),
+    }
+}
+
+/// After a reconnect: declares the recorded topology again, then restarts every consumer.
+async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| map_err(&e, "opening a channel to restore the topology"))?;
+    let (exchanges, queues, server_named) = {
+        let r = inner.recorded();
+        (
+            r.exchanges.clone(),
+            r.queues.clone(),
+            r.server_named.clone(),
+        )
+    };
+    for x in &exchanges {
+        declare_exchange(&ch, x).await?;
+    }
+    for q in &queues {
+        if server_named.contains(&q.name) {
+            // A server-named queue cannot be declared by name: it gets a new one, and its
+            // bindings and consumers follow it.
+            let mut fresh = q.clone();
+            fresh.name.clear();
+            let info = declare_queue(&ch, &fresh).await?;
+            inner.recorded().rename(&q.name, &info.name);
+        } else {
+            declare_queue(&ch, q).await?;
+        }
+    }
+    // Bindings are read after the renames above.
+    let bindings = inner.recorded().bindings.clone();
+    for b in &bindings {
+        bind(&ch, b).await?;
+    }
+    let _ = ch.close(200, "OK".into()).await;
+    let specs: Vec<Arc<ConsumerSpec>> = inner
+        .specs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for spec in specs.into_iter().filter(|s| !s.done()) {
+        tokio::spawn(pump(Arc::downgrade(&inner), spec, Arc::clone(&conn), None));
+    }
+    Ok(())
+}
+
+/// Opens a channel with the consumer's QoS and subscribes.
+async fn subscribe(
+    conn: &Connection,
+    spec: &ConsumerSpec,
+    queue: &str,
+) -> Result<(Channel, lapin::Consumer)> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(|e| map_err(&e, &format!("opening a consumer channel for '{queue}'")))?;
+    if spec.queue == REPLY_TO {
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| map_err(&e, "enabling publisher confirms"))?;
+    }
+    let o = &spec.options;
+    if o.prefetch > 0 && !o.no_ack {
+        ch.basic_qos(o.prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(|e| map_err(&e, "setting the prefetch"))?;
+    }
+    let opts = BasicConsumeOptions {
+        no_local: false,
+        no_ack: o.no_ack,
+        exclusive: o.exclusive,
+        nowait: false,
+    };
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            spec.tag.as_str().into(),
+            opts,
+            to_table(&o.arguments)?,
+        )
+        .await
+        .map_err(|e| map_err(&e, &format!("consuming from queue '{queue}'")))?;
+    Ok((ch, consumer))
+}
+
+/// Feeds one consumer's deliveries into the application's stream for one connection; a
+/// broker-side cancel of a recorded queue re-declares it and resubscribes. `ready` is a
+/// subscription already made (by `consume`, so that its errors reached the caller).
+async fn pump(
+    inner: Weak<Inner>,
+    spec: Arc<ConsumerSpec>,
+    conn: Arc<Connection>,
+    mut ready: Option<(Channel, lapin::Consumer)>,
+) {
+    loop {
+        if spec.done() {
+            return;
+        }
+        let Some(i) = inner.upgrade() else { return };
+        let queue = i.resolve(&spec.queue);
+        let closed = Arc::clone(&i.closed);
+        drop(i);
+        let subscribed = match ready.take() {
+            Some(r) => Ok(r),
+            None => subscribe(&conn, &spec, &queue).await,
+        };
+        let (ch, mut consumer) = match subscribed {
+            Ok(x) => x,
+            Err(e) => {
+                // A connection problem is retried by the next reconnect; anything else (the
+                // queue is gone, access refused) ends the application's stream with the error.
+                if conn.status().connected()
+                    && e.kind() != ErrorKind::Connection
+                    && e.kind() != ErrorKind::Closed
+                {
+                    spec.finish(e);
+                }
+                return;
+            }
+        };
+        *spec.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        if spec.queue == REPLY_TO
+            && let Some(i) = inner.upgrade()
+        {
+            *i.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        }
+        let ack = ChannelAck::spawn(ch.clone(), closed, format!("queue '{queue}'"));
+        loop {
+            match consumer.next().await {
+                Some(Ok(d)) => {
+                    let acker = if spec.options.no_ack {
+                        Acker::settled()
+                    } else {
+                        Acker::new(
+                            Arc::clone(&ack) as Arc<dyn mqtransport_core::AckHandle>,
+                            d.delivery_tag,
+                        )
+                    };
+                    if !spec.send(Ok(to_delivery(d, acker))) {
+                        let _ = ch
+                            .basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default())
+                            .await;
+                        return;
+                    }
+                }
+                // The channel or connection failed: the reconnect (or, for a channel error on a
+                // live connection, the loop below) takes over.
+                Some(Err(_)) => break,
+                None => break,
+            }
+        }
+        if spec.done() || !conn.status().connected() {
+            return;
+        }
+        // The broker cancelled the consumer (its queue was deleted). Resume if the queue is part
+        // of the recorded topology, otherwise tell the application.
+        let Some(i) = inner.upgrade() else { return };
+        let recorded = i.recorded().has_queue(&queue);
+        if !recorded {
+            spec.finish(Error::new(
+                ErrorKind::NotFound,
+                format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
+            ));
+            return;
+        }
+        let (q, bindings) = {
+            let r = i.recorded();
+            let q = r.queues.iter().find(|q| q.name == queue).cloned();
+            let b: Vec<Binding> = r
+                .bindings
+                .iter()
+                .filter(|b| matches!(&b.destination, Destination::Queue(d) if *d == queue))
+                .cloned()
+                .collect();
+            (q, b)
+        };
+        drop(i);
+        let restored = async {
+            let ch = conn
+                .create_channel()
+                .await
+                .map_err(|e| map_err(&e, "re-declaring a deleted queue"))?;
+            if let Some(q) = &q {
+                declare_queue(&ch, q).await?;
+            }
+            for b in &bindings {
+                bind(&ch, b).await?;
+            }
+            let _ = ch.close(200, "OK".into()).await;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if let Err(e) = restored {
+            spec.finish(e);
+            return;
+        }
+    }
+}
+
 impl Transport for AmqpTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities::rabbitmq()
@@ -242,81 +768,40 @@ impl Transport for AmqpTransport {
 
     async fn declare(&self, topology: &Topology) -> Result<Declared> {
         topology.validate()?;
-        let slot = self.admin().await?;
-        let ch = channel_of(&slot)?;
-        for x in &topology.exchanges {
-            let opts = ExchangeDeclareOptions {
-                passive: false,
-                durable: x.durable,
-                auto_delete: x.auto_delete,
-                internal: x.internal,
-                nowait: false,
-            };
-            ch.exchange_declare(
-                x.name.as_str().into(),
-                lapin_kind(x.kind),
-                opts,
-                to_table(&x.arguments)?,
-            )
-            .await
-            .map_err(|e| map_err(&e, &format!("declaring exchange '{}'", x.name)))?;
-        }
-        let mut declared = Declared::default();
-        for q in &topology.queues {
-            let opts = QueueDeclareOptions {
-                passive: false,
-                durable: q.durable,
-                exclusive: q.exclusive,
-                auto_delete: q.auto_delete,
-                nowait: false,
-            };
-            let ok = ch
-                .queue_declare(q.name.as_str().into(), opts, to_table(&q.arguments)?)
-                .await
-                .map_err(|e| map_err(&e, &format!("declaring queue '{}'", q.name)))?;
-            declared.queues.push(QueueInfo {
-                name: ok.name().as_str().to_owned(),
-                message_count: ok.message_count(),
-                consumer_count: ok.consumer_count(),
-            });
-        }
-        for b in &topology.bindings {
-            let args = to_table(&b.arguments)?;
-            let what = format!("binding '{}' to '{}'", b.destination.name(), b.source);
-            match &b.destination {
-                Destination::Queue(q) => ch
-                    .queue_bind(
-                        q.as_str().into(),
-                        b.source.as_str().into(),
-                        b.routing_key.as_str().into(),
-                        QueueBindOptions::default(),
-                        args,
-                    )
-                    .await
-                    .map_err(|e| map_err(&e, &what))?,
-                Destination::Exchange(x) => ch
-                    .exchange_bind(
-                        x.as_str().into(),
-                        b.source.as_str().into(),
-                        b.routing_key.as_str().into(),
-                        ExchangeBindOptions::default(),
-                        args,
-                    )
-                    .await
-                    .map_err(|e| map_err(&e, &what))?,
+        let declared = {
+            let slot = self.admin().await?;
+            let ch = channel_of(&slot)?;
+            for x in &topology.exchanges {
+                declare_exchange(ch, x).await?;
             }
-        }
+            let mut declared = Declared::default();
+            for q in &topology.queues {
+                let mut q = q.clone();
+                q.name = self.inner.resolve(&q.name);
+                declared.queues.push(declare_queue(ch, &q).await?);
+            }
+            for b in &topology.bindings {
+                let mut b = b.clone();
+                if let Destination::Queue(d) = &mut b.destination {
+                    *d = self.inner.resolve(d);
+                }
+                bind(ch, &b).await?;
+            }
+            declared
+        };
+        self.record(topology, &declared);
         Ok(declared)
     }
 
     async fn queue_info(&self, queue: &str) -> Result<QueueInfo> {
+        let queue = self.inner.resolve(queue);
         let slot = self.admin().await?;
         let opts = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
         let ok = channel_of(&slot)?
-            .queue_declare(queue.into(), opts, Default::default())
+            .queue_declare(queue.as_str().into(), opts, Default::default())
             .await
             .map_err(|e| map_err(&e, &format!("checking queue '{queue}'")))?;
         Ok(QueueInfo {
@@ -344,16 +829,22 @@ impl Transport for AmqpTransport {
     }
 
     async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> Result<u32> {
+        let queue = self.inner.resolve(queue);
         let slot = self.admin().await?;
         let opts = QueueDeleteOptions {
             if_unused: options.if_unused,
             if_empty: options.if_empty,
             nowait: false,
         };
-        channel_of(&slot)?
-            .queue_delete(queue.into(), opts)
+        let n = channel_of(&slot)?
+            .queue_delete(queue.as_str().into(), opts)
             .await
-            .map_err(|e| map_err(&e, &format!("deleting queue '{queue}'")))
+            .map_err(|e| map_err(&e, &format!("deleting queue '{queue}'")))?;
+        let mut r = self.inner.recorded();
+        r.queues.retain(|q| q.name != queue);
+        r.bindings
+            .retain(|b| !matches!(&b.destination, Destination::Queue(d) if *d == queue));
+        Ok(n)
     }
 
     async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> Result<()> {
@@ -365,42 +856,58 @@ impl Transport for AmqpTransport {
         channel_of(&slot)?
             .exchange_delete(exchange.into(), opts)
             .await
-            .map_err(|e| map_err(&e, &format!("deleting exchange '{exchange}'")))
+            .map_err(|e| map_err(&e, &format!("deleting exchange '{exchange}'")))?;
+        let mut r = self.inner.recorded();
+        r.exchanges.retain(|x| x.name != exchange);
+        r.bindings.retain(|b| {
+            b.source != exchange
+                && !matches!(&b.destination, Destination::Exchange(d) if d == exchange)
+        });
+        Ok(())
     }
 
     async fn unbind(&self, b: &Binding) -> Result<()> {
         b.validate()?;
-        let slot = self.admin().await?;
-        let ch = channel_of(&slot)?;
-        let args = to_table(&b.arguments)?;
-        let what = format!("unbinding '{}' from '{}'", b.destination.name(), b.source);
-        match &b.destination {
-            Destination::Queue(q) => ch
-                .queue_unbind(
-                    q.as_str().into(),
-                    b.source.as_str().into(),
-                    b.routing_key.as_str().into(),
-                    args,
-                )
-                .await
-                .map_err(|e| map_err(&e, &what)),
-            Destination::Exchange(x) => ch
-                .exchange_unbind(
-                    x.as_str().into(),
-                    b.source.as_str().into(),
-                    b.routing_key.as_str().into(),
-                    ExchangeUnbindOptions::default(),
-                    args,
-                )
-                .await
-                .map_err(|e| map_err(&e, &what)),
+        let mut b = b.clone();
+        if let Destination::Queue(d) = &mut b.destination {
+            *d = self.inner.resolve(d);
         }
+        {
+            let slot = self.admin().await?;
+            let ch = channel_of(&slot)?;
+            let args = to_table(&b.arguments)?;
+            let what = format!("unbinding '{}' from '{}'", b.destination.name(), b.source);
+            match &b.destination {
+                Destination::Queue(q) => ch
+                    .queue_unbind(
+                        q.as_str().into(),
+                        b.source.as_str().into(),
+                        b.routing_key.as_str().into(),
+                        args,
+                    )
+                    .await
+                    .map_err(|e| map_err(&e, &what))?,
+                Destination::Exchange(x) => ch
+                    .exchange_unbind(
+                        x.as_str().into(),
+                        b.source.as_str().into(),
+                        b.routing_key.as_str().into(),
+                        ExchangeUnbindOptions::default(),
+                        args,
+                    )
+                    .await
+                    .map_err(|e| map_err(&e, &what))?,
+            }
+        }
+        self.inner.recorded().bindings.retain(|x| *x != b);
+        Ok(())
     }
 
     async fn purge(&self, queue: &str) -> Result<u32> {
+        let queue = self.inner.resolve(queue);
         let slot = self.admin().await?;
         channel_of(&slot)?
-            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await
             .map_err(|e| map_err(&e, &format!("purging queue '{queue}'")))
     }
@@ -420,150 +927,188 @@ impl Transport for AmqpTransport {
                 envelope.body.len()
             )));
         }
+        let routing_key = if exchange.is_empty() {
+            ShortStr::from(self.inner.resolve(&routing_key))
+        } else {
+            routing_key
+        };
         let props = to_properties(envelope.properties())?;
         let opts = BasicPublishOptions {
             mandatory,
             immediate: false,
         };
-        // A request asking for a direct reply must go out on the channel consuming the replies.
-        let reply_channel = if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
-            self.inner
-                .reply
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-        } else {
-            None
+        let timeout = self.inner.options.confirm_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let what =
+            || format!("the message to exchange '{exchange}' with routing key '{routing_key}'");
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} was not confirmed by RabbitMQ at {} within {timeout:?}",
+                    what(),
+                    self.inner.shown
+                ),
+            )
         };
-        let confirm = match reply_channel {
-            Some(ch) => ch
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    opts,
-                    &envelope.body,
-                    props,
-                )
-                .await
-                .map_err(|e| map_err(&e, &format!("publishing to exchange '{exchange}'")))?,
-            None => {
-                let slot = self
-                    .channel(&self.inner.publisher, &self.inner.publish_conn, true, false)
-                    .await?;
-                channel_of(&slot)?
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // A request asking for a direct reply must go out on the channel consuming replies.
+            let reply_channel = if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+                self.inner
+                    .reply
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            } else {
+                None
+            };
+            let sent = match reply_channel {
+                Some(ch) => ch
                     .basic_publish(
                         exchange.as_str().into(),
                         routing_key.as_str().into(),
                         opts,
                         &envelope.body,
-                        props,
+                        props.clone(),
                     )
                     .await
-                    .map_err(|e| map_err(&e, &format!("publishing to exchange '{exchange}'")))?
+                    .map_err(|e| map_err(&e, &format!("publishing {}", what()))),
+                None => {
+                    let slot = match self
+                        .channel(
+                            &self.inner.publisher,
+                            &self.inner.publish,
+                            left,
+                            true,
+                            false,
+                        )
+                        .await
+                    {
+                        Ok(s) => s,
+                        Err(e) if e.kind() == ErrorKind::Timeout => return Err(timed_out()),
+                        Err(e) => return Err(e),
+                    };
+                    channel_of(&slot)?
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            routing_key.as_str().into(),
+                            opts,
+                            &envelope.body,
+                            props.clone(),
+                        )
+                        .await
+                        .map_err(|e| map_err(&e, &format!("publishing {}", what())))
+                }
+            };
+            let answer = match sent {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(a) => a.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
+                },
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(lapin::Confirmation::Ack(None)) => return Ok(Confirmation::Confirmed),
+                Ok(lapin::Confirmation::Ack(Some(ret)) | lapin::Confirmation::Nack(Some(ret))) => {
+                    return Ok(Confirmation::Returned {
+                        reply_code: ret.reply_code,
+                        reply_text: ret.reply_text.as_str().to_owned(),
+                    });
+                }
+                Ok(lapin::Confirmation::Nack(None)) => return Ok(Confirmation::Nacked),
+                Ok(lapin::Confirmation::NotRequested) => {
+                    return Err(Error::new(
+                        ErrorKind::Connection,
+                        "the publishing channel is not in confirm mode",
+                    ));
+                }
+                // The broker refused it on this channel (404, 406, 403): not worth sending again.
+                Err(e) if e.scope() == Some(Scope::Channel) => return Err(e),
+                // Lost with the connection: send it again once reconnected, or fail.
+                Err(e) => {
+                    if self.inner.options.unconfirmed == Unconfirmed::Fail
+                        || self.inner.closed.load(Ordering::Acquire)
+                    {
+                        return Err(e);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
-        };
-        let timeout = self.inner.options.confirm_timeout;
-        let answer = tokio::time::timeout(timeout, confirm).await.map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("no publisher confirm within {timeout:?} for the message to exchange '{exchange}' with routing key '{routing_key}'"),
-            )
-        })?;
-        match answer.map_err(|e| map_err(&e, &format!("publishing to exchange '{exchange}'")))? {
-            lapin::Confirmation::Ack(None) => Ok(Confirmation::Confirmed),
-            lapin::Confirmation::Ack(Some(ret)) | lapin::Confirmation::Nack(Some(ret)) => {
-                Ok(Confirmation::Returned {
-                    reply_code: ret.reply_code,
-                    reply_text: ret.reply_text.as_str().to_owned(),
-                })
-            }
-            lapin::Confirmation::Nack(None) => Ok(Confirmation::Nacked),
-            lapin::Confirmation::NotRequested => Err(Error::new(
-                ErrorKind::Connection,
-                "the publishing channel is not in confirm mode",
-            )),
         }
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
         self.check_open()?;
-        let ch = self
+        let (_, conn) = self
             .inner
-            .consume_conn
-            .create_channel()
-            .await
-            .map_err(|e| {
-                map_err(
-                    &e,
-                    &format!("opening a consumer channel to {}", self.inner.shown),
-                )
-            })?;
-        let is_reply = queue == REPLY_TO;
-        if is_reply {
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| map_err(&e, "enabling publisher confirms"))?;
-        }
-        if options.prefetch > 0 && !options.no_ack {
-            ch.basic_qos(options.prefetch, BasicQosOptions { global: false })
-                .await
-                .map_err(|e| map_err(&e, "setting the prefetch"))?;
-        }
-        let n = self.inner.consumers.fetch_add(1, Ordering::Relaxed);
+            .consume
+            .connection(self.inner.options.reconnect_wait)
+            .await?;
+        let n = self.inner.consumer_count.fetch_add(1, Ordering::Relaxed);
         let tag = options
             .consumer_tag
             .clone()
             .unwrap_or_else(|| format!("mqt-{}-{n}", std::process::id()));
-        let opts = BasicConsumeOptions {
-            no_local: false,
-            no_ack: options.no_ack,
-            exclusive: options.exclusive,
-            nowait: false,
-        };
-        let inner = ch
-            .basic_consume(
-                queue.into(),
-                tag.as_str().into(),
-                opts,
-                to_table(&options.arguments)?,
-            )
-            .await
-            .map_err(|e| map_err(&e, &format!("consuming from queue '{queue}'")))?;
-        if is_reply {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spec = Arc::new(ConsumerSpec {
+            queue: queue.to_owned(),
+            options,
+            tag: tag.clone(),
+            tx: std::sync::Mutex::new(Some(tx)),
+            cancelled: AtomicBool::new(false),
+            current: std::sync::Mutex::new(None),
+        });
+        // Subscribe now, so that errors (a missing queue, an exclusive lock) reach the caller.
+        let resolved = self.inner.resolve(queue);
+        let (ch, lapin_consumer) = subscribe(&conn, &spec, &resolved).await?;
+        *spec.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        if queue == REPLY_TO {
             *self
                 .inner
                 .reply
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ch.clone());
+                .unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
         }
-        let ack = ChannelAck::spawn(
-            ch.clone(),
-            Arc::clone(&self.inner.closed),
-            format!("queue '{queue}'"),
-        );
-        let stream = DeliveryStream {
-            inner,
-            channel: ch,
-            tag: tag.clone(),
-            queue: queue.to_owned(),
-            no_ack: options.no_ack,
-            ack,
-            finished: false,
-            closed: Arc::clone(&self.inner.closed),
+        self.inner
+            .specs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&spec));
+        tokio::spawn(pump(
+            Arc::downgrade(&self.inner),
+            Arc::clone(&spec),
+            conn,
+            Some((ch, lapin_consumer)),
+        ));
+        let stream = RecoveringStream {
+            rx,
+            spec,
+            inner: Arc::downgrade(&self.inner),
         };
         Ok(Consumer::new(tag, stream))
     }
 
     async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
+        let queue = self.inner.resolve(queue);
         let slot = self
-            .channel(&self.inner.getter, &self.inner.consume_conn, false, true)
+            .channel(
+                &self.inner.getter,
+                &self.inner.consume,
+                self.inner.options.reconnect_wait,
+                false,
+                true,
+            )
             .await?;
         // Settles of earlier gets go out first, as they would in order on one channel.
         if let Some(ack) = &slot.ack {
             ack.flush().await;
         }
         let got = channel_of(&slot)?
-            .basic_get(queue.into(), BasicGetOptions { no_ack })
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack })
             .await
             .map_err(|e| map_err(&e, &format!("getting from queue '{queue}'")))?;
         let Some(msg) = got else { return Ok(None) };
@@ -585,13 +1130,16 @@ impl Transport for AmqpTransport {
 
     async fn ping(&self) -> Result<()> {
         self.check_open()?;
-        for conn in [&self.inner.consume_conn, &self.inner.publish_conn] {
-            if !conn.status().connected() {
-                return Err(Error::new(
+        for link in [&self.inner.consume, &self.inner.publish] {
+            link.connection(Duration::ZERO).await.map_err(|_| {
+                Error::new(
                     ErrorKind::Connection,
-                    format!("connection to {} is down", self.inner.shown),
-                ));
-            }
+                    format!(
+                        "the {} connection to {} is down",
+                        link.role, self.inner.shown
+                    ),
+                )
+            })?;
         }
         drop(self.admin().await?);
         Ok(())
@@ -601,8 +1149,22 @@ impl Transport for AmqpTransport {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let _ = self.inner.publish_conn.close(200, "OK".into()).await;
-        let _ = self.inner.consume_conn.close(200, "OK".into()).await;
+        let specs = std::mem::take(
+            &mut *self
+                .inner
+                .specs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for s in specs {
+            s.cancelled.store(true, Ordering::Release);
+            s.finish(Error::closed(format!(
+                "consumer on queue '{}' ended: the connection was closed",
+                s.queue
+            )));
+        }
+        self.inner.publish.close().await;
+        self.inner.consume.close().await;
         Ok(())
     }
 }
@@ -622,77 +1184,41 @@ fn to_delivery(d: lapin::message::Delivery, acker: Acker) -> Delivery {
     )
 }
 
-/// A consumer's deliveries. Dropping it cancels the consumer; its channel stays open until every
-/// delivery taken from it is settled or dropped.
-struct DeliveryStream {
-    inner: lapin::Consumer,
-    channel: Channel,
-    tag: String,
-    queue: String,
-    no_ack: bool,
-    ack: Arc<ChannelAck>,
-    finished: bool,
-    closed: Arc<AtomicBool>,
+/// The application's side of a consumer: stays open across reconnects. Dropping it cancels the
+/// consumer; deliveries already taken stay valid until settled or dropped.
+struct RecoveringStream {
+    rx: mpsc::UnboundedReceiver<Result<Delivery>>,
+    spec: Arc<ConsumerSpec>,
+    inner: Weak<Inner>,
 }
 
-impl Stream for DeliveryStream {
+impl Stream for RecoveringStream {
     type Item = Result<Delivery>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(d))) => {
-                let acker = if self.no_ack {
-                    Acker::settled()
-                } else {
-                    Acker::new(
-                        Arc::clone(&self.ack) as Arc<dyn mqtransport_core::AckHandle>,
-                        d.delivery_tag,
-                    )
-                };
-                Poll::Ready(Some(Ok(to_delivery(d, acker))))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                self.finished = true;
-                Poll::Ready(Some(Err(map_err(
-                    &e,
-                    &format!("consumer on queue '{}'", self.queue),
-                ))))
-            }
-            Poll::Ready(None) => {
-                self.finished = true;
-                let err = if self.closed.load(Ordering::Acquire) {
-                    Error::closed(format!(
-                        "consumer on queue '{}' ended: the connection was closed",
-                        self.queue
-                    ))
-                } else {
-                    Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "consumer cancelled by the broker: queue '{}' was deleted or is gone",
-                            self.queue
-                        ),
-                    )
-                };
-                Poll::Ready(Some(Err(err)))
-            }
-        }
+        self.rx.poll_recv(cx)
     }
 }
 
-impl Drop for DeliveryStream {
+impl Drop for RecoveringStream {
     fn drop(&mut self) {
-        if self.finished || self.closed.load(Ordering::Acquire) {
-            return;
+        self.spec.cancelled.store(true, Ordering::Release);
+        if let Some(i) = self.inner.upgrade() {
+            i.specs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|s| !Arc::ptr_eq(s, &self.spec));
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (channel, tag) = (self.channel.clone(), self.tag.clone());
+        let ch = self
+            .spec
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let (Some(ch), Ok(rt)) = (ch, tokio::runtime::Handle::try_current()) {
+            let tag = self.spec.tag.clone();
             rt.spawn(async move {
-                let _ = channel
+                let _ = ch
                     .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                     .await;
             });

@@ -29,6 +29,7 @@ use mqtransport_core::{
     Publish, Topology, Transport,
 };
 
+pub mod proxy;
 pub mod scenarios;
 
 /// How long a scenario waits for an event before it fails.
@@ -309,18 +310,17 @@ where
         prefix: String::new(),
         created,
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(120), scenario(ctx)).await;
+    // A panic inside the scenario must not skip the cleanup on a shared broker.
+    let guarded =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario(ctx)));
+    let outcome = tokio::time::timeout(Duration::from_secs(120), guarded).await;
     cleanup.cleanup().await;
+    let against = cleanup.connector.describe();
     match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(f)) => panic!(
-            "scenario {name} failed against {}:\n{f:?}",
-            cleanup.connector.describe()
-        ),
-        Err(_) => panic!(
-            "scenario {name} did not finish within 120 s against {}",
-            cleanup.connector.describe()
-        ),
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(f))) => panic!("scenario {name} failed against {against}:\n{f:?}"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("scenario {name} did not finish within 120 s against {against}"),
     }
 }
 

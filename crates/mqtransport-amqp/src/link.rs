@@ -1,0 +1,229 @@
+//! One supervised connection: connect, watch for loss, reconnect with backoff and jitter, and
+//! run a hook each time the link comes back up. lapin's own auto-recovery is not used.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::{Connection, ConnectionProperties, Event};
+use mqtransport_core::{BoxFuture, Error, ErrorKind, Result};
+use tokio::sync::watch;
+
+/// The state of a connection, as [`crate::AmqpTransport::state`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connected (the number counts connections made so far, starting at 1).
+    Up(u64),
+    /// Connected, but the broker blocked publishing (`connection.blocked`, e.g. a memory alarm).
+    Blocked(u64),
+    /// Lost; reconnecting.
+    Down,
+    /// Closed by the application.
+    Closed,
+}
+
+/// Runs after every (re)connection, before the link is announced as up.
+pub(crate) type OnUp =
+    Arc<dyn Fn(Arc<Connection>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+pub(crate) struct Link {
+    pub(crate) role: &'static str,
+    uri: String,
+    pub(crate) shown: String,
+    pub(crate) name: String,
+    current: Mutex<Option<(u64, Arc<Connection>)>>,
+    state: watch::Sender<LinkState>,
+}
+
+impl Link {
+    /// Connects once (errors go to the caller) and starts the supervisor.
+    pub(crate) async fn open(
+        role: &'static str,
+        uri: String,
+        shown: String,
+        name: String,
+        on_up: OnUp,
+    ) -> Result<Arc<Link>> {
+        let (state, _) = watch::channel(LinkState::Down);
+        let link = Arc::new(Link {
+            role,
+            uri,
+            shown,
+            name,
+            current: Mutex::new(None),
+            state,
+        });
+        let conn = link.connect_once().await?;
+        link.install(Arc::clone(&conn), 1);
+        tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, on_up));
+        Ok(link)
+    }
+
+    async fn connect_once(&self) -> Result<Arc<Connection>> {
+        let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
+        Connection::connect(&self.uri, props)
+            .await
+            .map(Arc::new)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "cannot connect to RabbitMQ at {} ({} connection): {e}",
+                        self.shown, self.role
+                    ),
+                )
+            })
+    }
+
+    fn install(&self, conn: Arc<Connection>, generation: u64) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
+        self.state.send_replace(LinkState::Up(generation));
+    }
+
+    pub(crate) fn state(&self) -> LinkState {
+        *self.state.borrow()
+    }
+
+    /// The current connection and its generation, waiting up to `wait` for the link to be up.
+    pub(crate) async fn connection(&self, wait: Duration) -> Result<(u64, Arc<Connection>)> {
+        let mut rx = self.state.subscribe();
+        let up = tokio::time::timeout(
+            wait,
+            rx.wait_for(|s| {
+                matches!(
+                    s,
+                    LinkState::Up(_) | LinkState::Blocked(_) | LinkState::Closed
+                )
+            }),
+        )
+        .await;
+        match up {
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "RabbitMQ at {} was unreachable for {wait:?} ({} connection)",
+                    self.shown, self.role
+                ),
+            )),
+            Ok(Err(_)) => Err(Error::closed(format!(
+                "connection to {} is closed",
+                self.shown
+            ))),
+            Ok(Ok(s)) if *s == LinkState::Closed => Err(Error::closed(format!(
+                "connection to {} is closed",
+                self.shown
+            ))),
+            Ok(Ok(_)) => self
+                .current
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Connection,
+                        format!("connection to {} is down", self.shown),
+                    )
+                }),
+        }
+    }
+
+    /// Waits until the link has moved past connection `generation` (it was found dead by a
+    /// caller before the supervisor noticed), at most `wait`.
+    pub(crate) async fn wait_past(&self, generation: u64, wait: Duration) {
+        let mut rx = self.state.subscribe();
+        let _ = tokio::time::timeout(
+            wait,
+            rx.wait_for(
+                |s| !matches!(s, LinkState::Up(g) | LinkState::Blocked(g) if *g == generation),
+            ),
+        )
+        .await;
+    }
+
+    pub(crate) async fn close(&self) {
+        self.state.send_replace(LinkState::Closed);
+        let conn = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((_, c)) = conn {
+            let _ = c.close(200, "OK".into()).await;
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s, with ±25 % jitter so that many clients do not
+/// reconnect in step.
+fn backoff(attempt: u32, seed: &mut u64) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let jitter = (*seed % (base / 2 + 1)) as i64 - (base / 4) as i64;
+    Duration::from_millis(base.saturating_add_signed(jitter))
+}
+
+async fn supervise(
+    link: std::sync::Weak<Link>,
+    mut conn: Arc<Connection>,
+    mut generation: u64,
+    on_up: OnUp,
+) {
+    let mut seed = u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15;
+    loop {
+        // Watch this connection until it fails or the application closes it.
+        let mut events = conn.events_listener();
+        let lost = loop {
+            match events.next().await {
+                Some(Event::Error(_)) | None => break true,
+                Some(Event::ConnectionBlocked(_)) => {
+                    if let Some(l) = link.upgrade() {
+                        l.state.send_replace(LinkState::Blocked(generation));
+                    }
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    if let Some(l) = link.upgrade() {
+                        l.state.send_replace(LinkState::Up(generation));
+                    }
+                }
+                Some(_) => {}
+            }
+            if !conn.status().connected() {
+                break true;
+            }
+        };
+        let Some(l) = link.upgrade() else { return };
+        if !lost || l.state() == LinkState::Closed {
+            return;
+        }
+        l.state.send_replace(LinkState::Down);
+        *l.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        drop(l);
+        // Reconnect.
+        let mut attempt = 0;
+        conn = loop {
+            tokio::time::sleep(backoff(attempt, &mut seed)).await;
+            attempt += 1;
+            let Some(l) = link.upgrade() else { return };
+            if l.state() == LinkState::Closed {
+                return;
+            }
+            let Ok(c) = l.connect_once().await else {
+                continue;
+            };
+            generation += 1;
+            // Restore what the application had (topology, consumers) before announcing the link.
+            if on_up(Arc::clone(&c), generation).await.is_err() {
+                let _ = c.close(320, "restore failed".into()).await;
+                continue;
+            }
+            if l.state() == LinkState::Closed {
+                let _ = c.close(200, "OK".into()).await;
+                return;
+            }
+            l.install(Arc::clone(&c), generation);
+            break c;
+        };
+    }
+}

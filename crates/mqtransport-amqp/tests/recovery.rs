@@ -1,0 +1,523 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+//! Recovery against a real RabbitMQ, with faults injected by the testkit's TCP proxy (or, for a
+//! server-side close, by `rabbitmqctl` on this test's own connection). Every test uses unique
+//! names and deletes what it created; the shared broker itself is never touched.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState};
+use mqtransport_core::{
+    Binding, BrokerUrl, Confirmation, ConsumeOptions, DeleteQueue, Envelope, ErrorKind, Exchange,
+    Publish, Queue, Topology, Transport,
+};
+use mqtransport_testkit::proxy::{Cut, Direction, FaultProxy};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn broker_url() -> String {
+    std::env::var("MQT_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A direct connection for setup and cleanup, or `None` (SKIPPED) when RabbitMQ is unreachable
+/// and not required.
+async fn direct() -> Option<AmqpTransport> {
+    let url = BrokerUrl::parse(&broker_url()).expect("MQT_TEST_AMQP_URL parses");
+    match AmqpTransport::connect(&url).await {
+        Ok(t) => Some(t),
+        Err(e) if !mqtransport_testkit::brokers_required() => {
+            println!("SKIPPED: RabbitMQ not reachable at {url} ({e})");
+            None
+        }
+        Err(e) => panic!("RabbitMQ not reachable at {url}: {e}"),
+    }
+}
+
+/// The broker URL rewritten to go through `proxy`, with a short heartbeat.
+fn via(proxy: &FaultProxy) -> BrokerUrl {
+    let url = BrokerUrl::parse(&broker_url()).expect("MQT_TEST_AMQP_URL parses");
+    let user = url.username().unwrap_or("guest");
+    let pass = url.password().unwrap_or("guest");
+    let vhost = if url.vhost() == "/" {
+        "%2f".to_owned()
+    } else {
+        url.vhost().to_owned()
+    };
+    BrokerUrl::parse(&format!(
+        "amqp://{user}:{pass}@{}/{vhost}?heartbeat=2",
+        proxy.addr()
+    ))
+    .expect("proxy URL parses")
+}
+
+fn upstream() -> String {
+    let url = BrokerUrl::parse(&broker_url()).expect("MQT_TEST_AMQP_URL parses");
+    format!("{}:{}", url.host(), url.port().unwrap_or(5672))
+}
+
+fn unique(base: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("mqt-rec-{base}-{}-{nanos:x}", std::process::id())
+}
+
+/// A durable test queue that the broker removes by itself 10 minutes after its last use, should
+/// the test die before its cleanup.
+fn guarded(name: &str) -> Queue {
+    Queue::durable(name).expires(Duration::from_secs(600))
+}
+
+fn options() -> AmqpOptions {
+    AmqpOptions {
+        confirm_timeout: Duration::from_secs(45),
+        reconnect_wait: Duration::from_secs(45),
+        ..AmqpOptions::default()
+    }
+}
+
+async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes `n` numbered messages while a consumer acks them; cuts every connection after a
+/// third of the confirms. Every confirmed message must be consumed, with few duplicates.
+async fn publish_and_consume_across(cut: Cut) {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects through the proxy");
+    let q = unique("cut");
+    t.declare(&Topology::new().queue(guarded(&q)))
+        .await
+        .expect("declare");
+
+    let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut consumer = t
+        .consume(&q, ConsumeOptions::default().prefetch(20))
+        .await
+        .expect("consume");
+    let seen2 = Arc::clone(&seen);
+    let consuming = tokio::spawn(async move {
+        while let Some(d) = consumer.next().await {
+            let Ok(d) = d else { continue };
+            let body = String::from_utf8_lossy(&d.envelope.body).into_owned();
+            *seen2.lock().expect("seen").entry(body).or_default() += 1;
+            // An ack on a channel lost meanwhile fails typed; the message comes back redelivered.
+            if let Err(e) = d.ack().await {
+                assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+            }
+        }
+    });
+
+    const N: usize = 300;
+    let mut confirmed = HashSet::new();
+    for i in 0..N {
+        if i == N / 3 {
+            proxy.cut(cut);
+        }
+        let body = format!("m{i}");
+        match t
+            .publish(Publish::to_queue(&q, Envelope::new(body.clone())))
+            .await
+        {
+            Ok(Confirmation::Confirmed) => {
+                confirmed.insert(body);
+            }
+            other => panic!("publish {i} during recovery: {other:?}"),
+        }
+    }
+    assert!(
+        proxy.accepted() >= 4,
+        "the transport reconnected both connections"
+    );
+    wait_until("every confirmed message is consumed", || {
+        let seen = seen.lock().expect("seen");
+        confirmed.iter().all(|b| seen.contains_key(b))
+    })
+    .await;
+    let duplicates: usize = seen.lock().expect("seen").values().map(|n| n - 1).sum();
+    assert!(
+        duplicates <= 40,
+        "{duplicates} duplicates: more than the in-flight window"
+    );
+    assert!(
+        matches!(t.state(), LinkState::Up(g) if g >= 2),
+        "state after recovery: {:?}",
+        t.state()
+    );
+    consuming.abort();
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&q, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_publish_and_consume_loses_nothing() {
+    publish_and_consume_across(Cut::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fin_mid_publish_and_consume_loses_nothing() {
+    publish_and_consume_across(Cut::Fin).await;
+}
+
+/// After a reconnect the consumer is back with its prefetch: holding deliveries unacked, it
+/// gets exactly `prefetch` of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_and_qos_are_restored() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects");
+    let q = unique("qos");
+    t.declare(&Topology::new().queue(guarded(&q)))
+        .await
+        .expect("declare");
+    let mut consumer = t
+        .consume(&q, ConsumeOptions::default().prefetch(5))
+        .await
+        .expect("consume");
+    proxy.cut(Cut::Reset);
+    for i in 0..20 {
+        let c = t
+            .publish(Publish::to_queue(&q, Envelope::new(format!("m{i}"))))
+            .await
+            .expect("publish");
+        assert_eq!(c, Confirmation::Confirmed);
+    }
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .expect("a delivery")
+            .expect("stream open");
+        held.push(d.expect("delivery"));
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let ready = admin.queue_info(&q).await.expect("info").message_count;
+        if ready == 15 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ready stayed {ready}, expected 15 (prefetch 5 of 20)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    drop(consumer);
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&q, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}
+
+/// A stall longer than the heartbeat: the connection is declared dead and replaced; a publish
+/// made during the stall is confirmed once traffic flows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_longer_than_heartbeat_recovers() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects");
+    let q = unique("stall");
+    t.declare(&Topology::new().queue(guarded(&q)))
+        .await
+        .expect("declare");
+    proxy.stall(Direction::ToServer, true);
+    proxy.stall(Direction::ToClient, true);
+    let publisher = t.clone();
+    let q2 = q.clone();
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish(Publish::to_queue(&q2, Envelope::new("during-stall")))
+            .await
+    });
+    // Two heartbeat intervals of 2 s pass before either side gives up on the connection.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    proxy.stall(Direction::ToServer, false);
+    proxy.stall(Direction::ToClient, false);
+    let outcome = tokio::time::timeout(DEADLINE, publishing)
+        .await
+        .expect("publish finishes")
+        .expect("task");
+    assert_eq!(
+        outcome.expect("publish after the stall"),
+        Confirmation::Confirmed
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while admin.queue_info(&q).await.expect("info").message_count < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message published during the stall never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&q, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}
+
+/// While the broker cannot be reached, a publish fails typed after the confirm timeout; the
+/// transport works again once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_during_an_outage_times_out_typed() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let opts = AmqpOptions {
+        confirm_timeout: Duration::from_secs(2),
+        ..options()
+    };
+    let t = AmqpTransport::connect_with(&via(&proxy), opts)
+        .await
+        .expect("connects");
+    let q = unique("outage");
+    t.declare(&Topology::new().queue(guarded(&q)))
+        .await
+        .expect("declare");
+    proxy.refuse(true);
+    proxy.cut(Cut::Reset);
+    let e = t
+        .publish(Publish::to_queue(&q, Envelope::new("lost?")))
+        .await
+        .expect_err("no broker");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        e.message().contains(&q),
+        "the error names the destination: {e}"
+    );
+    assert!(
+        !e.message().contains("guest:guest"),
+        "no password in errors: {e}"
+    );
+    proxy.refuse(false);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match t
+            .publish(Publish::to_queue(&q, Envelope::new("after")))
+            .await
+        {
+            Ok(c) => {
+                assert_eq!(c, Confirmation::Confirmed);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+                assert!(tokio::time::Instant::now() < deadline, "never recovered");
+            }
+        }
+    }
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&q, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}
+
+/// The broker closes this test's own connection (`rabbitmqctl close_connection`, found by its
+/// name): the server-named exclusive queue is re-created under a new name, its binding and
+/// consumer move with it, and messages keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_close_recreates_server_named_queue_and_consumer() {
+    let Some(admin) = direct().await else { return };
+    if std::process::Command::new("rabbitmqctl")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        assert!(
+            !mqtransport_testkit::brokers_required(),
+            "rabbitmqctl is needed for this test"
+        );
+        println!("SKIPPED: rabbitmqctl not available");
+        return;
+    }
+    let t = AmqpTransport::connect_with(&BrokerUrl::parse(&broker_url()).expect("url"), options())
+        .await
+        .expect("connects");
+    let x = unique("events");
+    let declared = t
+        .declare(
+            &Topology::new()
+                .exchange(Exchange::fanout(&x).transient().auto_delete())
+                .queue(Queue::server_named())
+                .bind(Binding::queue("", &x, "")),
+        )
+        .await
+        .expect("declare");
+    let first_name = declared.queues[0].name.clone();
+    let mut consumer = t
+        .consume(&first_name, ConsumeOptions::default().prefetch(10))
+        .await
+        .expect("consume");
+    t.publish(Publish::new(&x, "", Envelope::new("before")))
+        .await
+        .expect("publish");
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("delivery")
+        .expect("open")
+        .expect("ok");
+    d.ack().await.expect("ack");
+
+    let [consume_name, _] = t.connection_names();
+    let listing = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let pid = text
+        .lines()
+        .find(|l| l.contains(consume_name))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("our connection is listed by name")
+        .to_owned();
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "mqtransport recovery test"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        closed.status.success(),
+        "close_connection: {}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+
+    // The queue goes with the connection, and the auto-delete exchange with its last binding.
+    // Recovery declares both again and moves the binding to the new queue, so publishing soon
+    // reaches the same consumer stream; until then the exchange may be missing (404).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match t
+            .publish(Publish::new(&x, "", Envelope::new("after")))
+            .await
+        {
+            Ok(Confirmation::Confirmed) => break,
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the topology was never restored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("delivery")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(&d.envelope.body[..], b"after");
+    d.ack().await.expect("ack");
+    // The old name still works for the application: it resolves to the new queue.
+    let info = t
+        .queue_info(&first_name)
+        .await
+        .expect("the renamed queue is found by its first name");
+    assert_ne!(info.name, first_name);
+    assert!(matches!(t.state(), LinkState::Up(g) if g >= 2));
+    drop(consumer);
+    t.close().await.expect("close");
+    admin.delete_exchange(&x, false).await.expect("cleanup");
+    admin.close().await.expect("close");
+}
+
+/// A queue this transport declared is deleted under a running consumer: it is declared again
+/// and the consumer resumes. A queue it did not declare ends the stream with `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
+    let Some(admin) = direct().await else { return };
+    let t = AmqpTransport::connect_with(&BrokerUrl::parse(&broker_url()).expect("url"), options())
+        .await
+        .expect("connects");
+    let (mine, foreign) = (unique("mine"), unique("foreign"));
+    t.declare(&Topology::new().queue(guarded(&mine)))
+        .await
+        .expect("declare");
+    admin
+        .declare(&Topology::new().queue(guarded(&foreign)))
+        .await
+        .expect("declare");
+    let mut on_mine = t
+        .consume(&mine, ConsumeOptions::default().prefetch(5))
+        .await
+        .expect("consume");
+    let mut on_foreign = t
+        .consume(&foreign, ConsumeOptions::default().prefetch(5))
+        .await
+        .expect("consume");
+    admin
+        .delete_queue(&mine, DeleteQueue::default())
+        .await
+        .expect("delete");
+    admin
+        .delete_queue(&foreign, DeleteQueue::default())
+        .await
+        .expect("delete");
+
+    let ended = tokio::time::timeout(DEADLINE, on_foreign.next())
+        .await
+        .expect("the stream reports");
+    match ended {
+        Some(Err(e)) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
+        other => panic!("expected a NotFound error, got {other:?}"),
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let c = t
+            .publish(Publish::to_queue(&mine, Envelope::new("again")))
+            .await
+            .expect("publish");
+        if c == Confirmation::Confirmed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue was never declared again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = tokio::time::timeout(DEADLINE, on_mine.next())
+        .await
+        .expect("delivery")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(&d.envelope.body[..], b"again");
+    d.ack().await.expect("ack");
+    drop(on_mine);
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&mine, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}

@@ -1,0 +1,219 @@
+//! A TCP fault proxy for recovery tests: it sits between a client and a broker and can cut every
+//! connection (with RST or FIN), stall either direction, delay traffic, or refuse new
+//! connections. Fault tests go through it and never touch the shared broker itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// How connections are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// An abortive close: the peer sees a connection reset.
+    Reset,
+    /// An orderly close: the peer reads end of file.
+    Fin,
+}
+
+/// A direction of traffic through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client to the broker.
+    ToServer,
+    /// From the broker to the client.
+    ToClient,
+}
+
+#[derive(Default)]
+struct Shared {
+    refuse: AtomicBool,
+    stall: [AtomicBool; 2],
+    delay_ms: AtomicU64,
+    resume: Notify,
+    live: AtomicUsize,
+    accepted: AtomicUsize,
+    conns: Mutex<Vec<watch::Sender<Option<Cut>>>>,
+}
+
+/// A running proxy; stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy on a free local port that forwards to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> io::Result<FaultProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let upstream = upstream.to_owned();
+        let s = Arc::clone(&shared);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                s.accepted.fetch_add(1, Ordering::Relaxed);
+                if s.refuse.load(Ordering::Acquire) {
+                    let _ = client.set_zero_linger();
+                    drop(client);
+                    continue;
+                }
+                let s = Arc::clone(&s);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(&upstream).await {
+                        serve(s, client, server).await;
+                    }
+                });
+            }
+        });
+        Ok(FaultProxy { addr, shared, task })
+    }
+
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Cuts every open connection.
+    pub fn cut(&self, how: Cut) {
+        let conns = std::mem::take(
+            &mut *self
+                .shared
+                .conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for c in conns {
+            let _ = c.send(Some(how));
+        }
+    }
+
+    /// Refuses (resets) new connections while `on`.
+    pub fn refuse(&self, on: bool) {
+        self.shared.refuse.store(on, Ordering::Release);
+    }
+
+    /// Stops forwarding in `direction` while `on` (bytes wait in the socket buffers).
+    pub fn stall(&self, direction: Direction, on: bool) {
+        self.shared.stall[direction as usize].store(on, Ordering::Release);
+        if !on {
+            self.shared.resume.notify_waiters();
+        }
+    }
+
+    /// Delays every forwarded chunk by `delay`.
+    pub fn delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::Release);
+    }
+
+    /// Connections currently open through the proxy.
+    pub fn live_connections(&self) -> usize {
+        self.shared.live.load(Ordering::Acquire)
+    }
+
+    /// Connections accepted so far (refused ones included).
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut(Cut::Reset);
+    }
+}
+
+async fn serve(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
+    let (cut_tx, cut_rx) = watch::channel(None);
+    s.conns
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(cut_tx);
+    s.live.fetch_add(1, Ordering::AcqRel);
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let up = tokio::spawn(forward(
+        Arc::clone(&s),
+        Direction::ToServer,
+        cr,
+        sw,
+        cut_rx.clone(),
+    ));
+    let down = tokio::spawn(forward(Arc::clone(&s), Direction::ToClient, sr, cw, cut_rx));
+    let _ = tokio::join!(up, down);
+    s.live.fetch_sub(1, Ordering::AcqRel);
+}
+
+async fn forward(
+    s: Arc<Shared>,
+    dir: Direction,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut cut: watch::Receiver<Option<Cut>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let reset = |from: &OwnedReadHalf, to: &OwnedWriteHalf| {
+        let _ = from.as_ref().set_zero_linger();
+        let _ = to.as_ref().set_zero_linger();
+    };
+    loop {
+        while s.stall[dir as usize].load(Ordering::Acquire) {
+            let resumed = s.resume.notified();
+            tokio::select! {
+                _ = resumed => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = cut.changed() => {
+                    if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); }
+                    return;
+                }
+            }
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => { let _ = to.shutdown().await; return; } Ok(n) => n },
+            _ = cut.changed() => {
+                if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); } else { let _ = to.shutdown().await; }
+                return;
+            }
+        };
+        let delay = s.delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if s.stall[dir as usize].load(Ordering::Acquire) {
+            // Hold what was read until the stall ends (or the connection is cut).
+            loop {
+                let resumed = s.resume.notified();
+                tokio::select! {
+                    _ = resumed => {}
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = cut.changed() => {
+                        if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); }
+                        return;
+                    }
+                }
+                if !s.stall[dir as usize].load(Ordering::Acquire) {
+                    break;
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
