@@ -36,11 +36,7 @@ impl ChannelAck {
     /// Starts the ack task for `channel`, whose delivery tags start at 1 and are used by this
     /// task's deliveries only. The task closes the channel once every sender is gone, which
     /// returns anything still unsettled to its queue.
-    pub(crate) fn spawn(
-        channel: Channel,
-        closed: Arc<AtomicBool>,
-        what: String,
-    ) -> Arc<ChannelAck> {
+    pub(crate) fn spawn(channel: Channel, closed: Arc<AtomicBool>, what: String) -> Arc<ChannelAck> {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(channel.clone(), rx));
         Arc::new(ChannelAck {
@@ -113,9 +109,7 @@ impl Tags {
                 let _ = channel.basic_nack(tag, opts).await;
             }
             Cmd::Settle(Settle::Reject { requeue }) => {
-                let _ = channel
-                    .basic_reject(tag, BasicRejectOptions { requeue })
-                    .await;
+                let _ = channel.basic_reject(tag, BasicRejectOptions { requeue }).await;
             }
         }
         if tag >= self.next {
@@ -133,15 +127,11 @@ impl Tags {
         }
         let prefix = self.next - 1;
         if self.unsent_acks.first().is_some_and(|t| *t <= prefix) {
-            let _ = channel
-                .basic_ack(prefix, BasicAckOptions { multiple: true })
-                .await;
+            let _ = channel.basic_ack(prefix, BasicAckOptions { multiple: true }).await;
             self.unsent_acks.retain(|t| *t > prefix);
         }
         for tag in std::mem::take(&mut self.unsent_acks) {
-            let _ = channel
-                .basic_ack(tag, BasicAckOptions { multiple: false })
-                .await;
+            let _ = channel.basic_ack(tag, BasicAckOptions { multiple: false }).await;
         }
     }
 }

@@ -1,13 +1,9 @@
 //! Conversions between mqtransport's types and lapin's, kept inside this crate.
 
 use bytes::Bytes;
-use lapin::types::{
-    AMQPValue, DecimalValue, FieldArray, FieldTable as LFieldTable, LongString, ShortString,
-};
+use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable as LFieldTable, LongString, ShortString};
 use lapin::{BasicProperties, ErrorKind as LErrorKind};
-use mqtransport_core::{
-    Decimal, DeliveryMode, Error, ErrorKind, FieldTable, FieldValue, Properties, Scope,
-};
+use mqtransport_core::{Decimal, DeliveryMode, Error, ErrorKind, FieldTable, FieldValue, Properties, Scope};
 
 /// A header value as lapin encodes it. RabbitMQ has no unsigned 64-bit type: `U64` values that
 /// fit are sent as signed 64-bit, larger ones are refused.
@@ -21,11 +17,11 @@ pub(crate) fn to_amqp(v: &FieldValue, key: &str) -> Result<AMQPValue, Error> {
         FieldValue::I32(x) => AMQPValue::LongInt(*x),
         FieldValue::U32(x) => AMQPValue::LongUInt(*x),
         FieldValue::I64(x) => AMQPValue::LongLongInt(*x),
-        FieldValue::U64(x) => AMQPValue::LongLongInt(i64::try_from(*x).map_err(|_| {
-            Error::invalid(format!(
-                "header '{key}': {x} does not fit AMQP's signed 64-bit integer"
-            ))
-        })?),
+        FieldValue::U64(x) => {
+            AMQPValue::LongLongInt(i64::try_from(*x).map_err(|_| {
+                Error::invalid(format!("header '{key}': {x} does not fit AMQP's signed 64-bit integer"))
+            })?)
+        }
         FieldValue::F32(x) => AMQPValue::Float(*x),
         FieldValue::F64(x) => AMQPValue::Double(*x),
         FieldValue::Decimal(d) => AMQPValue::DecimalValue(DecimalValue {
@@ -77,9 +73,7 @@ pub(crate) fn from_amqp(v: &AMQPValue) -> FieldValue {
             scale: d.scale,
             value: d.value,
         }),
-        AMQPValue::ShortString(s) => {
-            FieldValue::LongString(Bytes::copy_from_slice(s.as_str().as_bytes()))
-        }
+        AMQPValue::ShortString(s) => FieldValue::LongString(Bytes::copy_from_slice(s.as_str().as_bytes())),
         AMQPValue::LongString(s) => FieldValue::LongString(Bytes::copy_from_slice(s.as_bytes())),
         AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(from_amqp).collect()),
         AMQPValue::Timestamp(t) => FieldValue::Timestamp(*t),
@@ -90,15 +84,11 @@ pub(crate) fn from_amqp(v: &AMQPValue) -> FieldValue {
 }
 
 pub(crate) fn from_table(t: &LFieldTable) -> FieldTable {
-    t.inner()
-        .iter()
-        .map(|(k, v)| (k.as_str(), from_amqp(v)))
-        .collect()
+    t.inner().iter().map(|(k, v)| (k.as_str(), from_amqp(v))).collect()
 }
 
 fn short(s: &str, what: &str) -> Result<ShortString, Error> {
-    ShortString::try_new(s)
-        .map_err(|_| Error::invalid(format!("the {what} property is longer than 255 bytes")))
+    ShortString::try_new(s).map_err(|_| Error::invalid(format!("the {what} property is longer than 255 bytes")))
 }
 
 pub(crate) fn to_properties(p: &Properties) -> Result<BasicProperties, Error> {
@@ -185,10 +175,9 @@ pub(crate) fn map_err(e: &lapin::Error, context: &str) -> Error {
             };
             Error::broker(amqp.get_id(), amqp.get_message().as_str().to_owned(), scope)
         }
-        LErrorKind::InvalidChannelState(..) | LErrorKind::InvalidChannel(_) => Error::new(
-            ErrorKind::Closed,
-            format!("{context}: the channel is closed ({e})"),
-        ),
+        LErrorKind::InvalidChannelState(..) | LErrorKind::InvalidChannel(_) => {
+            Error::new(ErrorKind::Closed, format!("{context}: the channel is closed ({e})"))
+        }
         _ => Error::new(ErrorKind::Connection, format!("{context}: {e}")),
     }
 }

@@ -42,15 +42,14 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    ExchangeUnbindOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-    QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::{Channel, Connection};
 use mqtransport_core::{
-    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
-    DeleteQueue, Delivery, Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind,
-    Publish, Queue, QueueInfo, Result, Scheme, Scope, ShortStr, Topology, Transport,
+    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+    Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind, Publish, Queue, QueueInfo, Result, Scheme, Scope,
+    ShortStr, Topology, Transport,
 };
 use tokio::sync::{Mutex, mpsc};
 
@@ -122,10 +121,7 @@ struct Recorded {
 
 impl Recorded {
     fn resolve(&self, name: &str) -> String {
-        self.renames
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| name.to_owned())
+        self.renames.get(name).cloned().unwrap_or_else(|| name.to_owned())
     }
 
     fn has_queue(&self, name: &str) -> bool {
@@ -155,9 +151,7 @@ impl Recorded {
                 *v = new.to_owned();
             }
         }
-        self.renames
-            .entry(old.to_owned())
-            .or_insert_with(|| new.to_owned());
+        self.renames.entry(old.to_owned()).or_insert_with(|| new.to_owned());
     }
 }
 
@@ -182,23 +176,14 @@ impl ConsumerSpec {
 
     /// Ends the application's stream after an error.
     fn finish(&self, error: Error) {
-        let tx = self
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(tx) = tx {
             let _ = tx.send(Err(error));
         }
     }
 
     fn done(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire)
-            || self
-                .tx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_none()
+        self.cancelled.load(Ordering::Acquire) || self.tx.lock().unwrap_or_else(PoisonError::into_inner).is_none()
     }
 }
 
@@ -209,6 +194,9 @@ struct Inner {
     admin: Mutex<Slot>,
     getter: Mutex<Slot>,
     publisher: Mutex<Slot>,
+    /// The publisher channel while it is usable: publishing clones it out under a brief lock and
+    /// holds no lock while sending, so concurrent publishes pipeline on it.
+    publisher_fast: std::sync::Mutex<Option<Channel>>,
     /// The channel consuming `amq.rabbitmq.reply-to`: requests that want direct replies must be
     /// published on it.
     reply: std::sync::Mutex<Option<Channel>>,
@@ -249,11 +237,7 @@ fn unique_suffix() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{}-{nanos:x}{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}-{nanos:x}{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 impl AmqpTransport {
@@ -294,14 +278,7 @@ impl AmqpTransport {
         });
         let nothing: OnUp = Arc::new(|_, _| Box::pin(async { Ok(()) }));
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
-        let consume = Link::open(
-            "consume",
-            uri.clone(),
-            shown.clone(),
-            name("consume"),
-            on_consume_up,
-        )
-        .await?;
+        let consume = Link::open("consume", uri.clone(), shown.clone(), name("consume"), on_consume_up).await?;
         let publish = Link::open("publish", uri, shown.clone(), name("publish"), nothing).await?;
         let inner = Arc::new(Inner {
             shown,
@@ -310,6 +287,7 @@ impl AmqpTransport {
             admin: Mutex::default(),
             getter: Mutex::default(),
             publisher: Mutex::default(),
+            publisher_fast: std::sync::Mutex::new(None),
             reply: std::sync::Mutex::new(None),
             closed: Arc::new(AtomicBool::new(false)),
             options,
@@ -336,18 +314,12 @@ impl AmqpTransport {
     /// The names of this transport's two connections, as `rabbitmqctl list_connections name`
     /// shows them.
     pub fn connection_names(&self) -> [&str; 2] {
-        [
-            self.inner.consume.name.as_str(),
-            self.inner.publish.name.as_str(),
-        ]
+        [self.inner.consume.name.as_str(), self.inner.publish.name.as_str()]
     }
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::closed(format!(
-                "connection to {} is closed",
-                self.inner.shown
-            )));
+            return Err(Error::closed(format!("connection to {} is closed", self.inner.shown)));
         }
         Ok(())
     }
@@ -368,11 +340,8 @@ impl AmqpTransport {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (generation, conn) = link.connection(left).await?;
             let mut guard = slot.lock().await;
-            let usable = guard.generation == generation
-                && guard
-                    .channel
-                    .as_ref()
-                    .is_some_and(|c| c.status().connected());
+            let usable =
+                guard.generation == generation && guard.channel.as_ref().is_some_and(|c| c.status().connected());
             if usable {
                 return Ok(guard);
             }
@@ -422,15 +391,30 @@ impl AmqpTransport {
                     .await
                     .map_err(|e| map_err(&e, "enabling publisher confirms"))?;
             }
-            let ack = with_ack.then(|| {
-                ChannelAck::spawn(
-                    ch.clone(),
-                    Arc::clone(&self.inner.closed),
-                    "basic.get".into(),
-                )
-            });
+            let ack =
+                with_ack.then(|| ChannelAck::spawn(ch.clone(), Arc::clone(&self.inner.closed), "basic.get".into()));
             Ok((ch, ack))
         }
+    }
+
+    /// The publisher channel: the cached one while usable, else (re)opened through its slot.
+    async fn publisher_channel(&self, wait: Duration) -> Result<Channel> {
+        let cached = self
+            .inner
+            .publisher_fast
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(ch) = cached.filter(|c| c.status().connected()) {
+            self.check_open()?;
+            return Ok(ch);
+        }
+        let slot = self
+            .channel(&self.inner.publisher, &self.inner.publish, wait, true, false)
+            .await?;
+        let ch = channel_of(&slot)?.clone();
+        *self.inner.publisher_fast.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        Ok(ch)
     }
 
     async fn admin(&self) -> Result<tokio::sync::MutexGuard<'_, Slot>> {
@@ -484,9 +468,7 @@ impl AmqpTransport {
 }
 
 fn channel_of(slot: &Slot) -> Result<&Channel> {
-    slot.channel
-        .as_ref()
-        .ok_or_else(|| Error::closed("no channel"))
+    slot.channel.as_ref().ok_or_else(|| Error::closed("no channel"))
 }
 
 fn lapin_kind(kind: ExchangeKind) -> lapin::ExchangeKind {
@@ -570,11 +552,7 @@ async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
         .map_err(|e| map_err(&e, "opening a channel to restore the topology"))?;
     let (exchanges, queues, server_named) = {
         let r = inner.recorded();
-        (
-            r.exchanges.clone(),
-            r.queues.clone(),
-            r.server_named.clone(),
-        )
+        (r.exchanges.clone(), r.queues.clone(), r.server_named.clone())
     };
     for x in &exchanges {
         declare_exchange(&ch, x).await?;
@@ -597,11 +575,7 @@ async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
         bind(&ch, b).await?;
     }
     let _ = ch.close(200, "OK".into()).await;
-    let specs: Vec<Arc<ConsumerSpec>> = inner
-        .specs
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let specs: Vec<Arc<ConsumerSpec>> = inner.specs.lock().unwrap_or_else(PoisonError::into_inner).clone();
     for spec in specs.into_iter().filter(|s| !s.done()) {
         tokio::spawn(pump(Arc::downgrade(&inner), spec, Arc::clone(&conn), None));
     }
@@ -609,11 +583,7 @@ async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
 }
 
 /// Opens a channel with the consumer's QoS and subscribes.
-async fn subscribe(
-    conn: &Connection,
-    spec: &ConsumerSpec,
-    queue: &str,
-) -> Result<(Channel, lapin::Consumer)> {
+async fn subscribe(conn: &Connection, spec: &ConsumerSpec, queue: &str) -> Result<(Channel, lapin::Consumer)> {
     let ch = conn
         .create_channel()
         .await
@@ -636,12 +606,7 @@ async fn subscribe(
         nowait: false,
     };
     let consumer = ch
-        .basic_consume(
-            queue.into(),
-            spec.tag.as_str().into(),
-            opts,
-            to_table(&o.arguments)?,
-        )
+        .basic_consume(queue.into(), spec.tag.as_str().into(), opts, to_table(&o.arguments)?)
         .await
         .map_err(|e| map_err(&e, &format!("consuming from queue '{queue}'")))?;
     Ok((ch, consumer))
@@ -673,10 +638,7 @@ async fn pump(
             Err(e) => {
                 // A connection problem is retried by the next reconnect; anything else (the
                 // queue is gone, access refused) ends the application's stream with the error.
-                if conn.status().connected()
-                    && e.kind() != ErrorKind::Connection
-                    && e.kind() != ErrorKind::Closed
-                {
+                if conn.status().connected() && e.kind() != ErrorKind::Connection && e.kind() != ErrorKind::Closed {
                     spec.finish(e);
                 }
                 return;
@@ -695,10 +657,7 @@ async fn pump(
                     let acker = if spec.options.no_ack {
                         Acker::settled()
                     } else {
-                        Acker::new(
-                            Arc::clone(&ack) as Arc<dyn mqtransport_core::AckHandle>,
-                            d.delivery_tag,
-                        )
+                        Acker::new(Arc::clone(&ack) as Arc<dyn mqtransport_core::AckHandle>, d.delivery_tag)
                     };
                     if !spec.send(Ok(to_delivery(d, acker))) {
                         let _ = ch
@@ -818,12 +777,7 @@ impl Transport for AmqpTransport {
             ..ExchangeDeclareOptions::default()
         };
         channel_of(&slot)?
-            .exchange_declare(
-                exchange.into(),
-                lapin::ExchangeKind::Direct,
-                opts,
-                Default::default(),
-            )
+            .exchange_declare(exchange.into(), lapin::ExchangeKind::Direct, opts, Default::default())
             .await
             .map_err(|e| map_err(&e, &format!("checking exchange '{exchange}'")))
     }
@@ -859,10 +813,8 @@ impl Transport for AmqpTransport {
             .map_err(|e| map_err(&e, &format!("deleting exchange '{exchange}'")))?;
         let mut r = self.inner.recorded();
         r.exchanges.retain(|x| x.name != exchange);
-        r.bindings.retain(|b| {
-            b.source != exchange
-                && !matches!(&b.destination, Destination::Exchange(d) if d == exchange)
-        });
+        r.bindings
+            .retain(|b| b.source != exchange && !matches!(&b.destination, Destination::Exchange(d) if d == exchange));
         Ok(())
     }
 
@@ -939,8 +891,7 @@ impl Transport for AmqpTransport {
         };
         let timeout = self.inner.options.confirm_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let what =
-            || format!("the message to exchange '{exchange}' with routing key '{routing_key}'");
+        let what = || format!("the message to exchange '{exchange}' with routing key '{routing_key}'");
         let timed_out = || {
             Error::new(
                 ErrorKind::Timeout,
@@ -955,52 +906,28 @@ impl Transport for AmqpTransport {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // A request asking for a direct reply must go out on the channel consuming replies.
             let reply_channel = if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
-                self.inner
-                    .reply
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone()
+                self.inner.reply.lock().unwrap_or_else(PoisonError::into_inner).clone()
             } else {
                 None
             };
-            let sent = match reply_channel {
-                Some(ch) => ch
-                    .basic_publish(
-                        exchange.as_str().into(),
-                        routing_key.as_str().into(),
-                        opts,
-                        &envelope.body,
-                        props.clone(),
-                    )
-                    .await
-                    .map_err(|e| map_err(&e, &format!("publishing {}", what()))),
-                None => {
-                    let slot = match self
-                        .channel(
-                            &self.inner.publisher,
-                            &self.inner.publish,
-                            left,
-                            true,
-                            false,
-                        )
-                        .await
-                    {
-                        Ok(s) => s,
-                        Err(e) if e.kind() == ErrorKind::Timeout => return Err(timed_out()),
-                        Err(e) => return Err(e),
-                    };
-                    channel_of(&slot)?
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            routing_key.as_str().into(),
-                            opts,
-                            &envelope.body,
-                            props.clone(),
-                        )
-                        .await
-                        .map_err(|e| map_err(&e, &format!("publishing {}", what())))
-                }
+            let ch = match reply_channel {
+                Some(ch) => ch,
+                None => match self.publisher_channel(left).await {
+                    Ok(ch) => ch,
+                    Err(e) if e.kind() == ErrorKind::Timeout => return Err(timed_out()),
+                    Err(e) => return Err(e),
+                },
             };
+            let sent = ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    opts,
+                    &envelope.body,
+                    props.clone(),
+                )
+                .await
+                .map_err(|e| map_err(&e, &format!("publishing {}", what())));
             let answer = match sent {
                 Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => return Err(timed_out()),
@@ -1027,8 +954,7 @@ impl Transport for AmqpTransport {
                 Err(e) if e.scope() == Some(Scope::Channel) => return Err(e),
                 // Lost with the connection: send it again once reconnected, or fail.
                 Err(e) => {
-                    if self.inner.options.unconfirmed == Unconfirmed::Fail
-                        || self.inner.closed.load(Ordering::Acquire)
+                    if self.inner.options.unconfirmed == Unconfirmed::Fail || self.inner.closed.load(Ordering::Acquire)
                     {
                         return Err(e);
                     }
@@ -1043,11 +969,7 @@ impl Transport for AmqpTransport {
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
         self.check_open()?;
-        let (_, conn) = self
-            .inner
-            .consume
-            .connection(self.inner.options.reconnect_wait)
-            .await?;
+        let (_, conn) = self.inner.consume.connection(self.inner.options.reconnect_wait).await?;
         let n = self.inner.consumer_count.fetch_add(1, Ordering::Relaxed);
         let tag = options
             .consumer_tag
@@ -1067,11 +989,7 @@ impl Transport for AmqpTransport {
         let (ch, lapin_consumer) = subscribe(&conn, &spec, &resolved).await?;
         *spec.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
         if queue == REPLY_TO {
-            *self
-                .inner
-                .reply
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+            *self.inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
         }
         self.inner
             .specs
@@ -1123,9 +1041,7 @@ impl Transport for AmqpTransport {
         } else {
             Acker::new(ack, tag)
         };
-        Ok(Some(
-            to_delivery(d, acker).with_message_count(msg.message_count),
-        ))
+        Ok(Some(to_delivery(d, acker).with_message_count(msg.message_count)))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -1134,10 +1050,7 @@ impl Transport for AmqpTransport {
             link.connection(Duration::ZERO).await.map_err(|_| {
                 Error::new(
                     ErrorKind::Connection,
-                    format!(
-                        "the {} connection to {} is down",
-                        link.role, self.inner.shown
-                    ),
+                    format!("the {} connection to {} is down", link.role, self.inner.shown),
                 )
             })?;
         }
@@ -1149,13 +1062,7 @@ impl Transport for AmqpTransport {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let specs = std::mem::take(
-            &mut *self
-                .inner
-                .specs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let specs = std::mem::take(&mut *self.inner.specs.lock().unwrap_or_else(PoisonError::into_inner));
         for s in specs {
             s.cancelled.store(true, Ordering::Release);
             s.finish(Error::closed(format!(
@@ -1209,12 +1116,7 @@ impl Drop for RecoveringStream {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|s| !Arc::ptr_eq(s, &self.spec));
         }
-        let ch = self
-            .spec
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let ch = self.spec.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let (Some(ch), Ok(rt)) = (ch, tokio::runtime::Handle::try_current()) {
             let tag = self.spec.tag.clone();
             rt.spawn(async move {

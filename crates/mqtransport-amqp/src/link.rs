@@ -23,8 +23,7 @@ pub enum LinkState {
 }
 
 /// Runs after every (re)connection, before the link is announced as up.
-pub(crate) type OnUp =
-    Arc<dyn Fn(Arc<Connection>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+pub(crate) type OnUp = Arc<dyn Fn(Arc<Connection>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 pub(crate) struct Link {
     pub(crate) role: &'static str,
@@ -61,18 +60,15 @@ impl Link {
 
     async fn connect_once(&self) -> Result<Arc<Connection>> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        Connection::connect(&self.uri, props)
-            .await
-            .map(Arc::new)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Connection,
-                    format!(
-                        "cannot connect to RabbitMQ at {} ({} connection): {e}",
-                        self.shown, self.role
-                    ),
-                )
-            })
+        Connection::connect(&self.uri, props).await.map(Arc::new).map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "cannot connect to RabbitMQ at {} ({} connection): {e}",
+                    self.shown, self.role
+                ),
+            )
+        })
     }
 
     fn install(&self, conn: Arc<Connection>, generation: u64) {
@@ -89,12 +85,7 @@ impl Link {
         let mut rx = self.state.subscribe();
         let up = tokio::time::timeout(
             wait,
-            rx.wait_for(|s| {
-                matches!(
-                    s,
-                    LinkState::Up(_) | LinkState::Blocked(_) | LinkState::Closed
-                )
-            }),
+            rx.wait_for(|s| matches!(s, LinkState::Up(_) | LinkState::Blocked(_) | LinkState::Closed)),
         )
         .await;
         match up {
@@ -105,25 +96,16 @@ impl Link {
                     self.shown, self.role
                 ),
             )),
-            Ok(Err(_)) => Err(Error::closed(format!(
-                "connection to {} is closed",
-                self.shown
-            ))),
-            Ok(Ok(s)) if *s == LinkState::Closed => Err(Error::closed(format!(
-                "connection to {} is closed",
-                self.shown
-            ))),
+            Ok(Err(_)) => Err(Error::closed(format!("connection to {} is closed", self.shown))),
+            Ok(Ok(s)) if *s == LinkState::Closed => {
+                Err(Error::closed(format!("connection to {} is closed", self.shown)))
+            }
             Ok(Ok(_)) => self
                 .current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone()
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Connection,
-                        format!("connection to {} is down", self.shown),
-                    )
-                }),
+                .ok_or_else(|| Error::new(ErrorKind::Connection, format!("connection to {} is down", self.shown))),
         }
     }
 
@@ -133,20 +115,14 @@ impl Link {
         let mut rx = self.state.subscribe();
         let _ = tokio::time::timeout(
             wait,
-            rx.wait_for(
-                |s| !matches!(s, LinkState::Up(g) | LinkState::Blocked(g) if *g == generation),
-            ),
+            rx.wait_for(|s| !matches!(s, LinkState::Up(g) | LinkState::Blocked(g) if *g == generation)),
         )
         .await;
     }
 
     pub(crate) async fn close(&self) {
         self.state.send_replace(LinkState::Closed);
-        let conn = self
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let conn = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some((_, c)) = conn {
             let _ = c.close(200, "OK".into()).await;
         }
@@ -164,12 +140,7 @@ fn backoff(attempt: u32, seed: &mut u64) -> Duration {
     Duration::from_millis(base.saturating_add_signed(jitter))
 }
 
-async fn supervise(
-    link: std::sync::Weak<Link>,
-    mut conn: Arc<Connection>,
-    mut generation: u64,
-    on_up: OnUp,
-) {
+async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut generation: u64, on_up: OnUp) {
     let mut seed = u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15;
     loop {
         // Watch this connection until it fails or the application closes it.

@@ -9,10 +9,7 @@ struct Rabbit(String);
 
 impl Rabbit {
     fn from_env() -> Self {
-        Rabbit(
-            std::env::var("MQT_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        )
+        Rabbit(std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()))
     }
 }
 

@@ -10,16 +10,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState};
 use mqtransport_core::{
-    Binding, BrokerUrl, Confirmation, ConsumeOptions, DeleteQueue, Envelope, ErrorKind, Exchange,
-    Publish, Queue, Topology, Transport,
+    Binding, BrokerUrl, Confirmation, ConsumeOptions, DeleteQueue, Envelope, ErrorKind, Exchange, Publish, Queue,
+    Topology, Transport,
 };
 use mqtransport_testkit::proxy::{Cut, Direction, FaultProxy};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn broker_url() -> String {
-    std::env::var("MQT_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A direct connection for setup and cleanup, or `None` (SKIPPED) when RabbitMQ is unreachable
@@ -46,11 +45,7 @@ fn via(proxy: &FaultProxy) -> BrokerUrl {
     } else {
         url.vhost().to_owned()
     };
-    BrokerUrl::parse(&format!(
-        "amqp://{user}:{pass}@{}/{vhost}?heartbeat=2",
-        proxy.addr()
-    ))
-    .expect("proxy URL parses")
+    BrokerUrl::parse(&format!("amqp://{user}:{pass}@{}/{vhost}?heartbeat=2", proxy.addr())).expect("proxy URL parses")
 }
 
 fn upstream() -> String {
@@ -82,10 +77,7 @@ fn options() -> AmqpOptions {
 async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -99,9 +91,7 @@ async fn publish_and_consume_across(cut: Cut) {
         .await
         .expect("connects through the proxy");
     let q = unique("cut");
-    t.declare(&Topology::new().queue(guarded(&q)))
-        .await
-        .expect("declare");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
 
     let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut consumer = t
@@ -128,20 +118,14 @@ async fn publish_and_consume_across(cut: Cut) {
             proxy.cut(cut);
         }
         let body = format!("m{i}");
-        match t
-            .publish(Publish::to_queue(&q, Envelope::new(body.clone())))
-            .await
-        {
+        match t.publish(Publish::to_queue(&q, Envelope::new(body.clone()))).await {
             Ok(Confirmation::Confirmed) => {
                 confirmed.insert(body);
             }
             other => panic!("publish {i} during recovery: {other:?}"),
         }
     }
-    assert!(
-        proxy.accepted() >= 4,
-        "the transport reconnected both connections"
-    );
+    assert!(proxy.accepted() >= 4, "the transport reconnected both connections");
     wait_until("every confirmed message is consumed", || {
         let seen = seen.lock().expect("seen");
         confirmed.iter().all(|b| seen.contains_key(b))
@@ -159,10 +143,7 @@ async fn publish_and_consume_across(cut: Cut) {
     );
     consuming.abort();
     t.close().await.expect("close");
-    admin
-        .delete_queue(&q, DeleteQueue::default())
-        .await
-        .expect("cleanup");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
 
@@ -186,9 +167,7 @@ async fn consumer_and_qos_are_restored() {
         .await
         .expect("connects");
     let q = unique("qos");
-    t.declare(&Topology::new().queue(guarded(&q)))
-        .await
-        .expect("declare");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
     let mut consumer = t
         .consume(&q, ConsumeOptions::default().prefetch(5))
         .await
@@ -224,10 +203,7 @@ async fn consumer_and_qos_are_restored() {
     drop(held);
     drop(consumer);
     t.close().await.expect("close");
-    admin
-        .delete_queue(&q, DeleteQueue::default())
-        .await
-        .expect("cleanup");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
 
@@ -241,9 +217,7 @@ async fn stall_longer_than_heartbeat_recovers() {
         .await
         .expect("connects");
     let q = unique("stall");
-    t.declare(&Topology::new().queue(guarded(&q)))
-        .await
-        .expect("declare");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
     proxy.stall(Direction::ToServer, true);
     proxy.stall(Direction::ToClient, true);
     let publisher = t.clone();
@@ -261,10 +235,7 @@ async fn stall_longer_than_heartbeat_recovers() {
         .await
         .expect("publish finishes")
         .expect("task");
-    assert_eq!(
-        outcome.expect("publish after the stall"),
-        Confirmation::Confirmed
-    );
+    assert_eq!(outcome.expect("publish after the stall"), Confirmation::Confirmed);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while admin.queue_info(&q).await.expect("info").message_count < 1 {
         assert!(
@@ -274,10 +245,7 @@ async fn stall_longer_than_heartbeat_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     t.close().await.expect("close");
-    admin
-        .delete_queue(&q, DeleteQueue::default())
-        .await
-        .expect("cleanup");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
 
@@ -291,13 +259,9 @@ async fn publishing_during_an_outage_times_out_typed() {
         confirm_timeout: Duration::from_secs(2),
         ..options()
     };
-    let t = AmqpTransport::connect_with(&via(&proxy), opts)
-        .await
-        .expect("connects");
+    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
     let q = unique("outage");
-    t.declare(&Topology::new().queue(guarded(&q)))
-        .await
-        .expect("declare");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
     proxy.refuse(true);
     proxy.cut(Cut::Reset);
     let e = t
@@ -305,21 +269,12 @@ async fn publishing_during_an_outage_times_out_typed() {
         .await
         .expect_err("no broker");
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    assert!(
-        e.message().contains(&q),
-        "the error names the destination: {e}"
-    );
-    assert!(
-        !e.message().contains("guest:guest"),
-        "no password in errors: {e}"
-    );
+    assert!(e.message().contains(&q), "the error names the destination: {e}");
+    assert!(!e.message().contains("guest:guest"), "no password in errors: {e}");
     proxy.refuse(false);
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        match t
-            .publish(Publish::to_queue(&q, Envelope::new("after")))
-            .await
-        {
+        match t.publish(Publish::to_queue(&q, Envelope::new("after"))).await {
             Ok(c) => {
                 assert_eq!(c, Confirmation::Confirmed);
                 break;
@@ -331,10 +286,7 @@ async fn publishing_during_an_outage_times_out_typed() {
         }
     }
     t.close().await.expect("close");
-    admin
-        .delete_queue(&q, DeleteQueue::default())
-        .await
-        .expect("cleanup");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
 
@@ -417,10 +369,7 @@ async fn server_close_recreates_server_named_queue_and_consumer() {
     // reaches the same consumer stream; until then the exchange may be missing (404).
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        match t
-            .publish(Publish::new(&x, "", Envelope::new("after")))
-            .await
-        {
+        match t.publish(Publish::new(&x, "", Envelope::new("after"))).await {
             Ok(Confirmation::Confirmed) => break,
             Ok(_) => {}
             Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
@@ -475,10 +424,7 @@ async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
         .consume(&foreign, ConsumeOptions::default().prefetch(5))
         .await
         .expect("consume");
-    admin
-        .delete_queue(&mine, DeleteQueue::default())
-        .await
-        .expect("delete");
+    admin.delete_queue(&mine, DeleteQueue::default()).await.expect("delete");
     admin
         .delete_queue(&foreign, DeleteQueue::default())
         .await

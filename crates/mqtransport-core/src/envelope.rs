@@ -149,17 +149,11 @@ impl Envelope {
 
     /// The header table, created empty if the message had none.
     pub fn headers_mut(&mut self) -> &mut FieldTable {
-        self.properties_mut()
-            .headers
-            .get_or_insert_with(FieldTable::new)
+        self.properties_mut().headers.get_or_insert_with(FieldTable::new)
     }
 
     /// Sets a header.
-    pub fn with_header(
-        mut self,
-        key: impl Into<String>,
-        value: impl Into<crate::field::FieldValue>,
-    ) -> Self {
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<crate::field::FieldValue>) -> Self {
         self.headers_mut().insert(key, value);
         self
     }

@@ -189,9 +189,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -208,22 +206,13 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(e.reply_code(), Some(404));
         assert!(!e.is_transient());
-        assert_eq!(
-            e.to_string(),
-            "not found (404): NOT_FOUND - no queue 'q' in vhost '/'"
-        );
-        assert_eq!(
-            Error::broker(406, "x", Scope::Channel).kind(),
-            ErrorKind::Precondition
-        );
+        assert_eq!(e.to_string(), "not found (404): NOT_FOUND - no queue 'q' in vhost '/'");
+        assert_eq!(Error::broker(406, "x", Scope::Channel).kind(), ErrorKind::Precondition);
         assert_eq!(
             Error::broker(405, "x", Scope::Channel).kind(),
             ErrorKind::ResourceLocked
         );
-        assert_eq!(
-            Error::broker(403, "x", Scope::Channel).kind(),
-            ErrorKind::AccessRefused
-        );
+        assert_eq!(Error::broker(403, "x", Scope::Channel).kind(), ErrorKind::AccessRefused);
         assert!(Error::new(ErrorKind::Timeout, "confirm").is_transient());
     }
 }

@@ -120,9 +120,7 @@ impl FieldValue {
                     "signedint"
                 }
             }
-            FieldValue::U8(_) | FieldValue::U16(_) | FieldValue::U32(_) | FieldValue::U64(_) => {
-                "unsignedint"
-            }
+            FieldValue::U8(_) | FieldValue::U16(_) | FieldValue::U32(_) | FieldValue::U64(_) => "unsignedint",
             FieldValue::F32(_) => "float",
             FieldValue::F64(_) => "double",
             FieldValue::Decimal(_) => "decimal",
@@ -145,9 +143,7 @@ impl FieldValue {
             (V::Bool(a), V::Bool(b)) => a == b,
             (V::Void, V::Void) => true,
             (V::Timestamp(a), V::Timestamp(b)) => a == b,
-            (V::Array(a), V::Array(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loose_eq(y))
-            }
+            (V::Array(a), V::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loose_eq(y)),
             (V::Table(a), V::Table(b)) => a.loose_eq(b),
             (a, b) => match (a.as_i64(), b.as_i64()) {
                 (Some(x), Some(y)) => x == y,
@@ -162,9 +158,7 @@ impl FieldValue {
     /// The value as RabbitMQ prints it in error texts: `'1000'`.
     pub fn display_value(&self) -> String {
         match self {
-            FieldValue::LongString(b) | FieldValue::Bytes(b) => {
-                String::from_utf8_lossy(b).into_owned()
-            }
+            FieldValue::LongString(b) | FieldValue::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
             FieldValue::Bool(b) => b.to_string(),
             FieldValue::F32(v) => v.to_string(),
             FieldValue::F64(v) => v.to_string(),
@@ -236,11 +230,7 @@ impl FieldTable {
 
     /// Sets `key` to `value`: replaces the value in place if the key exists, appends otherwise.
     /// Returns the previous value.
-    pub fn insert(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<FieldValue>,
-    ) -> Option<FieldValue> {
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<FieldValue>) -> Option<FieldValue> {
         let key = key.into();
         let value = value.into();
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
@@ -276,10 +266,7 @@ impl FieldTable {
 
     /// Same keys with [`loose_eq`](FieldValue::loose_eq) values, in any order.
     pub fn loose_eq(&self, other: &FieldTable) -> bool {
-        self.len() == other.len()
-            && self
-                .iter()
-                .all(|(k, v)| other.get(k).is_some_and(|o| v.loose_eq(o)))
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k).is_some_and(|o| v.loose_eq(o)))
     }
 }
 

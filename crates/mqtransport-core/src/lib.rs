@@ -30,13 +30,11 @@ pub use router::Router;
 #[doc(inline)]
 pub use shortstr::ShortStr;
 #[doc(inline)]
-pub use topology::{
-    Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology,
-};
+pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
 #[doc(inline)]
 pub use transport::{
-    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
-    DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, Settle, Transport,
+    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+    DynTransport, Publish, QueueInfo, Settle, Transport,
 };
 #[doc(inline)]
 pub use url::{BrokerUrl, Scheme};

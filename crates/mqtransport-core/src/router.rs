@@ -157,11 +157,7 @@ impl TrieNode {
         };
         match *first {
             "*" | "#" => {
-                let slot = if *first == "*" {
-                    &mut self.star
-                } else {
-                    &mut self.hash
-                };
+                let slot = if *first == "*" { &mut self.star } else { &mut self.hash };
                 let removed = slot.as_mut().is_some_and(|n| n.remove(rest, destination));
                 if slot.as_ref().is_some_and(|n| n.is_empty()) {
                     *slot = None;
@@ -169,10 +165,7 @@ impl TrieNode {
                 removed
             }
             w => {
-                let removed = self
-                    .children
-                    .get_mut(w)
-                    .is_some_and(|n| n.remove(rest, destination));
+                let removed = self.children.get_mut(w).is_some_and(|n| n.remove(rest, destination));
                 if self.children.get(w).is_some_and(TrieNode::is_empty) {
                     self.children.remove(w);
                 }
@@ -182,10 +175,7 @@ impl TrieNode {
     }
 
     fn is_empty(&self) -> bool {
-        self.destinations.is_empty()
-            && self.children.is_empty()
-            && self.star.is_none()
-            && self.hash.is_none()
+        self.destinations.is_empty() && self.children.is_empty() && self.star.is_none() && self.hash.is_none()
     }
 
     fn collect<'a>(&'a self, key: &[&str], out: &mut Vec<&'a Destination>) {
@@ -378,18 +368,12 @@ impl Router {
         }
         let destination = binding.destination.clone();
         match &mut entry.table {
-            Table::Direct(map) => map
-                .entry(binding.routing_key.clone())
-                .or_default()
-                .push(destination),
+            Table::Direct(map) => map.entry(binding.routing_key.clone()).or_default().push(destination),
             Table::Fanout(list) => list.push(destination),
             Table::Topic(trie) => trie.insert(&binding.routing_key, destination),
             Table::Headers(list) => {
                 let mode = headers.unwrap_or(XMatch::All { with_x: false });
-                let with_x = matches!(
-                    mode,
-                    XMatch::All { with_x: true } | XMatch::Any { with_x: true }
-                );
+                let with_x = matches!(mode, XMatch::All { with_x: true } | XMatch::Any { with_x: true });
                 let keys = binding
                     .arguments
                     .iter()
@@ -471,12 +455,7 @@ impl Router {
     /// any `CC`/`BCC` keys) and `headers`. Follows exchange-to-exchange bindings, each exchange
     /// once; if nothing matched, tries the alternate exchange. Publishing to a missing exchange is
     /// `NOT_FOUND`, to an internal one `ACCESS_REFUSED`.
-    pub fn route<'a>(
-        &'a self,
-        exchange: &str,
-        keys: &[&'a str],
-        headers: Option<&FieldTable>,
-    ) -> Result<Routed<'a>> {
+    pub fn route<'a>(&'a self, exchange: &str, keys: &[&'a str], headers: Option<&FieldTable>) -> Result<Routed<'a>> {
         if exchange.is_empty() {
             let mut queues: Vec<&'a str> = keys.to_vec();
             queues.sort_unstable();
@@ -517,10 +496,7 @@ impl Router {
         }
         queues.sort_unstable();
         queues.dedup();
-        Ok(Routed {
-            queues,
-            by_name: None,
-        })
+        Ok(Routed { queues, by_name: None })
     }
 
     fn walk<'a>(
@@ -554,11 +530,7 @@ impl Router {
                     }
                 }
                 Table::Headers(list) => {
-                    out.extend(
-                        list.iter()
-                            .filter(|b| b.matches(headers))
-                            .map(|b| &b.destination),
-                    );
+                    out.extend(list.iter().filter(|b| b.matches(headers)).map(|b| &b.destination));
                 }
             }
             for d in out.iter() {
@@ -655,11 +627,7 @@ mod tests {
             r.bind(&Binding::queue("q", "t", pattern))?;
             for (key, expect) in KEYS.iter().zip(row.chars()) {
                 let routed = r.route("t", &[key], None)?;
-                assert_eq!(
-                    !routed.is_empty(),
-                    expect == 'X',
-                    "pattern {pattern:?} key {key:?}"
-                );
+                assert_eq!(!routed.is_empty(), expect == 'X', "pattern {pattern:?} key {key:?}");
             }
         }
         Ok(())
@@ -684,10 +652,7 @@ mod tests {
     fn headers_matching() -> Result<()> {
         let cases: Vec<(FieldTable, Vec<FieldTable>, Vec<FieldTable>)> = vec![
             (
-                FieldTable::new()
-                    .with("x-match", "any")
-                    .with("a", 1i32)
-                    .with("b", 2i32),
+                FieldTable::new().with("x-match", "any").with("a", 1i32).with("b", 2i32),
                 vec![
                     FieldTable::new().with("a", 1i8),
                     FieldTable::new().with("b", 2.0f64),
@@ -741,17 +706,11 @@ mod tests {
         }
         let mut r = Router::new();
         r.declare_exchange(&Exchange::headers("h"))?;
-        r.bind(
-            &Binding::queue("all", "h", "").arguments(FieldTable::new().with("x-match", "all")),
-        )?;
-        r.bind(
-            &Binding::queue("any", "h", "").arguments(FieldTable::new().with("x-match", "any")),
-        )?;
+        r.bind(&Binding::queue("all", "h", "").arguments(FieldTable::new().with("x-match", "all")))?;
+        r.bind(&Binding::queue("any", "h", "").arguments(FieldTable::new().with("x-match", "any")))?;
         assert_eq!(r.route("h", &[""], None)?.queues(), ["all"]);
         let e = r
-            .bind(
-                &Binding::queue("q", "h", "").arguments(FieldTable::new().with("x-match", "bogus")),
-            )
+            .bind(&Binding::queue("q", "h", "").arguments(FieldTable::new().with("x-match", "bogus")))
             .unwrap_err();
         assert_eq!(
             e.message(),
@@ -803,14 +762,9 @@ mod tests {
             "NOT_FOUND - no exchange 'nope' in vhost '/'"
         );
         r.declare_exchange(&Exchange::direct("i").internal())?;
+        assert_eq!(r.route("i", &["k"], None).unwrap_err().reply_code(), Some(403));
         assert_eq!(
-            r.route("i", &["k"], None).unwrap_err().reply_code(),
-            Some(403)
-        );
-        assert_eq!(
-            r.delete_exchange("amq.direct", false)
-                .unwrap_err()
-                .reply_code(),
+            r.delete_exchange("amq.direct", false).unwrap_err().reply_code(),
             Some(403)
         );
         r.declare_exchange(&Exchange::direct("ad").auto_delete())?;
@@ -818,17 +772,11 @@ mod tests {
         r.bind(&Binding::queue("q2", "ad", "k"))?;
         assert!(r.unbind(&Binding::queue("q1", "ad", "k"))?.is_empty());
         assert!(r.exchange("ad").is_ok());
-        assert_eq!(
-            r.remove_destination(&Destination::Queue("q2".into())),
-            ["ad"]
-        );
+        assert_eq!(r.remove_destination(&Destination::Queue("q2".into())), ["ad"]);
         assert!(r.exchange("ad").is_err());
         r.declare_exchange(&Exchange::direct("used"))?;
         r.bind(&Binding::queue("q", "used", "k"))?;
-        assert_eq!(
-            r.delete_exchange("used", true).unwrap_err().reply_code(),
-            Some(406)
-        );
+        assert_eq!(r.delete_exchange("used", true).unwrap_err().reply_code(), Some(406));
         assert!(r.delete_exchange("missing", false)?.is_empty());
         Ok(())
     }

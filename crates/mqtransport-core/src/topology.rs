@@ -146,9 +146,7 @@ impl Exchange {
 
     /// The alternate exchange, if one is set.
     pub fn alternate(&self) -> Option<&str> {
-        self.arguments
-            .get("alternate-exchange")
-            .and_then(FieldValue::as_str)
+        self.arguments.get("alternate-exchange").and_then(FieldValue::as_str)
     }
 
     /// Checks the name: at most 255 bytes, not the default exchange, no reserved `amq.` prefix.
@@ -220,10 +218,7 @@ pub const BUILTIN_EXCHANGES: [(&str, ExchangeKind); 5] = [
 ];
 
 fn builtin_exchange(name: &str) -> Option<ExchangeKind> {
-    BUILTIN_EXCHANGES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, k)| *k)
+    BUILTIN_EXCHANGES.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
 }
 
 /// The type of a queue.
@@ -339,10 +334,7 @@ impl Queue {
 
     /// At most `n` bytes of ready message bodies (`x-max-length-bytes`).
     pub fn max_length_bytes(self, n: u64) -> Self {
-        self.argument(
-            "x-max-length-bytes",
-            int_value(i64::try_from(n).unwrap_or(i64::MAX)),
-        )
+        self.argument("x-max-length-bytes", int_value(i64::try_from(n).unwrap_or(i64::MAX)))
     }
 
     /// What happens when the queue is full (`x-overflow`).
@@ -373,11 +365,7 @@ impl Queue {
 
     /// The queue type (`x-queue-type`; absent means classic).
     pub fn queue_type(&self) -> QueueType {
-        match self
-            .arguments
-            .get("x-queue-type")
-            .and_then(FieldValue::as_str)
-        {
+        match self.arguments.get("x-queue-type").and_then(FieldValue::as_str) {
             Some("quorum") => QueueType::Quorum,
             _ => QueueType::Classic,
         }
@@ -397,9 +385,7 @@ impl Queue {
         let invalid = |arg: &str, reason: String| {
             Error::broker(
                 406,
-                format!(
-                    "PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}': {reason}"
-                ),
+                format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}': {reason}"),
                 Scope::Channel,
             )
         };
@@ -408,10 +394,7 @@ impl Queue {
                 return Ok(None);
             };
             let Some(n) = v.as_i64() else {
-                return Err(invalid(
-                    arg,
-                    format!("\"expected integer, got {}\"", v.type_name()),
-                ));
+                return Err(invalid(arg, format!("\"expected integer, got {}\"", v.type_name())));
             };
             if n < 0 {
                 return Err(invalid(arg, format!("{{value_negative,{n}}}")));
@@ -429,16 +412,10 @@ impl Queue {
         if let Some(p) = int_arg("x-max-priority", 0)?
             && p > 255
         {
-            return Err(invalid(
-                "x-max-priority",
-                format!("{{max_value_exceeded,{p}}}"),
-            ));
+            return Err(invalid("x-max-priority", format!("{{max_value_exceeded,{p}}}")));
         }
         if let Some(v) = self.arguments.get("x-overflow")
-            && !matches!(
-                v.as_str(),
-                Some("drop-head" | "reject-publish" | "reject-publish-dlx")
-            )
+            && !matches!(v.as_str(), Some("drop-head" | "reject-publish" | "reject-publish-dlx"))
         {
             return Err(invalid("x-overflow", "invalid_overflow".into()));
         }
@@ -462,9 +439,7 @@ impl Queue {
             let property = |p: &str| {
                 Error::broker(
                     406,
-                    format!(
-                        "PRECONDITION_FAILED - invalid property '{p}' for queue '{q}' in vhost '{vhost}'"
-                    ),
+                    format!("PRECONDITION_FAILED - invalid property '{p}' for queue '{q}' in vhost '{vhost}'"),
                     Scope::Channel,
                 )
             };
@@ -537,14 +512,7 @@ impl Queue {
             ));
         }
         for arg in COMPARED_QUEUE_ARGS {
-            compare_arg(
-                arg,
-                "queue",
-                &self.name,
-                vhost,
-                &self.arguments,
-                &existing.arguments,
-            )?;
+            compare_arg(arg, "queue", &self.name, vhost, &self.arguments, &existing.arguments)?;
         }
         Ok(())
     }
@@ -564,14 +532,7 @@ const COMPARED_QUEUE_ARGS: [&str; 10] = [
     "x-single-active-consumer",
 ];
 
-fn compare_arg(
-    arg: &str,
-    what: &str,
-    name: &str,
-    vhost: &str,
-    mine: &FieldTable,
-    theirs: &FieldTable,
-) -> Result<()> {
+fn compare_arg(arg: &str, what: &str, name: &str, vhost: &str, mine: &FieldTable, theirs: &FieldTable) -> Result<()> {
     let (a, b) = (mine.get(arg), theirs.get(arg));
     let same = match (a, b) {
         (None, None) => true,
@@ -600,11 +561,7 @@ fn inequivalent(
 ) -> Error {
     let describe = |v: Option<&FieldValue>, full: bool| match v {
         None => "none".to_string(),
-        Some(v) if full => format!(
-            "the value '{}' of type '{}'",
-            v.display_value(),
-            v.type_name()
-        ),
+        Some(v) if full => format!("the value '{}' of type '{}'", v.display_value(), v.type_name()),
         Some(v) => format!("'{}'", v.display_value()),
     };
     // RabbitMQ spells out the type only when the other side is absent.
@@ -676,11 +633,7 @@ pub struct Binding {
 
 impl Binding {
     /// Binds `queue` to `exchange` with `routing_key`.
-    pub fn queue(
-        queue: impl Into<String>,
-        exchange: impl Into<String>,
-        routing_key: impl Into<String>,
-    ) -> Self {
+    pub fn queue(queue: impl Into<String>, exchange: impl Into<String>, routing_key: impl Into<String>) -> Self {
         Binding {
             source: exchange.into(),
             destination: Destination::Queue(queue.into()),
@@ -690,11 +643,7 @@ impl Binding {
     }
 
     /// Binds exchange `destination` to exchange `source` with `routing_key`.
-    pub fn exchange(
-        destination: impl Into<String>,
-        source: impl Into<String>,
-        routing_key: impl Into<String>,
-    ) -> Self {
+    pub fn exchange(destination: impl Into<String>, source: impl Into<String>, routing_key: impl Into<String>) -> Self {
         Binding {
             source: source.into(),
             destination: Destination::Exchange(destination.into()),
@@ -713,9 +662,7 @@ impl Binding {
     pub fn validate(&self) -> Result<()> {
         check_name_len("exchange", &self.source)?;
         check_name_len("binding destination", self.destination.name())?;
-        if self.source.is_empty()
-            || matches!(&self.destination, Destination::Exchange(d) if d.is_empty())
-        {
+        if self.source.is_empty() || matches!(&self.destination, Destination::Exchange(d) if d.is_empty()) {
             return Err(Error::broker(
                 403,
                 "ACCESS_REFUSED - operation not permitted on the default exchange",
@@ -822,10 +769,7 @@ mod tests {
         assert!(e.message().contains("'amq.foo'"));
         assert!(Exchange::direct("amq.direct").validate().is_ok());
         assert_eq!(
-            Exchange::direct("amq.x")
-                .validate()
-                .unwrap_err()
-                .reply_code(),
+            Exchange::direct("amq.x").validate().unwrap_err().reply_code(),
             Some(403)
         );
     }
@@ -857,10 +801,7 @@ mod tests {
             .validate("/")
             .unwrap_err();
         assert!(e.message().ends_with("\"expected integer, got longstr\""));
-        let e = Queue::quorum("q6")
-            .max_priority(5)
-            .validate("/")
-            .unwrap_err();
+        let e = Queue::quorum("q6").max_priority(5).validate("/").unwrap_err();
         assert!(e.message().contains("of queue type rabbit_quorum_queue"));
     }
 
@@ -873,9 +814,7 @@ mod tests {
                 .check_equivalent(&base, "/")
                 .is_ok()
         );
-        let e = Queue::durable("q")
-            .check_equivalent(&base, "/")
-            .unwrap_err();
+        let e = Queue::durable("q").check_equivalent(&base, "/").unwrap_err();
         assert_eq!(
             e.message(),
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
@@ -893,17 +832,12 @@ mod tests {
         let e = Exchange::fanout("x")
             .check_equivalent(&Exchange::direct("x"), "/")
             .unwrap_err();
-        assert!(
-            e.message()
-                .contains("received 'fanout' but current is 'direct'")
-        );
+        assert!(e.message().contains("received 'fanout' but current is 'direct'"));
     }
 
     #[test]
     fn topology_rejects_conflicting_duplicates() {
-        let t = Topology::new()
-            .queue(Queue::durable("a"))
-            .queue(Queue::transient("a"));
+        let t = Topology::new().queue(Queue::durable("a")).queue(Queue::transient("a"));
         assert!(t.validate().unwrap_err().message().contains("queue 'a'"));
         let t = Topology::new().bind(Binding::queue("q", "", "q"));
         assert_eq!(t.validate().unwrap_err().reply_code(), Some(403));

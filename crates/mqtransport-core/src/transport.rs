@@ -100,11 +100,7 @@ pub struct Publish {
 
 impl Publish {
     /// Publishes `envelope` to `exchange` with `routing_key`, mandatory.
-    pub fn new(
-        exchange: impl Into<ShortStr>,
-        routing_key: impl Into<ShortStr>,
-        envelope: Envelope,
-    ) -> Self {
+    pub fn new(exchange: impl Into<ShortStr>, routing_key: impl Into<ShortStr>, envelope: Envelope) -> Self {
         Publish {
             exchange: exchange.into(),
             routing_key: routing_key.into(),
@@ -154,10 +150,7 @@ impl Confirmation {
     pub fn into_result(self, exchange: &str, routing_key: &str) -> Result<()> {
         match self {
             Confirmation::Confirmed => Ok(()),
-            Confirmation::Returned {
-                reply_code,
-                reply_text,
-            } => Err(Error::new(
+            Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
                 crate::error::ErrorKind::Unroutable,
                 format!(
                     "message to exchange '{exchange}' with routing key '{routing_key}' was returned: {reply_code} {reply_text}"
@@ -165,9 +158,7 @@ impl Confirmation {
             )),
             Confirmation::Nacked => Err(Error::new(
                 crate::error::ErrorKind::Nacked,
-                format!(
-                    "message to exchange '{exchange}' with routing key '{routing_key}' was nacked by the broker"
-                ),
+                format!("message to exchange '{exchange}' with routing key '{routing_key}' was nacked by the broker"),
             )),
         }
     }
@@ -249,10 +240,7 @@ impl Acker {
 
     /// An acker for a delivery that needs no settling (consumed with `no_ack`).
     pub fn settled() -> Self {
-        Acker {
-            handle: None,
-            tag: 0,
-        }
+        Acker { handle: None, tag: 0 }
     }
 
     /// Whether the delivery was already settled.
@@ -384,10 +372,7 @@ pub struct Consumer {
 
 impl Consumer {
     /// Wraps a transport's delivery stream.
-    pub fn new(
-        tag: impl Into<String>,
-        stream: impl Stream<Item = Result<Delivery>> + Send + 'static,
-    ) -> Self {
+    pub fn new(tag: impl Into<String>, stream: impl Stream<Item = Result<Delivery>> + Send + 'static) -> Self {
         Consumer {
             tag: tag.into(),
             inner: Box::pin(stream),
@@ -438,18 +423,10 @@ pub trait Transport: Send + Sync + 'static {
     fn exchange_exists(&self, exchange: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Deletes a queue; returns how many ready messages it held. A missing queue is not an error.
-    fn delete_queue(
-        &self,
-        queue: &str,
-        options: DeleteQueue,
-    ) -> impl Future<Output = Result<u32>> + Send;
+    fn delete_queue(&self, queue: &str, options: DeleteQueue) -> impl Future<Output = Result<u32>> + Send;
 
     /// Deletes an exchange. A missing exchange is not an error.
-    fn delete_exchange(
-        &self,
-        exchange: &str,
-        if_unused: bool,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn delete_exchange(&self, exchange: &str, if_unused: bool) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes a binding.
     fn unbind(&self, binding: &Binding) -> impl Future<Output = Result<()>> + Send;
@@ -461,18 +438,10 @@ pub trait Transport: Send + Sync + 'static {
     fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send;
 
     /// Starts a consumer on `queue`.
-    fn consume(
-        &self,
-        queue: &str,
-        options: ConsumeOptions,
-    ) -> impl Future<Output = Result<Consumer>> + Send;
+    fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Consumer>> + Send;
 
     /// Takes one message (`basic.get`); `None` when the queue is empty.
-    fn get(
-        &self,
-        queue: &str,
-        no_ack: bool,
-    ) -> impl Future<Output = Result<Option<Delivery>>> + Send;
+    fn get(&self, queue: &str, no_ack: bool) -> impl Future<Output = Result<Option<Delivery>>> + Send;
 
     /// Checks that the broker answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
@@ -488,24 +457,12 @@ trait ErasedTransport: Send + Sync + 'static {
     fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<Declared>>;
     fn queue_info<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<QueueInfo>>;
     fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>>;
-    fn delete_queue<'a>(
-        &'a self,
-        queue: &'a str,
-        options: DeleteQueue,
-    ) -> BoxFuture<'a, Result<u32>>;
-    fn delete_exchange<'a>(
-        &'a self,
-        exchange: &'a str,
-        if_unused: bool,
-    ) -> BoxFuture<'a, Result<()>>;
+    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>>;
+    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>>;
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>>;
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>>;
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>>;
-    fn consume<'a>(
-        &'a self,
-        queue: &'a str,
-        options: ConsumeOptions,
-    ) -> BoxFuture<'a, Result<Consumer>>;
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>>;
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn close(&self) -> BoxFuture<'_, Result<()>>;
@@ -524,18 +481,10 @@ impl<T: Transport> ErasedTransport for T {
     fn exchange_exists<'a>(&'a self, exchange: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(Transport::exchange_exists(self, exchange))
     }
-    fn delete_queue<'a>(
-        &'a self,
-        queue: &'a str,
-        options: DeleteQueue,
-    ) -> BoxFuture<'a, Result<u32>> {
+    fn delete_queue<'a>(&'a self, queue: &'a str, options: DeleteQueue) -> BoxFuture<'a, Result<u32>> {
         Box::pin(Transport::delete_queue(self, queue, options))
     }
-    fn delete_exchange<'a>(
-        &'a self,
-        exchange: &'a str,
-        if_unused: bool,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn delete_exchange<'a>(&'a self, exchange: &'a str, if_unused: bool) -> BoxFuture<'a, Result<()>> {
         Box::pin(Transport::delete_exchange(self, exchange, if_unused))
     }
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>> {
@@ -547,11 +496,7 @@ impl<T: Transport> ErasedTransport for T {
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>> {
         Box::pin(Transport::publish(self, publish))
     }
-    fn consume<'a>(
-        &'a self,
-        queue: &'a str,
-        options: ConsumeOptions,
-    ) -> BoxFuture<'a, Result<Consumer>> {
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>> {
         Box::pin(Transport::consume(self, queue, options))
     }
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>> {

@@ -114,10 +114,7 @@ impl BrokerUrl {
 
     /// The first value of query option `key`.
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// The URL *with* its password, percent-encoded, for handing to a client library. Never log
@@ -144,9 +141,7 @@ fn percent_decode(s: &str, what: &str, url: &str) -> Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
                 return Err(Error::invalid(format!(
                     "broker URL '{url}': bad percent-encoding in the {what}"
@@ -159,8 +154,7 @@ fn percent_decode(s: &str, what: &str, url: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| Error::invalid(format!("broker URL '{url}': the {what} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| Error::invalid(format!("broker URL '{url}': the {what} is not UTF-8")))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -266,10 +260,7 @@ impl FromStr for BrokerUrl {
         let mut pairs = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.push((
-                percent_decode(k, "query", &shown)?,
-                percent_decode(v, "query", &shown)?,
-            ));
+            pairs.push((percent_decode(k, "query", &shown)?, percent_decode(v, "query", &shown)?));
         }
         Ok(BrokerUrl {
             scheme,
@@ -331,10 +322,7 @@ mod tests {
     #[test]
     fn parses_amqp_forms() -> Result<()> {
         let u = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f")?;
-        assert_eq!(
-            (u.host(), u.port(), u.vhost()),
-            ("127.0.0.1", Some(5672), "/")
-        );
+        assert_eq!((u.host(), u.port(), u.vhost()), ("127.0.0.1", Some(5672), "/"));
         let u = BrokerUrl::parse("amqps://rabbit")?;
         assert_eq!((u.port(), u.vhost(), u.username()), (Some(5671), "/", None));
         let u = BrokerUrl::parse("amqp://u%40x:p%3Aw@[::1]:1234/v?a=1&b=")?;
@@ -342,10 +330,7 @@ mod tests {
         assert_eq!(u.password(), Some("p:w"));
         assert_eq!(u.host(), "::1");
         assert_eq!(u.query("b"), Some(""));
-        assert_eq!(
-            format!("{u:?}"),
-            "BrokerUrl(amqp://u%40x:***@[::1]:1234/v?a=1&b=)"
-        );
+        assert_eq!(format!("{u:?}"), "BrokerUrl(amqp://u%40x:***@[::1]:1234/v?a=1&b=)");
         let m = BrokerUrl::parse("memory://")?;
         assert_eq!((m.scheme(), m.host()), (Scheme::Memory, ""));
         Ok(())
@@ -368,12 +353,7 @@ mod tests {
                 .message()
                 .contains("no scheme")
         );
-        assert!(
-            BrokerUrl::parse("amqp://")
-                .unwrap_err()
-                .message()
-                .contains("no host")
-        );
+        assert!(BrokerUrl::parse("amqp://").unwrap_err().message().contains("no host"));
         assert!(
             BrokerUrl::parse("amqp://h/%zz")
                 .unwrap_err()

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mqtransport_core::router::Router;
-use mqtransport_core::{
-    Binding, ConsumeOptions, Envelope, Exchange, Publish, Queue, ShortStr, Topology, Transport,
-};
+use mqtransport_core::{Binding, ConsumeOptions, Envelope, Exchange, Publish, Queue, ShortStr, Topology, Transport};
 use mqtransport_memory::MemoryBroker;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,11 +63,7 @@ async fn mpsc_case(queues: usize, per_queue: usize, bounded: bool) -> Duration {
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             loop {
-                let m = if bounded {
-                    rx.recv().await
-                } else {
-                    urx.recv().await
-                };
+                let m = if bounded { rx.recv().await } else { urx.recv().await };
                 let Some(m) = m else { break };
                 black_box(&m);
                 n += 1;
@@ -177,8 +171,7 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 fn main() -> Result<(), BoxError> {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this once with few messages.
-    let quick =
-        std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
+    let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
     let n = if quick { 10_000 } else { messages() };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -190,8 +183,7 @@ fn main() -> Result<(), BoxError> {
         let per_queue = n / queues;
         let total = per_queue * queues;
         // Interleave the cases round by round so that machine noise hits them alike.
-        let (mut bounded, mut unbounded, mut memory) =
-            (Duration::MAX, Duration::MAX, Duration::MAX);
+        let (mut bounded, mut unbounded, mut memory) = (Duration::MAX, Duration::MAX, Duration::MAX);
         for _ in 0..rounds() {
             if wanted("mpsc") {
                 bounded = bounded.min(rt.block_on(mpsc_case(queues, per_queue, true)));
@@ -201,18 +193,11 @@ fn main() -> Result<(), BoxError> {
                 memory = memory.min(rt.block_on(memory_case(queues, per_queue))?);
             }
         }
-        let (b, u, m) = (
-            rate(total, bounded),
-            rate(total, unbounded),
-            rate(total, memory),
-        );
+        let (b, u, m) = (rate(total, bounded), rate(total, unbounded), rate(total, memory));
         for (name, r) in [
             (format!("mpsc bounded(1024), {queues} channel(s)"), b),
             (format!("mpsc unbounded, {queues} channel(s)"), u),
-            (
-                format!("memory publish->consume->ack, {queues} queue(s)"),
-                m,
-            ),
+            (format!("memory publish->consume->ack, {queues} queue(s)"), m),
         ] {
             println!("{name:<56} {r:>12.0}");
         }
@@ -238,9 +223,7 @@ fn main() -> Result<(), BoxError> {
         }
     }
     for (queues, bounded, unbounded) in ratios {
-        println!(
-            "ratio memory/mpsc {queues} queue(s): {bounded:.2} (vs unbounded mpsc: {unbounded:.2})"
-        );
+        println!("ratio memory/mpsc {queues} queue(s): {bounded:.2} (vs unbounded mpsc: {unbounded:.2})");
     }
     if wanted("routing") {
         println!(

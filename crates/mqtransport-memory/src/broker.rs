@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mqtransport_core::{
-    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue,
-    QueueInfo, Result, Router, Scope, ShortStr, Topology,
+    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue, QueueInfo, Result,
+    Router, Scope, ShortStr, Topology,
 };
 
 use mqtransport_core::hash::FxHashMap as HashMap;
@@ -51,15 +51,11 @@ impl BrokerInner {
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Topo> {
-        self.topo
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.topo.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Topo> {
-        self.topo
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.topo.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn queue_cell(&self, name: &str) -> Option<Arc<QueueCell>> {
@@ -96,8 +92,7 @@ impl BrokerInner {
     }
 
     fn generate_name(&self) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -122,9 +117,7 @@ impl BrokerInner {
         }
         let mut declared = Declared::default();
         for q in &topology.queues {
-            declared
-                .queues
-                .push(self.declare_queue(&mut topo, conn, q)?);
+            declared.queues.push(self.declare_queue(&mut topo, conn, q)?);
         }
         let last_server_named = topology
             .queues
@@ -160,8 +153,7 @@ impl BrokerInner {
         }
         q.validate(&self.vhost)?;
         if let Some(existing) = topo.queues.get(&q.name) {
-            if existing.owner.is_some_and(|o| o != conn) || q.exclusive != existing.owner.is_some()
-            {
+            if existing.owner.is_some_and(|o| o != conn) || q.exclusive != existing.owner.is_some() {
                 return Err(self.locked(&q.name));
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
@@ -209,10 +201,7 @@ impl BrokerInner {
     }
 
     pub(crate) fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<()> {
-        self.write()
-            .router
-            .delete_exchange(name, if_unused)
-            .map(drop)
+        self.write().router.delete_exchange(name, if_unused).map(drop)
     }
 
     pub(crate) fn queue_info(&self, conn: u64, name: &str) -> Result<QueueInfo> {
@@ -224,13 +213,7 @@ impl BrokerInner {
     }
 
     /// Deletes a queue: its consumers are cancelled, its messages discarded.
-    pub(crate) fn delete_queue(
-        &self,
-        conn: u64,
-        name: &str,
-        if_unused: bool,
-        if_empty: bool,
-    ) -> Result<u32> {
+    pub(crate) fn delete_queue(&self, conn: u64, name: &str, if_unused: bool, if_empty: bool) -> Result<u32> {
         let Some(q) = self.queue_cell(name) else {
             return Ok(0);
         };
@@ -242,10 +225,7 @@ impl BrokerInner {
             if if_unused && !st.consumers.is_empty() {
                 return Err(Error::broker(
                     406,
-                    format!(
-                        "PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use",
-                        self.vhost
-                    ),
+                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use", self.vhost),
                     Scope::Channel,
                 ));
             }
@@ -272,8 +252,7 @@ impl BrokerInner {
                 _ => return 0,
             }
             topo.queues.remove(&q.name);
-            topo.router
-                .remove_destination(&Destination::Queue(q.name.clone()));
+            topo.router.remove_destination(&Destination::Queue(q.name.clone()));
         }
         let mut wake = Vec::new();
         let count = {
@@ -402,9 +381,9 @@ impl BrokerInner {
             keys.push(&routing_key);
             keys.extend(cc.iter().map(ShortStr::as_str));
             keys.extend(bcc.iter().map(ShortStr::as_str));
-            let routed =
-                topo.router
-                    .route(&exchange, &keys, envelope.properties().headers.as_ref())?;
+            let routed = topo
+                .router
+                .route(&exchange, &keys, envelope.properties().headers.as_ref())?;
             routed
                 .queues()
                 .iter()
@@ -452,11 +431,10 @@ impl BrokerInner {
             let targets: Vec<Arc<QueueCell>> = {
                 let topo = self.read();
                 let keys: Vec<&str> = dl.routing_keys.iter().map(ShortStr::as_str).collect();
-                match topo.router.route(
-                    &dl.exchange,
-                    &keys,
-                    dl.envelope.properties().headers.as_ref(),
-                ) {
+                match topo
+                    .router
+                    .route(&dl.exchange, &keys, dl.envelope.properties().headers.as_ref())
+                {
                     Ok(routed) => routed
                         .queues()
                         .iter()
@@ -593,10 +571,7 @@ fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)
     let keys = |name: &str, v: Option<&FieldValue>| -> Result<Vec<ShortStr>> {
         match v {
             None => Ok(Vec::new()),
-            Some(FieldValue::Array(a)) => Ok(a
-                .iter()
-                .filter_map(|k| k.as_str().map(ShortStr::from))
-                .collect()),
+            Some(FieldValue::Array(a)) => Ok(a.iter().filter_map(|k| k.as_str().map(ShortStr::from)).collect()),
             Some(other) => Err(Error::broker(
                 406,
                 format!(

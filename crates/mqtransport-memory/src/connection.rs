@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use mqtransport_core::{
-    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
-    DeleteQueue, Delivery, Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
+    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+    Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
 };
 
 use crate::broker::{BrokerInner, REPLY_TO};
@@ -121,12 +121,7 @@ impl MemoryTransport {
         self.add_consumer(cell, options, true)
     }
 
-    fn add_consumer(
-        &self,
-        queue: Arc<QueueCell>,
-        options: &ConsumeOptions,
-        is_reply: bool,
-    ) -> Result<Consumer> {
+    fn add_consumer(&self, queue: Arc<QueueCell>, options: &ConsumeOptions, is_reply: bool) -> Result<Consumer> {
         let id = self.conn.broker.next_id();
         let tag = options
             .consumer_tag
@@ -350,10 +345,7 @@ impl AckHandle for QueueAck {
                 }
             };
             if self.owner.consumer != 0
-                && let Some(slot) = st
-                    .consumers
-                    .iter_mut()
-                    .find(|s| s.id == self.owner.consumer)
+                && let Some(slot) = st.consumers.iter_mut().find(|s| s.id == self.owner.consumer)
             {
                 slot.in_flight = slot.in_flight.saturating_sub(1);
             }
@@ -395,14 +387,7 @@ impl DeliveryStream {
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.seq)
         };
-        Delivery::new(
-            h.envelope,
-            h.exchange,
-            h.routing_key,
-            h.redelivered,
-            h.tag,
-            acker,
-        )
+        Delivery::new(h.envelope, h.exchange, h.routing_key, h.redelivered, h.tag, acker)
     }
 }
 
@@ -438,8 +423,7 @@ impl DeliveryStream {
             let outcome = {
                 let mut st = this.queue.lock();
                 if !this.pending.is_empty() {
-                    this.queue
-                        .apply_acks(&mut st, this.ack.owner, &this.pending);
+                    this.queue.apply_acks(&mut st, this.ack.owner, &this.pending);
                     this.pending.clear();
                     this.queue.dispatch(&mut st, &mut fx);
                 }
@@ -491,10 +475,7 @@ impl DeliveryStream {
                         ),
                     )
                 } else {
-                    Error::closed(format!(
-                        "consumer on queue '{}' was cancelled",
-                        this.queue.name
-                    ))
+                    Error::closed(format!("consumer on queue '{}' was cancelled", this.queue.name))
                 };
                 Poll::Ready(Some(Err(err)))
             }

@@ -69,9 +69,7 @@ pub struct MemoryBroker {
 
 impl std::fmt::Debug for MemoryBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBroker")
-            .field("name", &self.inner.name)
-            .finish()
+        f.debug_struct("MemoryBroker").field("name", &self.inner.name).finish()
     }
 }
 

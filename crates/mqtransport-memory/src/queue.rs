@@ -149,11 +149,7 @@ impl AckBatch {
                 return false;
             }
             b.acks.push(seq);
-            if b.acks.len() == 1 {
-                b.waker.take()
-            } else {
-                None
-            }
+            if b.acks.len() == 1 { b.waker.take() } else { None }
         };
         if let Some(w) = waker {
             w.wake();
@@ -477,10 +473,7 @@ impl QueueCell {
         let body = data.envelope.body.len();
         let over = |st: &QueueState| {
             self.config.max_len.is_some_and(|m| st.ready.len() >= m)
-                || self
-                    .config
-                    .max_bytes
-                    .is_some_and(|m| st.ready.bytes + body > m)
+                || self.config.max_bytes.is_some_and(|m| st.ready.bytes + body > m)
         };
         st.next_seq += 1;
         let msg = Msg {
@@ -562,9 +555,7 @@ impl QueueCell {
     fn delivered_envelope(&self, msg: &Msg, first_count: bool) -> Envelope {
         let mut envelope = msg.data.envelope.clone();
         if self.config.kind == QueueType::Quorum && (msg.returns > 0 || first_count) {
-            envelope
-                .headers_mut()
-                .insert(X_DELIVERY_COUNT, i64::from(msg.returns));
+            envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
         }
         envelope
     }
@@ -613,21 +604,14 @@ impl QueueCell {
         self.expire_heads(st, fx);
         let envelope = self.delivered_envelope(&msg, true);
         if !no_ack {
-            st.unacked
-                .insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
+            st.unacked.insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
         }
         let left = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
         Some((msg, envelope, left))
     }
 
     /// Puts an unacknowledged message back (or dead-letters it past the delivery limit).
-    pub(crate) fn give_back(
-        &self,
-        st: &mut QueueState,
-        mut msg: Msg,
-        how: Return,
-        fx: &mut Effects,
-    ) {
+    pub(crate) fn give_back(&self, st: &mut QueueState, mut msg: Msg, how: Return, fx: &mut Effects) {
         msg.redelivered = true;
         msg.returns += 1;
         if self.config.kind == QueueType::Quorum
@@ -679,12 +663,7 @@ impl QueueCell {
 
     /// Returns the messages a closed channel, connection or consumer held. Quorum queues put them
     /// at the front in their original order, classic queues at their original positions.
-    pub(crate) fn give_back_closed(
-        &self,
-        st: &mut QueueState,
-        mut msgs: Vec<Msg>,
-        fx: &mut Effects,
-    ) {
+    pub(crate) fn give_back_closed(&self, st: &mut QueueState, mut msgs: Vec<Msg>, fx: &mut Effects) {
         msgs.sort_by_key(|m| std::cmp::Reverse(m.seq));
         for m in msgs {
             self.give_back(st, m, Return::Closed, fx);
@@ -704,14 +683,7 @@ impl QueueCell {
         keys.push(routing_key);
         keys.extend(cc);
         let expiration = envelope.properties_mut().expiration.take();
-        record_death(
-            envelope.headers_mut(),
-            &self.name,
-            reason,
-            &exchange,
-            &keys,
-            expiration,
-        );
+        record_death(envelope.headers_mut(), &self.name, reason, &exchange, &keys, expiration);
         let routing_keys = match &self.config.dlrk {
             Some(k) => vec![ShortStr::from(k.as_str())],
             None => keys,

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mqtransport_core::{
-    ConsumeOptions, Envelope, ErrorKind, FieldValue, Publish, Queue, Topology, Transport,
-};
+use mqtransport_core::{ConsumeOptions, Envelope, ErrorKind, FieldValue, Publish, Queue, Topology, Transport};
 use mqtransport_memory::{MemoryBroker, MemoryTransport};
 
 type R = mqtransport_core::Result<()>;
@@ -23,15 +21,11 @@ async fn setup(queues: Vec<Queue>) -> mqtransport_core::Result<(MemoryBroker, Me
 }
 
 async fn count(c: &MemoryTransport, q: &str) -> u32 {
-    c.queue_info(q)
-        .await
-        .map(|i| i.message_count)
-        .unwrap_or(u32::MAX)
+    c.queue_info(q).await.map(|i| i.message_count).unwrap_or(u32::MAX)
 }
 
 async fn send(c: &MemoryTransport, q: &str, body: &str) -> R {
-    c.publish(Publish::to_queue(q, Envelope::new(body.to_owned())))
-        .await?;
+    c.publish(Publish::to_queue(q, Envelope::new(body.to_owned()))).await?;
     Ok(())
 }
 
@@ -43,8 +37,7 @@ fn text(d: &mqtransport_core::Delivery) -> String {
 async fn oversized_message_is_refused_naming_sizes() -> R {
     let broker = MemoryBroker::with_max_message_size(16);
     let c = broker.connect();
-    c.declare(&Topology::new().queue(Queue::durable("q")))
-        .await?;
+    c.declare(&Topology::new().queue(Queue::durable("q"))).await?;
     let e = c
         .publish(Publish::to_queue("q", Envelope::new(vec![0u8; 17])))
         .await
@@ -94,10 +87,7 @@ async fn self_dead_lettering_by_rejection_is_allowed() -> R {
     for expected in 1..=3i64 {
         let d = c.get("self", false).await?.expect("the message is back");
         d.reject(false).await?;
-        let d = c
-            .get("self", false)
-            .await?
-            .expect("dead-lettered to itself");
+        let d = c.get("self", false).await?.expect("dead-lettered to itself");
         let deaths = d
             .envelope
             .header("x-death")
@@ -121,9 +111,7 @@ async fn zero_ttl_is_delivered_only_to_a_ready_consumer() -> R {
     c.publish(Publish::to_queue("z", zero())).await?;
     assert_eq!(count(&c, "z").await, 0);
     // A consumer with credit: delivered.
-    let mut consumer = c
-        .consume("z", ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut consumer = c.consume("z", ConsumeOptions::default().prefetch(1)).await?;
     c.publish(Publish::to_queue("z", zero())).await?;
     let held = consumer.next().await.expect("delivered")?;
     // The consumer is at its prefetch limit: dropped, and not delivered after the ack.
@@ -137,17 +125,11 @@ async fn zero_ttl_is_delivered_only_to_a_ready_consumer() -> R {
 
 #[tokio::test(start_paused = true)]
 async fn unused_queue_expires() -> R {
-    let (_b, c) = setup(vec![
-        Queue::durable("idle").expires(Duration::from_millis(300)),
-    ])
-    .await?;
+    let (_b, c) = setup(vec![Queue::durable("idle").expires(Duration::from_millis(300))]).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(c.queue_info("idle").await.is_ok());
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        c.queue_info("idle").await.unwrap_err().reply_code(),
-        Some(404)
-    );
+    assert_eq!(c.queue_info("idle").await.unwrap_err().reply_code(), Some(404));
     Ok(())
 }
 
@@ -186,11 +168,7 @@ async fn quorum_returns_on_close_go_to_the_front_in_order() -> R {
     drop((d0, d2));
     let mut order = Vec::new();
     while let Some(d) = c.get("qq", true).await? {
-        order.push(format!(
-            "{}{}",
-            text(&d),
-            if d.redelivered { "(r)" } else { "" }
-        ));
+        order.push(format!("{}{}", text(&d), if d.redelivered { "(r)" } else { "" }));
     }
     assert_eq!(order, ["d0(r)", "d2(r)", "d3", "d4"]);
     Ok(())
@@ -199,15 +177,10 @@ async fn quorum_returns_on_close_go_to_the_front_in_order() -> R {
 #[tokio::test(start_paused = true)]
 async fn exclusive_consumer_locks_out_others_but_not_get() -> R {
     let (_b, c) = setup(vec![Queue::durable("x")]).await?;
-    let only = c
-        .consume("x", ConsumeOptions::default().exclusive())
-        .await?;
+    let only = c.consume("x", ConsumeOptions::default().exclusive()).await?;
     let e = c.consume("x", ConsumeOptions::default()).await.unwrap_err();
     assert_eq!(e.reply_code(), Some(403));
-    assert_eq!(
-        e.message(),
-        "ACCESS_REFUSED - queue 'x' in vhost '/' in exclusive use"
-    );
+    assert_eq!(e.message(), "ACCESS_REFUSED - queue 'x' in vhost '/' in exclusive use");
     assert!(c.get("x", true).await?.is_none());
     drop(only);
     let _again = c.consume("x", ConsumeOptions::default()).await?;
@@ -218,12 +191,8 @@ async fn exclusive_consumer_locks_out_others_but_not_get() -> R {
 async fn requeued_message_goes_to_the_consumer_with_capacity() -> R {
     let (b, c) = setup(vec![Queue::durable("rr")]).await?;
     let (ca, cb) = (b.connect(), b.connect());
-    let mut a = ca
-        .consume("rr", ConsumeOptions::default().prefetch(1))
-        .await?;
-    let mut bb = cb
-        .consume("rr", ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut a = ca.consume("rr", ConsumeOptions::default().prefetch(1)).await?;
+    let mut bb = cb.consume("rr", ConsumeOptions::default().prefetch(1)).await?;
     send(&c, "rr", "x0").await?;
     send(&c, "rr", "x1").await?;
     let x0 = a.next().await.expect("x0")?;
@@ -244,9 +213,7 @@ async fn acks_from_other_tasks_release_credit() -> R {
     for i in 0..200 {
         send(&c, "credit", &format!("m{i}")).await?;
     }
-    let mut consumer = c
-        .consume("credit", ConsumeOptions::default().prefetch(2))
-        .await?;
+    let mut consumer = c.consume("credit", ConsumeOptions::default().prefetch(2)).await?;
     let mut handlers = Vec::new();
     let all = tokio::time::timeout(Duration::from_secs(30), async {
         for _ in 0..200 {
@@ -277,9 +244,7 @@ async fn pending_acks_survive_close() -> R {
         send(&c, "acked", &format!("m{i}")).await?;
     }
     let other = b.connect();
-    let mut consumer = other
-        .consume("acked", ConsumeOptions::default().prefetch(10))
-        .await?;
+    let mut consumer = other.consume("acked", ConsumeOptions::default().prefetch(10)).await?;
     for _ in 0..3 {
         consumer.next().await.expect("delivery")?.ack().await?;
     }
@@ -303,9 +268,7 @@ async fn dropping_a_consumer_returns_what_it_never_yielded() -> R {
     for i in 0..5 {
         send(&c, "inbox", &format!("m{i}")).await?;
     }
-    let mut consumer = c
-        .consume("inbox", ConsumeOptions::default().prefetch(10))
-        .await?;
+    let mut consumer = c.consume("inbox", ConsumeOptions::default().prefetch(10)).await?;
     let first = consumer.next().await.expect("m0")?;
     drop(consumer);
     assert_eq!(count(&c, "inbox").await, 4);
@@ -330,11 +293,8 @@ async fn concurrent_publishers_and_consumers_lose_nothing() -> R {
         let conn = b.connect();
         tasks.push(tokio::spawn(async move {
             for i in 0..PER {
-                conn.publish(Publish::to_queue(
-                    "stress",
-                    Envelope::new(format!("{p}-{i}")),
-                ))
-                .await?;
+                conn.publish(Publish::to_queue("stress", Envelope::new(format!("{p}-{i}"))))
+                    .await?;
             }
             Ok::<(), mqtransport_core::Error>(())
         }));
@@ -345,15 +305,11 @@ async fn concurrent_publishers_and_consumers_lose_nothing() -> R {
         let conn = b.connect();
         let seen = std::sync::Arc::clone(&seen);
         consumers.push(tokio::spawn(async move {
-            let mut s = conn
-                .consume("stress", ConsumeOptions::default().prefetch(50))
-                .await?;
+            let mut s = conn.consume("stress", ConsumeOptions::default().prefetch(50)).await?;
             let mut n = k;
             while let Some(d) = s.next().await {
                 let d = d?;
-                n = n
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 match n >> 62 {
                     0 => d.nack(true).await?,
                     1 => drop(d),
@@ -432,11 +388,7 @@ async fn x_death_entries_are_written_in_rabbitmq_order() -> R {
         Envelope::new("job").with_expiration(Duration::from_secs(60)),
     ))
     .await?;
-    c.get("work", false)
-        .await?
-        .expect("job")
-        .reject(false)
-        .await?;
+    c.get("work", false).await?.expect("job").reject(false).await?;
     let first = c.get("retry", true).await?.expect("in retry");
     assert_eq!(
         death_keys(&first),
@@ -450,34 +402,15 @@ async fn x_death_entries_are_written_in_rabbitmq_order() -> R {
             "original-expiration"
         ]]
     );
-    c.publish(Publish::to_queue("work", Envelope::new("job2")))
-        .await?;
-    c.get("work", false)
-        .await?
-        .expect("job2")
-        .reject(false)
-        .await?;
+    c.publish(Publish::to_queue("work", Envelope::new("job2"))).await?;
+    c.get("work", false).await?.expect("job2").reject(false).await?;
     tokio::time::sleep(Duration::from_millis(75)).await;
     let back = c.get("work", false).await?.expect("back from retry");
     assert_eq!(
         death_keys(&back),
         [
-            vec![
-                "count",
-                "exchange",
-                "queue",
-                "reason",
-                "routing-keys",
-                "time"
-            ],
-            vec![
-                "count",
-                "reason",
-                "queue",
-                "time",
-                "exchange",
-                "routing-keys"
-            ],
+            vec!["count", "exchange", "queue", "reason", "routing-keys", "time"],
+            vec!["count", "reason", "queue", "time", "exchange", "routing-keys"],
         ]
     );
     back.ack().await?;

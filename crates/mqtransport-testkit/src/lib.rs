@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mqtransport_core::{
-    BoxFuture, Confirmation, Consumer, DeleteQueue, Delivery, DynTransport, Envelope, Error,
-    Publish, Topology, Transport,
+    BoxFuture, Confirmation, Consumer, DeleteQueue, Delivery, DynTransport, Envelope, Error, Publish, Topology,
+    Transport,
 };
 
 pub mod proxy;
@@ -174,17 +174,12 @@ impl Ctx {
         routing_key: &str,
         envelope: Envelope,
     ) -> Result<Confirmation, Failure> {
-        Ok(self
-            .conn
-            .publish(Publish::new(exchange, routing_key, envelope))
-            .await?)
+        Ok(self.conn.publish(Publish::new(exchange, routing_key, envelope)).await?)
     }
 
     /// Publishes `body` to `queue` through the default exchange and requires a confirm.
     pub async fn send(&self, queue: &str, body: &str) -> TestResult {
-        let c = self
-            .publish("", queue, Envelope::new(body.to_owned()))
-            .await?;
+        let c = self.publish("", queue, Envelope::new(body.to_owned())).await?;
         check_eq!(c, Confirmation::Confirmed);
         Ok(())
     }
@@ -233,9 +228,7 @@ impl Ctx {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Failure(format!(
-                    "timed out after {DEADLINE:?} waiting until {what}"
-                )));
+                return Err(Failure(format!("timed out after {DEADLINE:?} waiting until {what}")));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -243,10 +236,9 @@ impl Ctx {
 
     /// Waits until `queue` holds exactly `n` ready messages.
     pub async fn wait_count(&self, queue: &str, n: u32) -> TestResult {
-        self.eventually(
-            &format!("queue '{queue}' holds {n} messages"),
-            || async move { Ok(self.count(queue).await? == n) },
-        )
+        self.eventually(&format!("queue '{queue}' holds {n} messages"), || async move {
+            Ok(self.count(queue).await? == n)
+        })
         .await
     }
 
@@ -311,8 +303,7 @@ where
         created,
     };
     // A panic inside the scenario must not skip the cleanup on a shared broker.
-    let guarded =
-        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario(ctx)));
+    let guarded = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario(ctx)));
     let outcome = tokio::time::timeout(Duration::from_secs(120), guarded).await;
     cleanup.cleanup().await;
     let against = cleanup.connector.describe();

@@ -88,13 +88,7 @@ impl FaultProxy {
 
     /// Cuts every open connection.
     pub fn cut(&self, how: Cut) {
-        let conns = std::mem::take(
-            &mut *self
-                .shared
-                .conns
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let conns = std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner));
         for c in conns {
             let _ = c.send(Some(how));
         }
@@ -139,22 +133,13 @@ impl Drop for FaultProxy {
 
 async fn serve(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     let (cut_tx, cut_rx) = watch::channel(None);
-    s.conns
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(cut_tx);
+    s.conns.lock().unwrap_or_else(PoisonError::into_inner).push(cut_tx);
     s.live.fetch_add(1, Ordering::AcqRel);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = tokio::spawn(forward(
-        Arc::clone(&s),
-        Direction::ToServer,
-        cr,
-        sw,
-        cut_rx.clone(),
-    ));
+    let up = tokio::spawn(forward(Arc::clone(&s), Direction::ToServer, cr, sw, cut_rx.clone()));
     let down = tokio::spawn(forward(Arc::clone(&s), Direction::ToClient, sr, cw, cut_rx));
     let _ = tokio::join!(up, down);
     s.live.fetch_sub(1, Ordering::AcqRel);

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mqtransport_core::{
-    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, Envelope, Error,
-    ErrorKind, Exchange, FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology,
-    Transport,
+    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, Envelope, Error, ErrorKind, Exchange,
+    FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology, Transport,
 };
 
 use crate::{Ctx, Failure, TestResult, body, check, check_eq};
@@ -78,13 +77,9 @@ macro_rules! __for_each_scenario {
 
 fn expect_err<T>(r: Result<T, Error>, code: u16, what: &str) -> Result<Error, Failure> {
     match r {
-        Ok(_) => Err(Failure(format!(
-            "{what}: expected reply code {code}, got success"
-        ))),
+        Ok(_) => Err(Failure(format!("{what}: expected reply code {code}, got success"))),
         Err(e) if e.reply_code() == Some(code) => Ok(e),
-        Err(e) => Err(Failure(format!(
-            "{what}: expected reply code {code}, got {e}"
-        ))),
+        Err(e) => Err(Failure(format!("{what}: expected reply code {code}, got {e}"))),
     }
 }
 
@@ -147,12 +142,9 @@ pub async fn declare_is_idempotent(c: Ctx) -> TestResult {
 /// Re-declaring with another durable or auto-delete flag is PRECONDITION_FAILED naming the queue.
 pub async fn redeclare_with_other_flags_fails(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::transient(&q)))
-        .await?;
+    c.declare(Topology::new().queue(Queue::transient(&q))).await?;
     let e = expect_err(
-        c.conn()
-            .declare(&Topology::new().queue(Queue::durable(&q)))
-            .await,
+        c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await,
         406,
         "durable",
     )?;
@@ -170,10 +162,7 @@ pub async fn redeclare_with_other_flags_fails(c: Ctx) -> TestResult {
         406,
         "auto_delete",
     )?;
-    check!(
-        e.message().contains("inequivalent arg 'auto_delete'"),
-        "{e}"
-    );
+    check!(e.message().contains("inequivalent arg 'auto_delete'"), "{e}");
     Ok(())
 }
 
@@ -183,9 +172,7 @@ pub async fn redeclare_with_other_arguments_fails(c: Ctx) -> TestResult {
     c.declare(Topology::new().queue(Queue::durable(&q).argument("x-message-ttl", 1000i32)))
         .await?;
     let e = expect_err(
-        c.conn()
-            .declare(&Topology::new().queue(Queue::durable(&q)))
-            .await,
+        c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await,
         406,
         "no ttl",
     )?;
@@ -200,11 +187,7 @@ pub async fn redeclare_with_other_arguments_fails(c: Ctx) -> TestResult {
         406,
         "other ttl",
     )?;
-    check!(
-        e.message()
-            .contains("received '2000' but current is '1000'"),
-        "{e}"
-    );
+    check!(e.message().contains("received '2000' but current is '1000'"), "{e}");
     let same = Queue::durable(&q)
         .argument("x-message-ttl", 1000i64)
         .argument("x-mqt-unknown", "ignored")
@@ -233,29 +216,19 @@ pub async fn passive_declare_of_missing_entities_is_not_found(c: Ctx) -> TestRes
     let (q, x) = (c.queue("missing"), c.exchange("missing"));
     let e = expect_err(c.conn().queue_info(&q).await, 404, "queue")?;
     check_eq!(e.kind(), ErrorKind::NotFound);
-    check_eq!(
-        e.message(),
-        format!("NOT_FOUND - no queue '{q}' in vhost '/'")
-    );
+    check_eq!(e.message(), format!("NOT_FOUND - no queue '{q}' in vhost '/'"));
     let e = expect_err(c.conn().exchange_exists(&x).await, 404, "exchange")?;
-    check_eq!(
-        e.message(),
-        format!("NOT_FOUND - no exchange '{x}' in vhost '/'")
-    );
+    check_eq!(e.message(), format!("NOT_FOUND - no exchange '{x}' in vhost '/'"));
     Ok(())
 }
 
 /// An exchange re-declared with another type or durability is PRECONDITION_FAILED.
 pub async fn exchange_redeclare_must_match(c: Ctx) -> TestResult {
     let x = c.exchange("x");
-    c.declare(Topology::new().exchange(Exchange::direct(&x)))
-        .await?;
-    c.declare(Topology::new().exchange(Exchange::direct(&x)))
-        .await?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
     let e = expect_err(
-        c.conn()
-            .declare(&Topology::new().exchange(Exchange::fanout(&x)))
-            .await,
+        c.conn().declare(&Topology::new().exchange(Exchange::fanout(&x))).await,
         406,
         "type",
     )?;
@@ -307,16 +280,10 @@ pub async fn reserved_and_oversized_names_are_refused(c: Ctx) -> TestResult {
         "delete amq.direct",
     )?;
     let long = format!("{}{}", c.queue("q"), "x".repeat(256));
-    match c
-        .conn()
-        .declare(&Topology::new().queue(Queue::durable(&long)))
-        .await
-    {
+    match c.conn().declare(&Topology::new().queue(Queue::durable(&long))).await {
         Err(e) if e.kind() == ErrorKind::InvalidInput => check!(e.message().contains("255"), "{e}"),
         other => {
-            return Err(Failure(format!(
-                "256+ byte name: expected InvalidInput, got {other:?}"
-            )));
+            return Err(Failure(format!("256+ byte name: expected InvalidInput, got {other:?}")));
         }
     }
     Ok(())
@@ -327,18 +294,14 @@ pub async fn quorum_queue_rejects_invalid_properties(c: Ctx) -> TestResult {
     let q = c.queue("qq");
     let e = expect_err(
         c.conn()
-            .declare(
-                &Topology::new().queue(Queue::transient(&q).argument("x-queue-type", "quorum")),
-            )
+            .declare(&Topology::new().queue(Queue::transient(&q).argument("x-queue-type", "quorum")))
             .await,
         406,
         "non-durable",
     )?;
     check_eq!(
         e.message(),
-        format!(
-            "PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'"
-        )
+        format!("PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'")
     );
     let e = expect_err(
         c.conn()
@@ -350,27 +313,18 @@ pub async fn quorum_queue_rejects_invalid_properties(c: Ctx) -> TestResult {
     check!(e.message().contains("'auto-delete'"), "{e}");
     c.declare(Topology::new().queue(Queue::quorum(&q))).await?;
     let e = expect_err(
-        c.conn()
-            .declare(&Topology::new().queue(Queue::durable(&q)))
-            .await,
+        c.conn().declare(&Topology::new().queue(Queue::durable(&q))).await,
         406,
         "as classic",
     )?;
-    check!(
-        e.message().contains("inequivalent arg 'x-queue-type'"),
-        "{e}"
-    );
+    check!(e.message().contains("inequivalent arg 'x-queue-type'"), "{e}");
     Ok(())
 }
 
 /// An empty queue name gets a fresh `amq.gen-` name of 30 characters each time.
 pub async fn server_named_queues_are_generated(c: Ctx) -> TestResult {
-    let a = c
-        .declare(Topology::new().queue(Queue::server_named()))
-        .await?;
-    let b = c
-        .declare(Topology::new().queue(Queue::server_named()))
-        .await?;
+    let a = c.declare(Topology::new().queue(Queue::server_named())).await?;
+    let b = c.declare(Topology::new().queue(Queue::server_named())).await?;
     let (a, b) = (&a.queues[0].name, &b.queues[0].name);
     c.adopt_queue(a);
     c.adopt_queue(b);
@@ -410,20 +364,11 @@ pub async fn direct_exchange_routes_by_key(c: Ctx) -> TestResult {
         .bind(Binding::queue(&qs[2], &x, "j"))
         .bind(Binding::queue(&qs[2], &x, "k"));
     c.declare(t).await?;
-    check_eq!(
-        c.publish(&x, "k", env("k-msg")).await?,
-        Confirmation::Confirmed
-    );
-    check_eq!(
-        c.publish(&x, "j", env("j-msg")).await?,
-        Confirmation::Confirmed
-    );
+    check_eq!(c.publish(&x, "k", env("k-msg")).await?, Confirmation::Confirmed);
+    check_eq!(c.publish(&x, "j", env("j-msg")).await?, Confirmation::Confirmed);
     check_eq!(c.drain(&qs[0]).await?, vec!["k-msg".to_owned()]);
     check_eq!(c.drain(&qs[1]).await?, vec!["k-msg".to_owned()]);
-    check_eq!(
-        c.drain(&qs[2]).await?,
-        vec!["k-msg".to_owned(), "j-msg".to_owned()]
-    );
+    check_eq!(c.drain(&qs[2]).await?, vec!["k-msg".to_owned(), "j-msg".to_owned()]);
     Ok(())
 }
 
@@ -439,14 +384,8 @@ pub async fn fanout_ignores_routing_key(c: Ctx) -> TestResult {
             .bind(Binding::queue(&q2, &x, "k2")),
     )
     .await?;
-    check_eq!(
-        c.publish(&x, "zzz", env("m")).await?,
-        Confirmation::Confirmed
-    );
-    check_eq!(
-        (c.drain(&q1).await?.len(), c.drain(&q2).await?.len()),
-        (1, 1)
-    );
+    check_eq!(c.publish(&x, "zzz", env("m")).await?, Confirmation::Confirmed);
+    check_eq!((c.drain(&q1).await?.len(), c.drain(&q2).await?.len()), (1, 1));
     Ok(())
 }
 
@@ -470,9 +409,7 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     let mut names = Vec::new();
     for (name, pattern, _) in cases {
         let q = c.queue(name);
-        t = t
-            .queue(Queue::durable(&q))
-            .bind(Binding::queue(&q, &x, pattern));
+        t = t.queue(Queue::durable(&q)).bind(Binding::queue(&q, &x, pattern));
         names.push(q);
     }
     c.declare(t).await?;
@@ -481,10 +418,7 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     }
     for ((_, pattern, expected), q) in cases.iter().zip(&names) {
         let got = c.drain(q).await?;
-        check!(
-            got.len() == *expected,
-            "pattern {pattern:?} matched {got:?}"
-        );
+        check!(got.len() == *expected, "pattern {pattern:?} matched {got:?}");
     }
     check_eq!(c.drain(&multi).await?.len(), keys.len());
     Ok(())
@@ -494,12 +428,7 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
 pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
     let x = c.exchange("h");
     let (all, any, void) = (c.queue("all"), c.queue("any"), c.queue("void"));
-    let args = |mode: &str| {
-        FieldTable::new()
-            .with("x-match", mode)
-            .with("a", 1i32)
-            .with("b", "x")
-    };
+    let args = |mode: &str| FieldTable::new().with("x-match", mode).with("a", 1i32).with("b", "x");
     c.declare(
         Topology::new()
             .exchange(Exchange::headers(&x))
@@ -508,16 +437,11 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
             .queue(Queue::durable(&void))
             .bind(Binding::queue(&all, &x, "").arguments(args("all")))
             .bind(Binding::queue(&any, &x, "").arguments(args("any")))
-            .bind(
-                Binding::queue(&void, &x, "")
-                    .arguments(FieldTable::new().with("a", FieldValue::Void)),
-            ),
+            .bind(Binding::queue(&void, &x, "").arguments(FieldTable::new().with("a", FieldValue::Void))),
     )
     .await?;
     let msgs = [
-        Envelope::new("both")
-            .with_header("a", 1i64)
-            .with_header("b", "x"),
+        Envelope::new("both").with_header("a", 1i64).with_header("b", "x"),
         Envelope::new("a-double").with_header("a", 1.0f64),
         Envelope::new("b-bytes").with_header("b", FieldValue::Bytes(Bytes::from_static(b"x"))),
         Envelope::new("a-string").with_header("a", "1"),
@@ -529,19 +453,11 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
     check_eq!(c.drain(&all).await?, vec!["both".to_owned()]);
     check_eq!(
         c.drain(&any).await?,
-        vec![
-            "both".to_owned(),
-            "a-double".to_owned(),
-            "b-bytes".to_owned()
-        ]
+        vec!["both".to_owned(), "a-double".to_owned(), "b-bytes".to_owned()]
     );
     check_eq!(
         c.drain(&void).await?,
-        vec![
-            "both".to_owned(),
-            "a-double".to_owned(),
-            "a-string".to_owned()
-        ]
+        vec!["both".to_owned(), "a-double".to_owned(), "a-string".to_owned()]
     );
     Ok(())
 }
@@ -549,12 +465,7 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
 /// Exchange-to-exchange: a diamond gives one copy, delivered with the exchange published to;
 /// a binding loop does not loop (§7).
 pub async fn exchange_to_exchange_bindings_give_one_copy(c: Ctx) -> TestResult {
-    let (x1, x2, x3, q) = (
-        c.exchange("x1"),
-        c.exchange("x2"),
-        c.exchange("x3"),
-        c.queue("q"),
-    );
+    let (x1, x2, x3, q) = (c.exchange("x1"), c.exchange("x2"), c.exchange("x3"), c.queue("q"));
     let (a, b, qa) = (c.exchange("a"), c.exchange("b"), c.queue("qa"));
     c.declare(
         Topology::new()
@@ -576,29 +487,18 @@ pub async fn exchange_to_exchange_bindings_give_one_copy(c: Ctx) -> TestResult {
     .await?;
     c.publish(&x1, "a.b", env("diamond")).await?;
     let d = get_one(&c, &q).await?;
-    check_eq!(
-        (d.exchange.as_str(), d.routing_key.as_str()),
-        (x1.as_str(), "a.b")
-    );
+    check_eq!((d.exchange.as_str(), d.routing_key.as_str()), (x1.as_str(), "a.b"));
     d.ack().await?;
     check_eq!(c.count(&q).await?, 0);
     c.publish(&a, "k", env("via-a")).await?;
     c.publish(&b, "k", env("via-b")).await?;
-    check_eq!(
-        c.drain(&qa).await?,
-        vec!["via-a".to_owned(), "via-b".to_owned()]
-    );
+    check_eq!(c.drain(&qa).await?, vec!["via-a".to_owned(), "via-b".to_owned()]);
     Ok(())
 }
 
 /// Unroutable messages go to the alternate exchange, with no return, keeping their exchange.
 pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
-    let (ae, main, qae, qk) = (
-        c.exchange("ae"),
-        c.exchange("main"),
-        c.queue("ae"),
-        c.queue("k"),
-    );
+    let (ae, main, qae, qk) = (c.exchange("ae"), c.exchange("main"), c.queue("ae"), c.queue("k"));
     c.declare(
         Topology::new()
             .exchange(Exchange::fanout(&ae))
@@ -609,14 +509,8 @@ pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
             .bind(Binding::queue(&qk, &main, "k")),
     )
     .await?;
-    check_eq!(
-        c.publish(&main, "nope", env("lost?")).await?,
-        Confirmation::Confirmed
-    );
-    check_eq!(
-        c.publish(&main, "k", env("routed")).await?,
-        Confirmation::Confirmed
-    );
+    check_eq!(c.publish(&main, "nope", env("lost?")).await?, Confirmation::Confirmed);
+    check_eq!(c.publish(&main, "k", env("routed")).await?, Confirmation::Confirmed);
     let d = get_one(&c, &qae).await?;
     check_eq!(
         (d.exchange.as_str(), d.routing_key.as_str(), body(&d)),
@@ -631,8 +525,7 @@ pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
 pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
     let x = c.exchange("x");
     let missing = c.queue("no-such-queue");
-    c.declare(Topology::new().exchange(Exchange::direct(&x)))
-        .await?;
+    c.declare(Topology::new().exchange(Exchange::direct(&x))).await?;
     let returned = Confirmation::Returned {
         reply_code: 312,
         reply_text: "NO_ROUTE".into(),
@@ -656,15 +549,8 @@ pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
 pub async fn publish_to_missing_exchange_fails(c: Ctx) -> TestResult {
     let (x, q) = (c.exchange("nox"), c.queue("q"));
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
-    let e = expect_err(
-        c.conn().publish(Publish::new(&x, "k", env("m"))).await,
-        404,
-        "publish",
-    )?;
-    check_eq!(
-        e.message(),
-        format!("NOT_FOUND - no exchange '{x}' in vhost '/'")
-    );
+    let e = expect_err(c.conn().publish(Publish::new(&x, "k", env("m"))).await, 404, "publish")?;
+    check_eq!(e.message(), format!("NOT_FOUND - no exchange '{x}' in vhost '/'"));
     c.conn().ping().await?;
     c.send(&q, "after").await?;
     check_eq!(c.drain(&q).await?, vec!["after".to_owned()]);
@@ -684,16 +570,11 @@ pub async fn publish_to_internal_exchange_is_refused(c: Ctx) -> TestResult {
     )
     .await?;
     let e = expect_err(
-        c.conn()
-            .publish(Publish::new(&internal, "", env("m")))
-            .await,
+        c.conn().publish(Publish::new(&internal, "", env("m"))).await,
         403,
         "internal",
     )?;
-    check!(
-        e.message().contains("cannot publish to internal exchange"),
-        "{e}"
-    );
+    check!(e.message().contains("cannot publish to internal exchange"), "{e}");
     c.publish(&front, "", env("through")).await?;
     check_eq!(c.drain(&q).await?, vec!["through".to_owned()]);
     Ok(())
@@ -717,9 +598,7 @@ pub async fn unbind_stops_routing(c: Ctx) -> TestResult {
         Confirmation::Returned { .. }
     ));
     c.conn().unbind(&b).await?;
-    c.conn()
-        .unbind(&Binding::queue(c.queue("never"), &x, "k"))
-        .await?;
+    c.conn().unbind(&Binding::queue(c.queue("never"), &x, "k")).await?;
     check_eq!(c.drain(&q).await?, vec!["1".to_owned()]);
     Ok(())
 }
@@ -773,10 +652,7 @@ pub async fn competing_consumers_are_served_round_robin(c: Ctx) -> TestResult {
     let mut consumers = Vec::new();
     for _ in 0..3 {
         let conn = c.connect().await?;
-        consumers.push(
-            conn.consume(&q, ConsumeOptions::default().no_ack(true))
-                .await?,
-        );
+        consumers.push(conn.consume(&q, ConsumeOptions::default().no_ack(true)).await?);
     }
     for i in 0..9 {
         c.send(&q, &format!("m{i}")).await?;
@@ -799,10 +675,7 @@ pub async fn prefetch_bounds_unacked_deliveries(c: Ctx) -> TestResult {
     for i in 0..5 {
         c.send(&q, &format!("m{i}")).await?;
     }
-    let mut consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(2))
-        .await?;
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(2)).await?;
     let d0 = c.next(&mut consumer).await?;
     let d1 = c.next(&mut consumer).await?;
     check_eq!((body(&d0), body(&d1)), ("m0".to_owned(), "m1".to_owned()));
@@ -821,10 +694,7 @@ pub async fn ack_removes_the_message(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "first").await?;
-    let mut consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
     let d = c.next(&mut consumer).await?;
     d.ack().await?;
     drop(consumer);
@@ -839,10 +709,7 @@ pub async fn nack_with_requeue_redelivers(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "again").await?;
-    let mut consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
     let d = c.next(&mut consumer).await?;
     check!(!d.redelivered);
     d.nack(true).await?;
@@ -869,11 +736,7 @@ pub async fn requeue_restores_original_position(c: Ctx) -> TestResult {
     m0.reject(true).await?;
     let mut order = Vec::new();
     while let Some(d) = c.get(&q).await? {
-        order.push(format!(
-            "{}{}",
-            body(&d),
-            if d.redelivered { "(r)" } else { "" }
-        ));
+        order.push(format!("{}{}", body(&d), if d.redelivered { "(r)" } else { "" }));
         d.ack().await?;
     }
     check_eq!(order, vec!["m0(r)", "m2(r)", "m3", "m4", "m5"]);
@@ -886,10 +749,7 @@ pub async fn dropped_delivery_is_requeued(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     c.send(&q, "dropped").await?;
-    let mut consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
     drop(c.next(&mut consumer).await?);
     let d = c.next(&mut consumer).await?;
     check_eq!((body(&d), d.redelivered), ("dropped".to_owned(), true));
@@ -904,9 +764,7 @@ pub async fn closing_connection_requeues_unacked(c: Ctx) -> TestResult {
     c.send(&q, "m0").await?;
     c.send(&q, "m1").await?;
     let other = c.connect().await?;
-    let mut consumer = other
-        .consume(&q, ConsumeOptions::default().prefetch(10))
-        .await?;
+    let mut consumer = other.consume(&q, ConsumeOptions::default().prefetch(10)).await?;
     let d0 = c.next(&mut consumer).await?;
     let d1 = c.next(&mut consumer).await?;
     c.wait_count(&q, 0).await?;
@@ -928,10 +786,7 @@ pub async fn declare_ok_counts_ready_only(c: Ctx) -> TestResult {
     for i in 0..3 {
         c.send(&q, &format!("m{i}")).await?;
     }
-    let mut consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(1))
-        .await?;
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
     let d = c.next(&mut consumer).await?;
     c.wait_count(&q, 2).await?;
     let info = c
@@ -965,16 +820,8 @@ pub async fn exclusive_queue_belongs_to_its_connection(c: Ctx) -> TestResult {
     expect_err(other.queue_info(&q).await, 405, "passive")?;
     expect_err(other.get(&q, false).await, 405, "get")?;
     expect_err(other.purge(&q).await, 405, "purge")?;
-    expect_err(
-        other.consume(&q, ConsumeOptions::default()).await,
-        405,
-        "consume",
-    )?;
-    expect_err(
-        other.delete_queue(&q, DeleteQueue::default()).await,
-        405,
-        "delete",
-    )?;
+    expect_err(other.consume(&q, ConsumeOptions::default()).await, 405, "consume")?;
+    expect_err(other.delete_queue(&q, DeleteQueue::default()).await, 405, "delete")?;
     check_eq!(
         other.publish(Publish::to_queue(&q, env("allowed"))).await?,
         Confirmation::Confirmed
@@ -1024,10 +871,7 @@ pub async fn deleting_a_queue_cancels_its_consumers(c: Ctx) -> TestResult {
         }
     })
     .await;
-    check!(
-        ended.is_ok(),
-        "the consumer did not end after its queue was deleted"
-    );
+    check!(ended.is_ok(), "the consumer did not end after its queue was deleted");
     Ok(())
 }
 
@@ -1065,14 +909,8 @@ pub async fn reject_dead_letters_with_x_death(c: Ctx) -> TestResult {
         (dlx.as_str(), "in-key", false)
     );
     check_eq!(d.envelope.properties().expiration, None);
-    check_eq!(
-        d.envelope.properties().correlation_id.as_deref(),
-        Some("c-1")
-    );
-    check_eq!(
-        d.envelope.header("app").and_then(FieldValue::as_str),
-        Some("kept")
-    );
+    check_eq!(d.envelope.properties().correlation_id.as_deref(), Some("c-1"));
+    check_eq!(d.envelope.header("app").and_then(FieldValue::as_str), Some("kept"));
     let x = deaths(&d);
     check_eq!(x.len(), 1);
     check_eq!(
@@ -1089,11 +927,7 @@ pub async fn reject_dead_letters_with_x_death(c: Ctx) -> TestResult {
     );
     check_eq!(x[0].get("count").and_then(FieldValue::as_i64), Some(1));
     check_eq!(
-        (
-            text(&x[0], "reason"),
-            text(&x[0], "queue"),
-            text(&x[0], "exchange")
-        ),
+        (text(&x[0], "reason"), text(&x[0], "queue"), text(&x[0], "exchange")),
         (Some("rejected"), Some(src.as_str()), Some(input.as_str()))
     );
     check_eq!(
@@ -1102,12 +936,7 @@ pub async fn reject_dead_letters_with_x_death(c: Ctx) -> TestResult {
     );
     check_eq!(text(&x[0], "original-expiration"), Some("60000"));
     check!(matches!(x[0].get("time"), Some(FieldValue::Timestamp(_))));
-    let first = |k: &str| {
-        d.envelope
-            .header(k)
-            .and_then(FieldValue::as_str)
-            .map(str::to_owned)
-    };
+    let first = |k: &str| d.envelope.header(k).and_then(FieldValue::as_str).map(str::to_owned);
     check_eq!(first("x-first-death-exchange"), Some(input.clone()));
     check_eq!(first("x-first-death-queue"), Some(src.clone()));
     check_eq!(first("x-first-death-reason").as_deref(), Some("rejected"));
@@ -1141,10 +970,7 @@ pub async fn dead_letter_routing_key_override(c: Ctx) -> TestResult {
     get_one(&c, &src).await?.nack(false).await?;
     c.wait_count(&dlq, 1).await?;
     let d = get_one(&c, &dlq).await?;
-    check_eq!(
-        (d.exchange.as_str(), d.routing_key.as_str()),
-        ("", dlq.as_str())
-    );
+    check_eq!((d.exchange.as_str(), d.routing_key.as_str()), ("", dlq.as_str()));
     check_eq!(
         deaths(&d)[0].get("routing-keys"),
         Some(&FieldValue::Array(vec![src.as_str().into()]))
@@ -1206,14 +1032,7 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     check_eq!(x[1].get("count").and_then(FieldValue::as_i64), Some(2));
     check_eq!(
         keys(&x[0]),
-        vec![
-            "count",
-            "exchange",
-            "queue",
-            "reason",
-            "routing-keys",
-            "time"
-        ]
+        vec!["count", "exchange", "queue", "reason", "routing-keys", "time"]
     );
     d.ack().await?;
     Ok(())
@@ -1249,18 +1068,10 @@ pub async fn lower_ttl_wins(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q).message_ttl(Duration::from_secs(60))))
         .await?;
-    c.publish(
-        "",
-        &q,
-        env("short").with_expiration(Duration::from_millis(100)),
-    )
-    .await?;
-    c.publish(
-        "",
-        &q,
-        env("keep").with_expiration(Duration::from_secs(120)),
-    )
-    .await?;
+    c.publish("", &q, env("short").with_expiration(Duration::from_millis(100)))
+        .await?;
+    c.publish("", &q, env("keep").with_expiration(Duration::from_secs(120)))
+        .await?;
     c.wait_count(&q, 1).await?;
     let d = get_one(&c, &q).await?;
     check_eq!(
@@ -1281,25 +1092,14 @@ pub async fn expiry_is_checked_at_the_head(c: Ctx) -> TestResult {
         &dlq,
     ))
     .await?;
-    c.publish(
-        "",
-        &q,
-        env("long").with_expiration(Duration::from_millis(3000)),
-    )
-    .await?;
-    c.publish(
-        "",
-        &q,
-        env("short").with_expiration(Duration::from_millis(200)),
-    )
-    .await?;
+    c.publish("", &q, env("long").with_expiration(Duration::from_millis(3000)))
+        .await?;
+    c.publish("", &q, env("short").with_expiration(Duration::from_millis(200)))
+        .await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     check_eq!((c.count(&q).await?, c.count(&dlq).await?), (2, 0));
     c.wait_count(&dlq, 2).await?;
-    check_eq!(
-        c.drain(&dlq).await?,
-        vec!["long".to_owned(), "short".to_owned()]
-    );
+    check_eq!(c.drain(&dlq).await?, vec!["long".to_owned(), "short".to_owned()]);
     Ok(())
 }
 
@@ -1309,22 +1109,14 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     let mut bad = env("m");
     bad.properties_mut().expiration = Some("abc".into());
-    let e = expect_err(
-        c.conn().publish(Publish::to_queue(&q, bad)).await,
-        406,
-        "abc",
-    )?;
+    let e = expect_err(c.conn().publish(Publish::to_queue(&q, bad)).await, 406, "abc")?;
     check_eq!(
         e.message(),
         "PRECONDITION_FAILED - invalid expiration 'abc': no_integer"
     );
     let mut neg = env("m");
     neg.properties_mut().expiration = Some("-1".into());
-    let e = expect_err(
-        c.conn().publish(Publish::to_queue(&q, neg)).await,
-        406,
-        "-1",
-    )?;
+    let e = expect_err(c.conn().publish(Publish::to_queue(&q, neg)).await, 406, "-1")?;
     check!(e.message().ends_with("{value_negative,-1}"), "{e}");
     Ok(())
 }
@@ -1360,11 +1152,7 @@ pub async fn reject_publish_overflow_nacks(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let (q, q2) = (c.queue("q"), c.queue("q2"));
     let t = Topology::new()
-        .queue(
-            Queue::durable(&q)
-                .max_length(2)
-                .overflow(Overflow::RejectPublish),
-        )
+        .queue(Queue::durable(&q).max_length(2).overflow(Overflow::RejectPublish))
         .queue(
             Queue::durable(&q2)
                 .max_length(1)
@@ -1416,11 +1204,7 @@ pub async fn quorum_delivery_limit_dead_letters(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("qq");
     c.declare(with_dlq(
-        Topology::new().queue(
-            Queue::quorum(&q)
-                .delivery_limit(1)
-                .dead_letter_exchange(&dlx),
-        ),
+        Topology::new().queue(Queue::quorum(&q).delivery_limit(1).dead_letter_exchange(&dlx)),
         &dlx,
         &dlq,
     ))
@@ -1550,18 +1334,13 @@ pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
     )?;
     let client = c.connect().await?;
     expect_err(
-        client
-            .consume("amq.rabbitmq.reply-to", ConsumeOptions::default())
-            .await,
+        client.consume("amq.rabbitmq.reply-to", ConsumeOptions::default()).await,
         406,
         "acking reply consumer",
     )?;
     let client = c.connect().await?;
     let mut replies = client
-        .consume(
-            "amq.rabbitmq.reply-to",
-            ConsumeOptions::default().no_ack(true),
-        )
+        .consume("amq.rabbitmq.reply-to", ConsumeOptions::default().no_ack(true))
         .await?;
     let request = env("2+2")
         .with_reply_to("amq.rabbitmq.reply-to")
@@ -1571,12 +1350,7 @@ pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
         Confirmation::Confirmed
     );
     let req = get_one(&c, &q).await?;
-    let reply_to = req
-        .envelope
-        .properties()
-        .reply_to
-        .clone()
-        .unwrap_or_default();
+    let reply_to = req.envelope.properties().reply_to.clone().unwrap_or_default();
     check!(
         reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23,
         "{reply_to}"
@@ -1611,11 +1385,7 @@ pub async fn purge_removes_ready_messages_only(c: Ctx) -> TestResult {
     held.reject(true).await?;
     c.wait_count(&q, 1).await?;
     check_eq!(c.drain(&q).await?, vec!["m0".to_owned()]);
-    expect_err(
-        c.conn().purge(&c.queue("missing")).await,
-        404,
-        "purge missing",
-    )?;
+    expect_err(c.conn().purge(&c.queue("missing")).await, 404, "purge missing")?;
     Ok(())
 }
 
@@ -1628,10 +1398,7 @@ pub async fn delete_queue_conditions(c: Ctx) -> TestResult {
         c.send(&q, &format!("m{i}")).await?;
     }
     let held = get_one(&c, &q).await?;
-    let consumer = c
-        .conn()
-        .consume(&q, ConsumeOptions::default().prefetch(1))
-        .await?;
+    let consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(1)).await?;
     let in_use = DeleteQueue {
         if_unused: true,
         if_empty: false,
@@ -1694,13 +1461,7 @@ pub async fn properties_and_headers_round_trip(c: Ctx) -> TestResult {
         .with("l", -5_000_000_000i64)
         .with("f", 1.5f32)
         .with("d", 2.25f64)
-        .with(
-            "D",
-            Decimal {
-                scale: 2,
-                value: 12345,
-            },
-        )
+        .with("D", Decimal { scale: 2, value: 12345 })
         .with("S", "text")
         .with(
             "S-binary",
@@ -1741,10 +1502,7 @@ pub async fn properties_and_headers_round_trip(c: Ctx) -> TestResult {
     d.ack().await?;
     c.publish("", &q, Envelope::new("bare")).await?;
     let d = get_one(&c, &q).await?;
-    check_eq!(
-        d.envelope.properties(),
-        &mqtransport_core::Properties::default()
-    );
+    check_eq!(d.envelope.properties(), &mqtransport_core::Properties::default());
     d.ack().await?;
     Ok(())
 }

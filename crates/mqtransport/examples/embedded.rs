@@ -50,9 +50,7 @@ async fn main() -> mqtransport::Result<()> {
     });
 
     // Consumer: acks what parses, rejects (dead-letters) what does not.
-    let mut consumer = conn
-        .consume("orders", ConsumeOptions::default().prefetch(16))
-        .await?;
+    let mut consumer = conn.consume("orders", ConsumeOptions::default().prefetch(16)).await?;
     for _ in 0..5 {
         let Some(delivery) = consumer.next().await else {
             break;
@@ -67,18 +65,13 @@ async fn main() -> mqtransport::Result<()> {
             delivery.reject(false).await?;
         }
     }
-    produced.await.map_err(|e| {
-        mqtransport::Error::new(
-            mqtransport::ErrorKind::Closed,
-            format!("producer task: {e}"),
-        )
-    })??;
+    produced
+        .await
+        .map_err(|e| mqtransport::Error::new(mqtransport::ErrorKind::Closed, format!("producer task: {e}")))??;
 
     // The rejected order waits in the dead-letter queue with its history.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while conn.queue_info("orders.dlq").await?.message_count == 0
-        && tokio::time::Instant::now() < deadline
-    {
+    while conn.queue_info("orders.dlq").await?.message_count == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if let Some(dead) = conn.get("orders.dlq", false).await? {

@@ -45,10 +45,9 @@
 
 #[doc(inline)]
 pub use mqtransport_core::{
-    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared,
-    DeleteQueue, Delivery, DeliveryMode, DynTransport, Envelope, Error, ErrorKind, Exchange,
-    ExchangeKind, FieldTable, FieldValue, Overflow, Properties, Publish, Queue, QueueInfo,
-    QueueType, Result, Scheme, Topology, Transport, headers,
+    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+    DeliveryMode, DynTransport, Envelope, Error, ErrorKind, Exchange, ExchangeKind, FieldTable, FieldValue, Overflow,
+    Properties, Publish, Queue, QueueInfo, QueueType, Result, Scheme, Topology, Transport, headers,
 };
 
 /// The core crate, for transport authors (router, acker internals).
@@ -67,8 +66,7 @@ pub use mqtransport_memory::{MemoryBroker, MemoryTransport};
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use mqtransport_core::{
-        Binding, Confirmation, ConsumeOptions, Delivery, Envelope, Exchange, Publish, Queue,
-        Topology, Transport,
+        Binding, Confirmation, ConsumeOptions, Delivery, Envelope, Exchange, Publish, Queue, Topology, Transport,
     };
 }
 
@@ -116,10 +114,8 @@ mod tests {
     async fn connect_by_url_shares_named_brokers() -> Result<()> {
         let a = connect("memory://facade-test").await?;
         let b = connect("memory://facade-test").await?;
-        a.declare(&Topology::new().queue(Queue::durable("shared")))
-            .await?;
-        a.publish(Publish::to_queue("shared", Envelope::new("x")))
-            .await?;
+        a.declare(&Topology::new().queue(Queue::durable("shared"))).await?;
+        a.publish(Publish::to_queue("shared", Envelope::new("x"))).await?;
         assert_eq!(b.queue_info("shared").await?.message_count, 1);
         let other = connect("memory://facade-test-other").await?;
         assert_eq!(
