@@ -85,6 +85,50 @@ pub struct AmqpOptions {
     pub unconfirmed: Unconfirmed,
     /// Prefix of the connection names shown by `rabbitmqctl list_connections`.
     pub connection_name: String,
+    /// TLS settings for `amqps://` (with the `tls` feature).
+    pub tls: TlsOptions,
+}
+
+/// TLS settings for `amqps://` URLs. The server certificate is checked against the bundled
+/// web PKI roots plus `ca_file`; `client_cert_file` + `client_key_file` authenticate the client.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra trusted CA certificates (PEM), e.g. a private CA that signed the broker's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) for certificate authentication.
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// The client's PKCS#8 private key (PEM).
+    pub client_key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsOptions {
+    fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| Error::invalid(format!("cannot read the TLS {what} '{}': {e}", path.display())))
+    }
+
+    /// The lapin TLS configuration: files are read (and problems reported naming them) here.
+    pub(crate) fn lapin_config(&self) -> Result<lapin::tcp::OwnedTLSConfig> {
+        let cert_chain = match &self.ca_file {
+            Some(p) => Some(
+                String::from_utf8(Self::read(p, "CA file")?)
+                    .map_err(|_| Error::invalid(format!("the TLS CA file '{}' is not PEM text", p.display())))?,
+            ),
+            None => None,
+        };
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(c), Some(k)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                pem: Self::read(c, "client certificate")?,
+                key: Self::read(k, "client key")?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::invalid(
+                    "TLS client authentication needs both client_cert_file and client_key_file",
+                ));
+            }
+        };
+        Ok(lapin::tcp::OwnedTLSConfig { identity, cert_chain })
+    }
 }
 
 impl Default for AmqpOptions {
@@ -94,6 +138,7 @@ impl Default for AmqpOptions {
             reconnect_wait: Duration::from_secs(30),
             unconfirmed: Unconfirmed::Resend,
             connection_name: "mqtransport".into(),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -248,12 +293,17 @@ impl AmqpTransport {
 
     /// Connects with options.
     pub async fn connect_with(url: &BrokerUrl, options: AmqpOptions) -> Result<Self> {
-        match url.scheme() {
-            Scheme::Amqp => {}
+        let tls = match url.scheme() {
+            Scheme::Amqp => None,
+            #[cfg(feature = "tls")]
+            Scheme::Amqps => Some(options.tls.clone()),
+            #[cfg(not(feature = "tls"))]
             Scheme::Amqps => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
-                    format!("'{url}': TLS (amqps://) is not supported by this build yet"),
+                    format!(
+                        "'{url}': amqps:// needs the `tls` feature of mqtransport-amqp (`amqp-tls` in mqtransport)"
+                    ),
                 ));
             }
             _ => {
@@ -261,7 +311,7 @@ impl AmqpTransport {
                     "the RabbitMQ transport takes amqp:// URLs, not '{url}'"
                 )));
             }
-        }
+        };
         let uri = url.expose_secret_uri();
         let shown = url.to_string();
         let suffix = unique_suffix();
@@ -278,8 +328,16 @@ impl AmqpTransport {
         });
         let nothing: OnUp = Arc::new(|_, _| Box::pin(async { Ok(()) }));
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
-        let consume = Link::open("consume", uri.clone(), shown.clone(), name("consume"), on_consume_up).await?;
-        let publish = Link::open("publish", uri, shown.clone(), name("publish"), nothing).await?;
+        let consume = Link::open(
+            "consume",
+            uri.clone(),
+            tls.clone(),
+            shown.clone(),
+            name("consume"),
+            on_consume_up,
+        )
+        .await?;
+        let publish = Link::open("publish", uri, tls, shown.clone(), name("publish"), nothing).await?;
         let inner = Arc::new(Inner {
             shown,
             consume,

@@ -28,6 +28,7 @@ pub(crate) type OnUp = Arc<dyn Fn(Arc<Connection>, u64) -> BoxFuture<'static, Re
 pub(crate) struct Link {
     pub(crate) role: &'static str,
     uri: String,
+    tls: Option<crate::TlsOptions>,
     pub(crate) shown: String,
     pub(crate) name: String,
     current: Mutex<Option<(u64, Arc<Connection>)>>,
@@ -39,6 +40,7 @@ impl Link {
     pub(crate) async fn open(
         role: &'static str,
         uri: String,
+        tls: Option<crate::TlsOptions>,
         shown: String,
         name: String,
         on_up: OnUp,
@@ -47,6 +49,7 @@ impl Link {
         let link = Arc::new(Link {
             role,
             uri,
+            tls,
             shown,
             name,
             current: Mutex::new(None),
@@ -60,7 +63,7 @@ impl Link {
 
     async fn connect_once(&self) -> Result<Arc<Connection>> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        Connection::connect(&self.uri, props).await.map(Arc::new).map_err(|e| {
+        let failed = |e: &dyn std::fmt::Display| {
             Error::new(
                 ErrorKind::Connection,
                 format!(
@@ -68,7 +71,16 @@ impl Link {
                     self.shown, self.role
                 ),
             )
-        })
+        };
+        let conn = match &self.tls {
+            None => Connection::connect(&self.uri, props).await,
+            Some(tls) => {
+                let config = tls.lapin_config()?;
+                let runtime = lapin::runtime::default_runtime().map_err(|e| failed(&e))?;
+                Connection::connect_with_config(&self.uri, props, config, runtime).await
+            }
+        };
+        conn.map(Arc::new).map_err(|e| failed(&e))
     }
 
     fn install(&self, conn: Arc<Connection>, generation: u64) {

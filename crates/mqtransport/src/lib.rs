@@ -39,9 +39,10 @@
 //! |---|---|---|
 //! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process |
 //! | `amqp` | no | RabbitMQ (`amqp://`) through lapin |
+//! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
 //!
-//! TLS (`amqps://`), recovery after a lost RabbitMQ connection, the application layer (typed
-//! messages, handlers, `App`) and the SQS, Redis and NATS transports are planned; see the README.
+//! The application layer (typed messages, handlers, `App`) and the SQS, Redis and NATS
+//! transports are planned; see the README.
 
 #[doc(inline)]
 pub use mqtransport_core::{
@@ -56,7 +57,7 @@ pub use mqtransport_core as core;
 /// The RabbitMQ transport.
 #[cfg(feature = "amqp")]
 #[doc(inline)]
-pub use mqtransport_amqp::{AmqpOptions, AmqpTransport};
+pub use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState, TlsOptions, Unconfirmed};
 
 /// The embedded broker.
 #[cfg(feature = "memory")]
@@ -76,7 +77,7 @@ pub mod prelude {
 /// |---|---|
 /// | `memory://` or `memory://name` | the embedded broker; the same name is the same broker in this process |
 /// | `amqp://` | RabbitMQ, with the `amqp` feature |
-/// | `amqps://` | RabbitMQ over TLS (not built yet: [`ErrorKind::Unsupported`]) |
+/// | `amqps://` | RabbitMQ over TLS, with the `amqp-tls` feature ([`ErrorKind::Unsupported`] without it) |
 /// | `sqs://`, `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
 ///
 /// A malformed URL fails with [`ErrorKind::InvalidInput`]; messages never show the password.
