@@ -467,3 +467,50 @@ async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
         .expect("cleanup");
     admin.close().await.expect("close");
 }
+
+/// With `Unconfirmed::Fail`, a publish sent but unconfirmed when the connection drops fails
+/// typed instead of being sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_publish_fails_when_the_policy_says_so() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let opts = AmqpOptions {
+        unconfirmed: mqtransport_amqp::Unconfirmed::Fail,
+        ..options()
+    };
+    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
+    let q = unique("fail-policy");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    // Warm the publishing channel, then hold back everything the broker sends (the confirm).
+    t.publish(Publish::to_queue(&q, Envelope::new("warm")))
+        .await
+        .expect("publish");
+    proxy.stall(Direction::ToClient, true);
+    let before = proxy.forwarded(Direction::ToServer);
+    let publisher = t.clone();
+    let q2 = q.clone();
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish(Publish::to_queue(&q2, Envelope::new("in flight")))
+            .await
+    });
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while proxy.forwarded(Direction::ToServer) == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the publish never reached the broker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut(Cut::Reset);
+    proxy.stall(Direction::ToClient, false);
+    let outcome = tokio::time::timeout(DEADLINE, publishing)
+        .await
+        .expect("publish finishes")
+        .expect("task");
+    let e = outcome.expect_err("unconfirmed at the loss: failed, not re-sent");
+    assert!(matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed), "{e}");
+    t.close().await.expect("close");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
+    admin.close().await.expect("close");
+}

@@ -40,6 +40,7 @@ struct Shared {
     resume: Notify,
     live: AtomicUsize,
     accepted: AtomicUsize,
+    forwarded: [AtomicU64; 2],
     conns: Mutex<Vec<watch::Sender<Option<Cut>>>>,
 }
 
@@ -116,6 +117,11 @@ impl FaultProxy {
     /// Connections currently open through the proxy.
     pub fn live_connections(&self) -> usize {
         self.shared.live.load(Ordering::Acquire)
+    }
+
+    /// Bytes forwarded so far in `direction` (to wait until a request has really been sent).
+    pub fn forwarded(&self, direction: Direction) -> u64 {
+        self.shared.forwarded[direction as usize].load(Ordering::Acquire)
     }
 
     /// Connections accepted so far (refused ones included).
@@ -200,5 +206,6 @@ async fn forward(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        s.forwarded[dir as usize].fetch_add(n as u64, Ordering::AcqRel);
     }
 }
