@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
@@ -51,7 +50,7 @@ use mqtransport_core::{
     Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind, Publish, Queue, QueueInfo, Result, Scheme, Scope,
     ShortStr, Topology, Transport,
 };
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 use crate::acker::ChannelAck;
 use crate::convert::{from_properties, map_err, to_properties, to_table};
@@ -205,30 +204,83 @@ struct ConsumerSpec {
     queue: String,
     options: ConsumeOptions,
     tag: String,
-    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Result<Delivery>>>>,
     cancelled: AtomicBool,
-    /// The channel currently consuming, to cancel it.
-    current: std::sync::Mutex<Option<Channel>>,
+    state: std::sync::Mutex<SpecState>,
+}
+
+/// The subscription the application's stream polls directly (no task in between).
+struct Live {
+    consumer: lapin::Consumer,
+    ack: Arc<ChannelAck>,
+    channel: Channel,
+    conn: Arc<Connection>,
+    queue: String,
+}
+
+#[derive(Default)]
+struct SpecState {
+    live: Option<Live>,
+    /// An error for the stream to yield before it ends.
+    ended: Option<Error>,
+    finished: bool,
+    /// The stream, parked while there is no live subscription.
+    waker: Option<std::task::Waker>,
 }
 
 impl ConsumerSpec {
-    fn send(&self, item: Result<Delivery>) -> bool {
-        match &*self.tx.lock().unwrap_or_else(PoisonError::into_inner) {
-            Some(tx) => tx.send(item).is_ok(),
-            None => false,
-        }
+    fn state(&self) -> std::sync::MutexGuard<'_, SpecState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ends the application's stream after an error.
     fn finish(&self, error: Error) {
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(tx) = tx {
-            let _ = tx.send(Err(error));
+        let waker = {
+            let mut st = self.state();
+            st.live = None;
+            st.ended = Some(error);
+            st.finished = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
     fn done(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) || self.tx.lock().unwrap_or_else(PoisonError::into_inner).is_none()
+        self.cancelled.load(Ordering::Acquire) || self.state().finished
+    }
+
+    /// Hands a fresh subscription to the stream and wakes it.
+    fn install(
+        &self,
+        inner: &Inner,
+        channel: Channel,
+        consumer: lapin::Consumer,
+        conn: Arc<Connection>,
+        queue: String,
+    ) {
+        if self.queue == REPLY_TO {
+            *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(channel.clone());
+        }
+        let ack = ChannelAck::spawn(channel.clone(), Arc::clone(&inner.closed), format!("queue '{queue}'"));
+        let waker = {
+            let mut st = self.state();
+            if st.finished || self.cancelled.load(Ordering::Acquire) {
+                None
+            } else {
+                st.live = Some(Live {
+                    consumer,
+                    ack,
+                    channel,
+                    conn,
+                    queue,
+                });
+                st.waker.take()
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -403,7 +455,12 @@ impl AmqpTransport {
             if usable {
                 return Ok(guard);
             }
-            match self.open_channel(&conn, confirm, with_ack).await {
+            // Opening a channel on a connection that died unnoticed must not hang: bounded.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let opened = tokio::time::timeout(left, self.open_channel(&conn, confirm, with_ack))
+                .await
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Connection, "opening a channel timed out")));
+            match opened {
                 Ok((ch, ack)) => {
                     guard.ack = ack;
                     guard.channel = Some(ch);
@@ -635,7 +692,7 @@ async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
     let _ = ch.close(200, "OK".into()).await;
     let specs: Vec<Arc<ConsumerSpec>> = inner.specs.lock().unwrap_or_else(PoisonError::into_inner).clone();
     for spec in specs.into_iter().filter(|s| !s.done()) {
-        tokio::spawn(pump(Arc::downgrade(&inner), spec, Arc::clone(&conn), None));
+        tokio::spawn(resubscribe(Arc::downgrade(&inner), spec, Arc::clone(&conn)));
     }
     Ok(())
 }
@@ -670,111 +727,75 @@ async fn subscribe(conn: &Connection, spec: &ConsumerSpec, queue: &str) -> Resul
     Ok((ch, consumer))
 }
 
-/// Feeds one consumer's deliveries into the application's stream for one connection; a
-/// broker-side cancel of a recorded queue re-declares it and resubscribes. `ready` is a
-/// subscription already made (by `consume`, so that its errors reached the caller).
-async fn pump(
-    inner: Weak<Inner>,
-    spec: Arc<ConsumerSpec>,
-    conn: Arc<Connection>,
-    mut ready: Option<(Channel, lapin::Consumer)>,
-) {
-    loop {
-        if spec.done() {
-            return;
-        }
-        let Some(i) = inner.upgrade() else { return };
-        let queue = i.resolve(&spec.queue);
-        let closed = Arc::clone(&i.closed);
-        drop(i);
-        let subscribed = match ready.take() {
-            Some(r) => Ok(r),
-            None => subscribe(&conn, &spec, &queue).await,
-        };
-        let (ch, mut consumer) = match subscribed {
-            Ok(x) => x,
-            Err(e) => {
-                // A connection problem is retried by the next reconnect; anything else (the
-                // queue is gone, access refused) ends the application's stream with the error.
-                if conn.status().connected() && e.kind() != ErrorKind::Connection && e.kind() != ErrorKind::Closed {
-                    spec.finish(e);
-                }
-                return;
-            }
-        };
-        *spec.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
-        if spec.queue == REPLY_TO
-            && let Some(i) = inner.upgrade()
-        {
-            *i.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
-        }
-        let ack = ChannelAck::spawn(ch.clone(), closed, format!("queue '{queue}'"));
-        loop {
-            match consumer.next().await {
-                Some(Ok(d)) => {
-                    let acker = if spec.options.no_ack {
-                        Acker::settled()
-                    } else {
-                        Acker::new(Arc::clone(&ack) as Arc<dyn mqtransport_core::AckHandle>, d.delivery_tag)
-                    };
-                    if !spec.send(Ok(to_delivery(d, acker))) {
-                        let _ = ch
-                            .basic_cancel(spec.tag.as_str().into(), BasicCancelOptions::default())
-                            .await;
-                        return;
-                    }
-                }
-                // The channel or connection failed: the reconnect (or, for a channel error on a
-                // live connection, the loop below) takes over.
-                Some(Err(_)) => break,
-                None => break,
+/// Subscribes `spec` on `conn` (after a reconnect or a broker-side cancel) and hands the
+/// subscription to the application's stream.
+async fn resubscribe(inner: Weak<Inner>, spec: Arc<ConsumerSpec>, conn: Arc<Connection>) {
+    if spec.done() {
+        return;
+    }
+    let Some(i) = inner.upgrade() else { return };
+    let queue = i.resolve(&spec.queue);
+    drop(i);
+    match subscribe(&conn, &spec, &queue).await {
+        Ok((ch, consumer)) => {
+            if let Some(i) = inner.upgrade() {
+                spec.install(&i, ch, consumer, conn, queue);
             }
         }
-        if spec.done() || !conn.status().connected() {
-            return;
-        }
-        // The broker cancelled the consumer (its queue was deleted). Resume if the queue is part
-        // of the recorded topology, otherwise tell the application.
-        let Some(i) = inner.upgrade() else { return };
-        let recorded = i.recorded().has_queue(&queue);
-        if !recorded {
-            spec.finish(Error::new(
-                ErrorKind::NotFound,
-                format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
-            ));
-            return;
-        }
-        let (q, bindings) = {
-            let r = i.recorded();
-            let q = r.queues.iter().find(|q| q.name == queue).cloned();
-            let b: Vec<Binding> = r
-                .bindings
-                .iter()
-                .filter(|b| matches!(&b.destination, Destination::Queue(d) if *d == queue))
-                .cloned()
-                .collect();
-            (q, b)
-        };
-        drop(i);
-        let restored = async {
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| map_err(&e, "re-declaring a deleted queue"))?;
-            if let Some(q) = &q {
-                declare_queue(&ch, q).await?;
+        // A connection problem is retried by the next reconnect; anything else (the queue is
+        // gone, access refused) ends the application's stream with the error.
+        Err(e) => {
+            if conn.status().connected() && !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed) {
+                spec.finish(e);
             }
-            for b in &bindings {
-                bind(&ch, b).await?;
-            }
-            let _ = ch.close(200, "OK".into()).await;
-            Ok::<(), Error>(())
         }
-        .await;
-        if let Err(e) = restored {
-            spec.finish(e);
-            return;
+    }
+}
+
+/// A subscription ended. If the connection is gone, the reconnect resubscribes. Otherwise the
+/// broker cancelled it (its queue was deleted): resume if the queue is part of the recorded
+/// topology, else tell the application.
+async fn recover(inner: Weak<Inner>, spec: Arc<ConsumerSpec>, ended: Live) {
+    let Live { conn, queue, .. } = ended;
+    if spec.done() || !conn.status().connected() {
+        return;
+    }
+    let Some(i) = inner.upgrade() else { return };
+    let (q, bindings) = {
+        let r = i.recorded();
+        let q = r.queues.iter().find(|q| q.name == queue).cloned();
+        let b: Vec<Binding> = r
+            .bindings
+            .iter()
+            .filter(|b| matches!(&b.destination, Destination::Queue(d) if *d == queue))
+            .cloned()
+            .collect();
+        (q, b)
+    };
+    drop(i);
+    let Some(q) = q else {
+        spec.finish(Error::new(
+            ErrorKind::NotFound,
+            format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
+        ));
+        return;
+    };
+    let restored = async {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| map_err(&e, "re-declaring a deleted queue"))?;
+        declare_queue(&ch, &q).await?;
+        for b in &bindings {
+            bind(&ch, b).await?;
         }
+        let _ = ch.close(200, "OK".into()).await;
+        Ok::<(), Error>(())
+    }
+    .await;
+    match restored {
+        Ok(()) => resubscribe(inner, spec, conn).await,
+        Err(e) => spec.finish(e),
     }
 }
 
@@ -976,16 +997,22 @@ impl Transport for AmqpTransport {
                     Err(e) => return Err(e),
                 },
             };
-            let sent = ch
-                .basic_publish(
+            // Sending is bounded by the same deadline: a dead connection must not hang it.
+            let sent = match tokio::time::timeout_at(
+                deadline,
+                ch.basic_publish(
                     exchange.as_str().into(),
                     routing_key.as_str().into(),
                     opts,
                     &envelope.body,
                     props.clone(),
-                )
-                .await
-                .map_err(|e| map_err(&e, &format!("publishing {}", what())));
+                ),
+            )
+            .await
+            {
+                Err(_) => return Err(timed_out()),
+                Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
+            };
             let answer = match sent {
                 Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => return Err(timed_out()),
@@ -1033,35 +1060,23 @@ impl Transport for AmqpTransport {
             .consumer_tag
             .clone()
             .unwrap_or_else(|| format!("mqt-{}-{n}", std::process::id()));
-        let (tx, rx) = mpsc::unbounded_channel();
         let spec = Arc::new(ConsumerSpec {
             queue: queue.to_owned(),
             options,
             tag: tag.clone(),
-            tx: std::sync::Mutex::new(Some(tx)),
             cancelled: AtomicBool::new(false),
-            current: std::sync::Mutex::new(None),
+            state: std::sync::Mutex::default(),
         });
         // Subscribe now, so that errors (a missing queue, an exclusive lock) reach the caller.
         let resolved = self.inner.resolve(queue);
         let (ch, lapin_consumer) = subscribe(&conn, &spec, &resolved).await?;
-        *spec.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
-        if queue == REPLY_TO {
-            *self.inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
-        }
+        spec.install(&self.inner, ch, lapin_consumer, conn, resolved);
         self.inner
             .specs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::clone(&spec));
-        tokio::spawn(pump(
-            Arc::downgrade(&self.inner),
-            Arc::clone(&spec),
-            conn,
-            Some((ch, lapin_consumer)),
-        ));
         let stream = RecoveringStream {
-            rx,
             spec,
             inner: Arc::downgrade(&self.inner),
         };
@@ -1149,10 +1164,10 @@ fn to_delivery(d: lapin::message::Delivery, acker: Acker) -> Delivery {
     )
 }
 
-/// The application's side of a consumer: stays open across reconnects. Dropping it cancels the
-/// consumer; deliveries already taken stay valid until settled or dropped.
+/// The application's side of a consumer: stays open across reconnects and polls the current
+/// subscription directly. Dropping it cancels the consumer; deliveries already taken stay valid
+/// until settled or dropped.
 struct RecoveringStream {
-    rx: mpsc::UnboundedReceiver<Result<Delivery>>,
     spec: Arc<ConsumerSpec>,
     inner: Weak<Inner>,
 }
@@ -1160,8 +1175,38 @@ struct RecoveringStream {
 impl Stream for RecoveringStream {
     type Item = Result<Delivery>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = self.spec.state();
+        if let Some(live) = st.live.as_mut() {
+            match Pin::new(&mut live.consumer).poll_next(cx) {
+                Poll::Ready(Some(Ok(d))) => {
+                    let acker = if self.spec.options.no_ack {
+                        Acker::settled()
+                    } else {
+                        Acker::new(
+                            Arc::clone(&live.ack) as Arc<dyn mqtransport_core::AckHandle>,
+                            d.delivery_tag,
+                        )
+                    };
+                    return Poll::Ready(Some(Ok(to_delivery(d, acker))));
+                }
+                // lapin holds the waker until the next delivery.
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(_)) | None) => {
+                    if let (Some(ended), Ok(rt)) = (st.live.take(), tokio::runtime::Handle::try_current()) {
+                        rt.spawn(recover(self.inner.clone(), Arc::clone(&self.spec), ended));
+                    }
+                }
+            }
+        }
+        if let Some(e) = st.ended.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if st.finished {
+            return Poll::Ready(None);
+        }
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -1174,7 +1219,7 @@ impl Drop for RecoveringStream {
                 .unwrap_or_else(PoisonError::into_inner)
                 .retain(|s| !Arc::ptr_eq(s, &self.spec));
         }
-        let ch = self.spec.current.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let ch = self.spec.state().live.take().map(|l| l.channel);
         if let (Some(ch), Ok(rt)) = (ch, tokio::runtime::Handle::try_current()) {
             let tag = self.spec.tag.clone();
             rt.spawn(async move {

@@ -136,7 +136,8 @@ impl Link {
         self.state.send_replace(LinkState::Closed);
         let conn = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some((_, c)) = conn {
-            let _ = c.close(200, "OK".into()).await;
+            // A connection in the middle of failing may never answer the close: bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.close(200, "OK".into())).await;
         }
     }
 }
@@ -157,27 +158,37 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
     loop {
         // Watch this connection until it fails or the application closes it.
         let mut events = conn.events_listener();
-        let lost = loop {
-            match events.next().await {
-                Some(Event::Error(_)) | None => break true,
-                Some(Event::ConnectionBlocked(_)) => {
-                    if let Some(l) = link.upgrade() {
-                        l.state.send_replace(LinkState::Blocked(generation));
+        // Loss is decided by the connection's own status, checked after every event and every
+        // half second: lapin also reports channel-level errors (a 404 on one channel) as error
+        // events, and those must not tear the connection down.
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Event::ConnectionBlocked(_)) => {
+                        if let Some(l) = link.upgrade() {
+                            l.state.send_replace(LinkState::Blocked(generation));
+                        }
                     }
-                }
-                Some(Event::ConnectionUnblocked) => {
-                    if let Some(l) = link.upgrade() {
-                        l.state.send_replace(LinkState::Up(generation));
+                    Some(Event::ConnectionUnblocked) => {
+                        if let Some(l) = link.upgrade() {
+                            l.state.send_replace(LinkState::Up(generation));
+                        }
                     }
-                }
-                Some(_) => {}
+                    Some(_) => {}
+                    // The event stream ends with the connection.
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
             if !conn.status().connected() {
-                break true;
+                break;
             }
-        };
+            if link.upgrade().is_none_or(|l| l.state() == LinkState::Closed) {
+                return;
+            }
+        }
         let Some(l) = link.upgrade() else { return };
-        if !lost || l.state() == LinkState::Closed {
+        if l.state() == LinkState::Closed {
             return;
         }
         l.state.send_replace(LinkState::Down);
@@ -192,13 +203,17 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
             if l.state() == LinkState::Closed {
                 return;
             }
-            let Ok(c) = l.connect_once().await else {
+            // A connect that hangs (a broker that accepts and never answers) is abandoned.
+            let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(30), l.connect_once()).await else {
                 continue;
             };
             generation += 1;
             // Restore what the application had (topology, consumers) before announcing the link.
-            if on_up(Arc::clone(&c), generation).await.is_err() {
-                let _ = c.close(320, "restore failed".into()).await;
+            // A restore that fails or hangs (the new connection dying under it) is abandoned
+            // and the link tries again.
+            let restored = tokio::time::timeout(Duration::from_secs(60), on_up(Arc::clone(&c), generation)).await;
+            if !matches!(restored, Ok(Ok(()))) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), c.close(320, "restore failed".into())).await;
                 continue;
             }
             if l.state() == LinkState::Closed {

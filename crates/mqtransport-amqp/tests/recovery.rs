@@ -437,6 +437,12 @@ async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
         Some(Err(e)) => assert_eq!(e.kind(), ErrorKind::NotFound, "{e}"),
         other => panic!("expected a NotFound error, got {other:?}"),
     }
+    // The application awaits its consumer, as a consumer task does: the broker's cancel wakes
+    // it, and the transport declares the queue again and resubscribes.
+    let waiting = tokio::spawn(async move {
+        let d = tokio::time::timeout(DEADLINE, on_mine.next()).await;
+        (d, on_mine)
+    });
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let c = t
@@ -452,11 +458,8 @@ async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let d = tokio::time::timeout(DEADLINE, on_mine.next())
-        .await
-        .expect("delivery")
-        .expect("open")
-        .expect("ok");
+    let (d, on_mine) = waiting.await.expect("consumer task");
+    let d = d.expect("delivery").expect("open").expect("ok");
     assert_eq!(&d.envelope.body[..], b"again");
     d.ack().await.expect("ack");
     drop(on_mine);

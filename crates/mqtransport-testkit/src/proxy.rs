@@ -151,6 +151,20 @@ async fn serve(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     s.live.fetch_sub(1, Ordering::AcqRel);
 }
 
+/// Waits while `dir` is stalled; `false` if the connection was cut meanwhile.
+async fn wait_while_stalled(s: &Shared, dir: Direction, cut: &mut watch::Receiver<Option<Cut>>) -> bool {
+    while s.stall[dir as usize].load(Ordering::Acquire) {
+        let resumed = s.resume.notified();
+        tokio::select! {
+            biased;
+            _ = cut.changed() => return false,
+            _ = resumed => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    cut.borrow().is_none()
+}
+
 async fn forward(
     s: Arc<Shared>,
     dir: Direction,
@@ -159,53 +173,43 @@ async fn forward(
     mut cut: watch::Receiver<Option<Cut>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
-    let reset = |from: &OwnedReadHalf, to: &OwnedWriteHalf| {
-        let _ = from.as_ref().set_zero_linger();
-        let _ = to.as_ref().set_zero_linger();
-    };
     loop {
-        while s.stall[dir as usize].load(Ordering::Acquire) {
-            let resumed = s.resume.notified();
-            tokio::select! {
-                _ = resumed => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = cut.changed() => {
-                    if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); }
-                    return;
-                }
-            }
+        if !wait_while_stalled(&s, dir, &mut cut).await {
+            break;
         }
         let n = tokio::select! {
-            r = from.read(&mut buf) => match r { Ok(0) | Err(_) => { let _ = to.shutdown().await; return; } Ok(n) => n },
-            _ = cut.changed() => {
-                if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); } else { let _ = to.shutdown().await; }
-                return;
-            }
+            biased;
+            _ = cut.changed() => break,
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            },
         };
         let delay = s.delay_ms.load(Ordering::Acquire);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if s.stall[dir as usize].load(Ordering::Acquire) {
-            // Hold what was read until the stall ends (or the connection is cut).
-            loop {
-                let resumed = s.resume.notified();
-                tokio::select! {
-                    _ = resumed => {}
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = cut.changed() => {
-                        if *cut.borrow() == Some(Cut::Reset) { reset(&from, &to); }
-                        return;
-                    }
-                }
-                if !s.stall[dir as usize].load(Ordering::Acquire) {
-                    break;
-                }
-            }
+        // Hold what was read while stalled. A cut is final: nothing read before it is
+        // forwarded after it.
+        if !wait_while_stalled(&s, dir, &mut cut).await {
+            break;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
         s.forwarded[dir as usize].fetch_add(n as u64, Ordering::AcqRel);
+    }
+    let how = *cut.borrow();
+    match how {
+        Some(Cut::Reset) => {
+            let _ = from.as_ref().set_zero_linger();
+            let _ = to.as_ref().set_zero_linger();
+        }
+        _ => {
+            let _ = to.shutdown().await;
+        }
     }
 }
