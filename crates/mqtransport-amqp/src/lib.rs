@@ -82,6 +82,9 @@ pub struct AmqpOptions {
     pub reconnect_wait: Duration,
     /// What happens to publishes unconfirmed at a connection loss.
     pub unconfirmed: Unconfirmed,
+    /// At most this many publishes wait for their confirm at once; further publishes wait for
+    /// a place (back-pressure) within their own confirm timeout.
+    pub max_unconfirmed: usize,
     /// Prefix of the connection names shown by `rabbitmqctl list_connections`.
     pub connection_name: String,
     /// TLS settings for `amqps://` (with the `tls` feature).
@@ -136,6 +139,7 @@ impl Default for AmqpOptions {
             confirm_timeout: Duration::from_secs(30),
             reconnect_wait: Duration::from_secs(30),
             unconfirmed: Unconfirmed::Resend,
+            max_unconfirmed: 1024,
             connection_name: "mqtransport".into(),
             tls: TlsOptions::default(),
         }
@@ -298,6 +302,8 @@ struct Inner {
     /// published on it.
     reply: std::sync::Mutex<Option<Channel>>,
     closed: Arc<AtomicBool>,
+    /// The window of publishes awaiting their confirm.
+    window: Arc<tokio::sync::Semaphore>,
     options: AmqpOptions,
     consumer_count: AtomicU64,
     recorded: std::sync::Mutex<Recorded>,
@@ -400,6 +406,7 @@ impl AmqpTransport {
             publisher_fast: std::sync::Mutex::new(None),
             reply: std::sync::Mutex::new(None),
             closed: Arc::new(AtomicBool::new(false)),
+            window: Arc::new(tokio::sync::Semaphore::new(options.max_unconfirmed.max(1))),
             options,
             consumer_count: AtomicU64::new(0),
             recorded: std::sync::Mutex::default(),
@@ -419,6 +426,11 @@ impl AmqpTransport {
             (_, LinkState::Blocked(g)) | (LinkState::Blocked(g), _) => LinkState::Blocked(g),
             (LinkState::Up(g), LinkState::Up(_)) => LinkState::Up(g),
         }
+    }
+
+    /// Publishes currently sent (or waiting to be) and not yet confirmed.
+    pub fn unconfirmed(&self) -> usize {
+        self.inner.options.max_unconfirmed.max(1) - self.inner.window.available_permits()
     }
 
     /// The names of this transport's two connections, as `rabbitmqctl list_connections name`
@@ -970,6 +982,20 @@ impl Transport for AmqpTransport {
         };
         let timeout = self.inner.options.confirm_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        // A place in the window of unconfirmed publishes, held until the confirm arrives.
+        let _place = match tokio::time::timeout_at(deadline, Arc::clone(&self.inner.window).acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::closed(format!("connection to {} is closed", self.inner.shown))),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the message to exchange '{exchange}' with routing key '{routing_key}' waited {timeout:?} for a place among {} unconfirmed publishes",
+                        self.inner.options.max_unconfirmed
+                    ),
+                ));
+            }
+        };
         let what = || format!("the message to exchange '{exchange}' with routing key '{routing_key}'");
         let timed_out = || {
             Error::new(

@@ -517,3 +517,71 @@ async fn unconfirmed_publish_fails_when_the_policy_says_so() {
     admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
+
+/// `connection.blocked` / `unblocked` from the broker show in the transport's state. The frames
+/// are injected by the proxy: raising a real resource alarm would block the shared broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_blocked_is_visible() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects");
+    assert!(matches!(t.state(), LinkState::Up(1)), "{:?}", t.state());
+    proxy.inject_to_client(&mqtransport_testkit::proxy::connection_blocked("low on memory"));
+    wait_until("the state shows Blocked", || matches!(t.state(), LinkState::Blocked(_))).await;
+    proxy.inject_to_client(&mqtransport_testkit::proxy::connection_unblocked());
+    wait_until("the state shows Up again", || matches!(t.state(), LinkState::Up(1))).await;
+    t.close().await.expect("close");
+    admin.close().await.expect("close");
+}
+
+/// At most `max_unconfirmed` publishes wait for their confirm; the next one waits for a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_publishes_are_bounded_by_the_window() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let opts = AmqpOptions {
+        max_unconfirmed: 2,
+        ..options()
+    };
+    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
+    let q = unique("window");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    t.publish(Publish::to_queue(&q, Envelope::new("warm")))
+        .await
+        .expect("publish");
+    assert_eq!(t.unconfirmed(), 0);
+    // Hold back the confirms: two publishes fill the window, the third waits for a place.
+    proxy.stall(Direction::ToClient, true);
+    let mut publishing = Vec::new();
+    for i in 0..3 {
+        let (t, q) = (t.clone(), q.clone());
+        publishing.push(tokio::spawn(async move {
+            t.publish(Publish::to_queue(&q, Envelope::new(format!("m{i}")))).await
+        }));
+    }
+    wait_until("the window is full", || t.unconfirmed() == 2).await;
+    let before = proxy.forwarded(Direction::ToServer);
+    assert!(
+        publishing.iter().all(|p| !p.is_finished()),
+        "nothing can be confirmed while stalled"
+    );
+    proxy.stall(Direction::ToClient, false);
+    for p in publishing {
+        let c = tokio::time::timeout(DEADLINE, p)
+            .await
+            .expect("finishes")
+            .expect("task")
+            .expect("publish");
+        assert_eq!(c, Confirmation::Confirmed);
+    }
+    assert!(
+        proxy.forwarded(Direction::ToServer) > before,
+        "the third publish was sent once a place freed"
+    );
+    assert_eq!(t.unconfirmed(), 0);
+    t.close().await.expect("close");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
+    admin.close().await.expect("close");
+}

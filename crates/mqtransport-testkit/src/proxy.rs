@@ -32,6 +32,13 @@ pub enum Direction {
     ToClient,
 }
 
+/// The controls of one proxied connection.
+struct ConnCtl {
+    cut: watch::Sender<Option<Cut>>,
+    /// Whole frames to write to this client between the broker's frames.
+    inject: Arc<Mutex<Vec<u8>>>,
+}
+
 #[derive(Default)]
 struct Shared {
     refuse: AtomicBool,
@@ -41,7 +48,8 @@ struct Shared {
     live: AtomicUsize,
     accepted: AtomicUsize,
     forwarded: [AtomicU64; 2],
-    conns: Mutex<Vec<watch::Sender<Option<Cut>>>>,
+    injected: Notify,
+    conns: Mutex<Vec<ConnCtl>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -91,7 +99,7 @@ impl FaultProxy {
     pub fn cut(&self, how: Cut) {
         let conns = std::mem::take(&mut *self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner));
         for c in conns {
-            let _ = c.send(Some(how));
+            let _ = c.cut.send(Some(how));
         }
     }
 
@@ -119,6 +127,19 @@ impl FaultProxy {
         self.shared.live.load(Ordering::Acquire)
     }
 
+    /// Sends `frames` (whole AMQP frames) to every connected client, between two frames of the
+    /// broker's: e.g. [`connection_blocked`] to simulate a broker resource alarm without raising
+    /// one on the shared broker.
+    pub fn inject_to_client(&self, frames: &[u8]) {
+        for c in self.shared.conns.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            c.inject
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(frames);
+        }
+        self.shared.injected.notify_waiters();
+    }
+
     /// Bytes forwarded so far in `direction` (to wait until a request has really been sent).
     pub fn forwarded(&self, direction: Direction) -> u64 {
         self.shared.forwarded[direction as usize].load(Ordering::Acquire)
@@ -139,14 +160,25 @@ impl Drop for FaultProxy {
 
 async fn serve(s: Arc<Shared>, client: TcpStream, server: TcpStream) {
     let (cut_tx, cut_rx) = watch::channel(None);
-    s.conns.lock().unwrap_or_else(PoisonError::into_inner).push(cut_tx);
+    let inject = Arc::new(Mutex::new(Vec::new()));
+    s.conns.lock().unwrap_or_else(PoisonError::into_inner).push(ConnCtl {
+        cut: cut_tx,
+        inject: Arc::clone(&inject),
+    });
     s.live.fetch_add(1, Ordering::AcqRel);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
-    let up = tokio::spawn(forward(Arc::clone(&s), Direction::ToServer, cr, sw, cut_rx.clone()));
-    let down = tokio::spawn(forward(Arc::clone(&s), Direction::ToClient, sr, cw, cut_rx));
+    let up = tokio::spawn(forward(
+        Arc::clone(&s),
+        Direction::ToServer,
+        cr,
+        sw,
+        cut_rx.clone(),
+        Arc::clone(&inject),
+    ));
+    let down = tokio::spawn(forward(Arc::clone(&s), Direction::ToClient, sr, cw, cut_rx, inject));
     let _ = tokio::join!(up, down);
     s.live.fetch_sub(1, Ordering::AcqRel);
 }
@@ -165,21 +197,53 @@ async fn wait_while_stalled(s: &Shared, dir: Direction, cut: &mut watch::Receive
     cut.borrow().is_none()
 }
 
+/// The length of the first whole AMQP frame in `buf` (7-byte header, payload, end octet).
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let size = u32::from_be_bytes(buf.get(3..7)?.try_into().ok()?) as usize;
+    let len = 7 + size + 1;
+    (buf.len() >= len).then_some(len)
+}
+
+/// A `connection.blocked` method frame (class 10, method 60) with `reason`.
+pub fn connection_blocked(reason: &str) -> Vec<u8> {
+    let mut payload = vec![0, 10, 0, 60, reason.len().min(255) as u8];
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(255)]);
+    method_frame(&payload)
+}
+
+/// A `connection.unblocked` method frame (class 10, method 61).
+pub fn connection_unblocked() -> Vec<u8> {
+    method_frame(&[0, 10, 0, 61])
+}
+
+fn method_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![1, 0, 0];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
 async fn forward(
     s: Arc<Shared>,
     dir: Direction,
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     mut cut: watch::Receiver<Option<Cut>>,
+    inject: Arc<Mutex<Vec<u8>>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    // Broker-to-client bytes not yet forwarded because they end inside a frame.
+    let mut partial: Vec<u8> = Vec::new();
     loop {
         if !wait_while_stalled(&s, dir, &mut cut).await {
             break;
         }
+        let injected = s.injected.notified();
         let n = tokio::select! {
             biased;
             _ = cut.changed() => break,
+            _ = injected, if dir == Direction::ToClient => 0,
             r = from.read(&mut buf) => match r {
                 Ok(0) | Err(_) => {
                     let _ = to.shutdown().await;
@@ -188,6 +252,28 @@ async fn forward(
                 Ok(n) => n,
             },
         };
+        if dir == Direction::ToClient {
+            // Forward whole frames only, so that injected frames land between two frames.
+            partial.extend_from_slice(&buf[..n]);
+            let mut whole = 0;
+            while let Some(len) = frame_len(&partial[whole..]) {
+                whole += len;
+            }
+            let mut out: Vec<u8> = partial.drain(..whole).collect();
+            out.extend(std::mem::take(
+                &mut *inject.lock().unwrap_or_else(PoisonError::into_inner),
+            ));
+            if !wait_while_stalled(&s, dir, &mut cut).await {
+                break;
+            }
+            if !out.is_empty() {
+                if to.write_all(&out).await.is_err() {
+                    return;
+                }
+                s.forwarded[dir as usize].fetch_add(out.len() as u64, Ordering::AcqRel);
+            }
+            continue;
+        }
         let delay = s.delay_ms.load(Ordering::Acquire);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
