@@ -1240,10 +1240,22 @@ impl Drop for RecoveringStream {
     fn drop(&mut self) {
         self.spec.cancelled.store(true, Ordering::Release);
         if let Some(i) = self.inner.upgrade() {
-            i.specs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|s| !Arc::ptr_eq(s, &self.spec));
+            let still_consumed = {
+                let mut specs = i.specs.lock().unwrap_or_else(PoisonError::into_inner);
+                specs.retain(|s| !Arc::ptr_eq(s, &self.spec));
+                specs.iter().any(|s| s.queue == self.spec.queue)
+            };
+            // The broker deletes an auto-delete queue with its last consumer: forget it, so that
+            // a later reconnect does not bring it back (as RabbitMQ's own clients do).
+            if !still_consumed {
+                let mut r = i.recorded();
+                let name = r.resolve(&self.spec.queue);
+                if r.queues.iter().any(|q| q.name == name && q.auto_delete) {
+                    r.queues.retain(|q| q.name != name);
+                    r.bindings
+                        .retain(|b| !matches!(&b.destination, Destination::Queue(d) if *d == name));
+                }
+            }
         }
         let ch = self.spec.state().live.take().map(|l| l.channel);
         if let (Some(ch), Ok(rt)) = (ch, tokio::runtime::Handle::try_current()) {

@@ -585,3 +585,47 @@ async fn unconfirmed_publishes_are_bounded_by_the_window() {
     admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
     admin.close().await.expect("close");
 }
+
+/// An auto-delete queue the application stopped consuming from (and the broker so deleted) is
+/// not brought back by a later reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_does_not_resurrect_an_auto_deleted_queue() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects");
+    let (q, kept) = (unique("autodel"), unique("kept"));
+    t.declare(
+        &Topology::new()
+            .queue(Queue::transient(&q).auto_delete().expires(Duration::from_secs(600)))
+            .queue(guarded(&kept)),
+    )
+    .await
+    .expect("declare");
+    let consumer = t.consume(&q, ConsumeOptions::default()).await.expect("consume");
+    drop(consumer);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while admin.queue_info(&q).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the auto-delete queue was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut(Cut::Reset);
+    wait_until("reconnected", || matches!(t.state(), LinkState::Up(g) if g >= 2)).await;
+    // The restore ran before the link came up: the kept queue is back, the other is not.
+    admin
+        .queue_info(&kept)
+        .await
+        .expect("the recorded durable queue is declared again");
+    let e = admin.queue_info(&q).await.expect_err("not resurrected");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    t.close().await.expect("close");
+    admin
+        .delete_queue(&kept, DeleteQueue::default())
+        .await
+        .expect("cleanup");
+    admin.close().await.expect("close");
+}
