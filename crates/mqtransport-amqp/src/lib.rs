@@ -5,11 +5,14 @@
 //!
 //! - Publishers and consumers use separate connections (a blocked connection stops acks too),
 //!   named `mqtransport-…` so they can be found in `rabbitmqctl list_connections`.
-//! - Publishing: publisher confirms always on, pipelined on one channel; mandatory by default, so
-//!   an unroutable message comes back as [`Confirmation::Returned`]; a confirm that never arrives
-//!   fails with [`ErrorKind::Timeout`] after the configured timeout (30 s by default).
-//! - Consuming: one channel per consumer with its QoS; acks are coalesced into `multiple = true`
-//!   over contiguous delivery tags by a per-channel task.
+//! - Publishing: publisher confirms always on, pipelined on one channel with a bounded window of
+//!   unconfirmed publishes ([`AmqpOptions::max_unconfirmed`]); mandatory by default, so an
+//!   unroutable message comes back as [`Confirmation::Returned`]; a confirm that never arrives
+//!   fails with [`ErrorKind::Timeout`] after the configured timeout (30 s by default), and no step
+//!   of a publish waits past it.
+//! - Consuming: one channel per consumer with its QoS, polled directly by the application's
+//!   stream; acks are coalesced into `multiple = true` over contiguous delivery tags by a
+//!   per-channel task, which sends whatever has queued up at once (no timer).
 //! - Declarations and `basic.get` use their own channels, so a failed declare cannot requeue
 //!   deliveries taken with `get`; a channel closed by an error is reopened on next use.
 //!
@@ -20,11 +23,18 @@
 //!   re-sends publishes that were unconfirmed at the loss ([`Unconfirmed`]). Publishes during an
 //!   outage wait up to the confirm timeout, then fail with [`ErrorKind::Timeout`]. Deliveries
 //!   unacknowledged at the loss come back redelivered; settling the old ones reports
-//!   [`ErrorKind::Closed`]. `connection.blocked` shows in [`AmqpTransport::state`].
+//!   [`ErrorKind::Closed`]. A consumer cancelled by the broker (its queue deleted) is resumed
+//!   after declaring the queue again if this transport declared it, otherwise its stream ends
+//!   with [`ErrorKind::NotFound`]; this starts when the stream is next polled (a consumer being
+//!   awaited is woken at once). `connection.blocked` shows in [`AmqpTransport::state`].
+//! - TLS (`amqps://`) with the `tls` feature: rustls with the ring provider, a private CA file
+//!   and client certificates ([`TlsOptions`]).
+//!
+//! Headers travel losslessly in type and value; their order does not survive (lapin decodes
+//! tables sorted by key), and RabbitMQ has no unsigned 64-bit type (such values that fit are sent
+//! signed, larger ones are refused naming the header).
 //!
 //! Capabilities: those of RabbitMQ 3.x ([`Capabilities::rabbitmq`]).
-//!
-//! Not yet: TLS (`amqps://`).
 
 mod acker;
 mod convert;
