@@ -583,13 +583,7 @@ impl AmqpTransport {
             q.name.clone_from(&info.name);
             r.queues.push(q);
         }
-        let last_server_named = declared
-            .queues
-            .iter()
-            .zip(&topology.queues)
-            .rev()
-            .find(|(_, q)| q.name.is_empty())
-            .map(|(i, _)| i.name.clone());
+        let last_server_named = declared.last_server_named(topology).map(str::to_owned);
         for b in &topology.bindings {
             let mut b = b.clone();
             if let (Destination::Queue(d), Some(n)) = (&mut b.destination, &last_server_named)

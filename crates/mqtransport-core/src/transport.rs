@@ -74,6 +74,20 @@ pub struct Declared {
     pub queues: Vec<QueueInfo>,
 }
 
+impl Declared {
+    /// The generated name of the last server-named queue of `topology` (declared as `""`),
+    /// which a binding to the queue `""` refers to, as on an AMQP channel.
+    pub fn last_server_named(&self, topology: &Topology) -> Option<&str> {
+        topology
+            .queues
+            .iter()
+            .zip(&self.queues)
+            .rev()
+            .find(|(q, _)| q.name.is_empty())
+            .map(|(_, info)| info.name.as_str())
+    }
+}
+
 /// Options of [`Transport::delete_queue`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeleteQueue {

@@ -119,13 +119,7 @@ impl BrokerInner {
         for q in &topology.queues {
             declared.queues.push(self.declare_queue(&mut topo, conn, q)?);
         }
-        let last_server_named = topology
-            .queues
-            .iter()
-            .zip(&declared.queues)
-            .rev()
-            .find(|(q, _)| q.name.is_empty())
-            .map(|(_, info)| info.name.clone());
+        let last_server_named = declared.last_server_named(topology).map(str::to_owned);
         for b in &topology.bindings {
             let mut b = b.clone();
             if let Destination::Queue(name) = &mut b.destination
