@@ -10,8 +10,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 struct Pki {
     ca_pem: String,
+    ca_der: rustls::pki_types::CertificateDer<'static>,
     server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     server_key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 fn pki() -> Pki {
@@ -22,20 +25,37 @@ fn pki() -> Pki {
     let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let client_params = rcgen::CertificateParams::new(vec!["mqtransport-client".to_owned()]).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
     Pki {
         ca_pem: ca.pem(),
+        ca_der: ca.der().clone(),
         server_chain: vec![cert.der().clone()],
         server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        client_cert_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }
 
-/// Terminates TLS on a free port and forwards the plain stream to `upstream`.
-async fn terminator(pki: &Pki, upstream: String) -> std::net::SocketAddr {
+/// Terminates TLS on a free port and forwards the plain stream to `upstream`; with
+/// `client_auth`, only clients with a certificate signed by the test CA get through.
+async fn terminator(pki: &Pki, upstream: String, client_auth: bool) -> std::net::SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
+        .unwrap();
+    let builder = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -77,7 +97,7 @@ async fn amqps_with_a_private_ca_works_and_an_unknown_issuer_is_refused() {
         return;
     }
     let pki = pki();
-    let addr = terminator(&pki, upstream).await;
+    let addr = terminator(&pki, upstream.clone(), false).await;
     let dir = std::env::temp_dir().join(format!("mqt-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
@@ -131,5 +151,36 @@ async fn amqps_with_a_private_ca_works_and_an_unknown_issuer_is_refused() {
         .expect_err("missing CA file");
     assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     assert!(e.message().contains("nope.pem"), "{e}");
+
+    // A broker that requires client certificates: with ours, in; without, refused.
+    let mutual = terminator(&pki, upstream, true).await;
+    let url = BrokerUrl::parse(&format!("amqps://{user}:{pass}@localhost:{}/%2f", mutual.port())).unwrap();
+    let (cert_file, key_file) = (dir.join("client.pem"), dir.join("client.key"));
+    std::fs::write(&cert_file, &pki.client_cert_pem).unwrap();
+    std::fs::write(&key_file, &pki.client_key_pem).unwrap();
+    let with_cert = AmqpOptions {
+        tls: TlsOptions {
+            ca_file: Some(ca_file.clone()),
+            client_cert_file: Some(cert_file),
+            client_key_file: Some(key_file),
+        },
+        ..AmqpOptions::default()
+    };
+    let t = AmqpTransport::connect_with(&url, with_cert)
+        .await
+        .expect("client certificate accepted");
+    t.ping().await.unwrap();
+    t.close().await.unwrap();
+    let without = AmqpOptions {
+        tls: TlsOptions {
+            ca_file: Some(ca_file.clone()),
+            ..TlsOptions::default()
+        },
+        ..AmqpOptions::default()
+    };
+    let e = AmqpTransport::connect_with(&url, without)
+        .await
+        .expect_err("no client certificate");
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
