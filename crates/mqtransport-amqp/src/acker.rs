@@ -85,7 +85,16 @@ impl AckHandle for ChannelAck {
     }
 }
 
-/// The ack task's state: which tags are settled, which acks are not yet sent.
+/// A frame the ack task sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Ack { tag: u64, multiple: bool },
+    Nack { tag: u64, requeue: bool },
+    Reject { tag: u64, requeue: bool },
+}
+
+/// The ack task's state: which tags are settled, which acks are not yet sent. Pure: it decides
+/// which frames to send, `run` sends them.
 struct Tags {
     /// Lowest tag not yet settled.
     next: u64,
@@ -95,66 +104,153 @@ struct Tags {
 }
 
 impl Tags {
-    async fn apply(&mut self, channel: &Channel, tag: u64, cmd: Cmd) {
-        match cmd {
-            Cmd::Skip => {}
-            Cmd::Settle(Settle::Ack) => {
-                self.unsent_acks.insert(tag);
-            }
-            Cmd::Settle(Settle::Nack { requeue }) => {
-                let opts = BasicNackOptions {
-                    multiple: false,
-                    requeue,
-                };
-                let _ = channel.basic_nack(tag, opts).await;
-            }
-            Cmd::Settle(Settle::Reject { requeue }) => {
-                let _ = channel.basic_reject(tag, BasicRejectOptions { requeue }).await;
-            }
-        }
-        if tag >= self.next {
-            self.settled.insert(tag);
+    fn new() -> Self {
+        Tags {
+            next: 1,
+            settled: BTreeSet::new(),
+            unsent_acks: BTreeSet::new(),
         }
     }
 
-    /// Sends the acks collected so far: one `multiple` ack for the contiguous settled prefix
-    /// (none of those tags is outstanding except the acks not yet sent), then, one by one, the
-    /// acks beyond a gap (a delivery still being handled): holding them would hold back the
-    /// consumer's prefetch credit.
-    async fn send_acks(&mut self, channel: &Channel) {
+    /// Records a settle; nacks and rejects are sent at once, acks wait for [`Tags::acks`].
+    fn record(&mut self, tag: u64, cmd: Cmd) -> Option<Frame> {
+        let now = match cmd {
+            Cmd::Skip => None,
+            Cmd::Settle(Settle::Ack) => {
+                self.unsent_acks.insert(tag);
+                None
+            }
+            Cmd::Settle(Settle::Nack { requeue }) => Some(Frame::Nack { tag, requeue }),
+            Cmd::Settle(Settle::Reject { requeue }) => Some(Frame::Reject { tag, requeue }),
+        };
+        if tag >= self.next {
+            self.settled.insert(tag);
+        }
+        now
+    }
+
+    /// The acks to send now: one `multiple` ack for the contiguous settled prefix (none of those
+    /// tags is outstanding except the acks not yet sent), then, one by one, the acks beyond a
+    /// gap (a delivery still being handled): holding them would hold back prefetch credit.
+    fn acks(&mut self) -> Vec<Frame> {
         while self.settled.remove(&self.next) {
             self.next += 1;
         }
         let prefix = self.next - 1;
+        let mut out = Vec::new();
         if self.unsent_acks.first().is_some_and(|t| *t <= prefix) {
-            let _ = channel.basic_ack(prefix, BasicAckOptions { multiple: true }).await;
+            out.push(Frame::Ack {
+                tag: prefix,
+                multiple: true,
+            });
             self.unsent_acks.retain(|t| *t > prefix);
         }
-        for tag in std::mem::take(&mut self.unsent_acks) {
-            let _ = channel.basic_ack(tag, BasicAckOptions { multiple: false }).await;
-        }
+        out.extend(
+            std::mem::take(&mut self.unsent_acks)
+                .into_iter()
+                .map(|tag| Frame::Ack { tag, multiple: false }),
+        );
+        out
     }
 }
 
-async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Msg>) {
-    let mut tags = Tags {
-        next: 1,
-        settled: BTreeSet::new(),
-        unsent_acks: BTreeSet::new(),
+async fn send(channel: &Channel, frame: Frame) {
+    let _ = match frame {
+        Frame::Ack { tag, multiple } => channel.basic_ack(tag, BasicAckOptions { multiple }).await,
+        Frame::Nack { tag, requeue } => {
+            channel
+                .basic_nack(
+                    tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue,
+                    },
+                )
+                .await
+        }
+        Frame::Reject { tag, requeue } => channel.basic_reject(tag, BasicRejectOptions { requeue }).await,
     };
+}
+
+async fn run(channel: Channel, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let mut tags = Tags::new();
     let mut batch = Vec::with_capacity(256);
     // Draining whatever has queued up batches acks under load and sends them at once when idle.
     while rx.recv_many(&mut batch, 4096).await > 0 {
         for msg in batch.drain(..) {
             match msg {
-                Msg::Tag(tag, cmd) => tags.apply(&channel, tag, cmd).await,
+                Msg::Tag(tag, cmd) => {
+                    if let Some(frame) = tags.record(tag, cmd) {
+                        send(&channel, frame).await;
+                    }
+                }
                 Msg::Flush(done) => {
-                    tags.send_acks(&channel).await;
+                    for frame in tags.acks() {
+                        send(&channel, frame).await;
+                    }
                     let _ = done.send(());
                 }
             }
         }
-        tags.send_acks(&channel).await;
+        for frame in tags.acks() {
+            send(&channel, frame).await;
+        }
     }
     let _ = channel.close(200, "OK".into()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(t: &mut Tags, tag: u64) {
+        assert_eq!(t.record(tag, Cmd::Settle(Settle::Ack)), None);
+    }
+
+    #[test]
+    fn contiguous_acks_coalesce_into_one_multiple_ack() {
+        let mut t = Tags::new();
+        for tag in 1..=3 {
+            ack(&mut t, tag);
+        }
+        assert_eq!(t.acks(), [Frame::Ack { tag: 3, multiple: true }]);
+        assert_eq!(t.acks(), []);
+    }
+
+    #[test]
+    fn acks_past_a_gap_go_alone_until_the_gap_fills() {
+        let mut t = Tags::new();
+        ack(&mut t, 1);
+        ack(&mut t, 3); // 2 is still being handled
+        assert_eq!(
+            t.acks(),
+            [
+                Frame::Ack { tag: 1, multiple: true },
+                Frame::Ack {
+                    tag: 3,
+                    multiple: false
+                }
+            ]
+        );
+        ack(&mut t, 2);
+        ack(&mut t, 4);
+        // 2 fills the gap: one multiple ack covers 2..=4 (3 is no longer outstanding).
+        assert_eq!(t.acks(), [Frame::Ack { tag: 4, multiple: true }]);
+    }
+
+    #[test]
+    fn nacks_and_rejects_go_at_once_and_count_as_settled() {
+        let mut t = Tags::new();
+        assert_eq!(
+            t.record(1, Cmd::Settle(Settle::Nack { requeue: true })),
+            Some(Frame::Nack { tag: 1, requeue: true })
+        );
+        assert_eq!(
+            t.record(2, Cmd::Settle(Settle::Reject { requeue: false })),
+            Some(Frame::Reject { tag: 2, requeue: false })
+        );
+        assert_eq!(t.record(3, Cmd::Skip), None);
+        ack(&mut t, 4);
+        assert_eq!(t.acks(), [Frame::Ack { tag: 4, multiple: true }]);
+    }
 }
