@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run -p mqtransport --example embedded
-//! MQT_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run -p mqtransport --features amqp --example embedded
+//! MQT_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run -p mqtransport --example embedded
 //! ```
 
 use std::time::Duration;

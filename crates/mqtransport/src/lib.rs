@@ -38,7 +38,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process |
-//! | `amqp` | no | RabbitMQ (`amqp://`) through lapin |
+//! | `amqp` | yes | RabbitMQ (`amqp://`) through lapin (no TLS stack) |
 //! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
 //!
 //! The application layer (typed messages, handlers, `App`) and the SQS, Redis and NATS
@@ -76,7 +76,7 @@ pub mod prelude {
 /// | URL | transport |
 /// |---|---|
 /// | `memory://` or `memory://name` | the embedded broker; the same name is the same broker in this process |
-/// | `amqp://` | RabbitMQ, with the `amqp` feature |
+/// | `amqp://` | RabbitMQ (the default `amqp` feature) |
 /// | `amqps://` | RabbitMQ over TLS, with the `amqp-tls` feature ([`ErrorKind::Unsupported`] without it) |
 /// | `sqs://`, `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
 ///
