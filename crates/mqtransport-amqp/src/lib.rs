@@ -385,7 +385,7 @@ impl AmqpTransport {
         let suffix = unique_suffix();
         let this: Arc<OnceLock<Weak<Inner>>> = Arc::default();
         let restore_target = Arc::clone(&this);
-        let on_consume_up: OnUp = Arc::new(move |conn, _generation| {
+        let on_consume_up: OnUp = Arc::new(move |conn| {
             let target = restore_target.get().and_then(Weak::upgrade);
             Box::pin(async move {
                 match target {
@@ -394,7 +394,7 @@ impl AmqpTransport {
                 }
             })
         });
-        let nothing: OnUp = Arc::new(|_, _| Box::pin(async { Ok(()) }));
+        let nothing: OnUp = Arc::new(|_| Box::pin(async { Ok(()) }));
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
         let consume = Link::open(
             "consume",

@@ -23,7 +23,7 @@ pub enum LinkState {
 }
 
 /// Runs after every (re)connection, before the link is announced as up.
-pub(crate) type OnUp = Arc<dyn Fn(Arc<Connection>, u64) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+pub(crate) type OnUp = Arc<dyn Fn(Arc<Connection>) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 pub(crate) struct Link {
     pub(crate) role: &'static str,
@@ -211,7 +211,7 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
             // Restore what the application had (topology, consumers) before announcing the link.
             // A restore that fails or hangs (the new connection dying under it) is abandoned
             // and the link tries again.
-            let restored = tokio::time::timeout(Duration::from_secs(60), on_up(Arc::clone(&c), generation)).await;
+            let restored = tokio::time::timeout(Duration::from_secs(60), on_up(Arc::clone(&c))).await;
             if !matches!(restored, Ok(Ok(()))) {
                 let _ = tokio::time::timeout(Duration::from_secs(5), c.close(320, "restore failed".into())).await;
                 continue;
