@@ -677,6 +677,15 @@ async fn bind(ch: &Channel, b: &Binding) -> Result<()> {
 
 /// After a reconnect: declares the recorded topology again, then restarts every consumer.
 async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
+    let closed = || {
+        inner
+            .closed
+            .load(Ordering::Acquire)
+            .then(|| Error::closed("the transport was closed during a reconnect"))
+    };
+    if let Some(e) = closed() {
+        return Err(e);
+    }
     let ch = conn
         .create_channel()
         .await
@@ -689,6 +698,9 @@ async fn restore(inner: Arc<Inner>, conn: Arc<Connection>) -> Result<()> {
         declare_exchange(&ch, x).await?;
     }
     for q in &queues {
+        if let Some(e) = closed() {
+            return Err(e);
+        }
         if server_named.contains(&q.name) {
             // A server-named queue cannot be declared by name: it gets a new one, and its
             // bindings and consumers follow it.

@@ -33,6 +33,8 @@ pub(crate) struct Link {
     pub(crate) name: String,
     current: Mutex<Option<(u64, Arc<Connection>)>>,
     state: watch::Sender<LinkState>,
+    /// The supervisor task, stopped by `close` so that no restore runs after it.
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Link {
@@ -54,10 +56,12 @@ impl Link {
             name,
             current: Mutex::new(None),
             state,
+            supervisor: Mutex::new(None),
         });
         let conn = link.connect_once().await?;
         link.install(Arc::clone(&conn), 1);
-        tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, on_up));
+        let task = tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, on_up));
+        *link.supervisor.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Ok(link)
     }
 
@@ -134,6 +138,13 @@ impl Link {
 
     pub(crate) async fn close(&self) {
         self.state.send_replace(LinkState::Closed);
+        // Stop the supervisor first: a reconnect in progress must not restore the topology after
+        // the application closed the transport (and perhaps deleted what it had declared).
+        let task = self.supervisor.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
         let conn = self.current.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some((_, c)) = conn {
             // A connection in the middle of failing may never answer the close: bounded.
