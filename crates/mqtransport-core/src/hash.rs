@@ -53,7 +53,10 @@ impl Hasher for FxHasher {
 
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The last step is a multiply, which leaves the low bits depending on the low input
+        // bytes only; hash tables pick buckets from the low bits, so keys sharing a prefix
+        // would collide. Rotating brings the well-mixed high bits down (as rustc-hash 2 does).
+        self.hash.rotate_left(26)
     }
 }
 
@@ -77,5 +80,10 @@ mod tests {
         assert_ne!(b.hash_one("a"), b.hash_one("a\0"));
         assert_ne!(b.hash_one("orders.created"), b.hash_one("orders.deleted"));
         assert_eq!(b.hash_one("same"), b.hash_one("same"));
+        // Keys differing only after a common prefix spread over the low bits too.
+        let low: std::collections::HashSet<u64> = (0..1000)
+            .map(|i| b.hash_one(format!("svc{i}").as_bytes()) & 0x3ff)
+            .collect();
+        assert!(low.len() > 500, "only {} distinct low-bit buckets of 1024", low.len());
     }
 }
