@@ -134,7 +134,8 @@ impl MemoryTransport {
             if st.deleted {
                 return Err(self.conn.broker.no_queue(&queue.name));
             }
-            if st.exclusive_consumer || (options.exclusive && !st.consumers.is_empty()) {
+            // Derived from the consumers themselves, so every way a consumer leaves releases it.
+            if st.consumers.iter().any(|s| s.exclusive) || (options.exclusive && !st.consumers.is_empty()) {
                 return Err(Error::broker(
                     403,
                     format!(
@@ -145,12 +146,13 @@ impl MemoryTransport {
                     Scope::Channel,
                 ));
             }
-            st.exclusive_consumer = options.exclusive;
+
             st.consumers.push(Slot {
                 id,
                 conn: self.conn.id,
                 prefetch: u32::from(options.prefetch),
                 no_ack: options.no_ack,
+                exclusive: options.exclusive,
                 in_flight: 0,
                 next_tag: 0,
                 inbox: VecDeque::new(),
@@ -173,7 +175,6 @@ impl MemoryTransport {
             queue,
             id,
             no_ack: options.no_ack,
-            exclusive: options.exclusive,
             is_reply,
             ack,
             local: VecDeque::new(),
@@ -370,7 +371,6 @@ struct DeliveryStream {
     queue: Arc<QueueCell>,
     id: u64,
     no_ack: bool,
-    exclusive: bool,
     is_reply: bool,
     ack: Arc<QueueAck>,
     local: VecDeque<Handed>,
@@ -493,9 +493,7 @@ impl Drop for DeliveryStream {
                 return;
             };
             let slot = q.remove_consumer(&mut st, i);
-            if self.exclusive {
-                st.exclusive_consumer = false;
-            }
+
             // Deliveries handed to this consumer but never yielded go back as on a channel close.
             if !self.no_ack {
                 let back: Vec<_> = slot

@@ -191,6 +191,8 @@ pub(crate) struct Slot {
     pub(crate) conn: u64,
     pub(crate) prefetch: u32,
     pub(crate) no_ack: bool,
+    /// An exclusive consumer: no other may consume from the queue meanwhile.
+    pub(crate) exclusive: bool,
     pub(crate) in_flight: u32,
     pub(crate) next_tag: u64,
     pub(crate) inbox: VecDeque<Handed>,
@@ -346,7 +348,7 @@ pub(crate) struct QueueState {
     rr_next: usize,
     next_seq: u64,
     pub(crate) deleted: bool,
-    pub(crate) exclusive_consumer: bool,
+
     timer_running: bool,
     /// Last time the queue was used (for `x-expires`).
     last_used: Instant,
@@ -392,7 +394,7 @@ impl QueueCell {
                 rr_next: 0,
                 next_seq: 0,
                 deleted: false,
-                exclusive_consumer: false,
+
                 timer_running: false,
                 last_used: Instant::now(),
             }),

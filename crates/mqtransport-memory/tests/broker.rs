@@ -416,3 +416,22 @@ async fn x_death_entries_are_written_in_rabbitmq_order() -> R {
     back.ack().await?;
     Ok(())
 }
+
+/// An exclusive consumer that goes with its connection frees the queue for other consumers.
+#[tokio::test(start_paused = true)]
+async fn exclusive_consumer_is_released_when_its_connection_closes() -> R {
+    let (b, c) = setup(vec![Queue::durable("xc")]).await?;
+    let other = b.connect();
+    let held = other.consume("xc", ConsumeOptions::default().exclusive()).await?;
+    assert_eq!(
+        c.consume("xc", ConsumeOptions::default())
+            .await
+            .unwrap_err()
+            .reply_code(),
+        Some(403)
+    );
+    other.close().await?;
+    let _mine = c.consume("xc", ConsumeOptions::default()).await?;
+    drop(held);
+    Ok(())
+}
