@@ -22,6 +22,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
+    /// The broker's OpenTelemetry `messaging.system` name: `rabbitmq`, or `memory` for the
+    /// embedded broker.
+    pub system: &'static str,
     /// Exchanges and bindings are native (else the core `Router` emulates them).
     pub native_exchanges: bool,
     /// Queues can dead-letter to an exchange (`x-dead-letter-exchange`).
@@ -44,6 +47,7 @@ impl Capabilities {
     /// The capabilities of a RabbitMQ 3.x broker (and of the embedded broker).
     pub fn rabbitmq() -> Self {
         Capabilities {
+            system: "rabbitmq",
             native_exchanges: true,
             dead_letter_exchanges: true,
             message_ttl: true,

@@ -189,6 +189,7 @@ impl MemoryTransport {
 impl Transport for MemoryTransport {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::rabbitmq();
+        c.system = "memory";
         c.max_message_size = self.conn.broker.max_message_size;
         c
     }

@@ -123,4 +123,35 @@ impl MemoryBroker {
     pub fn connect(&self) -> MemoryTransport {
         MemoryTransport::open(Arc::clone(&self.inner))
     }
+
+    /// The names of every queue, sorted (direct reply-to pseudo-queues are not included).
+    pub fn queue_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.read().queues.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// What `queue` holds right now, including what AMQP's `queue.declare-ok` does not tell:
+    /// deliveries handed to consumers and not yet settled. `None` if there is no such queue.
+    pub fn queue_stats(&self, queue: &str) -> Option<QueueStats> {
+        let cell = self.inner.queue_cell(queue)?;
+        let st = cell.lock();
+        Some(QueueStats {
+            ready: st.ready.len(),
+            unacked: st.unacked.len(),
+            consumers: st.consumers.len(),
+        })
+    }
+}
+
+/// A queue's counts ([`MemoryBroker::queue_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages waiting to be delivered.
+    pub ready: usize,
+    /// Messages delivered (or handed to a consumer's buffer) and not yet settled.
+    pub unacked: usize,
+    /// Consumers.
+    pub consumers: usize,
 }
