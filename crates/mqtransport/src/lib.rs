@@ -44,12 +44,59 @@
 //! The application layer (typed messages, handlers, `App`) and the SQS, Redis and NATS
 //! transports are planned; see the README.
 
+mod app;
+mod consumer;
+mod extract;
+mod handler;
+mod incoming;
+mod message;
+pub mod middleware;
+mod outcome;
+mod publish;
+mod retry;
+mod runtime;
+#[cfg(feature = "memory")]
+pub mod testing;
+
+#[doc(inline)]
+pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signal};
+#[doc(inline)]
+pub use consumer::{Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage};
+#[doc(inline)]
+pub use extract::{Extension, FromDelivery, FromRef, MissingExtension, State};
+#[doc(inline)]
+pub use handler::Handler;
+#[doc(inline)]
+pub use incoming::{DeliveryInfo, Extensions, Headers, Incoming};
+#[doc(inline)]
+pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
+/// `#[derive(Message)]`: see [`Message`] for its attributes.
+pub use mqtransport_macros::Message;
+#[doc(inline)]
+pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome};
+#[doc(inline)]
+pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
+#[doc(inline)]
+pub use retry::{Backoff, RetryPolicy};
+#[doc(inline)]
+pub use runtime::{SettleEvent, Settlement};
+
 #[doc(inline)]
 pub use mqtransport_core::{
-    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-    DeliveryMode, DynTransport, Envelope, Error, ErrorKind, Exchange, ExchangeKind, FieldTable, FieldValue, Overflow,
-    Properties, Publish, Queue, QueueInfo, QueueType, Result, Scheme, Topology, Transport, headers,
+    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery, DeliveryMode,
+    DynTransport, Envelope, Error, ErrorKind, Exchange, ExchangeKind, FieldTable, FieldValue, Overflow, Properties,
+    Publish, Queue, QueueInfo, QueueType, Result, Scheme, Topology, Transport, headers,
 };
+
+/// The transport layer underneath the app, for code that talks to the broker directly:
+/// [`Transport`](transport::Transport), its delivery stream [`Consumer`](transport::Consumer)
+/// and the rest of the core contracts.
+pub mod transport {
+    pub use mqtransport_core::{
+        AckHandle, Acker, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
+        DynTransport, Publish, QueueInfo, Settle, Transport,
+    };
+}
 
 /// The core crate, for transport authors (router, acker internals).
 pub use mqtransport_core as core;
@@ -62,13 +109,27 @@ pub use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState, TlsOptions, Un
 /// The embedded broker.
 #[cfg(feature = "memory")]
 #[doc(inline)]
-pub use mqtransport_memory::{MemoryBroker, MemoryTransport};
+pub use mqtransport_memory::{MemoryBroker, MemoryTransport, QueueStats};
 
 /// The names most programs need, in one import.
 pub mod prelude {
-    pub use mqtransport_core::{
-        Binding, Confirmation, ConsumeOptions, Delivery, Envelope, Exchange, Publish, Queue, Topology, Transport,
+    pub use crate::{
+        App, Binding, Consumer, DeliveryInfo, Envelope, Exchange, HandlerError, Headers, Message, Outcome, Producer,
+        Publisher, Queue, RetryPolicy, Route, State, Topology,
     };
+    pub use mqtransport_core::{Confirmation, ConsumeOptions, Delivery, Publish, Transport};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    /// What `#[derive(Message)]` calls for a type with validation rules.
+    pub fn garde_validate<T>(value: &T) -> Result<(), crate::Invalid>
+    where
+        T: garde::Validate + ?Sized,
+        T::Context: Default,
+    {
+        value.validate().map_err(crate::Invalid::from)
+    }
 }
 
 /// Connects to the broker a URL names and checks that it answers.

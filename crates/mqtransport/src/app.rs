@@ -1,0 +1,624 @@
+//! The [`App`]: broker connection, topology, shared state, consumers, producers, start and
+//! graceful shutdown.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mqtransport_core::{
+    BrokerUrl, DynTransport, Error, ErrorKind, Queue, QueueType, Result, ShortStr, Topology, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::consumer::{Consumer, DeadLetterPolicy, HandlerService, LayerFn, layer_fn};
+use crate::incoming::{ConsumerCtx, Incoming};
+use crate::message::Message;
+use crate::middleware::TraceLayer;
+use crate::outcome::{BoxError, Outcome};
+use crate::publish::{Producer, PublishObserver, Publisher, PublisherInner, Route};
+use crate::runtime::{ConsumerRuntime, DeadLetterTarget, OnSettle, SettleEvent, SettleObserver, Tracker};
+
+/// How long [`Running::shutdown`] lets in-flight handlers finish by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An application: one broker connection, its topology, consumers with their handlers and
+/// middleware, and a [`Publisher`]. Build it with [`App::builder`] (no shared state) or
+/// [`App::with_state`], then [`run`](App::run) it.
+///
+/// ```
+/// use mqtransport::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(name = "greeting")]
+/// struct Greeting {
+///     text: String,
+/// }
+///
+/// #[derive(Clone)]
+/// struct Config {
+///     loud: bool,
+/// }
+///
+/// async fn greet(greeting: Greeting, State(config): State<Config>) {
+///     if config.loud {
+///         println!("{}!", greeting.text.to_uppercase());
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mqtransport::Result<()> {
+/// let app = App::with_state(Config { loud: true })
+///     .url("memory://docs-app") // default: $MQT_URL, else memory://
+///     .consumer(Consumer::for_queue(Queue::durable("greetings")).handle(greet))
+///     .build() // connects, pings, declares
+///     .await?;
+/// let greetings = app.producer::<Greeting>(Route::queue("greetings"));
+/// let running = app.start().await?;
+/// greetings.send(&Greeting { text: "hello".into() }).await?;
+/// running.shutdown().await?; // stops consuming, lets in-flight handlers finish, closes
+/// # Ok(())
+/// # }
+/// ```
+pub struct App {
+    transport: DynTransport,
+    shown: String,
+    publisher: Publisher,
+    runtimes: Vec<Arc<ConsumerRuntime>>,
+    /// Each runtime's middleware stack. Only `start` uses them, consuming the app; the mutex
+    /// makes the app `Sync` although a boxed stack is only `Send`.
+    services: Mutex<Vec<HandlerService>>,
+    shutdown_timeout: Duration,
+    tracker: Arc<Tracker>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.shown)
+            .field("queues", &self.runtimes.iter().map(|r| r.queue()).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// An app without shared state.
+    pub fn builder() -> AppBuilder<()> {
+        AppBuilder::new(())
+    }
+
+    /// An app whose handlers share `state` (taken by [`State<T>`](crate::State) arguments).
+    pub fn with_state<S: Clone + Send + Sync + 'static>(state: S) -> AppBuilder<S> {
+        AppBuilder::new(state)
+    }
+
+    /// Publishes typed or raw messages.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// A typed producer of `M` bound to `route`.
+    pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
+        self.publisher.producer(route)
+    }
+
+    /// The broker connection.
+    pub fn transport(&self) -> &DynTransport {
+        &self.transport
+    }
+
+    /// Checks that the broker answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.transport.ping().await
+    }
+
+    /// Starts every consumer and returns at once; the app runs until
+    /// [`Running::shutdown`]. A consumer that cannot start (its queue is missing, or locked by
+    /// an exclusive consumer) fails the start, and nothing keeps running.
+    pub async fn start(self) -> Result<Running> {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        let services = self.services.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let mut subscribed = Vec::with_capacity(self.runtimes.len());
+        for (rt, service) in self.runtimes.iter().zip(services) {
+            match rt.subscribe().await {
+                Ok(stream) => subscribed.push((Arc::clone(rt), service, stream)),
+                Err(e) => {
+                    drop(subscribed);
+                    let _ = self.transport.close().await;
+                    return Err(e);
+                }
+            }
+        }
+        let tasks = subscribed
+            .into_iter()
+            .map(|(rt, service, stream)| {
+                let stop = stop_rx.clone();
+                let failed = failed_tx.clone();
+                tokio::spawn(async move {
+                    let result = rt.run(service, stream, stop).await;
+                    if let Err(e) = &result {
+                        let _ = failed.send(Error::new(e.kind(), e.message()));
+                    }
+                    result
+                })
+            })
+            .collect();
+        Ok(Running {
+            inner: Some(RunningInner {
+                transport: self.transport,
+                publisher: self.publisher,
+                runtimes: self.runtimes,
+                tasks,
+                stop: stop_tx,
+                failed: failed_rx,
+                shutdown_timeout: self.shutdown_timeout,
+                tracker: self.tracker,
+            }),
+        })
+    }
+
+    /// Runs until ctrl-c or SIGTERM, then shuts down gracefully. Returns the error of a
+    /// consumer that failed (e.g. its queue was deleted), after shutting down the rest.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
+        let running = self.start().await?;
+        running.run_until(signal).await
+    }
+}
+
+/// Resolves at ctrl-c or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// A started [`App`].
+pub struct Running {
+    inner: Option<RunningInner>,
+}
+
+struct RunningInner {
+    transport: DynTransport,
+    publisher: Publisher,
+    runtimes: Vec<Arc<ConsumerRuntime>>,
+    tasks: Vec<JoinHandle<Result<()>>>,
+    stop: watch::Sender<Option<Instant>>,
+    failed: mpsc::UnboundedReceiver<Error>,
+    shutdown_timeout: Duration,
+    tracker: Arc<Tracker>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    fn inner(&self) -> &RunningInner {
+        // `inner` is only taken by `shutdown`, which consumes `self`.
+        self.inner
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("Running used after shutdown"))
+    }
+
+    /// Publishes typed or raw messages.
+    pub fn publisher(&self) -> Publisher {
+        self.inner().publisher.clone()
+    }
+
+    /// Deliveries being handled right now, over every consumer.
+    pub fn in_flight(&self) -> usize {
+        self.inner()
+            .tracker
+            .in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The queues consumed, with the retry wait queues declared so far.
+    pub(crate) fn watched_queues(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for rt in &self.inner().runtimes {
+            names.push(rt.queue().to_owned());
+            names.extend(rt.wait_queue_names());
+        }
+        names
+    }
+
+    /// Waits until `signal` completes or a consumer fails, then shuts down gracefully.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()> + Send) -> Result<()> {
+        let failure = {
+            let Some(inner) = self.inner.as_mut() else {
+                return Ok(());
+            };
+            tokio::select! {
+                _ = signal => None,
+                e = inner.failed.recv() => e,
+            }
+        };
+        let shut = self.shutdown().await;
+        match failure {
+            Some(e) => Err(e),
+            None => shut,
+        }
+    }
+
+    /// Shuts down gracefully: consumers stop taking deliveries (prefetched ones go back to the
+    /// queue), in-flight handlers get the shutdown timeout to finish and are settled, the rest
+    /// are cancelled (their messages go back to the queue), and the connection closes.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let Some(inner) = self.inner.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + inner.shutdown_timeout;
+        let _ = inner.stop.send(Some(deadline));
+        let mut first_error = None;
+        for task in inner.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert_with(|| Error::closed(format!("a consumer task failed: {join}")));
+                }
+            }
+        }
+        let closed = inner.transport.close().await;
+        match first_error {
+            Some(e) => Err(e),
+            None => closed,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Dropped without `shutdown`: stop the consumers (their deliveries go back to the queue).
+        if let Some(inner) = &self.inner {
+            let _ = inner.stop.send(Some(Instant::now()));
+        }
+    }
+}
+
+/// Builds an [`App`]. Made by [`App::builder`] or [`App::with_state`].
+#[must_use = "an AppBuilder does nothing until .build().await"]
+pub struct AppBuilder<S = ()> {
+    state: S,
+    url: Option<String>,
+    transport: Option<DynTransport>,
+    topology: Topology,
+    consumers: Vec<Consumer<S>>,
+    layers: Vec<LayerFn>,
+    shutdown_timeout: Duration,
+    name: Option<String>,
+    validate_on_publish: bool,
+    tracing: bool,
+    pub(crate) publish_observer: Option<Arc<dyn PublishObserver>>,
+    pub(crate) settle_observers: Vec<Arc<dyn SettleObserver>>,
+}
+
+impl<S> fmt::Debug for AppBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("url", &self.url.as_deref().map(redact))
+            .field("topology", &self.topology)
+            .field("consumers", &self.consumers)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redact(url: &str) -> String {
+    BrokerUrl::parse(url).map_or_else(|_| "(an invalid URL)".to_owned(), |u| u.to_string())
+}
+
+impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
+    fn new(state: S) -> Self {
+        AppBuilder {
+            state,
+            url: None,
+            transport: None,
+            topology: Topology::new(),
+            consumers: Vec::new(),
+            layers: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            name: None,
+            validate_on_publish: cfg!(debug_assertions),
+            tracing: true,
+            publish_observer: None,
+            settle_observers: Vec::new(),
+        }
+    }
+
+    /// The broker URL (`memory://…`, `amqp://…`). Default: the `MQT_URL` environment
+    /// variable, else `memory://`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Uses an open connection instead of a URL (e.g. to a [`MemoryBroker`](crate::MemoryBroker)
+    /// shared with a test). The app closes it at shutdown.
+    pub fn transport(mut self, transport: DynTransport) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Adds to the topology declared at build time (and re-declared by the RabbitMQ transport
+    /// after every reconnect).
+    pub fn topology(mut self, topology: Topology) -> Self {
+        self.topology = std::mem::take(&mut self.topology).merge(topology);
+        self
+    }
+
+    /// Adds a consumer.
+    pub fn consumer(mut self, consumer: Consumer<S>) -> Self {
+        self.consumers.push(consumer);
+        self
+    }
+
+    /// Wraps every consumer's stack in a tower layer (outside the consumers' own layers); see
+    /// [`Consumer::layer`].
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Incoming, Response = Outcome> + Clone + Send + 'static,
+        <L::Service as Service<Incoming>>::Error: Into<BoxError>,
+        <L::Service as Service<Incoming>>::Future: Send + 'static,
+    {
+        self.layers.push(layer_fn(layer));
+        self
+    }
+
+    /// How long in-flight handlers may run on at shutdown (30 s by default).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The application's name, sent as `app_id` on everything it publishes.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether producers validate messages before publishing (default: in debug builds).
+    /// Consumers always validate.
+    pub fn validate_on_publish(mut self, validate: bool) -> Self {
+        self.validate_on_publish = validate;
+        self
+    }
+
+    /// Calls `hook` after every delivery is settled, with what was done (for metrics, audit
+    /// logs, tests). It runs on the handler's task: keep it quick.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use mqtransport::{App, Settlement};
+    ///
+    /// let dead = Arc::new(AtomicUsize::new(0));
+    /// let counter = Arc::clone(&dead);
+    /// let builder = App::builder().on_settle(move |event| {
+    ///     if matches!(event.settlement, Settlement::DeadLettered { .. }) {
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn on_settle<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(SettleEvent<'_>) + Send + Sync + 'static,
+    {
+        self.settle_observers.push(Arc::new(OnSettle(hook)));
+        self
+    }
+
+    /// Whether every delivery gets a [`TraceLayer`] span (default: yes).
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.tracing = on;
+        self
+    }
+
+    /// Connects, pings the broker, declares the topology (with the queues consumers declare and
+    /// their dead-letter queues) and checks that every consumed queue exists. Errors name the
+    /// broker (without its password) or the entity at fault.
+    pub async fn build(self) -> Result<App> {
+        let problems: Vec<String> = self
+            .consumers
+            .iter()
+            .flat_map(|c| {
+                let empty = c
+                    .queue
+                    .is_empty()
+                    .then(|| "a consumer has an empty queue name".to_owned());
+                c.problems.iter().cloned().chain(empty)
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::invalid(format!(
+                "the app is misconfigured: {}",
+                problems.join("; ")
+            )));
+        }
+        let (transport, shown) = match self.transport {
+            Some(t) => (t, "the given transport".to_owned()),
+            None => {
+                let url = self.url.unwrap_or_else(crate::url_from_env);
+                let shown = redact(&url);
+                let t = crate::connect(&url).await.map_err(|e| {
+                    let message = if e.message().contains(&shown) {
+                        e.message().to_owned()
+                    } else {
+                        format!("cannot connect to {shown}: {}", e.message())
+                    };
+                    Error::new(e.kind(), message).with_source(e)
+                })?;
+                (t, shown)
+            }
+        };
+        match declare(&transport, &shown, &self.topology, &self.consumers).await {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = transport.close().await;
+                return Err(e);
+            }
+        }
+
+        let system = transport.capabilities().system;
+        let publisher = Publisher::new(PublisherInner {
+            transport: transport.clone(),
+            app_id: self.name,
+            validate: self.validate_on_publish,
+            observer: self.publish_observer,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        });
+        let tracker = Arc::new(Tracker::default());
+        let (runtimes, services): (Vec<_>, Vec<_>) = self
+            .consumers
+            .iter()
+            .map(|c| {
+                let mut service = c.service(self.state.clone());
+                for layer in &self.layers {
+                    service = layer(service);
+                }
+                if self.tracing {
+                    service = layer_fn(TraceLayer::new())(service);
+                }
+                let runtime = Arc::new(ConsumerRuntime {
+                    ctx: Arc::new(ConsumerCtx {
+                        queue: ShortStr::from(c.queue.as_str()),
+                        system,
+                        publisher: publisher.clone(),
+                    }),
+                    prefetch: c.prefetch,
+                    concurrency: c.concurrency,
+                    retry: c.retry,
+                    dead_letter: match &c.dead_letter {
+                        DeadLetterPolicy::Queue(name) => DeadLetterTarget::Queue {
+                            name: ShortStr::from(name.as_str()),
+                            declaration: dead_letter_queue(name, c, &self.topology),
+                        },
+                        DeadLetterPolicy::Broker => DeadLetterTarget::Broker,
+                    },
+                    transport: transport.clone(),
+                    tracker: Arc::clone(&tracker),
+                    observers: self.settle_observers.clone(),
+                    wait_queues: Mutex::default(),
+                });
+                (runtime, service)
+            })
+            .unzip();
+        Ok(App {
+            transport,
+            shown,
+            publisher,
+            runtimes,
+            services: Mutex::new(services),
+            shutdown_timeout: self.shutdown_timeout,
+            tracker,
+        })
+    }
+}
+
+/// The declaration of a consumer's dead-letter queue: the topology's own if it has one, else a
+/// durable queue of the consumed queue's type.
+fn dead_letter_queue<S>(name: &str, c: &Consumer<S>, topology: &Topology) -> Queue {
+    if let Some(q) = topology.queues.iter().find(|q| q.name == name) {
+        return q.clone();
+    }
+    let origin = c
+        .declare
+        .as_ref()
+        .or_else(|| topology.queues.iter().find(|q| q.name == c.queue));
+    match origin.map(Queue::queue_type) {
+        Some(QueueType::Quorum) => Queue::quorum(name),
+        _ => Queue::durable(name),
+    }
+}
+
+/// Declares the app's topology, then each dead-letter queue, then checks the consumed queues.
+async fn declare<S: Clone + Send + Sync + 'static>(
+    transport: &DynTransport,
+    shown: &str,
+    topology: &Topology,
+    consumers: &[Consumer<S>],
+) -> Result<()> {
+    let mut all = topology.clone();
+    for c in consumers {
+        if let Some(q) = &c.declare
+            && !all.queues.iter().any(|known| known.name == q.name)
+        {
+            all.queues.push(q.clone());
+        }
+    }
+    all.validate()
+        .map_err(|e| Error::new(e.kind(), format!("the app's topology is invalid: {}", e.message())))?;
+    transport.declare(&all).await.map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!("declaring the app's topology on {shown}: {}", e.message()),
+        )
+    })?;
+    for c in consumers {
+        if let DeadLetterPolicy::Queue(name) = &c.dead_letter
+            && !all.queues.iter().any(|q| q.name == *name)
+        {
+            let q = dead_letter_queue(name, c, topology);
+            if let Err(e) = transport.declare(&Topology::new().queue(q)).await {
+                // An existing queue declared with other options serves as well.
+                if !(e.kind() == ErrorKind::Precondition && transport.queue_info(name).await.is_ok()) {
+                    return Err(Error::new(
+                        e.kind(),
+                        format!(
+                            "declaring the dead-letter queue '{name}' of queue '{}' on {shown}: {}",
+                            c.queue,
+                            e.message()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !all.queues.iter().any(|q| q.name == c.queue)
+            && let Err(e) = transport.queue_info(&c.queue).await
+        {
+            let message = if e.kind() == ErrorKind::NotFound {
+                format!(
+                    "queue '{}' is consumed by the app but does not exist on {shown}: declare it in the app's topology, or use Consumer::for_queue",
+                    c.queue
+                )
+            } else {
+                format!("checking queue '{}' on {shown}: {}", c.queue, e.message())
+            };
+            return Err(Error::new(e.kind(), message));
+        }
+    }
+    Ok(())
+}

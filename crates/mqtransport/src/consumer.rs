@@ -1,0 +1,376 @@
+//! [`Consumer`]: what an app does with one queue, and the dispatch by message name at the
+//! bottom of its middleware stack.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::{Either, Ready, ready};
+use mqtransport_core::hash::FxHashMap;
+use mqtransport_core::{BoxFuture, Queue};
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::handler::{BoxedHandler, Handler, erase};
+use crate::incoming::Incoming;
+use crate::message::Message;
+use crate::outcome::{BoxError, Outcome};
+use crate::retry::RetryPolicy;
+
+/// A consumer's middleware stack as a boxed tower service: what every layer wraps.
+pub type HandlerService = BoxCloneService<Incoming, Outcome, BoxError>;
+
+/// A layer applied to a boxed stack, kept until the app is built.
+pub(crate) type LayerFn = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
+
+/// Boxes a tower layer so that it can be kept and applied to any consumer's stack.
+pub(crate) fn layer_fn<L>(layer: L) -> LayerFn
+where
+    L: Layer<HandlerService> + Send + Sync + 'static,
+    L::Service: Service<Incoming, Response = Outcome> + Clone + Send + 'static,
+    <L::Service as Service<Incoming>>::Error: Into<BoxError>,
+    <L::Service as Service<Incoming>>::Future: Send + 'static,
+{
+    Arc::new(move |inner| BoxCloneService::new(layer.layer(inner).map_err(Into::into)))
+}
+
+/// What happens to a message no handler of the consumer serves (an unknown name, or no name
+/// and no default message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnknownMessage {
+    /// Dead-letter it with the reason: nothing is lost, and it can be replayed once a handler
+    /// exists. The default.
+    #[default]
+    DeadLetter,
+    /// Acknowledge and drop it, with a warning in the log (for queues that also carry
+    /// messages this service does not care about).
+    Discard,
+}
+
+/// Where a message goes when it can never be handled: failed validation, a malformed body, a
+/// permanent error, or retries exhausted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadLetterPolicy {
+    /// Publish a copy to this queue (declared by the app unless the topology already declares
+    /// it) with the reason, the attempts and the original route in `x-mqt-*` headers, wait for
+    /// the broker's confirm, then ack the original. The default, as `<queue>.dlq`.
+    Queue(String),
+    /// Reject the delivery without requeue: the queue's own `x-dead-letter-exchange` takes it
+    /// (with RabbitMQ's `x-death` history, but without the reason), or, if it has none, the
+    /// broker drops it.
+    Broker,
+}
+
+/// What an app does with one queue: handlers by message name, a fallback, prefetch and
+/// concurrency, retries, dead letters, and middleware.
+///
+/// ```
+/// use std::time::Duration;
+/// use mqtransport::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(name = "orders.created")]
+/// struct OrderCreated { id: u64 }
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(name = "orders.cancelled")]
+/// struct OrderCancelled { id: u64 }
+///
+/// async fn created(order: OrderCreated) {}
+/// async fn cancelled(order: OrderCancelled) {}
+///
+/// let orders: Consumer = Consumer::for_queue(Queue::durable("orders"))
+///     .handle(created)              // dispatched by the message's name
+///     .handle(cancelled)
+///     .prefetch(64)
+///     .concurrency(16)              // handlers in flight at once
+///     .retry(RetryPolicy::new(5))
+///     .timeout(Duration::from_secs(30));
+/// # let _ = orders;
+/// ```
+pub struct Consumer<S = ()> {
+    pub(crate) queue: String,
+    pub(crate) declare: Option<Queue>,
+    pub(crate) handlers: Vec<(String, BoxedHandler<S>)>,
+    pub(crate) fallback: Option<BoxedHandler<S>>,
+    pub(crate) default_name: Option<String>,
+    pub(crate) prefetch: u16,
+    pub(crate) concurrency: usize,
+    pub(crate) unknown: UnknownMessage,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter: DeadLetterPolicy,
+    pub(crate) layers: Vec<LayerFn>,
+    /// Mistakes found while registering, reported by `build()`.
+    pub(crate) problems: Vec<String>,
+}
+
+impl<S> fmt::Debug for Consumer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue)
+            .field(
+                "messages",
+                &self.handlers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            )
+            .field("fallback", &self.fallback.is_some())
+            .field("prefetch", &self.prefetch)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("dead_letter", &self.dead_letter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default prefetch: unacknowledged deliveries the broker sends ahead.
+pub const DEFAULT_PREFETCH: u16 = 64;
+/// The default concurrency: handlers running at once per consumer.
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl<S: Clone + Send + Sync + 'static> Consumer<S> {
+    /// Consumes the existing queue `queue` (declared by the app's topology, or by someone
+    /// else). Defaults: prefetch 64, 16 handlers at once, [`RetryPolicy::default`], dead
+    /// letters to `<queue>.dlq`, unknown messages dead-lettered.
+    pub fn new(queue: impl Into<String>) -> Self {
+        let queue = queue.into();
+        Consumer {
+            dead_letter: DeadLetterPolicy::Queue(format!("{queue}.dlq")),
+            queue,
+            declare: None,
+            handlers: Vec::new(),
+            fallback: None,
+            default_name: None,
+            prefetch: DEFAULT_PREFETCH,
+            concurrency: DEFAULT_CONCURRENCY,
+            unknown: UnknownMessage::default(),
+            retry: RetryPolicy::default(),
+            layers: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Declares `queue` when the app is built, and consumes it.
+    pub fn for_queue(queue: Queue) -> Self {
+        let mut c = Consumer::new(queue.name.clone());
+        c.declare = Some(queue);
+        c
+    }
+
+    /// Handles the message type that `handler` takes: deliveries whose name (`type`) is that
+    /// message's name go to it.
+    pub fn handle<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        match H::message() {
+            Ok(Some(name)) => self.add(name.to_owned(), erase(handler)),
+            Ok(None) => self.problems.push(format!(
+                "a handler given to .handle() on queue '{}' takes no message argument, so it names no message type: give it a #[derive(Message)] argument, or register it with .handle_name(name, handler) or .fallback(handler)",
+                self.queue
+            )),
+            Err(e) => self.problems.push(format!("on queue '{}': {e}", self.queue)),
+        }
+        self
+    }
+
+    /// Handles messages called `name`, whatever the handler's arguments (e.g. a raw
+    /// [`Envelope`](crate::Envelope) from another system).
+    pub fn handle_name<H, T>(mut self, name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        if let Err(e) = H::message() {
+            self.problems.push(format!("on queue '{}': {e}", self.queue));
+        }
+        self.add(name.into(), erase(handler));
+        self
+    }
+
+    fn add(&mut self, name: String, handler: BoxedHandler<S>) {
+        if self.handlers.iter().any(|(n, _)| *n == name) {
+            self.problems
+                .push(format!("queue '{}' has two handlers for message '{name}'", self.queue));
+            return;
+        }
+        self.handlers.push((name, handler));
+    }
+
+    /// Handles every message no other handler serves (instead of the unknown-message policy).
+    pub fn fallback<H, T>(mut self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        if self.fallback.is_some() {
+            self.problems
+                .push(format!("queue '{}' has two fallback handlers", self.queue));
+        }
+        self.fallback = Some(erase(handler));
+        self
+    }
+
+    /// Messages without a name (`type`), as other clients may send, are taken to be `M`.
+    pub fn default_message<M: Message>(self) -> Self {
+        self.default_name(M::NAME)
+    }
+
+    /// Messages without a name are taken to be called `name`.
+    pub fn default_name(mut self, name: impl Into<String>) -> Self {
+        self.default_name = Some(name.into());
+        self
+    }
+
+    /// At most `prefetch` unacknowledged deliveries sent ahead by the broker (0: unlimited).
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// At most `n` handlers running at once (at least 1). Ordering is only kept with 1.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// What happens to a message no handler serves.
+    pub fn on_unknown(mut self, policy: UnknownMessage) -> Self {
+        self.unknown = policy;
+        self
+    }
+
+    /// How failures are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Where messages go that can never be handled.
+    pub fn dead_letter(mut self, policy: DeadLetterPolicy) -> Self {
+        self.dead_letter = policy;
+        self
+    }
+
+    /// Dead letters go to `queue` (declared by the app unless the topology declares it).
+    pub fn dead_letter_queue(self, queue: impl Into<String>) -> Self {
+        self.dead_letter(DeadLetterPolicy::Queue(queue.into()))
+    }
+
+    /// A handler that runs longer than `limit` is cancelled and its message retried: a shortcut
+    /// for `.layer(tower::timeout::TimeoutLayer::new(limit))`.
+    pub fn timeout(self, limit: Duration) -> Self {
+        self.layer(tower::timeout::TimeoutLayer::new(limit))
+    }
+
+    /// Wraps this consumer's handlers in a tower layer. Any `tower::Layer` whose service takes
+    /// an [`Incoming`] and returns an [`Outcome`] works; an error it returns is turned into an
+    /// outcome by [`Outcome::from_error`]. The last layer added is the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + Sync + 'static,
+        L::Service: Service<Incoming, Response = Outcome> + Clone + Send + 'static,
+        <L::Service as Service<Incoming>>::Error: Into<BoxError>,
+        <L::Service as Service<Incoming>>::Future: Send + 'static,
+    {
+        self.layers.push(layer_fn(layer));
+        self
+    }
+
+    /// The queue consumed.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The stack: dispatch by name, wrapped in this consumer's layers.
+    pub(crate) fn service(&self, state: S) -> HandlerService {
+        let table = Table {
+            queue: self.queue.clone(),
+            by_name: self.handlers.iter().map(|(n, h)| (n.clone(), Arc::clone(h))).collect(),
+            fallback: self.fallback.clone(),
+            default_name: self.default_name.clone(),
+            unknown: self.unknown,
+        };
+        let mut service = BoxCloneService::new(Dispatch {
+            table: Arc::new(table),
+            state,
+        });
+        for layer in &self.layers {
+            service = layer(service);
+        }
+        service
+    }
+}
+
+struct Table<S> {
+    queue: String,
+    by_name: FxHashMap<String, BoxedHandler<S>>,
+    fallback: Option<BoxedHandler<S>>,
+    default_name: Option<String>,
+    unknown: UnknownMessage,
+}
+
+impl<S> Table<S> {
+    fn unknown(&self, req: &Incoming) -> Outcome {
+        let why = match req.name() {
+            Some(name) => format!("no handler for message '{name}' on queue '{}'", self.queue),
+            None => format!(
+                "the message has no name (type) and queue '{}' names no default message",
+                self.queue
+            ),
+        };
+        match self.unknown {
+            UnknownMessage::DeadLetter => Outcome::dead_letter(why),
+            UnknownMessage::Discard => {
+                tracing::warn!(
+                    queue = %self.queue,
+                    message_id = req.envelope().properties().message_id.as_deref().unwrap_or(""),
+                    "{why}: discarded"
+                );
+                Outcome::Ack
+            }
+        }
+    }
+}
+
+/// The innermost service: finds the handler for the delivery's name and runs it.
+struct Dispatch<S> {
+    table: Arc<Table<S>>,
+    state: S,
+}
+
+impl<S: Clone> Clone for Dispatch<S> {
+    fn clone(&self) -> Self {
+        Dispatch {
+            table: Arc::clone(&self.table),
+            state: self.state.clone(),
+        }
+    }
+}
+
+type HandlerOk = fn(Outcome) -> Result<Outcome, BoxError>;
+
+impl<S: Clone + Send + Sync + 'static> Service<Incoming> for Dispatch<S> {
+    type Response = Outcome;
+    type Error = BoxError;
+    type Future =
+        Either<futures_util::future::Map<BoxFuture<'static, Outcome>, HandlerOk>, Ready<Result<Outcome, BoxError>>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Incoming) -> Self::Future {
+        let table = &self.table;
+        let name = req.name().or(table.default_name.as_deref());
+        let handler = name.and_then(|n| table.by_name.get(n)).or(table.fallback.as_ref());
+        match handler {
+            Some(h) => Either::Left(h.call(req, self.state.clone()).map(Ok as HandlerOk)),
+            None => Either::Right(ready(Ok(table.unknown(&req)))),
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! Publishing typed messages: [`Publisher`], [`Producer<M>`], [`Route`], [`PublishOptions`] and
+//! the [`BlockingProducer<M>`] for code outside async.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use mqtransport_core::{
+    Confirmation, DeliveryMode, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish, Result, ShortStr,
+    Transport,
+};
+
+use crate::message::{Message, encode};
+
+/// Where a message is published: an exchange and a routing key.
+///
+/// ```
+/// use mqtransport::Route;
+///
+/// let to_queue = Route::queue("orders"); // the default exchange, routing key = queue
+/// let by_name = Route::exchange("shop"); // routing key = the message name
+/// let explicit = Route::new("shop", "orders.eu.created");
+/// # let _ = (to_queue, by_name, explicit);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    exchange: ShortStr,
+    /// `None`: the message name.
+    routing_key: Option<ShortStr>,
+}
+
+impl Route {
+    /// `exchange` with `routing_key`.
+    pub fn new(exchange: impl Into<ShortStr>, routing_key: impl Into<ShortStr>) -> Self {
+        Route {
+            exchange: exchange.into(),
+            routing_key: Some(routing_key.into()),
+        }
+    }
+
+    /// Straight to `queue`, through the default exchange.
+    pub fn queue(queue: impl Into<ShortStr>) -> Self {
+        Route::new(ShortStr::EMPTY, queue)
+    }
+
+    /// `exchange`, with the message name as the routing key (the usual choice for topic
+    /// exchanges, where consumers bind to name patterns such as `orders.*`).
+    pub fn exchange(exchange: impl Into<ShortStr>) -> Self {
+        Route {
+            exchange: exchange.into(),
+            routing_key: None,
+        }
+    }
+
+    /// The exchange.
+    pub fn exchange_name(&self) -> &str {
+        &self.exchange
+    }
+
+    /// The routing key for a message called `name`.
+    pub fn routing_key_for(&self, name: &str) -> ShortStr {
+        match &self.routing_key {
+            Some(k) => k.clone(),
+            None => ShortStr::from(name),
+        }
+    }
+}
+
+/// Per-publish settings beyond the message itself.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// Headers to send (framework headers use the `x-mqt-` prefix; avoid it).
+    pub headers: Vec<(String, FieldValue)>,
+    /// Priority (for queues with `x-max-priority`).
+    pub priority: Option<u8>,
+    /// Per-message TTL.
+    pub expiration: Option<Duration>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Where replies go.
+    pub reply_to: Option<String>,
+    /// The message id; a new UUIDv7 when `None`.
+    pub message_id: Option<String>,
+    /// Overrides the route's routing key.
+    pub routing_key: Option<String>,
+    /// Written to disk by durable queues (default true).
+    pub persistent: bool,
+    /// Report an unroutable message as [`Confirmation::Returned`] (default true).
+    pub mandatory: bool,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            headers: Vec::new(),
+            priority: None,
+            expiration: None,
+            correlation_id: None,
+            reply_to: None,
+            message_id: None,
+            routing_key: None,
+            persistent: true,
+            mandatory: true,
+        }
+    }
+}
+
+impl PublishOptions {
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<FieldValue>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets a per-message TTL.
+    pub fn expiration(mut self, ttl: Duration) -> Self {
+        self.expiration = Some(ttl);
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets where replies go.
+    pub fn reply_to(mut self, address: impl Into<String>) -> Self {
+        self.reply_to = Some(address.into());
+        self
+    }
+
+    /// Sets the message id (for idempotent re-publishing of the same logical message).
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+
+    /// Overrides the routing key.
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = Some(key.into());
+        self
+    }
+
+    /// Transient delivery (not written to disk).
+    pub fn transient(mut self) -> Self {
+        self.persistent = false;
+        self
+    }
+
+    /// Drops an unroutable message instead of returning it.
+    pub fn not_mandatory(mut self) -> Self {
+        self.mandatory = false;
+        self
+    }
+}
+
+/// Sees every publish (the testing support records them).
+pub(crate) trait PublishObserver: Send + Sync {
+    fn published(&self, publish: &Publish, result: &Result<Confirmation>);
+}
+
+pub(crate) struct PublisherInner {
+    pub(crate) transport: DynTransport,
+    pub(crate) app_id: Option<String>,
+    pub(crate) validate: bool,
+    pub(crate) observer: Option<Arc<dyn PublishObserver>>,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
+}
+
+/// The incoming message a handler's publisher replies to.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    address: String,
+    correlation_id: Option<String>,
+}
+
+/// Publishes typed messages and raw envelopes: `Clone + Send + Sync`, one for the whole app.
+/// Get it from [`App::publisher`](crate::App::publisher), or as a handler argument, where it
+/// can also [`reply`](Publisher::reply) to the message being handled.
+///
+/// Every publish waits for the broker's confirm and returns it: [`Confirmation::Returned`] for
+/// an unroutable message, [`Confirmation::Nacked`] for a refused one. [`send`](Publisher::send)
+/// turns both into errors.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+    reply: Option<Arc<ReplyTo>>,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("app_id", &self.inner.app_id)
+            .field("validate", &self.inner.validate)
+            .field("reply_to", &self.reply.as_ref().map(|r| r.address.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(inner: PublisherInner) -> Self {
+        Publisher {
+            inner: Arc::new(inner),
+            reply: None,
+        }
+    }
+
+    /// This publisher, replying to the message `incoming` (if it asked for replies).
+    pub(crate) fn replying_to(&self, incoming: &Envelope) -> Self {
+        let props = incoming.properties();
+        let reply = props.reply_to.as_ref().map(|address| {
+            Arc::new(ReplyTo {
+                address: address.clone(),
+                correlation_id: props.correlation_id.clone().or_else(|| props.message_id.clone()),
+            })
+        });
+        Publisher {
+            inner: Arc::clone(&self.inner),
+            reply,
+        }
+    }
+
+    /// The transport underneath, for what the typed API does not cover.
+    pub fn transport(&self) -> &DynTransport {
+        &self.inner.transport
+    }
+
+    /// A typed producer of `M` bound to `route`.
+    pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
+        Producer {
+            publisher: Publisher {
+                inner: Arc::clone(&self.inner),
+                reply: None,
+            },
+            route,
+            validate: self.inner.validate,
+            _message: PhantomData,
+        }
+    }
+
+    /// Encodes `message` into the envelope it would be published as.
+    pub fn envelope<M: Message>(&self, message: &M, options: &PublishOptions, validate: bool) -> Result<Envelope> {
+        if validate && let Err(invalid) = message.validate() {
+            return Err(Error::invalid(format!(
+                "message '{}' is invalid and was not published: {invalid}",
+                M::NAME
+            )));
+        }
+        let mut envelope = encode(message)?;
+        let props = envelope.properties_mut();
+        props.message_id = Some(options.message_id.clone().unwrap_or_else(new_message_id));
+        props.timestamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        if options.persistent {
+            props.delivery_mode = Some(DeliveryMode::Persistent);
+        }
+        props.app_id.clone_from(&self.inner.app_id);
+        props.priority = options.priority;
+        props.expiration = options.expiration.map(|d| d.as_millis().to_string());
+        props.correlation_id.clone_from(&options.correlation_id);
+        props.reply_to.clone_from(&options.reply_to);
+        if !options.headers.is_empty() {
+            let headers = envelope.headers_mut();
+            for (k, v) in &options.headers {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(envelope)
+    }
+
+    /// Publishes `message` to `route` and returns the broker's confirmation.
+    pub async fn publish<M: Message>(&self, route: &Route, message: &M) -> Result<Confirmation> {
+        self.publish_with(route, message, PublishOptions::default()).await
+    }
+
+    /// Publishes `message` to `route` with `options`.
+    pub async fn publish_with<M: Message>(
+        &self,
+        route: &Route,
+        message: &M,
+        options: PublishOptions,
+    ) -> Result<Confirmation> {
+        let envelope = self.envelope(message, &options, self.inner.validate)?;
+        let routing_key = match &options.routing_key {
+            Some(k) => ShortStr::from(k.as_str()),
+            None => route.routing_key_for(M::NAME),
+        };
+        let publish = Publish::new(route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory);
+        self.publish_raw(publish).await
+    }
+
+    /// Publishes `message` to `route`; a returned or nacked message is an error
+    /// ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming the message and the route.
+    pub async fn send<M: Message>(&self, route: &Route, message: &M) -> Result<()> {
+        let confirmation = self.publish(route, message).await?;
+        confirmed(confirmation, M::NAME, &route.exchange, &route.routing_key_for(M::NAME))
+    }
+
+    /// Publishes a raw message, for interoperating with other clients: nothing is added to it.
+    pub async fn publish_raw(&self, publish: Publish) -> Result<Confirmation> {
+        match &self.inner.observer {
+            None => self.inner.transport.publish(publish).await,
+            Some(observer) => {
+                let result = self.inner.transport.publish(publish.clone()).await;
+                observer.published(&publish, &result);
+                result
+            }
+        }
+    }
+
+    /// Replies to the message being handled: publishes `message` to its `reply_to` address with
+    /// its correlation id (or, lacking one, its message id). Fails with
+    /// [`ErrorKind::InvalidInput`] if the message asked for no reply.
+    pub async fn reply<M: Message>(&self, message: &M) -> Result<()> {
+        let Some(reply) = &self.reply else {
+            return Err(Error::invalid(format!(
+                "cannot reply with '{}': the message being handled has no reply_to",
+                M::NAME
+            )));
+        };
+        let mut options = PublishOptions::default().transient();
+        options.correlation_id.clone_from(&reply.correlation_id);
+        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
+        if reply.address.starts_with("amq.rabbitmq.reply-to") {
+            options.mandatory = false;
+        }
+        let route = Route::queue(reply.address.as_str());
+        let confirmation = self.publish_with(&route, message, options).await?;
+        confirmed(confirmation, M::NAME, "", &reply.address)
+    }
+
+    /// The address the message being handled asked replies to go to.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.reply.as_ref().map(|r| r.address.as_str())
+    }
+}
+
+/// `Ok` for a confirmed publish, else an error naming what was sent where.
+pub(crate) fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, routing_key: &str) -> Result<()> {
+    match confirmation {
+        Confirmation::Confirmed => Ok(()),
+        Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
+            ErrorKind::Unroutable,
+            format!(
+                "message '{name}' to exchange '{exchange}' with routing key '{routing_key}' was returned as unroutable ({reply_code} {reply_text})"
+            ),
+        )),
+        Confirmation::Nacked => Err(Error::new(
+            ErrorKind::Nacked,
+            format!(
+                "message '{name}' to exchange '{exchange}' with routing key '{routing_key}' was refused by the broker"
+            ),
+        )),
+        other => Err(Error::new(
+            ErrorKind::Nacked,
+            format!(
+                "message '{name}' to exchange '{exchange}' with routing key '{routing_key}' was not confirmed: {other:?}"
+            ),
+        )),
+    }
+}
+
+/// A UUIDv7: time-ordered, so ids sort by publish time.
+pub(crate) fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// How many publishes of one [`Producer::publish_many`] wait for their confirms at once.
+const PIPELINE: usize = 256;
+
+/// A typed producer of `M`, bound to one route. `Clone + Send + Sync`: clone it into every task
+/// or thread that publishes.
+///
+/// ```
+/// # use mqtransport::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[message(name = "orders.created")]
+/// struct OrderCreated {
+///     id: u64,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mqtransport::Result<()> {
+/// let app = App::builder()
+///     .url("memory://docs-producer")
+///     .topology(Topology::new().queue(Queue::durable("orders")))
+///     .build()
+///     .await?;
+/// let orders = app.producer::<OrderCreated>(Route::queue("orders"));
+/// let confirmation = orders.publish(&OrderCreated { id: 1 }).await?;
+/// assert!(confirmation.is_confirmed());
+/// orders.send(&OrderCreated { id: 2 }).await?; // an error unless confirmed
+/// # Ok(())
+/// # }
+/// ```
+pub struct Producer<M> {
+    publisher: Publisher,
+    route: Route,
+    validate: bool,
+    _message: PhantomData<fn(&M)>,
+}
+
+impl<M> Clone for Producer<M> {
+    fn clone(&self) -> Self {
+        Producer {
+            publisher: self.publisher.clone(),
+            route: self.route.clone(),
+            validate: self.validate,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for Producer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("message", &std::any::type_name::<M>())
+            .field("route", &self.route)
+            .field("validate", &self.validate)
+            .finish()
+    }
+}
+
+impl<M: Message> Producer<M> {
+    /// Whether messages are validated before they are published. The default comes from the
+    /// app: on in debug builds, off in release builds.
+    pub fn validate(mut self, validate: bool) -> Self {
+        self.validate = validate;
+        self
+    }
+
+    /// The route it publishes to.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    fn to_publish(&self, message: &M, options: &PublishOptions) -> Result<Publish> {
+        let envelope = self.publisher.envelope(message, options, self.validate)?;
+        let routing_key = match &options.routing_key {
+            Some(k) => ShortStr::from(k.as_str()),
+            None => self.route.routing_key_for(M::NAME),
+        };
+        Ok(Publish::new(self.route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory))
+    }
+
+    /// Publishes `message` and returns the broker's confirmation.
+    pub async fn publish(&self, message: &M) -> Result<Confirmation> {
+        self.publish_with(message, PublishOptions::default()).await
+    }
+
+    /// Publishes `message` with `options`.
+    pub async fn publish_with(&self, message: &M, options: PublishOptions) -> Result<Confirmation> {
+        let publish = self.to_publish(message, &options)?;
+        self.publisher.publish_raw(publish).await
+    }
+
+    /// Publishes `message`; a returned or nacked message is an error naming the message and
+    /// the route.
+    pub async fn send(&self, message: &M) -> Result<()> {
+        let publish = self.to_publish(message, &PublishOptions::default())?;
+        let (exchange, key) = (publish.exchange.clone(), publish.routing_key.clone());
+        let confirmation = self.publisher.publish_raw(publish).await?;
+        confirmed(confirmation, M::NAME, &exchange, &key)
+    }
+
+    /// Publishes every message, pipelined (up to 256 waiting for their confirms at once), and
+    /// returns one result per message, in order. A message that fails to encode or validate
+    /// is not sent; the others are.
+    pub async fn publish_many<'a, I>(&self, messages: I) -> Vec<Result<Confirmation>>
+    where
+        I: IntoIterator<Item = &'a M>,
+    {
+        let options = PublishOptions::default();
+        let publishes: Vec<Result<Publish>> = messages.into_iter().map(|m| self.to_publish(m, &options)).collect();
+        futures_util::stream::iter(publishes)
+            .map(|p| async move {
+                match p {
+                    Ok(p) => self.publisher.publish_raw(p).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(PIPELINE)
+            .collect()
+            .await
+    }
+
+    /// A handle that publishes from code outside async (a thread of its own, a synchronous
+    /// callback), on the runtime the app was built in.
+    pub fn blocking(&self) -> Result<BlockingProducer<M>> {
+        let runtime = match &self.publisher.inner.runtime {
+            Some(h) => h.clone(),
+            None => tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::invalid("a blocking producer needs the tokio runtime the app runs on; none is known")
+            })?,
+        };
+        Ok(BlockingProducer {
+            producer: self.clone(),
+            runtime,
+        })
+    }
+}
+
+/// Publishes from synchronous code: each call hands the publish to the app's runtime and
+/// blocks the calling thread until the broker confirms. Calling it from inside an async task
+/// is refused ([`ErrorKind::InvalidInput`]): there, use [`Producer`] with `.await`.
+///
+/// ```
+/// # use mqtransport::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, Message)]
+/// # struct Tick { n: u32 }
+/// # #[tokio::main]
+/// # async fn main() -> mqtransport::Result<()> {
+/// # let app = App::builder().url("memory://docs-blocking")
+/// #     .topology(Topology::new().queue(Queue::durable("ticks"))).build().await?;
+/// let ticks = app.producer::<Tick>(Route::queue("ticks")).blocking()?;
+/// std::thread::spawn(move || ticks.send(&Tick { n: 1 }))
+///     .join()
+///     .expect("the thread runs")?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct BlockingProducer<M> {
+    producer: Producer<M>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<M> Clone for BlockingProducer<M> {
+    fn clone(&self) -> Self {
+        BlockingProducer {
+            producer: self.producer.clone(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+impl<M> fmt::Debug for BlockingProducer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingProducer")
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Message> BlockingProducer<M> {
+    fn run<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::invalid(format!(
+                "BlockingProducer<{}> was called from inside an async runtime, where blocking would stall it; use Producer::publish(..).await",
+                M::NAME
+            )));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.blocking_recv().map_err(|_| {
+            Error::closed(format!(
+                "the runtime stopped before the publish of '{}' finished",
+                M::NAME
+            ))
+        })?
+    }
+
+    /// Publishes `message` and returns the broker's confirmation.
+    pub fn publish(&self, message: &M) -> Result<Confirmation> {
+        let publish = self.producer.to_publish(message, &PublishOptions::default())?;
+        let publisher = self.producer.publisher.clone();
+        self.run(async move { publisher.publish_raw(publish).await })
+    }
+
+    /// Publishes `message`; a returned or nacked message is an error.
+    pub fn send(&self, message: &M) -> Result<()> {
+        let publish = self.producer.to_publish(message, &PublishOptions::default())?;
+        let (exchange, key) = (publish.exchange.clone(), publish.routing_key.clone());
+        let publisher = self.producer.publisher.clone();
+        let confirmation = self.run(async move { publisher.publish_raw(publish).await })?;
+        confirmed(confirmation, M::NAME, &exchange, &key)
+    }
+}

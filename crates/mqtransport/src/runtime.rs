@@ -1,0 +1,540 @@
+//! Runs one consumer: takes deliveries, runs the middleware stack and handler for each (at most
+//! `concurrency` at once), and settles each delivery exactly once from its [`Outcome`].
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use mqtransport_core::hash::FxHashMap;
+use mqtransport_core::{
+    Acker, Confirmation, ConsumeOptions, Delivery, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish,
+    Queue, Result, ShortStr, Topology, Transport, headers,
+};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use crate::consumer::HandlerService;
+use crate::incoming::{ConsumerCtx, Incoming, attempt_of};
+use crate::outcome::Outcome;
+use crate::retry::RetryPolicy;
+
+/// What the runtime did with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// Acknowledged.
+    Acked,
+    /// Put back in the queue at once.
+    Requeued,
+    /// Published again, as attempt `attempt + 1`, to come back after `delay`; then acked.
+    Retried {
+        /// The attempt that failed.
+        attempt: u32,
+        /// How long until the next attempt.
+        delay: Duration,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Moved to the dead-letter queue (`Some`) or rejected to the broker's dead-letter
+    /// exchange (`None`).
+    DeadLettered {
+        /// The dead-letter queue, if the framework published it there.
+        queue: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The retry or dead-letter copy could not be published, so the delivery went back to
+    /// the queue instead (nothing is lost; it comes back redelivered).
+    Returned {
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Sees every settled delivery (the testing support records them).
+pub(crate) trait SettleObserver: Send + Sync {
+    fn settled(&self, queue: &str, envelope: &Envelope, settlement: &Settlement);
+}
+
+/// One settled delivery, as an [`AppBuilder::on_settle`](crate::AppBuilder::on_settle) hook
+/// sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SettleEvent<'a> {
+    /// The queue it was consumed from.
+    pub queue: &'a str,
+    /// The message as delivered.
+    pub envelope: &'a Envelope,
+    /// What the runtime did with it.
+    pub settlement: &'a Settlement,
+}
+
+/// A closure as a [`SettleObserver`].
+pub(crate) struct OnSettle<F>(pub(crate) F);
+
+impl<F: Fn(SettleEvent<'_>) + Send + Sync> SettleObserver for OnSettle<F> {
+    fn settled(&self, queue: &str, envelope: &Envelope, settlement: &Settlement) {
+        (self.0)(SettleEvent {
+            queue,
+            envelope,
+            settlement,
+        });
+    }
+}
+
+/// Deliveries taken but not yet settled, over the whole app.
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Counts one delivery as in flight until dropped (also when its task is cancelled).
+struct InFlight(Arc<Tracker>);
+
+impl InFlight {
+    fn new(tracker: &Arc<Tracker>) -> Self {
+        tracker.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(tracker))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells consumers to stop: `Some(deadline)` by which in-flight handlers must finish.
+pub(crate) type Stop = watch::Receiver<Option<Instant>>;
+
+/// Where dead letters go, resolved at build time.
+#[derive(Debug, Clone)]
+pub(crate) enum DeadLetterTarget {
+    Queue { name: ShortStr, declaration: Queue },
+    Broker,
+}
+
+/// How long to wait before requeueing a delivery whose retry or dead-letter copy could not be
+/// published, so that a broker problem does not become a hot redelivery loop.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// The longest reason kept in `x-mqt-error` (a header must fit in a frame).
+const MAX_REASON: usize = 1024;
+
+pub(crate) struct ConsumerRuntime {
+    pub(crate) ctx: Arc<ConsumerCtx>,
+    pub(crate) prefetch: u16,
+    pub(crate) concurrency: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) dead_letter: DeadLetterTarget,
+    pub(crate) transport: DynTransport,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
+    /// Wait queues declared so far, by delay in milliseconds.
+    pub(crate) wait_queues: Mutex<FxHashMap<u64, ShortStr>>,
+}
+
+impl ConsumerRuntime {
+    pub(crate) fn queue(&self) -> &str {
+        &self.ctx.queue
+    }
+
+    /// The wait queues this consumer has declared.
+    pub(crate) fn wait_queue_names(&self) -> Vec<String> {
+        self.wait_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// Starts consuming: errors (a missing queue, an exclusive lock) reach the caller here.
+    pub(crate) async fn subscribe(&self) -> Result<mqtransport_core::Consumer> {
+        self.transport
+            .consume(self.queue(), ConsumeOptions::default().prefetch(self.prefetch))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!("cannot consume queue '{}': {}", self.queue(), e.message()),
+                )
+            })
+    }
+
+    /// Runs until `stop` says so (then drains in-flight handlers until its deadline) or the
+    /// consumer fails.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        service: HandlerService,
+        mut stream: mqtransport_core::Consumer,
+        mut stop: Stop,
+    ) -> Result<()> {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        let ended = loop {
+            let permit = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break Ok(()),
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break Ok(()),
+                },
+            };
+            while tasks.try_join_next().is_some() {}
+            let next = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => break Ok(()),
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let guard = InFlight::new(&self.tracker);
+                    let rt = Arc::clone(&self);
+                    let service = service.clone();
+                    tasks.spawn(async move {
+                        rt.process(service, delivery).await;
+                        drop((guard, permit));
+                    });
+                }
+                Some(Err(e)) => {
+                    break Err(Error::new(
+                        e.kind(),
+                        format!("consumer of queue '{}' failed: {}", self.queue(), e.message()),
+                    ));
+                }
+                None => {
+                    break Err(Error::closed(format!("consumer of queue '{}' ended", self.queue())));
+                }
+            }
+        };
+        // Stop taking deliveries; what was prefetched but not taken goes back to the queue.
+        drop(stream);
+        let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
+        self.drain(tasks, deadline).await;
+        ended
+    }
+
+    /// Lets in-flight handlers finish until `deadline`, then cancels the rest: their deliveries
+    /// go back to the queue.
+    async fn drain(&self, mut tasks: JoinSet<()>, deadline: Instant) {
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            let left = tasks.len();
+            tracing::warn!(
+                queue = self.queue(),
+                handlers = left,
+                "shutdown deadline passed: cancelling {left} handler(s); their messages go back to the queue"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    async fn process(self: &Arc<Self>, mut service: HandlerService, delivery: Delivery) {
+        let Delivery {
+            envelope,
+            exchange,
+            routing_key,
+            redelivered,
+            delivery_tag,
+            acker,
+            ..
+        } = delivery;
+        let req = Incoming::new(
+            envelope.clone(),
+            exchange.clone(),
+            routing_key.clone(),
+            redelivered,
+            delivery_tag,
+            Arc::clone(&self.ctx),
+        );
+        let run = async move {
+            service.ready().await?;
+            service.call(req).await
+        };
+        let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => Outcome::from_error(&*e),
+            Err(panic) => Outcome::retry(format!("the handler panicked: {}", panic_text(&*panic))),
+        };
+        let done = Done {
+            envelope,
+            exchange,
+            routing_key,
+            acker,
+        };
+        self.settle(outcome, done).await;
+    }
+
+    async fn settle(&self, outcome: Outcome, d: Done) {
+        let attempt = attempt_of(&d.envelope);
+        let envelope = d.envelope.clone();
+        let settlement = match outcome {
+            Outcome::Ack => {
+                d.settle_ack().await;
+                Settlement::Acked
+            }
+            Outcome::Requeue => {
+                d.settle_requeue().await;
+                Settlement::Requeued
+            }
+            Outcome::Retry { after, reason } => match self.retry.delay(attempt) {
+                Some(backoff) => self.retry_later(d, attempt, after.unwrap_or(backoff), reason).await,
+                None => {
+                    let reason = format!("gave up after {attempt} attempt(s): {reason}");
+                    self.dead_letter(d, attempt, reason).await
+                }
+            },
+            Outcome::DeadLetter { reason } => self.dead_letter(d, attempt, reason).await,
+        };
+        self.log(&envelope, &settlement);
+        for o in &self.observers {
+            o.settled(self.queue(), &envelope, &settlement);
+        }
+    }
+
+    fn log(&self, envelope: &Envelope, settlement: &Settlement) {
+        let props = envelope.properties();
+        let name = props.kind.as_deref().unwrap_or("");
+        let id = props.message_id.as_deref().unwrap_or("");
+        match settlement {
+            Settlement::Acked | Settlement::Requeued => {}
+            Settlement::Retried { attempt, delay, reason } => tracing::warn!(
+                queue = self.queue(),
+                message = name,
+                message_id = id,
+                attempt,
+                "attempt {attempt} failed, retrying in {delay:?}: {reason}"
+            ),
+            Settlement::DeadLettered { queue, reason } => tracing::warn!(
+                queue = self.queue(),
+                message = name,
+                message_id = id,
+                dead_letter_queue = queue.as_deref().unwrap_or("(broker)"),
+                "dead-lettered: {reason}"
+            ),
+            Settlement::Returned { reason } => tracing::error!(
+                queue = self.queue(),
+                message = name,
+                message_id = id,
+                "could not retry or dead-letter the message, requeued it: {reason}"
+            ),
+        }
+    }
+
+    /// Publishes a copy as the next attempt to a wait queue that dead-letters it back after
+    /// `delay`, waits for the confirm, then acks the original.
+    async fn retry_later(&self, d: Done, attempt: u32, delay: Duration, reason: String) -> Settlement {
+        let mut copy = d.envelope.clone();
+        self.stamp(&mut copy, &d, attempt + 1, &reason);
+        let sent = match self.wait_queue(delay).await {
+            Ok(None) => self.publish_copy(self.ctx.queue.clone(), copy, None).await,
+            Ok(Some((name, declaration))) => self.publish_copy(name, copy, Some(&declaration)).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => {
+                d.settle_ack().await;
+                Settlement::Retried { attempt, delay, reason }
+            }
+            Err(e) => {
+                self.give_back(d, format!("retry of attempt {attempt} failed: {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// Moves the message to the dead-letter queue with the reason, or rejects it to the broker.
+    async fn dead_letter(&self, d: Done, attempt: u32, reason: String) -> Settlement {
+        let (name, declaration) = match &self.dead_letter {
+            DeadLetterTarget::Broker => {
+                d.settle_reject().await;
+                return Settlement::DeadLettered { queue: None, reason };
+            }
+            DeadLetterTarget::Queue { name, declaration } => (name.clone(), declaration.clone()),
+        };
+        let mut copy = d.envelope.clone();
+        self.stamp(&mut copy, &d, attempt, &reason);
+        // A dead letter must not expire in the dead-letter queue.
+        copy.properties_mut().expiration = None;
+        match self.publish_copy(name.clone(), copy, Some(&declaration)).await {
+            Ok(()) => {
+                d.settle_ack().await;
+                Settlement::DeadLettered {
+                    queue: Some(name.to_string()),
+                    reason,
+                }
+            }
+            Err(e) => {
+                self.give_back(d, format!("dead-lettering to '{name}' failed: {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// After a failed retry or dead-letter publish: requeue, after a pause.
+    async fn give_back(&self, d: Done, reason: String) -> Settlement {
+        tokio::time::sleep(REQUEUE_PAUSE).await;
+        d.settle_requeue().await;
+        Settlement::Returned { reason }
+    }
+
+    /// Writes the framework headers of a retry or dead-letter copy.
+    fn stamp(&self, copy: &mut Envelope, d: &Done, attempt: u32, reason: &str) {
+        let queue = self.queue().to_owned();
+        let headers = copy.headers_mut();
+        headers.insert(headers::ATTEMPT, i64::from(attempt));
+        headers.insert(headers::ERROR, truncate(reason, MAX_REASON));
+        if !headers.contains_key(headers::ORIGINAL_EXCHANGE) {
+            headers.insert(headers::ORIGINAL_EXCHANGE, d.exchange.as_str());
+        }
+        if !headers.contains_key(headers::ORIGINAL_ROUTING_KEY) {
+            headers.insert(headers::ORIGINAL_ROUTING_KEY, d.routing_key.as_str());
+        }
+        headers.insert(headers::ORIGINAL_QUEUE, FieldValue::from(queue));
+    }
+
+    /// The wait queue for `delay` (declared on first use), or `None` for no delay.
+    async fn wait_queue(&self, delay: Duration) -> Result<Option<(ShortStr, Queue)>> {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 {
+            return Ok(None);
+        }
+        let name = format!("{}.retry.{ms}", self.queue());
+        let declaration = Queue::durable(name.clone())
+            .message_ttl(Duration::from_millis(ms))
+            .dead_letter_exchange("")
+            .dead_letter_routing_key(self.queue());
+        let known = self
+            .wait_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&ms)
+            .cloned();
+        if let Some(name) = known {
+            return Ok(Some((name, declaration)));
+        }
+        self.transport
+            .declare(&Topology::new().queue(declaration.clone()))
+            .await
+            .map_err(|e| Error::new(e.kind(), format!("declaring the wait queue '{name}': {}", e.message())))?;
+        let name = ShortStr::from(name);
+        self.wait_queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(ms, name.clone());
+        Ok(Some((name, declaration)))
+    }
+
+    /// Publishes `envelope` to `queue` and requires a confirm. If the queue is missing and its
+    /// declaration is known, declares it and tries once more.
+    async fn publish_copy(&self, queue: ShortStr, envelope: Envelope, declaration: Option<&Queue>) -> Result<()> {
+        let first = self
+            .transport
+            .publish(Publish::to_queue(queue.clone(), envelope.clone()))
+            .await?;
+        let confirmation = match (first, declaration) {
+            (Confirmation::Returned { .. }, Some(decl)) => {
+                self.transport.declare(&Topology::new().queue(decl.clone())).await?;
+                self.transport
+                    .publish(Publish::to_queue(queue.clone(), envelope))
+                    .await?
+            }
+            (c, _) => c,
+        };
+        match confirmation {
+            Confirmation::Confirmed => Ok(()),
+            Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
+                ErrorKind::Unroutable,
+                format!("queue '{queue}' does not exist ({reply_code} {reply_text})"),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Nacked,
+                format!("queue '{queue}' refused the message"),
+            )),
+        }
+    }
+}
+
+/// Resolves once a stop is requested.
+async fn stopped(stop: &mut Stop) {
+    while stop.borrow_and_update().is_none() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A delivery after its handler ran: what settling needs.
+struct Done {
+    envelope: Envelope,
+    exchange: ShortStr,
+    routing_key: ShortStr,
+    acker: Acker,
+}
+
+impl Done {
+    async fn settle_ack(self) {
+        report(self.acker.ack().await, "ack");
+    }
+
+    async fn settle_requeue(self) {
+        report(self.acker.nack(true).await, "requeue");
+    }
+
+    async fn settle_reject(self) {
+        report(self.acker.reject(false).await, "reject");
+    }
+}
+
+/// A settle that fails (the connection was lost) needs no action: the broker has requeued the
+/// delivery already. It is worth a line in the log.
+fn report(result: Result<()>, what: &str) {
+    if let Err(e) = result {
+        tracing::info!("could not {what} a delivery, the broker will redeliver it: {e}");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The message of a panic payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_cut_at_a_char_boundary() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééééé", 3), "é…");
+    }
+
+    #[test]
+    fn panic_payloads_become_text() {
+        assert_eq!(panic_text(&"boom"), "boom");
+        assert_eq!(panic_text(&String::from("bang")), "bang");
+        assert_eq!(panic_text(&5u8), "(a panic without a message)");
+    }
+}
