@@ -1,0 +1,266 @@
+//! The fixture of the app suite: one scenario, run against the embedded broker (on tokio's
+//! paused clock) and against RabbitMQ (`MQT_TEST_AMQP_URL`), with unique names and cleanup.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mqtransport::testing::Settlement;
+use mqtransport::{AppBuilder, DynTransport, Envelope, MemoryBroker, SettleEvent, Transport};
+use tokio::sync::mpsc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type TestResult = Result<(), BoxError>;
+
+/// How long a scenario waits for an event before failing.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub enum Kind {
+    Memory(MemoryBroker),
+    Rabbit(String),
+}
+
+pub struct Fx {
+    kind: Kind,
+    prefix: String,
+    queues: Mutex<Vec<String>>,
+    exchanges: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn unique() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{:x}{nanos:x}{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Fx {
+    pub fn is_rabbit(&self) -> bool {
+        matches!(self.kind, Kind::Rabbit(_))
+    }
+
+    /// A unique queue name; the queue, its dead-letter queue and the given retry wait queues
+    /// are deleted at the end.
+    pub fn queue(&self, base: &str) -> String {
+        let name = format!("{}.{base}", self.prefix);
+        let mut q = lock(&self.queues);
+        q.push(name.clone());
+        q.push(format!("{name}.dlq"));
+        name
+    }
+
+    /// Records a retry wait queue for deletion.
+    pub fn wait_queue(&self, queue: &str, delay: Duration) {
+        lock(&self.queues).push(format!("{queue}.retry.{}", delay.as_millis()));
+    }
+
+    /// Records any other queue for deletion.
+    pub fn adopt_queue(&self, name: &str) {
+        lock(&self.queues).push(name.to_owned());
+    }
+
+    pub fn exchange(&self, base: &str) -> String {
+        let name = format!("{}.x.{base}", self.prefix);
+        lock(&self.exchanges).push(name.clone());
+        name
+    }
+
+    /// Points `app` at the broker under test.
+    pub fn app<S: Clone + Send + Sync + 'static>(&self, app: AppBuilder<S>) -> AppBuilder<S> {
+        match &self.kind {
+            Kind::Memory(b) => app.transport(DynTransport::new(b.connect())),
+            Kind::Rabbit(url) => app.url(url.clone()),
+        }
+    }
+
+    /// The URL of the broker under test (for the memory broker, a private one is not reachable
+    /// by URL, so scenarios that need a URL use `app()`).
+    pub fn rabbit_url(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Rabbit(u) => Some(u),
+            Kind::Memory(_) => None,
+        }
+    }
+
+    /// A connection of the scenario's own.
+    pub async fn conn(&self) -> Result<DynTransport, BoxError> {
+        Ok(match &self.kind {
+            Kind::Memory(b) => DynTransport::new(b.connect()),
+            Kind::Rabbit(url) => mqtransport::connect(url).await?,
+        })
+    }
+
+    async fn cleanup(&self) {
+        let Ok(conn) = self.conn().await else { return };
+        let queues = std::mem::take(&mut *lock(&self.queues));
+        let exchanges = std::mem::take(&mut *lock(&self.exchanges));
+        for q in queues {
+            let _ = conn.delete_queue(&q, Default::default()).await;
+        }
+        for x in exchanges {
+            let _ = conn.delete_exchange(&x, false).await;
+        }
+        let _ = conn.close().await;
+    }
+}
+
+pub type Scenario = fn(Arc<Fx>) -> Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+fn required() -> bool {
+    std::env::var("MQT_REQUIRE_BROKERS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+pub async fn run(kind: Kind, name: &str, scenario: Scenario) {
+    if let Kind::Rabbit(url) = &kind {
+        match mqtransport::connect(url).await {
+            Ok(c) => {
+                let _ = c.close().await;
+            }
+            Err(e) if !required() => {
+                println!(
+                    "SKIPPED: RabbitMQ not reachable at {} ({e})",
+                    mqtransport::BrokerUrl::parse(url)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default()
+                );
+                return;
+            }
+            Err(e) => panic!("RabbitMQ is required (MQT_REQUIRE_BROKERS=1) but not reachable: {e}"),
+        }
+    }
+    let fx = Arc::new(Fx {
+        kind,
+        prefix: format!("mqt-app-{name}-{}", unique()),
+        queues: Mutex::default(),
+        exchanges: Mutex::default(),
+    });
+    let guarded = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario(Arc::clone(&fx))));
+    let outcome = tokio::time::timeout(Duration::from_secs(120), guarded).await;
+    fx.cleanup().await;
+    match outcome {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => panic!("scenario {name} failed: {e}"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("scenario {name} did not finish within 120 s"),
+    }
+}
+
+pub fn rabbit_url() -> String {
+    std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Instantiates each scenario twice: on the embedded broker and on RabbitMQ.
+macro_rules! app_suite {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    $crate::common::run(
+                        $crate::common::Kind::Memory(mqtransport::MemoryBroker::new()),
+                        stringify!($name),
+                        |fx| Box::pin(super::$name(fx)),
+                    )
+                    .await;
+                }
+            )*
+        }
+        mod rabbitmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::common::run(
+                        $crate::common::Kind::Rabbit($crate::common::rabbit_url()),
+                        stringify!($name),
+                        |fx| Box::pin(super::$name(fx)),
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+/// One settled delivery, owned.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub queue: String,
+    pub envelope: Envelope,
+    pub settlement: Settlement,
+}
+
+/// A settle hook feeding a channel, and its receiving end.
+pub fn settlements() -> (impl Fn(SettleEvent<'_>) + Send + Sync + 'static, Settlements) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hook = move |e: SettleEvent<'_>| {
+        let _ = tx.send(Seen {
+            queue: e.queue.to_owned(),
+            envelope: e.envelope.clone(),
+            settlement: e.settlement.clone(),
+        });
+    };
+    (hook, Settlements(rx))
+}
+
+pub struct Settlements(mpsc::UnboundedReceiver<Seen>);
+
+impl Settlements {
+    /// The next settlement, failing after [`DEADLINE`].
+    pub async fn next(&mut self) -> Result<Seen, BoxError> {
+        match tokio::time::timeout(DEADLINE, self.0.recv()).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err("the app stopped reporting settlements".into()),
+            Err(_) => Err(format!("no delivery was settled within {DEADLINE:?}").into()),
+        }
+    }
+
+    /// The next `n` settlements.
+    pub async fn take(&mut self, n: usize) -> Result<Vec<Seen>, BoxError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Waits for the next value of a channel, failing after [`DEADLINE`].
+pub async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> Result<T, BoxError> {
+    match tokio::time::timeout(DEADLINE, rx.recv()).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(format!("channel closed waiting for {what}").into()),
+        Err(_) => Err(format!("timed out after {DEADLINE:?} waiting for {what}").into()),
+    }
+}
+
+/// Takes one message from `queue` (no-ack), waiting for it up to [`DEADLINE`].
+pub async fn get(conn: &DynTransport, queue: &str) -> Result<Envelope, BoxError> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(d) = conn.get(queue, true).await? {
+            return Ok(d.envelope);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("no message arrived in queue '{queue}' within {DEADLINE:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The string value of header `key`.
+pub fn header_str<'a>(env: &'a Envelope, key: &str) -> Option<&'a str> {
+    env.header(key).and_then(|v| v.as_str())
+}
