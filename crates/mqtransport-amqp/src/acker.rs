@@ -132,17 +132,18 @@ impl Tags {
     /// The acks to send now: one `multiple` ack for the contiguous settled prefix (none of those
     /// tags is outstanding except the acks not yet sent), then, one by one, the acks beyond a
     /// gap (a delivery still being handled): holding them would hold back prefetch credit.
+    ///
+    /// The `multiple` ack names the highest *unsent* ack of the prefix, never a tag already
+    /// settled alone: RabbitMQ looks the named tag up among the outstanding deliveries and
+    /// closes the channel (406 unknown delivery tag) if it is not there.
     fn acks(&mut self) -> Vec<Frame> {
         while self.settled.remove(&self.next) {
             self.next += 1;
         }
         let prefix = self.next - 1;
         let mut out = Vec::new();
-        if self.unsent_acks.first().is_some_and(|t| *t <= prefix) {
-            out.push(Frame::Ack {
-                tag: prefix,
-                multiple: true,
-            });
+        if let Some(&tag) = self.unsent_acks.range(..=prefix).next_back() {
+            out.push(Frame::Ack { tag, multiple: true });
             self.unsent_acks.retain(|t| *t > prefix);
         }
         out.extend(
@@ -236,6 +237,44 @@ mod tests {
         ack(&mut t, 4);
         // 2 fills the gap: one multiple ack covers 2..=4 (3 is no longer outstanding).
         assert_eq!(t.acks(), [Frame::Ack { tag: 4, multiple: true }]);
+    }
+
+    #[test]
+    fn a_multiple_ack_never_names_a_tag_already_settled() {
+        let mut t = Tags::new();
+        ack(&mut t, 3); // sent alone: 1 and 2 are still being handled
+        assert_eq!(
+            t.acks(),
+            [Frame::Ack {
+                tag: 3,
+                multiple: false
+            }]
+        );
+        ack(&mut t, 1);
+        ack(&mut t, 2);
+        // The prefix is now 1..=3, but 3 is no longer outstanding: the ack must name 2.
+        assert_eq!(t.acks(), [Frame::Ack { tag: 2, multiple: true }]);
+        // Same when the tag beyond was nacked rather than acked.
+        assert_eq!(
+            t.record(5, Cmd::Settle(Settle::Nack { requeue: true })),
+            Some(Frame::Nack { tag: 5, requeue: true })
+        );
+        ack(&mut t, 4);
+        assert_eq!(t.acks(), [Frame::Ack { tag: 4, multiple: true }]);
+        // A prefix made only of tags settled alone sends nothing.
+        ack(&mut t, 7);
+        assert_eq!(
+            t.acks(),
+            [Frame::Ack {
+                tag: 7,
+                multiple: false
+            }]
+        );
+        assert_eq!(
+            t.record(6, Cmd::Settle(Settle::Reject { requeue: false })),
+            Some(Frame::Reject { tag: 6, requeue: false })
+        );
+        assert_eq!(t.acks(), []);
     }
 
     #[test]

@@ -42,6 +42,7 @@ macro_rules! __for_each_scenario {
             competing_consumers_are_served_round_robin
             prefetch_bounds_unacked_deliveries
             ack_removes_the_message
+            out_of_order_acks_settle_every_delivery
             nack_with_requeue_redelivers
             requeue_restores_original_position
             dropped_delivery_is_requeued
@@ -701,6 +702,42 @@ pub async fn ack_removes_the_message(c: Ctx) -> TestResult {
     c.send(&q, "second").await?;
     c.wait_count(&q, 1).await?;
     check_eq!(c.drain(&q).await?, vec!["second".to_owned()]);
+    Ok(())
+}
+
+/// Acks in another order than delivered (as concurrent handlers give them) each release their
+/// delivery, and the channel stays open: an ack of a later delivery sent alone must not be
+/// named again by a later `multiple` ack (RabbitMQ closes the channel on an unknown tag).
+pub async fn out_of_order_acks_settle_every_delivery(c: Ctx) -> TestResult {
+    let q = c.queue("q");
+    c.declare(Topology::new().queue(Queue::durable(&q))).await?;
+    for i in 1..=6 {
+        c.send(&q, &format!("m{i}")).await?;
+    }
+    let mut consumer = c.conn().consume(&q, ConsumeOptions::default().prefetch(3)).await?;
+    let d1 = c.next(&mut consumer).await?;
+    let d2 = c.next(&mut consumer).await?;
+    let d3 = c.next(&mut consumer).await?;
+    // The last one first: its credit brings m4, so the broker has taken that ack.
+    d3.ack().await?;
+    let d4 = c.next(&mut consumer).await?;
+    check_eq!(body(&d4), "m4");
+    // Then the gap fills.
+    d1.ack().await?;
+    d2.ack().await?;
+    let d5 = c.next(&mut consumer).await?;
+    let d6 = c.next(&mut consumer).await?;
+    check_eq!((body(&d5), body(&d6)), ("m5".to_owned(), "m6".to_owned()));
+    d6.ack().await?;
+    d4.ack().await?;
+    d5.ack().await?;
+    // Had the channel closed, its unacked messages would be back in the queue.
+    c.send(&q, "after").await?;
+    let after = c.next(&mut consumer).await?;
+    check_eq!(body(&after), "after");
+    after.ack().await?;
+    drop(consumer);
+    c.wait_count(&q, 0).await?;
     Ok(())
 }
 
