@@ -12,7 +12,7 @@ use mqtransport_core::{
     Acker, Confirmation, ConsumeOptions, Delivery, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish,
     Queue, Result, ShortStr, Topology, Transport, headers,
 };
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -108,6 +108,10 @@ impl Drop for InFlight {
     }
 }
 
+/// A consumer's delivery stream, which its workers take turns to wait on; `None` once the
+/// consumer stopped.
+type SharedStream = Arc<tokio::sync::Mutex<Option<mqtransport_core::Consumer>>>;
+
 /// Tells consumers to stop: `Some(deadline)` by which in-flight handlers must finish.
 pub(crate) type Stop = watch::Receiver<Option<Instant>>;
 
@@ -165,76 +169,109 @@ impl ConsumerRuntime {
             })
     }
 
-    /// Runs until `stop` says so (then drains in-flight handlers until its deadline) or the
-    /// consumer fails.
+    /// Runs the consumer's workers until `stop` says so or the delivery stream fails, then lets
+    /// in-flight handlers finish until the stop's deadline.
+    ///
+    /// A consumer is a pool of `concurrency` workers that take turns waiting on the delivery
+    /// stream: nothing is spawned or allocated per delivery, and when every worker is busy the
+    /// stream is not polled, so the broker's prefetch is the only buffer.
     pub(crate) async fn run(
         self: Arc<Self>,
         service: HandlerService,
-        mut stream: mqtransport_core::Consumer,
+        stream: mqtransport_core::Consumer,
         mut stop: Stop,
     ) -> Result<()> {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        let mut tasks = JoinSet::new();
-        let ended = loop {
-            let permit = tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => break Ok(()),
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break Ok(()),
-                },
-            };
-            while tasks.try_join_next().is_some() {}
-            let next = tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => break Ok(()),
-                next = stream.next() => next,
-            };
-            match next {
-                Some(Ok(delivery)) => {
-                    let guard = InFlight::new(&self.tracker);
-                    let rt = Arc::clone(&self);
-                    let service = service.clone();
-                    tasks.spawn(async move {
-                        rt.process(service, delivery).await;
-                        drop((guard, permit));
-                    });
-                }
-                Some(Err(e)) => {
-                    break Err(Error::new(
-                        e.kind(),
-                        format!("consumer of queue '{}' failed: {}", self.queue(), e.message()),
-                    ));
-                }
-                None => {
-                    break Err(Error::closed(format!("consumer of queue '{}' ended", self.queue())));
-                }
-            }
+        let shared: SharedStream = Arc::new(tokio::sync::Mutex::new(Some(stream)));
+        let (failed_tx, mut failed) = mpsc::channel::<Error>(1);
+        let mut workers = JoinSet::new();
+        for _ in 0..self.concurrency {
+            workers.spawn(Arc::clone(&self).work(
+                service.clone(),
+                Arc::clone(&shared),
+                stop.clone(),
+                failed_tx.clone(),
+            ));
+        }
+        drop(failed_tx);
+        let ended = tokio::select! {
+            _ = stopped(&mut stop) => Ok(()),
+            Some(e) = failed.recv() => Err(e),
         };
         // Stop taking deliveries; what was prefetched but not taken goes back to the queue.
-        drop(stream);
-        let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
-        self.drain(tasks, deadline).await;
+        shared.lock().await.take();
+        self.drain(workers, stop).await;
         ended
     }
 
-    /// Lets in-flight handlers finish until `deadline`, then cancels the rest: their deliveries
-    /// go back to the queue.
-    async fn drain(&self, mut tasks: JoinSet<()>, deadline: Instant) {
-        let all = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout_at(deadline, all).await.is_err() {
-            let left = tasks.len();
+    /// One worker: takes the next delivery when it is its turn, handles and settles it.
+    async fn work(
+        self: Arc<Self>,
+        mut service: HandlerService,
+        shared: SharedStream,
+        mut stop: Stop,
+        failed: mpsc::Sender<Error>,
+    ) {
+        // Made once and polled while waiting: a stop ends the wait for the next delivery, never a
+        // handler that is running.
+        let stop = stopped(&mut stop);
+        tokio::pin!(stop);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut stop => return,
+                next = async {
+                    let mut turn = shared.lock().await;
+                    // `None`: the coordinator took the stream away, the consumer is stopping.
+                    let stream = turn.as_mut()?;
+                    Some(stream.next().await)
+                } => next,
+            };
+            let Some(next) = next else { return };
+            let failure = match next {
+                Some(Ok(delivery)) => {
+                    let _in_flight = InFlight::new(&self.tracker);
+                    self.process(&mut service, delivery).await;
+                    continue;
+                }
+                Some(Err(e)) => Error::new(
+                    e.kind(),
+                    format!("consumer of queue '{}' failed: {}", self.queue(), e.message()),
+                ),
+                None => Error::closed(format!("consumer of queue '{}' ended", self.queue())),
+            };
+            let _ = failed.try_send(failure);
+            return;
+        }
+    }
+
+    /// Waits for the workers to finish what they hold, until the stop's deadline (after a
+    /// failure, first for a stop to be asked); then cancels the rest: their deliveries go back
+    /// to the queue.
+    async fn drain(&self, mut workers: JoinSet<()>, mut stop: Stop) {
+        let finished = {
+            let all = async { while workers.join_next().await.is_some() {} };
+            tokio::pin!(all);
+            tokio::select! {
+                _ = &mut all => true,
+                _ = stopped(&mut stop) => {
+                    let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
+                    tokio::time::timeout_at(deadline, &mut all).await.is_ok()
+                }
+            }
+        };
+        if !finished {
+            let left = workers.len();
             tracing::warn!(
                 queue = self.queue(),
                 handlers = left,
                 "shutdown deadline passed: cancelling {left} handler(s); their messages go back to the queue"
             );
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+            workers.abort_all();
+            while workers.join_next().await.is_some() {}
         }
     }
 
-    async fn process(self: &Arc<Self>, mut service: HandlerService, delivery: Delivery) {
+    async fn process(&self, service: &mut HandlerService, delivery: Delivery) {
         let Delivery {
             envelope,
             exchange,
@@ -282,14 +319,15 @@ impl ConsumerRuntime {
                 d.settle_requeue().await;
                 Settlement::Requeued
             }
+            // The rare paths are boxed, so that every delivery's task stays small.
             Outcome::Retry { after, reason } => match self.retry.delay(attempt) {
-                Some(backoff) => self.retry_later(d, attempt, after.unwrap_or(backoff), reason).await,
+                Some(backoff) => Box::pin(self.retry_later(d, attempt, after.unwrap_or(backoff), reason)).await,
                 None => {
                     let reason = format!("gave up after {attempt} attempt(s): {reason}");
-                    self.dead_letter(d, attempt, reason).await
+                    Box::pin(self.dead_letter(d, attempt, reason)).await
                 }
             },
-            Outcome::DeadLetter { reason } => self.dead_letter(d, attempt, reason).await,
+            Outcome::DeadLetter { reason } => Box::pin(self.dead_letter(d, attempt, reason)).await,
         };
         self.log(&envelope, &settlement);
         for o in &self.observers {

@@ -38,12 +38,12 @@ pub struct DefaultMakeSpan {
 
 impl Default for DefaultMakeSpan {
     fn default() -> Self {
-        DefaultMakeSpan { level: Level::INFO }
+        DefaultMakeSpan { level: Level::DEBUG }
     }
 }
 
 impl DefaultMakeSpan {
-    /// Spans at `level` (INFO by default).
+    /// Spans at `level` (DEBUG by default, as tower-http's, so that an INFO log stays terse).
     pub fn level(mut self, level: Level) -> Self {
         self.level = level;
         self
