@@ -1,0 +1,243 @@
+//! The App's consume path (decode JSON, validate, dispatch by name, run the handler, ack)
+//! against a bare transport loop (consume, ack) on the same pre-filled queue, side by side in
+//! one run, on the embedded broker and on RabbitMQ (`MQT_TEST_AMQP_URL`).
+//!
+//! ```sh
+//! cargo bench -p mqtransport --bench app                     # full run
+//! MQT_BENCH_MESSAGES=20000 cargo bench -p mqtransport --bench app
+//! ```
+//!
+//! Prints messages per second for each case and the ratio `app/bare` per broker.
+//! `MQT_BENCH_BROKER=memory` (or `rabbitmq`) runs one broker only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mqtransport::prelude::*;
+use mqtransport::{DynTransport, MemoryBroker};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Serialize, Deserialize, Message, garde::Validate)]
+#[message(name = "bench.order")]
+struct Order {
+    #[garde(range(min = 1))]
+    id: u64,
+    #[garde(length(min = 1))]
+    customer: String,
+    #[garde(skip)]
+    lines: Vec<(String, u32)>,
+}
+
+fn order(id: u64) -> Order {
+    Order {
+        id,
+        customer: "ada lovelace".into(),
+        lines: vec![("notebook".into(), 2), ("pencil".into(), 12)],
+    }
+}
+
+const PREFETCH: u16 = 256;
+
+#[derive(Clone)]
+enum Broker {
+    Memory(MemoryBroker),
+    Rabbit(String),
+}
+
+impl Broker {
+    async fn connect(&self) -> Result<DynTransport, BoxError> {
+        Ok(match self {
+            Broker::Memory(b) => DynTransport::new(b.connect()),
+            Broker::Rabbit(url) => mqtransport::connect(url).await?,
+        })
+    }
+}
+
+/// Declares `queue` and fills it with `n` encoded orders.
+async fn fill(conn: &DynTransport, queue: &str, n: usize) -> Result<(), BoxError> {
+    conn.declare(&Topology::new().queue(Queue::durable(queue))).await?;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let envelope = mqtransport::encode(&order(i as u64 + 1))?;
+        pending.push(conn.publish(Publish::to_queue(queue, envelope)));
+        if pending.len() >= 512 {
+            pending.next().await.transpose()?;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Consume and ack `n` deliveries with the transport alone.
+async fn bare(broker: &Broker, queue: &str, n: usize) -> Result<Duration, BoxError> {
+    let conn = broker.connect().await?;
+    fill(&conn, queue, n).await?;
+    let start = Instant::now();
+    let mut consumer = conn
+        .consume(queue, ConsumeOptions::default().prefetch(PREFETCH))
+        .await?;
+    for _ in 0..n {
+        let d = consumer.next().await.ok_or("consumer ended")??;
+        d.ack().await?;
+    }
+    let elapsed = start.elapsed();
+    drop(consumer);
+    conn.delete_queue(queue, Default::default()).await?;
+    conn.close().await?;
+    Ok(elapsed)
+}
+
+#[derive(Clone)]
+struct Count {
+    seen: Arc<AtomicUsize>,
+}
+
+async fn handle(order: Order, State(count): State<Count>) {
+    std::hint::black_box(&order);
+    count.seen.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Consume `n` deliveries through the App: decode, validate, dispatch, handle, ack.
+async fn app(broker: &Broker, queue: &str, n: usize) -> Result<Duration, BoxError> {
+    let setup = broker.connect().await?;
+    fill(&setup, queue, n).await?;
+    let settled = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Notify::new());
+    let (s, d) = (Arc::clone(&settled), Arc::clone(&done));
+    let app = App::with_state(Count { seen: Arc::default() })
+        .transport(broker.connect().await?)
+        .on_settle(move |_| {
+            if s.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                d.notify_one();
+            }
+        })
+        .consumer(
+            Consumer::new(queue)
+                .handle(handle)
+                .concurrency(
+                    std::env::var("MQT_BENCH_CONCURRENCY")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(mqtransport::DEFAULT_CONCURRENCY),
+                )
+                .prefetch(PREFETCH)
+                .dead_letter(mqtransport::DeadLetterPolicy::Broker),
+        )
+        .build()
+        .await?;
+    let start = Instant::now();
+    let running = app.start().await?;
+    // Returns the error of a consumer that failed instead of waiting forever.
+    running.run_until(done.notified()).await?;
+    let elapsed = start.elapsed();
+    setup.delete_queue(queue, Default::default()).await?;
+    setup.close().await?;
+    Ok(elapsed)
+}
+
+/// Runs a case; if it fails, deletes its queue before reporting the error.
+async fn cleaned(
+    broker: &Broker,
+    queue: &str,
+    case: impl std::future::Future<Output = Result<Duration, BoxError>>,
+) -> Result<Duration, BoxError> {
+    let result = case.await;
+    if result.is_err()
+        && let Ok(conn) = broker.connect().await
+    {
+        let _ = conn.delete_queue(queue, Default::default()).await;
+        let _ = conn.close().await;
+    }
+    result
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn env_usize(key: &str) -> Option<usize> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+fn main() -> Result<(), BoxError> {
+    let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
+    let rounds = if quick {
+        1
+    } else {
+        env_usize("MQT_BENCH_ROUNDS").unwrap_or(3)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let url = std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    // `MQT_BENCH_BROKER=memory|rabbitmq` runs one broker only (for profiling).
+    let only = std::env::var("MQT_BENCH_BROKER").ok();
+    let rabbit_up = rt.block_on(async { mqtransport::connect(&url).await.map(drop) });
+    let mut brokers = vec![(
+        "memory",
+        Broker::Memory(MemoryBroker::new()),
+        if quick {
+            2_000
+        } else {
+            env_usize("MQT_BENCH_MESSAGES").unwrap_or(200_000)
+        },
+    )];
+    match rabbit_up {
+        Ok(()) => brokers.push((
+            "rabbitmq",
+            Broker::Rabbit(url.clone()),
+            if quick {
+                500
+            } else {
+                env_usize("MQT_BENCH_MESSAGES").map_or(50_000, |n| n / 4)
+            },
+        )),
+        Err(e) if std::env::var("MQT_REQUIRE_BROKERS").is_ok_and(|v| v == "1") => {
+            return Err(format!("RabbitMQ is required but not reachable: {e}").into());
+        }
+        Err(e) => println!("SKIPPED: RabbitMQ not reachable ({e})"),
+    }
+    println!("{:<52} {:>12}", "case", "per second");
+    let mut ratios = Vec::new();
+    brokers.retain(|(name, _, _)| only.as_deref().is_none_or(|o| o == *name));
+    for (name, broker, n) in &brokers {
+        let (mut b, mut a) = (Duration::MAX, Duration::MAX);
+        // Interleaved round by round, so that machine noise hits both alike; best of each.
+        for round in 0..rounds {
+            let q = format!("mqt-bench-app-{}-{round}", std::process::id());
+            b = b.min(rt.block_on(cleaned(
+                broker,
+                &format!("{q}-bare"),
+                bare(broker, &format!("{q}-bare"), *n),
+            ))?);
+            a = a.min(rt.block_on(cleaned(
+                broker,
+                &format!("{q}-app"),
+                app(broker, &format!("{q}-app"), *n),
+            ))?);
+        }
+        println!(
+            "{:<52} {:>12.0}",
+            format!("{name}: bare consume + ack ({n} messages)"),
+            rate(*n, b)
+        );
+        println!(
+            "{:<52} {:>12.0}",
+            format!("{name}: app decode + validate + dispatch + ack"),
+            rate(*n, a)
+        );
+        ratios.push((name, rate(*n, a) / rate(*n, b)));
+    }
+    for (name, r) in ratios {
+        println!("ratio app/bare {name}: {r:.2}");
+    }
+    Ok(())
+}
