@@ -1,48 +1,77 @@
 //! # mqtransport
 //!
-//! Typed messaging for Rust services: declare a topology once, publish with confirms, consume
-//! with acks, retry and dead-letter — over RabbitMQ or the embedded in-process broker, chosen by
-//! URL. This crate is what applications import.
+//! Typed messaging for Rust services: define messages, handle them with plain `async fn`s,
+//! publish with broker confirms, and get retries, dead letters and graceful shutdown — over
+//! RabbitMQ or the embedded in-process broker, chosen by URL. This crate is what applications
+//! import.
 //!
 //! ```
-//! use futures_util::StreamExt;
 //! use mqtransport::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Message)]
+//! #[message(name = "orders.created")]
+//! struct OrderCreated {
+//!     id: u64,
+//! }
+//!
+//! #[derive(Serialize, Deserialize, Message)]
+//! #[message(name = "orders.cancelled")]
+//! struct OrderCancelled {
+//!     id: u64,
+//! }
+//!
+//! // Handlers are async fns; their arguments are extractors, in any order.
+//! async fn created(order: OrderCreated, info: DeliveryInfo) {
+//!     println!("created {} (attempt {})", order.id, info.attempt());
+//! }
+//!
+//! async fn cancelled(order: OrderCancelled) -> Result<(), HandlerError> {
+//!     if order.id == 0 {
+//!         return Err(HandlerError::permanent("no such order")); // to orders.dlq, with the reason
+//!     }
+//!     Ok(())
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> mqtransport::Result<()> {
-//! // `memory://` is the embedded broker: no server needed.
-//! let conn = mqtransport::connect("memory://docs-quickstart").await?;
-//! conn.declare(
-//!     &Topology::new()
-//!         .exchange(Exchange::topic("events"))
-//!         .queue(Queue::durable("audit"))
-//!         .bind(Binding::queue("audit", "events", "orders.#")),
-//! )
-//! .await?;
-//!
-//! let confirmation = conn
-//!     .publish(Publish::new("events", "orders.created", Envelope::new(r#"{"id":1}"#)))
+//! let app = App::builder()
+//!     .url("memory://docs-crate") // the embedded broker; amqp://… for RabbitMQ
+//!     .topology(Topology::new().exchange(Exchange::topic("shop")))
+//!     .consumer(
+//!         Consumer::for_queue(Queue::durable("orders"))
+//!             .handle(created) // two message types on one queue, dispatched by name
+//!             .handle(cancelled),
+//!     )
+//!     .topology(Topology::new().bind(Binding::queue("orders", "shop", "orders.*")))
+//!     .build()
 //!     .await?;
-//! assert!(confirmation.is_confirmed());
-//!
-//! let mut consumer = conn.consume("audit", ConsumeOptions::default().prefetch(32)).await?;
-//! let delivery = consumer.next().await.expect("one delivery")?;
-//! assert_eq!(delivery.routing_key, "orders.created");
-//! delivery.ack().await?;
+//! let created = app.producer::<OrderCreated>(Route::exchange("shop")); // routing key = the name
+//! let running = app.start().await?;
+//! created.send(&OrderCreated { id: 1 }).await?;
+//! running.shutdown().await?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! | | |
+//! |---|---|
+//! | messages | [`Message`] and `#[derive(Message)]`, [`Codec`], [`Invalid`] |
+//! | the app | [`App`], [`AppBuilder`], [`Running`], [`Consumer`], [`RetryPolicy`], [`DeadLetterPolicy`] |
+//! | handlers | [`Handler`], extractors ([`FromDelivery`], [`State`], [`DeliveryInfo`], [`Headers`], [`Extension`]), [`Outcome`], [`HandlerError`] |
+//! | publishing | [`Publisher`], [`Producer`], [`Route`], [`PublishOptions`], [`BlockingProducer`] |
+//! | middleware | [`middleware`]: tower layers over [`Incoming`] |
+//! | tests of apps | [`testing::TestApp`] |
+//! | the broker directly | [`connect`], [`transport`], the topology types |
 //!
 //! ## Feature flags
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process |
+//! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process, and [`testing`] |
 //! | `amqp` | yes | RabbitMQ (`amqp://`) through lapin (no TLS stack) |
 //! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
-//!
-//! The application layer (typed messages, handlers, `App`) and the SQS, Redis and NATS
-//! transports are planned; see the README.
+//! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
 mod app;
 mod consumer;
@@ -89,7 +118,7 @@ pub use mqtransport_core::{
 };
 
 /// The transport layer underneath the app, for code that talks to the broker directly:
-/// [`Transport`](transport::Transport), its delivery stream [`Consumer`](transport::Consumer)
+/// [`Transport`], its delivery stream [`Consumer`](transport::Consumer)
 /// and the rest of the core contracts.
 pub mod transport {
     pub use mqtransport_core::{
