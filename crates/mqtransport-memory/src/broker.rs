@@ -28,8 +28,31 @@ pub(crate) struct BrokerInner {
     /// Direct reply-to pseudo-queues by their full `amq.rabbitmq.reply-to.…` name.
     pub(crate) replies: Mutex<HashMap<String, Arc<QueueCell>>>,
     next_id: AtomicU64,
+    /// Bumped whenever a queue is added or removed: threads cache the queue a default-exchange
+    /// routing key names, and a changed epoch tells them the cache is stale.
+    epoch: AtomicU64,
+    /// This broker in the per-thread route caches.
+    id: u64,
     pub(crate) max_message_size: usize,
 }
+
+/// The queues this thread published to through the default exchange lately, each valid while
+/// its broker's epoch is unchanged. A thread's own cache needs no lock, and a publish touches
+/// neither the broker's topology lock nor the queue's reference count.
+struct RouteCache {
+    /// `(broker id, epoch, routing key, queue)`, most recent last.
+    entries: Vec<(u64, u64, ShortStr, Arc<QueueCell>)>,
+}
+
+thread_local! {
+    static ROUTES: std::cell::RefCell<RouteCache> = const { std::cell::RefCell::new(RouteCache { entries: Vec::new() }) };
+}
+
+/// A thread remembers this many routes.
+const ROUTE_CACHE_SIZE: usize = 16;
+
+/// Distinguishes brokers in the per-thread route caches.
+static BROKER_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl BrokerInner {
     pub(crate) fn new(name: String, max_message_size: usize) -> Arc<Self> {
@@ -42,6 +65,8 @@ impl BrokerInner {
             }),
             replies: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
+            epoch: AtomicU64::new(0),
+            id: BROKER_IDS.fetch_add(1, Ordering::Relaxed),
             max_message_size,
         })
     }
@@ -166,6 +191,7 @@ impl BrokerInner {
             &self.vhost,
         );
         topo.queues.insert(name.clone(), Arc::clone(&cell));
+        self.epoch.fetch_add(1, Ordering::Release);
         Ok(QueueInfo {
             name,
             message_count: 0,
@@ -246,6 +272,7 @@ impl BrokerInner {
                 _ => return 0,
             }
             topo.queues.remove(&q.name);
+            self.epoch.fetch_add(1, Ordering::Release);
             topo.router.remove_destination(&Destination::Queue(q.name.clone()));
         }
         let mut wake = Vec::new();
@@ -351,26 +378,26 @@ impl BrokerInner {
             return Ok(unroutable(mandatory));
         }
 
-        let targets: Vec<Arc<QueueCell>> = {
-            let topo = self.read();
-            // The default exchange without CC/BCC names exactly one queue: skip the router.
-            if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
-                let target = topo.queues.get(routing_key.as_str()).cloned();
-                drop(topo);
-                let Some(q) = target else {
-                    return Ok(unroutable(mandatory));
-                };
-                let outcome = q.offer(MsgData {
+        // The default exchange without CC/BCC names exactly one queue: skip the router, and
+        // find the queue in the connection's cache.
+        if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
+            let key = routing_key.clone();
+            let outcome = self.with_cached_queue(&key, |q| {
+                q.offer(MsgData {
                     envelope,
                     exchange,
                     routing_key,
                     cc,
-                });
-                return Ok(match outcome {
-                    Enqueued::Accepted => Confirmation::Confirmed,
-                    Enqueued::Rejected => Confirmation::Nacked,
-                });
-            }
+                })
+            });
+            return Ok(match outcome {
+                None => unroutable(mandatory),
+                Some(Enqueued::Accepted) => Confirmation::Confirmed,
+                Some(Enqueued::Rejected) => Confirmation::Nacked,
+            });
+        }
+        let targets: Vec<Arc<QueueCell>> = {
+            let topo = self.read();
             let mut keys: Vec<&str> = Vec::with_capacity(1 + cc.len() + bcc.len());
             keys.push(&routing_key);
             keys.extend(cc.iter().map(ShortStr::as_str));
@@ -407,6 +434,43 @@ impl BrokerInner {
         } else {
             Confirmation::Confirmed
         })
+    }
+
+    /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
+    /// unchanged; `None` if there is no such queue.
+    fn with_cached_queue<T>(&self, name: &ShortStr, f: impl FnOnce(&QueueCell) -> T) -> Option<T> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let cached = ROUTES.with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            cache
+                .entries
+                .iter()
+                .rev()
+                .find(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)
+                .map(|(.., q)| Arc::clone(q))
+        });
+        let q = match cached {
+            Some(q) => q,
+            None => {
+                let q = self.read().queues.get(name.as_str()).cloned()?;
+                ROUTES.with(|cache| {
+                    if let Ok(mut cache) = cache.try_borrow_mut() {
+                        let id = self.id;
+                        // Stale routes of this broker go, and so do queues of brokers that are
+                        // gone, which the cache would otherwise keep alive.
+                        cache.entries.retain(|(broker, e, key, q)| {
+                            !(*broker == id && (*e != epoch || key == name)) && q.broker.strong_count() > 0
+                        });
+                        if cache.entries.len() == ROUTE_CACHE_SIZE {
+                            cache.entries.remove(0);
+                        }
+                        cache.entries.push((id, epoch, name.clone(), Arc::clone(&q)));
+                    }
+                });
+                q
+            }
+        };
+        Some(f(&q))
     }
 
     /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further

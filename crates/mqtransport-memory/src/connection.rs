@@ -426,8 +426,9 @@ impl DeliveryStream {
                 if !this.pending.is_empty() {
                     this.queue.apply_acks(&mut st, this.ack.owner, &this.pending);
                     this.pending.clear();
-                    this.queue.dispatch(&mut st, &mut fx);
                 }
+                // What the lock brought in from the intake (or the acks' freed credit) goes out.
+                this.queue.dispatch(&mut st, &mut fx);
                 let deleted = st.deleted;
                 match st.consumers.iter_mut().find(|s| s.id == this.id) {
                     Some(slot) if !slot.inbox.is_empty() => {
@@ -449,7 +450,8 @@ impl DeliveryStream {
                 // Parked: acks that arrive from now on wake the stream; if some came meanwhile,
                 // apply them before sleeping.
                 None => {
-                    if batch.is_none_or(|b| b.park(cx.waker())) {
+                    let no_acks = batch.is_none_or(|b| b.park(cx.waker()));
+                    if no_acks && this.queue.park(this.id, cx.waker()) {
                         return Poll::Pending;
                     }
                 }
@@ -487,6 +489,7 @@ impl DeliveryStream {
 impl Drop for DeliveryStream {
     fn drop(&mut self) {
         let q = &self.queue;
+        q.unpark(self.id);
         let mut fx = Effects::default();
         {
             let mut st = q.lock();

@@ -1,6 +1,8 @@
 //! One queue of the embedded broker: ready messages, unacknowledged ones, consumers, expiry,
-//! overflow and dead-lettering. Everything here runs under the queue's own lock; effects that
-//! reach other queues (dead letters) or tasks (wake-ups) are collected and run after it is released.
+//! overflow and dead-lettering. Everything here runs under the queue's own lock, except the
+//! publishes that no state can refuse, which go through the queue's [`Intake`] and are moved in
+//! by the next taking of the lock; effects that reach other queues (dead letters) or tasks
+//! (wake-ups) are collected and run after the lock is released.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -73,7 +75,7 @@ pub(crate) struct DeadLetter {
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) dead: Vec<DeadLetter>,
-    pub(crate) wake: Vec<Waker>,
+    pub(crate) wake: Wakers,
     /// The queue lost its last consumer and is auto-delete.
     pub(crate) auto_delete: bool,
 }
@@ -81,6 +83,39 @@ pub(crate) struct Effects {
 impl Effects {
     pub(crate) fn is_empty(&self) -> bool {
         self.dead.is_empty() && self.wake.is_empty() && !self.auto_delete
+    }
+}
+
+/// Wakers to wake after the lock is released. One is the common case (a publish wakes the one
+/// consumer it handed a message to), kept inline so that waking allocates nothing.
+#[derive(Default)]
+pub(crate) struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    pub(crate) fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.rest.push(waker),
+        }
+    }
+
+    pub(crate) fn extend(&mut self, wakers: impl IntoIterator<Item = Waker>) {
+        for w in wakers {
+            self.push(w);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn wake_all(self) {
+        for w in self.first.into_iter().chain(self.rest) {
+            w.wake();
+        }
     }
 }
 
@@ -206,6 +241,19 @@ impl Slot {
     }
 }
 
+/// Messages published to a queue whose publish outcome cannot depend on its state (no TTL, no
+/// length limit, no `x-expires`; the message has no `expiration`): the publisher only appends
+/// here and wakes the consumers parked on the queue, without taking the queue's lock. Every
+/// taking of the queue's lock first moves these messages into the ready list, in order, so
+/// that everything that looks at the queue sees them. The queue's own state then stays with
+/// its consumers instead of moving between the publisher's core and theirs on every message.
+#[derive(Default)]
+pub(crate) struct Intake {
+    msgs: Vec<MsgData>,
+    /// Consumers waiting for a message, by consumer id: a publish wakes them all.
+    waiting: Vec<(u64, Waker)>,
+}
+
 /// Parsed queue arguments.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -262,6 +310,8 @@ pub(crate) struct Ready {
     levels: Vec<VecDeque<Msg>>,
     len: usize,
     bytes: usize,
+    /// Ready messages that can expire: none, and expiry needs no look at the head.
+    timed: usize,
 }
 
 impl Ready {
@@ -271,6 +321,7 @@ impl Ready {
             levels: (0..n).map(|_| VecDeque::new()).collect(),
             len: 0,
             bytes: 0,
+            timed: 0,
         }
     }
 
@@ -286,25 +337,27 @@ impl Ready {
         self.len
     }
 
-    fn push_back(&mut self, msg: Msg) {
-        let l = self.level(&msg);
+    /// Counts a message coming in; returns its level.
+    fn added(&mut self, msg: &Msg) -> usize {
         self.len += 1;
         self.bytes += msg.data.envelope.body.len();
+        self.timed += usize::from(msg.expires_at.is_some());
+        self.level(msg)
+    }
+
+    fn push_back(&mut self, msg: Msg) {
+        let l = self.added(&msg);
         self.levels[l].push_back(msg);
     }
 
     fn push_front(&mut self, msg: Msg) {
-        let l = self.level(&msg);
-        self.len += 1;
-        self.bytes += msg.data.envelope.body.len();
+        let l = self.added(&msg);
         self.levels[l].push_front(msg);
     }
 
     /// Puts a message back at its original position (classic queues).
     fn insert_by_seq(&mut self, msg: Msg) {
-        let l = self.level(&msg);
-        self.len += 1;
-        self.bytes += msg.data.envelope.body.len();
+        let l = self.added(&msg);
         let level = &mut self.levels[l];
         let at = level.partition_point(|m| m.seq < msg.seq);
         level.insert(at, msg);
@@ -318,6 +371,7 @@ impl Ready {
         let msg = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
         self.len -= 1;
         self.bytes -= msg.data.envelope.body.len();
+        self.timed -= usize::from(msg.expires_at.is_some());
         Some(msg)
     }
 
@@ -328,6 +382,7 @@ impl Ready {
         }
         self.len = 0;
         self.bytes = 0;
+        self.timed = 0;
         n
     }
 }
@@ -352,6 +407,9 @@ pub(crate) struct QueueState {
     timer_running: bool,
     /// Last time the queue was used (for `x-expires`).
     last_used: Instant,
+    /// The intake's previous buffer, swapped back in when draining so that no buffer is
+    /// allocated per message or per drain.
+    spare: Vec<MsgData>,
 }
 
 /// One queue. Shared by the broker's map, consumers and ackers.
@@ -362,6 +420,10 @@ pub(crate) struct QueueCell {
     pub(crate) owner: Option<u64>,
     pub(crate) config: Config,
     pub(crate) state: Mutex<QueueState>,
+    /// Publishes that need no decision from the queue's state (see [`Intake`]).
+    intake: Mutex<Intake>,
+    /// Whether the queue takes publishes through its intake.
+    fast: bool,
     pub(crate) timer: Arc<Notify>,
     pub(crate) broker: Weak<BrokerInner>,
     /// This queue itself, for the timer task: reaching it through the broker's map would take
@@ -397,10 +459,16 @@ impl QueueCell {
 
                 timer_running: false,
                 last_used: Instant::now(),
+                spare: Vec::new(),
             }),
             name,
             decl,
             owner,
+            intake: Mutex::default(),
+            fast: config.ttl.is_none()
+                && config.max_len.is_none()
+                && config.max_bytes.is_none()
+                && config.expires.is_none(),
             config,
             timer: Arc::new(Notify::new()),
             broker,
@@ -413,8 +481,65 @@ impl QueueCell {
         q
     }
 
+    /// Takes the queue's lock, having first moved what waits in the intake into the ready list.
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
-        lock(&self.state)
+        let mut st = lock(&self.state);
+        if self.fast {
+            self.drain_intake(&mut st);
+        }
+        st
+    }
+
+    fn drain_intake(&self, st: &mut QueueState) {
+        let mut msgs = std::mem::take(&mut st.spare);
+        {
+            let mut intake = lock(&self.intake);
+            if intake.msgs.is_empty() {
+                st.spare = msgs;
+                return;
+            }
+            std::mem::swap(&mut intake.msgs, &mut msgs);
+        }
+        for data in msgs.drain(..) {
+            st.next_seq += 1;
+            let msg = Msg {
+                seq: st.next_seq,
+                data,
+                redelivered: false,
+                returns: 0,
+                expires_at: None,
+            };
+            st.ready.push_back(msg);
+        }
+        st.spare = msgs;
+    }
+
+    /// Registers a consumer that found nothing to take, to be woken by the next publish to the
+    /// intake; `false` if messages arrived meanwhile (the caller looks again instead).
+    pub(crate) fn park(&self, consumer: u64, waker: &Waker) -> bool {
+        if !self.fast {
+            return true;
+        }
+        let mut intake = lock(&self.intake);
+        if !intake.msgs.is_empty() {
+            return false;
+        }
+        match intake.waiting.iter_mut().find(|(id, _)| *id == consumer) {
+            Some((_, w)) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+            }
+            None => intake.waiting.push((consumer, waker.clone())),
+        }
+        true
+    }
+
+    /// Forgets a consumer that is going away.
+    pub(crate) fn unpark(&self, consumer: u64) {
+        if self.fast {
+            lock(&self.intake).waiting.retain(|(id, _)| *id != consumer);
+        }
     }
 
     pub(crate) fn vhost(&self) -> &str {
@@ -426,9 +551,7 @@ impl QueueCell {
         if fx.is_empty() {
             return;
         }
-        for w in fx.wake {
-            w.wake();
-        }
+        fx.wake.wake_all();
         if let Some(broker) = self.broker.upgrade() {
             if !fx.dead.is_empty() {
                 broker.route_dead_letters(fx.dead);
@@ -453,8 +576,18 @@ impl QueueCell {
         ttl.map(|t| now + t)
     }
 
-    /// Adds a message: takes the queue lock, enqueues, and runs the effects after releasing it.
+    /// Adds a published message: through the intake when nothing about the queue's state can
+    /// change the outcome, else under the queue's lock (running the effects after releasing it).
     pub(crate) fn offer(&self, data: MsgData) -> Enqueued {
+        if self.fast && data.envelope.properties().expiration.is_none() {
+            let mut intake = lock(&self.intake);
+            intake.msgs.push(data);
+            // Waking only schedules the consumers' tasks; the buffer keeps its capacity.
+            for (_, w) in intake.waiting.drain(..) {
+                w.wake();
+            }
+            return Enqueued::Accepted;
+        }
         let mut fx = Effects::default();
         let outcome = self.enqueue(&mut self.lock(), data, &mut fx);
         self.apply(fx);
@@ -527,6 +660,9 @@ impl QueueCell {
     /// Removes expired messages at the head: expiry is only ever checked at the head. The clock
     /// is read only if the head can expire.
     fn expire_heads(&self, st: &mut QueueState, fx: &mut Effects) {
+        if st.ready.timed == 0 {
+            return;
+        }
         let mut now = None;
         while let Some(t) = st.ready.head().and_then(|m| m.expires_at) {
             if t > *now.get_or_insert_with(Instant::now) {

@@ -435,3 +435,76 @@ async fn exclusive_consumer_is_released_when_its_connection_closes() -> R {
     drop(held);
     Ok(())
 }
+
+/// Messages without an expiration take the queue's intake (no queue lock); a message with one
+/// takes the locked path. Mixed on one queue, they keep their publish order for `get` and for
+/// consumers alike.
+#[tokio::test(start_paused = true)]
+async fn intake_and_locked_publishes_keep_one_order() -> R {
+    let (_b, c) = setup(vec![Queue::durable("mixed")]).await?;
+    for i in 0..6 {
+        let mut env = Envelope::new(format!("m{i}"));
+        if i % 2 == 1 {
+            env = env.with_expiration(Duration::from_secs(60));
+        }
+        c.publish(Publish::to_queue("mixed", env)).await?;
+    }
+    assert_eq!(count(&c, "mixed").await, 6);
+    let first = c.get("mixed", true).await?.expect("a message");
+    assert_eq!(text(&first), "m0");
+    let mut consumer = c.consume("mixed", ConsumeOptions::default().prefetch(10)).await?;
+    let mut got = Vec::new();
+    for _ in 1..6 {
+        let d = consumer.next().await.expect("a delivery")?;
+        got.push(text(&d));
+        d.ack().await?;
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5"]);
+    Ok(())
+}
+
+/// A consumer parked on an empty queue is woken by a publish that only touches the intake.
+#[tokio::test(start_paused = true)]
+async fn a_parked_consumer_is_woken_by_the_intake() -> R {
+    let (b, c) = setup(vec![Queue::durable("wake")]).await?;
+    let mut consumer = c.consume("wake", ConsumeOptions::default().prefetch(1)).await?;
+    let producer = b.connect();
+    let publish = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(&producer, "wake", "late").await
+    });
+    let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("woken")
+        .expect("a delivery")?;
+    assert_eq!(text(&d), "late");
+    d.ack().await?;
+    publish.await.expect("the publisher runs")?;
+    Ok(())
+}
+
+/// The per-thread route cache never delivers into a deleted queue: after a delete the publish
+/// is returned, and after a re-declare it reaches the new queue.
+#[tokio::test(start_paused = true)]
+async fn the_route_cache_follows_deletes_and_redeclares() -> R {
+    let (b, c) = setup(vec![Queue::durable("cached")]).await?;
+    send(&c, "cached", "one").await?;
+    let other = b.connect();
+    assert_eq!(other.delete_queue("cached", Default::default()).await?, 1);
+    let c2 = c.publish(Publish::to_queue("cached", Envelope::new("lost?"))).await?;
+    assert!(
+        matches!(c2, mqtransport_core::Confirmation::Returned { reply_code: 312, .. }),
+        "{c2:?}"
+    );
+    other.declare(&Topology::new().queue(Queue::durable("cached"))).await?;
+    send(&c, "cached", "two").await?;
+    assert_eq!(count(&other, "cached").await, 1);
+    let d = other.get("cached", true).await?.expect("a message");
+    assert_eq!(text(&d), "two");
+    // Another broker's queue of the same name is another queue.
+    let (_b2, elsewhere) = setup(vec![Queue::durable("cached")]).await?;
+    send(&elsewhere, "cached", "three").await?;
+    assert_eq!(count(&other, "cached").await, 0);
+    assert_eq!(count(&elsewhere, "cached").await, 1);
+    Ok(())
+}
