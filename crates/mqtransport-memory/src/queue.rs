@@ -412,6 +412,20 @@ pub(crate) struct QueueState {
     spare: Vec<MsgData>,
 }
 
+impl QueueState {
+    /// A newly published message, numbered in publish order.
+    fn fresh(&mut self, data: MsgData, expires_at: Option<Instant>) -> Msg {
+        self.next_seq += 1;
+        Msg {
+            seq: self.next_seq,
+            data,
+            redelivered: false,
+            returns: 0,
+            expires_at,
+        }
+    }
+}
+
 /// One queue. Shared by the broker's map, consumers and ackers.
 pub(crate) struct QueueCell {
     pub(crate) name: String,
@@ -501,14 +515,7 @@ impl QueueCell {
             std::mem::swap(&mut intake.msgs, &mut msgs);
         }
         for data in msgs.drain(..) {
-            st.next_seq += 1;
-            let msg = Msg {
-                seq: st.next_seq,
-                data,
-                redelivered: false,
-                returns: 0,
-                expires_at: None,
-            };
+            let msg = st.fresh(data, None);
             st.ready.push_back(msg);
         }
         st.spare = msgs;
@@ -610,14 +617,7 @@ impl QueueCell {
             self.config.max_len.is_some_and(|m| st.ready.len() >= m)
                 || self.config.max_bytes.is_some_and(|m| st.ready.bytes + body > m)
         };
-        st.next_seq += 1;
-        let msg = Msg {
-            seq: st.next_seq,
-            data,
-            redelivered: false,
-            returns: 0,
-            expires_at,
-        };
+        let msg = st.fresh(data, expires_at);
         match self.config.overflow {
             Overflow::RejectPublish | Overflow::RejectPublishDlx if over(st) => {
                 if self.config.overflow == Overflow::RejectPublishDlx {
