@@ -372,7 +372,7 @@ impl BrokerInner {
                     envelope,
                     exchange,
                     routing_key,
-                    cc,
+                    cc: cc.into_boxed_slice(),
                 });
             }
             return Ok(unroutable(mandatory));
@@ -387,7 +387,7 @@ impl BrokerInner {
                     envelope,
                     exchange,
                     routing_key,
-                    cc,
+                    cc: cc.into_boxed_slice(),
                 })
             });
             return Ok(match outcome {
@@ -423,7 +423,7 @@ impl BrokerInner {
             envelope,
             exchange,
             routing_key,
-            cc,
+            cc: cc.into_boxed_slice(),
         };
         let mut nacked = false;
         for q in &targets {
@@ -440,37 +440,36 @@ impl BrokerInner {
     /// unchanged; `None` if there is no such queue.
     fn with_cached_queue<T>(&self, name: &ShortStr, f: impl FnOnce(&QueueCell) -> T) -> Option<T> {
         let epoch = self.epoch.load(Ordering::Acquire);
-        let cached = ROUTES.with(|cache| {
+        let mut f = Some(f);
+        // A hit runs `f` on the cached queue in place, touching no reference count.
+        let hit = ROUTES.with(|cache| {
             let cache = cache.try_borrow().ok()?;
-            cache
+            let (.., q) = cache
                 .entries
                 .iter()
                 .rev()
-                .find(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)
-                .map(|(.., q)| Arc::clone(q))
+                .find(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)?;
+            f.take().map(|f| f(q))
         });
-        let q = match cached {
-            Some(q) => q,
-            None => {
-                let q = self.read().queues.get(name.as_str()).cloned()?;
-                ROUTES.with(|cache| {
-                    if let Ok(mut cache) = cache.try_borrow_mut() {
-                        let id = self.id;
-                        // Stale routes of this broker go, and so do queues of brokers that are
-                        // gone, which the cache would otherwise keep alive.
-                        cache.entries.retain(|(broker, e, key, q)| {
-                            !(*broker == id && (*e != epoch || key == name)) && q.broker.strong_count() > 0
-                        });
-                        if cache.entries.len() == ROUTE_CACHE_SIZE {
-                            cache.entries.remove(0);
-                        }
-                        cache.entries.push((id, epoch, name.clone(), Arc::clone(&q)));
-                    }
+        if hit.is_some() {
+            return hit;
+        }
+        let q = self.read().queues.get(name.as_str()).cloned()?;
+        ROUTES.with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                let id = self.id;
+                // Stale routes of this broker go, and so do queues of brokers that are gone,
+                // which the cache would otherwise keep alive.
+                cache.entries.retain(|(broker, e, key, q)| {
+                    !(*broker == id && (*e != epoch || key == name)) && q.broker.strong_count() > 0
                 });
-                q
+                if cache.entries.len() == ROUTE_CACHE_SIZE {
+                    cache.entries.remove(0);
+                }
+                cache.entries.push((id, epoch, name.clone(), Arc::clone(&q)));
             }
-        };
-        Some(f(&q))
+        });
+        f.take().map(|f| f(&q))
     }
 
     /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further
@@ -531,20 +530,21 @@ impl BrokerInner {
             let mut i = 0;
             while i < st.consumers.len() {
                 if st.consumers[i].conn == conn {
-                    let slot = q.remove_consumer(&mut st, i);
-                    fx.wake.extend(slot.waker);
+                    let mut slot = q.remove_consumer(&mut st, i);
+                    fx.wake.extend(slot.waker.take());
+                    returned.extend(slot.held.drain().into_iter().map(|(_, m)| m));
                 } else {
                     i += 1;
                 }
             }
-            let seqs: Vec<u64> = st
+            let keys: Vec<(u64, u64)> = st
                 .unacked
                 .iter()
-                .filter(|(_, (_, o))| o.conn == conn)
-                .map(|(s, _)| *s)
+                .filter(|(_, (_, owner))| *owner == conn)
+                .map(|(k, _)| *k)
                 .collect();
-            for s in seqs {
-                if let Some((m, _)) = st.unacked.remove(&s) {
+            for k in keys {
+                if let Some((m, _)) = st.unacked.remove(&k) {
                     returned.push(m);
                 }
             }

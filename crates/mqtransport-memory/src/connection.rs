@@ -14,7 +14,7 @@ use mqtransport_core::{
 };
 
 use crate::broker::{BrokerInner, REPLY_TO};
-use crate::queue::{AckBatch, Effects, Handed, Owner, QueueCell, Return, Slot, lock};
+use crate::queue::{AckBatch, Acks, Effects, Handed, Owner, QueueCell, Return, Slot, lock};
 
 pub(crate) struct Conn {
     pub(crate) id: u64,
@@ -147,18 +147,8 @@ impl MemoryTransport {
                 ));
             }
 
-            st.consumers.push(Slot {
-                id,
-                conn: self.conn.id,
-                prefetch: u32::from(options.prefetch),
-                no_ack: options.no_ack,
-                exclusive: options.exclusive,
-                in_flight: 0,
-                next_tag: 0,
-                inbox: VecDeque::new(),
-                waker: None,
-                acks: Arc::clone(&acks),
-            });
+            st.consumers
+                .push(Slot::new(id, self.conn.id, options, Arc::clone(&acks)));
             queue.dispatch(&mut st, &mut fx);
         }
         queue.apply(fx);
@@ -178,7 +168,7 @@ impl MemoryTransport {
             is_reply,
             ack,
             local: VecDeque::new(),
-            pending: Vec::new(),
+            pending: Acks::default(),
             conn: Arc::clone(&self.conn),
             finished: false,
         };
@@ -312,7 +302,7 @@ struct QueueAck {
 }
 
 impl AckHandle for QueueAck {
-    fn settle(&self, seq: u64, settle: Settle) -> Result<()> {
+    fn settle(&self, tag: u64, settle: Settle) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed(format!(
                 "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
@@ -321,7 +311,7 @@ impl AckHandle for QueueAck {
         }
         if settle == Settle::Ack
             && let Some(batch) = &self.batch
-            && batch.push(seq)
+            && batch.push(tag)
         {
             return Ok(());
         }
@@ -333,24 +323,22 @@ impl AckHandle for QueueAck {
                 // Settling a delivery of a deleted queue is accepted and does nothing.
                 return Ok(());
             }
-            let msg = match st.unacked.remove(&seq) {
-                Some((msg, owner)) if owner == self.owner => msg,
-                other => {
-                    if let Some(entry) = other {
-                        st.unacked.insert(seq, entry);
-                    }
-                    return Err(Error::broker(
-                        406,
-                        format!("PRECONDITION_FAILED - unknown delivery tag {seq}"),
-                        Scope::Channel,
-                    ));
-                }
+            let Owner { conn, consumer } = self.owner;
+            let msg = match st.consumers.iter_mut().find(|s| s.id == consumer && consumer != 0) {
+                Some(slot) => slot.settle(tag),
+                // A `basic.get` delivery, or one of a consumer that has gone away.
+                None => match st.unacked.get(&(consumer, tag)) {
+                    Some((_, owner)) if *owner == conn => st.unacked.remove(&(consumer, tag)).map(|(m, _)| m),
+                    _ => None,
+                },
             };
-            if self.owner.consumer != 0
-                && let Some(slot) = st.consumers.iter_mut().find(|s| s.id == self.owner.consumer)
-            {
-                slot.in_flight = slot.in_flight.saturating_sub(1);
-            }
+            let Some(msg) = msg else {
+                return Err(Error::broker(
+                    406,
+                    format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
+                    Scope::Channel,
+                ));
+            };
             match settle {
                 Settle::Ack => {}
                 Settle::Nack { requeue: true } | Settle::Reject { requeue: true } => {
@@ -375,8 +363,8 @@ struct DeliveryStream {
     is_reply: bool,
     ack: Arc<QueueAck>,
     local: VecDeque<Handed>,
-    /// Acks taken from the batch, reused between refills.
-    pending: Vec<u64>,
+    /// Acks taken from the batch; its list is reused between refills.
+    pending: Acks,
     conn: Arc<Conn>,
     finished: bool,
 }
@@ -386,7 +374,7 @@ impl DeliveryStream {
         let acker = if self.no_ack {
             Acker::settled()
         } else {
-            Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.seq)
+            Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.tag)
         };
         Delivery::new(h.envelope, h.exchange, h.routing_key, h.redelivered, h.tag, acker)
     }
@@ -409,11 +397,15 @@ impl Stream for DeliveryStream {
 impl DeliveryStream {
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery>>> {
         let this = self;
-        if let Some(h) = this.local.pop_front() {
-            return Poll::Ready(Some(Ok(this.delivery(h))));
-        }
         if this.finished {
             return Poll::Ready(None);
+        }
+        // After a close the broker has requeued what the stream still buffers.
+        if this.conn.closed.load(Ordering::Acquire) {
+            this.local.clear();
+        }
+        if let Some(h) = this.local.pop_front() {
+            return Poll::Ready(Some(Ok(this.delivery(h))));
         }
         let ended = loop {
             let batch = this.ack.batch.as_ref();
@@ -423,9 +415,9 @@ impl DeliveryStream {
             let mut fx = Effects::default();
             let outcome = {
                 let mut st = this.queue.lock();
-                if !this.pending.is_empty() {
-                    this.queue.apply_acks(&mut st, this.ack.owner, &this.pending);
-                    this.pending.clear();
+                if batch.is_some() {
+                    this.queue.apply_acks(&mut st, this.id, &this.pending);
+                    this.pending.listed.clear();
                 }
                 // What the lock brought in from the intake (or the acks' freed credit) goes out.
                 this.queue.dispatch(&mut st, &mut fx);
@@ -450,7 +442,7 @@ impl DeliveryStream {
                 // Parked: acks that arrive from now on wake the stream; if some came meanwhile,
                 // apply them before sleeping.
                 None => {
-                    let no_acks = batch.is_none_or(|b| b.park(cx.waker()));
+                    let no_acks = batch.is_none_or(|b| b.park(cx.waker(), this.pending.through));
                     if no_acks && this.queue.park(this.id, cx.waker()) {
                         return Poll::Pending;
                     }
@@ -496,17 +488,20 @@ impl Drop for DeliveryStream {
             let Some(i) = st.consumers.iter().position(|s| s.id == self.id) else {
                 return;
             };
-            let slot = q.remove_consumer(&mut st, i);
+            let mut slot = q.remove_consumer(&mut st, i);
 
-            // Deliveries handed to this consumer but never yielded go back as on a channel close.
+            // Deliveries handed to this consumer but never yielded go back as on a channel close;
+            // those yielded and not yet settled wait for their ackers.
             if !self.no_ack {
-                let back: Vec<_> = slot
-                    .inbox
+                let back: Vec<_> = std::mem::take(&mut slot.inbox)
                     .into_iter()
                     .chain(self.local.drain(..))
-                    .filter_map(|h| st.unacked.remove(&h.seq).map(|(m, _)| m))
+                    .filter_map(|h| slot.held.take(h.tag))
                     .collect();
                 q.give_back_closed(&mut st, back, &mut fx);
+                for (tag, msg) in slot.held.drain() {
+                    st.unacked.insert((slot.id, tag), (msg, slot.conn));
+                }
             }
             if st.consumers.is_empty() && q.decl.auto_delete && !self.is_reply {
                 fx.auto_delete = true;

@@ -138,7 +138,7 @@ impl MemoryBroker {
         let st = cell.lock();
         Some(QueueStats {
             ready: st.ready.len(),
-            unacked: st.unacked.len(),
+            unacked: st.unacked.len() + st.consumers.iter().map(|c| c.held.count() as usize).sum::<usize>(),
             consumers: st.consumers.len(),
         })
     }

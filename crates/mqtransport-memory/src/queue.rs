@@ -4,12 +4,14 @@
 //! by the next taking of the lock; effects that reach other queues (dead letters) or tasks
 //! (wake-ups) are collected and run after the lock is released.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Waker;
 use std::time::{Duration, SystemTime};
 
 use mqtransport_core::envelope::headers::{X_DEATH, X_DELIVERY_COUNT};
+use mqtransport_core::hash::FxHashMap;
 use mqtransport_core::{Envelope, FieldTable, FieldValue, Queue, QueueType, ShortStr};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -28,7 +30,7 @@ pub(crate) struct MsgData {
     pub(crate) exchange: ShortStr,
     pub(crate) routing_key: ShortStr,
     /// `CC` keys (for `x-death` routing keys); usually empty, which allocates nothing.
-    pub(crate) cc: Vec<ShortStr>,
+    pub(crate) cc: Box<[ShortStr]>,
 }
 
 /// A message in one queue.
@@ -119,27 +121,6 @@ impl Wakers {
     }
 }
 
-/// Hashes the `u64` sequence numbers of the unacknowledged map with one multiplication:
-/// sequence numbers are unique and not attacker-chosen, so SipHash buys nothing here.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct SeqHasher(u64);
-
-impl std::hash::Hasher for SeqHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub(crate) type SeqMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<SeqHasher>>;
-
 /// Who holds an unacknowledged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Owner {
@@ -151,7 +132,6 @@ pub(crate) struct Owner {
 /// A message handed to a consumer, waiting in its inbox for the stream to pick it up.
 #[derive(Debug)]
 pub(crate) struct Handed {
-    pub(crate) seq: u64,
     pub(crate) tag: u64,
     pub(crate) envelope: Envelope,
     pub(crate) exchange: ShortStr,
@@ -159,31 +139,66 @@ pub(crate) struct Handed {
     pub(crate) redelivered: bool,
 }
 
-/// Acks of one consumer waiting to be applied in one go under the queue lock. Only the
-/// consumer's own task touches it on the hot path, so its lock is uncontended.
+/// The acks of one consumer, applied by its stream in one go under the queue lock.
+///
+/// Acks in delivery order, the common case, need no lock: `through` says that every tag up to
+/// it is acked, and an ack of the next tag is one compare-and-swap. Other acks wait in a list.
 #[derive(Debug, Default)]
 pub(crate) struct AckBatch {
+    /// Every tag up to this one is acked; [`CLOSED`] once the stream is gone.
+    through: AtomicU64,
+    /// The stream waits for acks to release its credit: an in-order ack must wake it.
+    parked: AtomicBool,
     inner: Mutex<AckBatchInner>,
 }
 
+/// Set in [`AckBatch::through`] once the stream is gone: acks then take the locked path.
+const CLOSED: u64 = 1 << 63;
+
 #[derive(Debug, Default)]
 struct AckBatchInner {
+    /// Acks out of order.
     acks: Vec<u64>,
-    /// The consumer stream still exists and will apply the batch.
+    /// The consumer stream is gone and will not apply the batch.
     closed: bool,
     /// The stream is parked: the first pending ack wakes it so that its credit is released.
     waker: Option<Waker>,
 }
 
+/// Acks for a stream to apply: everything up to `through`, and the listed tags.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    pub(crate) through: u64,
+    pub(crate) listed: Vec<u64>,
+}
+
 impl AckBatch {
     /// Queues an ack; `false` if the stream is gone and the caller must apply it itself.
-    pub(crate) fn push(&self, seq: u64) -> bool {
+    pub(crate) fn push(&self, tag: u64) -> bool {
+        let cur = self.through.load(Ordering::Acquire);
+        if cur & CLOSED != 0 {
+            return false;
+        }
+        if tag == cur + 1
+            && self
+                .through
+                .compare_exchange(cur, tag, Ordering::SeqCst, Ordering::Acquire)
+                .is_ok()
+        {
+            if self.parked.load(Ordering::SeqCst) {
+                let waker = lock(&self.inner).waker.take();
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            return true;
+        }
         let waker = {
             let mut b = lock(&self.inner);
             if b.closed {
                 return false;
             }
-            b.acks.push(seq);
+            b.acks.push(tag);
             if b.acks.len() == 1 { b.waker.take() } else { None }
         };
         if let Some(w) = waker {
@@ -192,15 +207,18 @@ impl AckBatch {
         true
     }
 
-    /// Takes the pending acks into `out` (reused by the caller) and forgets the waker.
-    pub(crate) fn take(&self, out: &mut Vec<u64>) {
+    /// Takes the pending acks into `out` (its list buffer reused) and forgets the waker.
+    pub(crate) fn take(&self, out: &mut Acks) {
+        self.parked.store(false, Ordering::SeqCst);
+        out.through = self.through.load(Ordering::Acquire) & !CLOSED;
         let mut b = lock(&self.inner);
         b.waker = None;
-        std::mem::swap(&mut b.acks, out);
+        std::mem::swap(&mut b.acks, &mut out.listed);
     }
 
-    /// Registers the parked stream's waker unless acks arrived meanwhile (then returns false).
-    pub(crate) fn park(&self, waker: &Waker) -> bool {
+    /// Registers the parked stream's waker unless acks arrived since `applied` (then returns
+    /// false and the stream looks again).
+    pub(crate) fn park(&self, waker: &Waker, applied: u64) -> bool {
         let mut b = lock(&self.inner);
         if !b.acks.is_empty() {
             return false;
@@ -208,15 +226,106 @@ impl AckBatch {
         if !b.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             b.waker = Some(waker.clone());
         }
+        self.parked.store(true, Ordering::SeqCst);
+        if self.through.load(Ordering::SeqCst) & !CLOSED != applied {
+            self.parked.store(false, Ordering::SeqCst);
+            return false;
+        }
         true
     }
 
+    /// Every tag below `base` is settled: lets in-order acks resume from there after acks out
+    /// of order (or nacks) left `through` behind.
+    fn settled_below(&self, base: u64) {
+        self.through.fetch_max(base.saturating_sub(1), Ordering::AcqRel);
+    }
+
     /// Closes the batch (the stream is going away) and returns what was pending.
-    fn close(&self) -> Vec<u64> {
+    fn close(&self) -> Acks {
+        let through = self.through.fetch_or(CLOSED, Ordering::SeqCst) & !CLOSED;
         let mut b = lock(&self.inner);
         b.closed = true;
         b.waker = None;
-        std::mem::take(&mut b.acks)
+        Acks {
+            through,
+            listed: std::mem::take(&mut b.acks),
+        }
+    }
+}
+
+/// The messages handed to one consumer and not yet settled, by delivery tag: `msgs[i]` has tag
+/// `base + i`, `None` once settled. Acks in order pop from the front.
+#[derive(Debug)]
+pub(crate) struct Held {
+    base: u64,
+    msgs: VecDeque<Option<Msg>>,
+    count: u32,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held {
+            base: 1,
+            msgs: VecDeque::new(),
+            count: 0,
+        }
+    }
+
+    /// How many are unsettled.
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Holds `msg`, handed with the next tag.
+    fn push(&mut self, tag: u64, msg: Msg) {
+        debug_assert_eq!(tag, self.base + self.msgs.len() as u64);
+        self.msgs.push_back(Some(msg));
+        self.count += 1;
+    }
+
+    /// Settles `tag`: its message, if it was held.
+    pub(crate) fn take(&mut self, tag: u64) -> Option<Msg> {
+        let i = usize::try_from(tag.checked_sub(self.base)?).ok()?;
+        let msg = self.msgs.get_mut(i)?.take()?;
+        self.count -= 1;
+        self.trim();
+        Some(msg)
+    }
+
+    /// Settles every tag up to `through`; returns how many were held.
+    fn take_through(&mut self, through: u64) -> u32 {
+        let mut released = 0;
+        while self.base <= through {
+            match self.msgs.pop_front() {
+                Some(slot) => {
+                    released += u32::from(slot.is_some());
+                    self.base += 1;
+                }
+                None => break,
+            }
+        }
+        self.count -= released;
+        self.trim();
+        released
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.msgs.front(), Some(None)) {
+            self.msgs.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// Takes every unsettled message with its tag.
+    pub(crate) fn drain(&mut self) -> Vec<(u64, Msg)> {
+        let base = self.base;
+        self.base += self.msgs.len() as u64;
+        self.count = 0;
+        self.msgs
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| (base + i as u64, m)))
+            .collect()
     }
 }
 
@@ -228,16 +337,41 @@ pub(crate) struct Slot {
     pub(crate) no_ack: bool,
     /// An exclusive consumer: no other may consume from the queue meanwhile.
     pub(crate) exclusive: bool,
-    pub(crate) in_flight: u32,
     pub(crate) next_tag: u64,
+    /// Handed and not yet settled (empty for a no-ack consumer).
+    pub(crate) held: Held,
     pub(crate) inbox: VecDeque<Handed>,
     pub(crate) waker: Option<Waker>,
     pub(crate) acks: Arc<AckBatch>,
 }
 
 impl Slot {
+    /// A new consumer.
+    pub(crate) fn new(id: u64, conn: u64, options: &mqtransport_core::ConsumeOptions, acks: Arc<AckBatch>) -> Slot {
+        Slot {
+            id,
+            conn,
+            prefetch: u32::from(options.prefetch),
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            next_tag: 0,
+            held: Held::new(),
+            inbox: VecDeque::new(),
+            waker: None,
+            acks,
+        }
+    }
+
     fn has_credit(&self) -> bool {
-        self.no_ack || self.prefetch == 0 || self.in_flight < self.prefetch
+        self.no_ack || self.prefetch == 0 || self.held.count() < self.prefetch
+    }
+
+    /// Settles one delivery on the locked path (a nack or reject, or an ack out of the batch):
+    /// its message, if it was held.
+    pub(crate) fn settle(&mut self, tag: u64) -> Option<Msg> {
+        let msg = self.held.take(tag);
+        self.acks.settled_below(self.held.base);
+        msg
     }
 }
 
@@ -398,7 +532,10 @@ pub(crate) enum Return {
 
 pub(crate) struct QueueState {
     pub(crate) ready: Ready,
-    pub(crate) unacked: SeqMap<(Msg, Owner)>,
+    /// Unsettled messages not held by a live consumer: `basic.get` deliveries (consumer 0, by
+    /// queue sequence) and those of consumers that went away while their deliveries were out
+    /// (by consumer and delivery tag).
+    pub(crate) unacked: FxHashMap<(u64, u64), (Msg, u64)>,
     pub(crate) consumers: Vec<Slot>,
     rr_next: usize,
     next_seq: u64,
@@ -465,7 +602,7 @@ impl QueueCell {
         let q = Arc::new_cyclic(|me| QueueCell {
             state: Mutex::new(QueueState {
                 ready: Ready::new(config.max_priority),
-                unacked: SeqMap::default(),
+                unacked: FxHashMap::default(),
                 consumers: Vec::new(),
                 rr_next: 0,
                 next_seq: 0,
@@ -704,7 +841,6 @@ impl QueueCell {
         let slot = &mut st.consumers[i];
         slot.next_tag += 1;
         let handed = Handed {
-            seq: msg.seq,
             tag: slot.next_tag,
             envelope,
             exchange: msg.data.exchange.clone(),
@@ -712,14 +848,8 @@ impl QueueCell {
             redelivered: msg.redelivered,
         };
         if !slot.no_ack {
-            slot.in_flight += 1;
-            let owner = Owner {
-                conn: slot.conn,
-                consumer: slot.id,
-            };
-            st.unacked.insert(msg.seq, (msg, owner));
+            slot.held.push(slot.next_tag, msg);
         }
-        let slot = &mut st.consumers[i];
         slot.inbox.push_back(handed);
         if let Some(w) = slot.waker.take() {
             fx.wake.push(w);
@@ -742,7 +872,7 @@ impl QueueCell {
         self.expire_heads(st, fx);
         let envelope = self.delivered_envelope(&msg, true);
         if !no_ack {
-            st.unacked.insert(msg.seq, (msg.clone(), Owner { conn, consumer: 0 }));
+            st.unacked.insert((0, msg.seq), (msg.clone(), conn));
         }
         let left = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
         Some((msg, envelope, left))
@@ -771,31 +901,21 @@ impl QueueCell {
         self.enforce_max_length(st, fx);
     }
 
-    /// Applies acks of consumer `owner` (already known to come from a live connection).
-    pub(crate) fn apply_acks(&self, st: &mut QueueState, owner: Owner, seqs: &[u64]) {
-        let mut released = 0u32;
-        for seq in seqs {
-            match st.unacked.remove(seq) {
-                Some((_, o)) if o == owner => released += 1,
-                Some(other) => {
-                    st.unacked.insert(*seq, other);
-                }
-                None => {}
+    /// Applies the acks of consumer `consumer`, which is still in the queue.
+    pub(crate) fn apply_acks(&self, st: &mut QueueState, consumer: u64, acks: &Acks) {
+        if let Some(slot) = st.consumers.iter_mut().find(|s| s.id == consumer) {
+            slot.held.take_through(acks.through);
+            for tag in &acks.listed {
+                slot.held.take(*tag);
             }
-        }
-        if let Some(slot) = st.consumers.iter_mut().find(|s| s.id == owner.consumer) {
-            slot.in_flight = slot.in_flight.saturating_sub(released);
+            slot.acks.settled_below(slot.held.base);
         }
     }
 
     /// Removes consumer `i`, first applying its pending acks (so nothing acked is redelivered).
     pub(crate) fn remove_consumer(&self, st: &mut QueueState, i: usize) -> Slot {
-        let owner = Owner {
-            conn: st.consumers[i].conn,
-            consumer: st.consumers[i].id,
-        };
         let pending = st.consumers[i].acks.close();
-        self.apply_acks(st, owner, &pending);
+        self.apply_acks(st, st.consumers[i].id, &pending);
         st.consumers.remove(i)
     }
 
