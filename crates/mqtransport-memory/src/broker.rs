@@ -379,7 +379,7 @@ impl BrokerInner {
         }
 
         // The default exchange without CC/BCC names exactly one queue: skip the router, and
-        // find the queue in the connection's cache.
+        // find the queue in this thread's route cache.
         if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
             let key = routing_key.clone();
             let outcome = self.with_cached_queue(&key, |q| {

@@ -124,13 +124,6 @@ impl MemoryBroker {
         MemoryTransport::open(Arc::clone(&self.inner))
     }
 
-    /// The names of every queue, sorted (direct reply-to pseudo-queues are not included).
-    pub fn queue_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.inner.read().queues.keys().cloned().collect();
-        names.sort();
-        names
-    }
-
     /// What `queue` holds right now, including what AMQP's `queue.declare-ok` does not tell:
     /// deliveries handed to consumers and not yet settled. `None` if there is no such queue.
     pub fn queue_stats(&self, queue: &str) -> Option<QueueStats> {

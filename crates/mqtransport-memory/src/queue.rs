@@ -159,8 +159,6 @@ const CLOSED: u64 = 1 << 63;
 struct AckBatchInner {
     /// Acks out of order.
     acks: Vec<u64>,
-    /// The consumer stream is gone and will not apply the batch.
-    closed: bool,
     /// The stream is parked: the first pending ack wakes it so that its credit is released.
     waker: Option<Waker>,
 }
@@ -195,7 +193,9 @@ impl AckBatch {
         }
         let waker = {
             let mut b = lock(&self.inner);
-            if b.closed {
+            // `close` sets the bit before it takes this lock: seen here, or this ack is in the
+            // list that `close` takes.
+            if self.through.load(Ordering::SeqCst) & CLOSED != 0 {
                 return false;
             }
             b.acks.push(tag);
@@ -244,7 +244,6 @@ impl AckBatch {
     fn close(&self) -> Acks {
         let through = self.through.fetch_or(CLOSED, Ordering::SeqCst) & !CLOSED;
         let mut b = lock(&self.inner);
-        b.closed = true;
         b.waker = None;
         Acks {
             through,
@@ -292,8 +291,8 @@ impl Held {
         Some(msg)
     }
 
-    /// Settles every tag up to `through`; returns how many were held.
-    fn take_through(&mut self, through: u64) -> u32 {
+    /// Settles every tag up to `through`.
+    fn take_through(&mut self, through: u64) {
         let mut released = 0;
         while self.base <= through {
             match self.msgs.pop_front() {
@@ -306,7 +305,6 @@ impl Held {
         }
         self.count -= released;
         self.trim();
-        released
     }
 
     fn trim(&mut self) {
