@@ -285,6 +285,23 @@ impl Publisher {
         self.publish_with(route, message, PublishOptions::default()).await
     }
 
+    /// What publishing `message` to `route` with `options` sends: the encoded envelope, the
+    /// route's exchange, and the options' routing key or else the route's.
+    fn build<M: Message>(
+        &self,
+        route: &Route,
+        message: &M,
+        options: &PublishOptions,
+        validate: bool,
+    ) -> Result<Publish> {
+        let envelope = self.envelope(message, options, validate)?;
+        let routing_key = match &options.routing_key {
+            Some(k) => ShortStr::from(k.as_str()),
+            None => route.routing_key_for(M::NAME),
+        };
+        Ok(Publish::new(route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory))
+    }
+
     /// Publishes `message` to `route` with `options`.
     pub async fn publish_with<M: Message>(
         &self,
@@ -292,20 +309,22 @@ impl Publisher {
         message: &M,
         options: PublishOptions,
     ) -> Result<Confirmation> {
-        let envelope = self.envelope(message, &options, self.inner.validate)?;
-        let routing_key = match &options.routing_key {
-            Some(k) => ShortStr::from(k.as_str()),
-            None => route.routing_key_for(M::NAME),
-        };
-        let publish = Publish::new(route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory);
+        let publish = self.build(route, message, &options, self.inner.validate)?;
         self.publish_raw(publish).await
     }
 
     /// Publishes `message` to `route`; a returned or nacked message is an error
     /// ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming the message and the route.
     pub async fn send<M: Message>(&self, route: &Route, message: &M) -> Result<()> {
-        let confirmation = self.publish(route, message).await?;
-        confirmed(confirmation, M::NAME, &route.exchange, &route.routing_key_for(M::NAME))
+        let publish = self.build(route, message, &PublishOptions::default(), self.inner.validate)?;
+        self.publish_confirmed(publish, M::NAME).await
+    }
+
+    /// Publishes `publish` (a message called `name`) and requires the broker's confirm.
+    async fn publish_confirmed(&self, publish: Publish, name: &str) -> Result<()> {
+        let (exchange, routing_key) = (publish.exchange.clone(), publish.routing_key.clone());
+        let confirmation = self.publish_raw(publish).await?;
+        confirmed(confirmation, name, &exchange, &routing_key)
     }
 
     /// Publishes a raw message, for interoperating with other clients: nothing is added to it.
@@ -337,8 +356,8 @@ impl Publisher {
             options.mandatory = false;
         }
         let route = Route::queue(reply.address.as_str());
-        let confirmation = self.publish_with(&route, message, options).await?;
-        confirmed(confirmation, M::NAME, "", &reply.address)
+        let publish = self.build(&route, message, &options, self.inner.validate)?;
+        self.publish_confirmed(publish, M::NAME).await
     }
 
     /// The address the message being handled asked replies to go to.
@@ -348,7 +367,7 @@ impl Publisher {
 }
 
 /// `Ok` for a confirmed publish, else an error naming what was sent where.
-pub(crate) fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, routing_key: &str) -> Result<()> {
+fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, routing_key: &str) -> Result<()> {
     match confirmation {
         Confirmation::Confirmed => Ok(()),
         Confirmation::Returned { reply_code, reply_text } => Err(Error::new(
@@ -448,12 +467,7 @@ impl<M: Message> Producer<M> {
     }
 
     fn to_publish(&self, message: &M, options: &PublishOptions) -> Result<Publish> {
-        let envelope = self.publisher.envelope(message, options, self.validate)?;
-        let routing_key = match &options.routing_key {
-            Some(k) => ShortStr::from(k.as_str()),
-            None => self.route.routing_key_for(M::NAME),
-        };
-        Ok(Publish::new(self.route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory))
+        self.publisher.build(&self.route, message, options, self.validate)
     }
 
     /// Publishes `message` and returns the broker's confirmation.
@@ -471,9 +485,7 @@ impl<M: Message> Producer<M> {
     /// the route.
     pub async fn send(&self, message: &M) -> Result<()> {
         let publish = self.to_publish(message, &PublishOptions::default())?;
-        let (exchange, key) = (publish.exchange.clone(), publish.routing_key.clone());
-        let confirmation = self.publisher.publish_raw(publish).await?;
-        confirmed(confirmation, M::NAME, &exchange, &key)
+        self.publisher.publish_confirmed(publish, M::NAME).await
     }
 
     /// Publishes every message, pipelined (up to 256 waiting for their confirms at once), and
@@ -585,9 +597,7 @@ impl<M: Message> BlockingProducer<M> {
     /// Publishes `message`; a returned or nacked message is an error.
     pub fn send(&self, message: &M) -> Result<()> {
         let publish = self.producer.to_publish(message, &PublishOptions::default())?;
-        let (exchange, key) = (publish.exchange.clone(), publish.routing_key.clone());
         let publisher = self.producer.publisher.clone();
-        let confirmation = self.run(async move { publisher.publish_raw(publish).await })?;
-        confirmed(confirmation, M::NAME, &exchange, &key)
+        self.run(async move { publisher.publish_confirmed(publish, M::NAME).await })
     }
 }
