@@ -138,7 +138,7 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
     /// Wait queues declared so far, by delay in milliseconds.
-    pub(crate) wait_queues: Mutex<FxHashMap<u64, ShortStr>>,
+    pub(crate) wait_queues: Mutex<FxHashMap<u64, (ShortStr, Queue)>>,
 }
 
 impl ConsumerRuntime {
@@ -152,7 +152,7 @@ impl ConsumerRuntime {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|n| n.to_string())
+            .map(|(n, _)| n.to_string())
             .collect()
     }
 
@@ -442,20 +442,20 @@ impl ConsumerRuntime {
         if ms == 0 {
             return Ok(None);
         }
-        let name = format!("{}.retry.{ms}", self.queue());
-        let declaration = Queue::durable(name.clone())
-            .message_ttl(Duration::from_millis(ms))
-            .dead_letter_exchange("")
-            .dead_letter_routing_key(self.queue());
         let known = self
             .wait_queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&ms)
             .cloned();
-        if let Some(name) = known {
-            return Ok(Some((name, declaration)));
+        if known.is_some() {
+            return Ok(known);
         }
+        let name = format!("{}.retry.{ms}", self.queue());
+        let declaration = Queue::durable(name.clone())
+            .message_ttl(Duration::from_millis(ms))
+            .dead_letter_exchange("")
+            .dead_letter_routing_key(self.queue());
         self.transport
             .declare(&Topology::new().queue(declaration.clone()))
             .await
@@ -464,7 +464,7 @@ impl ConsumerRuntime {
         self.wait_queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(ms, name.clone());
+            .insert(ms, (name.clone(), declaration.clone()));
         Ok(Some((name, declaration)))
     }
 
