@@ -414,7 +414,7 @@ impl DeliveryStream {
             }
             let mut fx = Effects::default();
             let outcome = {
-                let mut st = this.queue.lock();
+                let mut st = this.queue.lock_for_dispatch();
                 if batch.is_some() {
                     this.queue.apply_acks(&mut st, this.id, &this.pending);
                     this.pending.listed.clear();

@@ -381,7 +381,7 @@ impl Slot {
 /// its consumers instead of moving between the publisher's core and theirs on every message.
 #[derive(Default)]
 pub(crate) struct Intake {
-    msgs: Vec<MsgData>,
+    msgs: VecDeque<MsgData>,
     /// Consumers waiting for a message, by consumer id: a publish wakes them all.
     waiting: Vec<(u64, Waker)>,
 }
@@ -542,9 +542,10 @@ pub(crate) struct QueueState {
     timer_running: bool,
     /// Last time the queue was used (for `x-expires`).
     last_used: Instant,
-    /// The intake's previous buffer, swapped back in when draining so that no buffer is
-    /// allocated per message or per drain.
-    spare: Vec<MsgData>,
+    /// Messages taken from the intake in one swap and not yet numbered nor delivered: they
+    /// follow everything in `ready`. Consumers are served from here directly; every other
+    /// taking of the lock first moves them into `ready` (see [`QueueCell::lock`]).
+    fresh: VecDeque<MsgData>,
 }
 
 impl QueueState {
@@ -573,6 +574,9 @@ pub(crate) struct QueueCell {
     intake: Mutex<Intake>,
     /// Whether the queue takes publishes through its intake.
     fast: bool,
+    /// Whether consumers are served from the intake without passing through `ready`: a fast
+    /// queue without priorities (those sort every message into its level).
+    direct: bool,
     pub(crate) timer: Arc<Notify>,
     pub(crate) broker: Weak<BrokerInner>,
     /// This queue itself, for the timer task: reaching it through the broker's map would take
@@ -608,7 +612,7 @@ impl QueueCell {
 
                 timer_running: false,
                 last_used: Instant::now(),
-                spare: Vec::new(),
+                fresh: VecDeque::new(),
             }),
             name,
             decl,
@@ -618,6 +622,11 @@ impl QueueCell {
                 && config.max_len.is_none()
                 && config.max_bytes.is_none()
                 && config.expires.is_none(),
+            direct: config.ttl.is_none()
+                && config.max_len.is_none()
+                && config.max_bytes.is_none()
+                && config.expires.is_none()
+                && config.max_priority.is_none(),
             config,
             timer: Arc::new(Notify::new()),
             broker,
@@ -634,26 +643,37 @@ impl QueueCell {
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
         let mut st = lock(&self.state);
         if self.fast {
-            self.drain_intake(&mut st);
+            while let Some(data) = st.fresh.pop_front() {
+                let msg = st.fresh(data, None);
+                st.ready.push_back(msg);
+            }
+            if self.take_intake(&mut st) {
+                while let Some(data) = st.fresh.pop_front() {
+                    let msg = st.fresh(data, None);
+                    st.ready.push_back(msg);
+                }
+            }
         }
         st
     }
 
-    fn drain_intake(&self, st: &mut QueueState) {
-        let mut msgs = std::mem::take(&mut st.spare);
-        {
-            let mut intake = lock(&self.intake);
-            if intake.msgs.is_empty() {
-                st.spare = msgs;
-                return;
-            }
-            std::mem::swap(&mut intake.msgs, &mut msgs);
+    /// Takes the queue's lock to serve consumers: messages from the intake may stay unnumbered
+    /// in `fresh`, from where [`dispatch`](Self::dispatch) hands them out without passing them
+    /// through `ready`.
+    pub(crate) fn lock_for_dispatch(&self) -> MutexGuard<'_, QueueState> {
+        if self.direct { lock(&self.state) } else { self.lock() }
+    }
+
+    /// Moves the intake's messages into the empty `fresh` list, in one swap (the buffers keep
+    /// their capacity); `false` if there were none.
+    fn take_intake(&self, st: &mut QueueState) -> bool {
+        debug_assert!(st.fresh.is_empty());
+        let mut intake = lock(&self.intake);
+        if intake.msgs.is_empty() {
+            return false;
         }
-        for data in msgs.drain(..) {
-            let msg = st.fresh(data, None);
-            st.ready.push_back(msg);
-        }
-        st.spare = msgs;
+        std::mem::swap(&mut intake.msgs, &mut st.fresh);
+        true
     }
 
     /// Registers a consumer that found nothing to take, to be woken by the next publish to the
@@ -723,7 +743,7 @@ impl QueueCell {
     pub(crate) fn offer(&self, data: MsgData) -> Enqueued {
         if self.fast && data.envelope.properties().expiration.is_none() {
             let mut intake = lock(&self.intake);
-            intake.msgs.push(data);
+            intake.msgs.push_back(data);
             // Waking only schedules the consumers' tasks; the buffer keeps its capacity.
             for (_, w) in intake.waiting.drain(..) {
                 w.wake();
@@ -809,17 +829,30 @@ impl QueueCell {
         }
     }
 
-    /// Hands ready messages to consumers with credit, round-robin.
+    /// Hands ready messages to consumers with credit, round-robin: first `ready`, then the
+    /// unnumbered messages that follow them (`fresh`, refilled from the intake).
     pub(crate) fn dispatch(&self, st: &mut QueueState, fx: &mut Effects) {
         loop {
             self.expire_heads(st, fx);
             if st.ready.len() == 0 {
-                return;
+                break;
             }
             let Some(i) = next_consumer(st) else { return };
             let Some(msg) = st.ready.pop_front() else {
                 return;
             };
+            self.hand(st, i, msg, fx);
+        }
+        if !self.direct {
+            return;
+        }
+        while let Some(i) = next_consumer(st) {
+            let data = match st.fresh.pop_front() {
+                Some(data) => data,
+                None if self.take_intake(st) => continue,
+                None => return,
+            };
+            let msg = st.fresh(data, None);
             self.hand(st, i, msg, fx);
         }
     }
