@@ -274,18 +274,22 @@ impl Acker {
     }
 
     /// Acknowledges the delivery.
-    pub async fn ack(mut self) -> Result<()> {
-        self.settle(Settle::Ack)
+    ///
+    /// The settlement goes to the transport when this is called; the future only carries the
+    /// outcome, so awaiting it never waits on the broker.
+    pub fn ack(mut self) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.settle(Settle::Ack))
     }
 
-    /// Negatively acknowledges: requeue, or dead-letter / drop.
-    pub async fn nack(mut self, requeue: bool) -> Result<()> {
-        self.settle(Settle::Nack { requeue })
+    /// Negatively acknowledges: requeue, or dead-letter / drop. Settles when called, like
+    /// [`ack`](Self::ack).
+    pub fn nack(mut self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.settle(Settle::Nack { requeue }))
     }
 
-    /// Rejects: requeue, or dead-letter / drop.
-    pub async fn reject(mut self, requeue: bool) -> Result<()> {
-        self.settle(Settle::Reject { requeue })
+    /// Rejects: requeue, or dead-letter / drop. Settles when called, like [`ack`](Self::ack).
+    pub fn reject(mut self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.settle(Settle::Reject { requeue }))
     }
 }
 
@@ -362,19 +366,19 @@ impl Delivery {
             .and_then(|v| u64::try_from(v).ok())
     }
 
-    /// Acknowledges the delivery.
-    pub async fn ack(self) -> Result<()> {
-        self.acker.ack().await
+    /// Acknowledges the delivery (see [`Acker::ack`]).
+    pub fn ack(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.acker.ack()
     }
 
-    /// Negatively acknowledges the delivery.
-    pub async fn nack(self, requeue: bool) -> Result<()> {
-        self.acker.nack(requeue).await
+    /// Negatively acknowledges the delivery (see [`Acker::nack`]).
+    pub fn nack(self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.acker.nack(requeue)
     }
 
-    /// Rejects the delivery.
-    pub async fn reject(self, requeue: bool) -> Result<()> {
-        self.acker.reject(requeue).await
+    /// Rejects the delivery (see [`Acker::reject`]).
+    pub fn reject(self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.acker.reject(requeue)
     }
 }
 

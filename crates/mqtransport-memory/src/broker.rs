@@ -347,6 +347,23 @@ impl BrokerInner {
                 self.max_message_size
             )));
         }
+        // The common case: the default exchange, to a queue, with no property the broker acts
+        // on. It goes straight to the queue found in this thread's route cache.
+        if exchange.is_empty() && is_plain(&envelope) && !routing_key.starts_with("amq.rabbitmq.reply-to.") {
+            let outcome = self.with_cached_queue(routing_key, |q, routing_key| {
+                q.offer(MsgData {
+                    envelope,
+                    exchange,
+                    routing_key,
+                    cc: Box::default(),
+                })
+            });
+            return Ok(match outcome {
+                None => unroutable(mandatory),
+                Some(Enqueued::Accepted) => Confirmation::Confirmed,
+                Some(Enqueued::Rejected) => Confirmation::Nacked,
+            });
+        }
         if let Some(e) = &envelope.properties().expiration {
             check_expiration(e)?;
         }
@@ -381,8 +398,7 @@ impl BrokerInner {
         // The default exchange without CC/BCC names exactly one queue: skip the router, and
         // find the queue in this thread's route cache.
         if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
-            let key = routing_key.clone();
-            let outcome = self.with_cached_queue(&key, |q| {
+            let outcome = self.with_cached_queue(routing_key, |q, routing_key| {
                 q.offer(MsgData {
                     envelope,
                     exchange,
@@ -438,7 +454,7 @@ impl BrokerInner {
 
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
     /// unchanged; `None` if there is no such queue.
-    fn with_cached_queue<T>(&self, name: &ShortStr, f: impl FnOnce(&QueueCell) -> T) -> Option<T> {
+    fn with_cached_queue<T>(&self, name: ShortStr, f: impl FnOnce(&QueueCell, ShortStr) -> T) -> Option<T> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut f = Some(f);
         // A hit runs `f` on the cached queue in place, touching no reference count.
@@ -448,28 +464,29 @@ impl BrokerInner {
                 .entries
                 .iter()
                 .rev()
-                .find(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)?;
-            f.take().map(|f| f(q))
+                .find(|(broker, e, key, _)| *broker == self.id && *e == epoch && *key == name)?;
+            f.take().map(|f| f(q, name.clone()))
         });
         if hit.is_some() {
             return hit;
         }
         let q = self.read().queues.get(name.as_str()).cloned()?;
+        let new_key = name.clone();
         ROUTES.with(|cache| {
             if let Ok(mut cache) = cache.try_borrow_mut() {
                 let id = self.id;
                 // Stale routes of this broker go, and so do queues of brokers that are gone,
                 // which the cache would otherwise keep alive.
                 cache.entries.retain(|(broker, e, key, q)| {
-                    !(*broker == id && (*e != epoch || key == name)) && q.broker.strong_count() > 0
+                    !(*broker == id && (*e != epoch || *key == new_key)) && q.broker.strong_count() > 0
                 });
                 if cache.entries.len() == ROUTE_CACHE_SIZE {
                     cache.entries.remove(0);
                 }
-                cache.entries.push((id, epoch, name.clone(), Arc::clone(&q)));
+                cache.entries.push((id, epoch, new_key, Arc::clone(&q)));
             }
         });
-        f.take().map(|f| f(&q))
+        f.take().map(|f| f(&q, name))
     }
 
     /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further
@@ -584,6 +601,17 @@ fn unroutable(mandatory: bool) -> Confirmation {
     } else {
         Confirmation::Confirmed
     }
+}
+
+/// Whether the broker has nothing to do with the message's properties: no expiration, no
+/// direct reply-to, no `CC`/`BCC` routing keys.
+fn is_plain(envelope: &Envelope) -> bool {
+    let p = envelope.properties();
+    p.expiration.is_none()
+        && p.reply_to.as_deref() != Some(REPLY_TO)
+        && p.headers
+            .as_ref()
+            .is_none_or(|h| !h.contains_key("CC") && !h.contains_key("BCC"))
 }
 
 /// Validates an `expiration` property as RabbitMQ does.

@@ -303,17 +303,20 @@ struct QueueAck {
 
 impl AckHandle for QueueAck {
     fn settle(&self, tag: u64, settle: Settle) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::closed(format!(
-                "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
-                self.queue.name
-            )));
-        }
+        // A consumer's batch takes acks until its consumer is removed, which a connection close
+        // does before it returns: an ack that still gets in is applied like one that came just
+        // before the close.
         if settle == Settle::Ack
             && let Some(batch) = &self.batch
             && batch.push(tag)
         {
             return Ok(());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(format!(
+                "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
+                self.queue.name
+            )));
         }
         let q = &self.queue;
         let mut fx = Effects::default();

@@ -293,17 +293,15 @@ impl Held {
 
     /// Settles every tag up to `through`.
     fn take_through(&mut self, through: u64) {
-        let mut released = 0;
-        while self.base <= through {
-            match self.msgs.pop_front() {
-                Some(slot) => {
-                    released += u32::from(slot.is_some());
-                    self.base += 1;
-                }
-                None => break,
-            }
-        }
-        self.count -= released;
+        let Some(n) = (through + 1).checked_sub(self.base) else {
+            return;
+        };
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(self.msgs.len());
+        // Counted first, then dropped in place: no message is moved out to be dropped.
+        let released = self.msgs.range(..n).filter(|m| m.is_some()).count();
+        self.msgs.drain(..n);
+        self.base += n as u64;
+        self.count -= u32::try_from(released).unwrap_or(u32::MAX);
         self.trim();
     }
 
@@ -745,8 +743,10 @@ impl QueueCell {
             let mut intake = lock(&self.intake);
             intake.msgs.push_back(data);
             // Waking only schedules the consumers' tasks; the buffer keeps its capacity.
-            for (_, w) in intake.waiting.drain(..) {
-                w.wake();
+            if !intake.waiting.is_empty() {
+                for (_, w) in intake.waiting.drain(..) {
+                    w.wake();
+                }
             }
             return Enqueued::Accepted;
         }
@@ -859,11 +859,12 @@ impl QueueCell {
 
     /// The envelope a consumer or `basic.get` receives: quorum queues add `x-delivery-count`.
     fn delivered_envelope(&self, msg: &Msg, first_count: bool) -> Envelope {
-        let mut envelope = msg.data.envelope.clone();
         if self.config.kind == QueueType::Quorum && (msg.returns > 0 || first_count) {
+            let mut envelope = msg.data.envelope.clone();
             envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
+            return envelope;
         }
-        envelope
+        msg.data.envelope.clone()
     }
 
     fn hand(&self, st: &mut QueueState, i: usize, msg: Msg, fx: &mut Effects) {
@@ -1055,9 +1056,8 @@ async fn timer_loop(queue: Weak<QueueCell>, notify: Arc<Notify>) {
 /// The index of the next consumer with credit, round-robin from the last one served.
 fn next_consumer(st: &QueueState) -> Option<usize> {
     let n = st.consumers.len();
-    (0..n)
-        .map(|k| (st.rr_next + k) % n)
-        .find(|&i| st.consumers[i].has_credit())
+    let start = if st.rr_next < n { st.rr_next } else { 0 };
+    (start..n).chain(0..start).find(|&i| st.consumers[i].has_credit())
 }
 
 /// Updates `x-death` the way RabbitMQ 3.10 writes it (see RABBITMQ-SEMANTICS.md §13).
