@@ -133,6 +133,7 @@ impl Envelope {
     }
 
     /// The properties (all unset for a message that has none).
+    #[inline]
     pub fn properties(&self) -> &Properties {
         self.properties.as_deref().unwrap_or(&NO_PROPERTIES)
     }

@@ -27,6 +27,7 @@ impl ShortStr {
     pub const EMPTY: ShortStr = ShortStr(smol_str::SmolStr::new_inline(""));
 
     /// The string.
+    #[inline]
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -34,18 +35,21 @@ impl ShortStr {
 
 impl Deref for ShortStr {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 
 impl AsRef<str> for ShortStr {
+    #[inline]
     fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
 
 impl Borrow<str> for ShortStr {
+    #[inline]
     fn borrow(&self) -> &str {
         self.as_str()
     }
@@ -82,6 +86,7 @@ impl From<ShortStr> for String {
 }
 
 impl PartialEq for ShortStr {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()
     }
@@ -90,12 +95,14 @@ impl PartialEq for ShortStr {
 impl Eq for ShortStr {}
 
 impl PartialEq<str> for ShortStr {
+    #[inline]
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for ShortStr {
+    #[inline]
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }

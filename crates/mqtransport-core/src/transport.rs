@@ -249,6 +249,7 @@ pub struct Acker {
 
 impl Acker {
     /// An acker that settles `tag` through `handle`.
+    #[inline]
     pub fn new(handle: Arc<dyn AckHandle>, tag: u64) -> Self {
         Acker {
             handle: Some(handle),
@@ -257,6 +258,7 @@ impl Acker {
     }
 
     /// An acker for a delivery that needs no settling (consumed with `no_ack`).
+    #[inline]
     pub fn settled() -> Self {
         Acker { handle: None, tag: 0 }
     }
@@ -266,6 +268,7 @@ impl Acker {
         self.handle.is_none()
     }
 
+    #[inline]
     fn settle(&mut self, settle: Settle) -> Result<()> {
         match self.handle.take() {
             Some(h) => h.settle(self.tag, settle),
@@ -277,6 +280,7 @@ impl Acker {
     ///
     /// The settlement goes to the transport when this is called; the future only carries the
     /// outcome, so awaiting it never waits on the broker.
+    #[inline]
     pub fn ack(mut self) -> impl Future<Output = Result<()>> + Send + 'static {
         std::future::ready(self.settle(Settle::Ack))
     }
@@ -294,6 +298,7 @@ impl Acker {
 }
 
 impl Drop for Acker {
+    #[inline]
     fn drop(&mut self) {
         // An unsettled delivery goes back to the queue. Errors (a closed connection) mean the
         // broker requeues it anyway.
@@ -332,6 +337,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// Builds a delivery (for transports).
+    #[inline]
     pub fn new(
         envelope: Envelope,
         exchange: ShortStr,
@@ -367,6 +373,7 @@ impl Delivery {
     }
 
     /// Acknowledges the delivery (see [`Acker::ack`]).
+    #[inline]
     pub fn ack(self) -> impl Future<Output = Result<()>> + Send + 'static {
         self.acker.ack()
     }
