@@ -852,8 +852,7 @@ impl QueueCell {
                 None if self.take_intake(st) => continue,
                 None => return,
             };
-            let msg = st.fresh(data, None);
-            self.hand(st, i, msg, fx);
+            self.hand_fresh(st, i, data, fx);
         }
     }
 
@@ -883,6 +882,48 @@ impl QueueCell {
             slot.held.push(slot.next_tag, msg);
         }
         slot.inbox.push_back(handed);
+        if let Some(w) = slot.waker.take() {
+            fx.wake.push(w);
+        }
+    }
+
+    /// [`hand`](Self::hand) for a message that comes straight from the intake: never delivered,
+    /// so it carries no delivery count and no expiry; its parts are moved where `hand` copies.
+    fn hand_fresh(&self, st: &mut QueueState, i: usize, data: MsgData, fx: &mut Effects) {
+        st.next_seq += 1;
+        let seq = st.next_seq;
+        st.rr_next = i + 1;
+        let slot = &mut st.consumers[i];
+        slot.next_tag += 1;
+        let tag = slot.next_tag;
+        if slot.no_ack {
+            slot.inbox.push_back(Handed {
+                tag,
+                envelope: data.envelope,
+                exchange: data.exchange,
+                routing_key: data.routing_key,
+                redelivered: false,
+            });
+        } else {
+            slot.inbox.push_back(Handed {
+                tag,
+                // A quorum queue counts deliveries from the first return: no header yet.
+                envelope: data.envelope.clone(),
+                exchange: data.exchange.clone(),
+                routing_key: data.routing_key.clone(),
+                redelivered: false,
+            });
+            slot.held.push(
+                tag,
+                Msg {
+                    seq,
+                    data,
+                    redelivered: false,
+                    returns: 0,
+                    expires_at: None,
+                },
+            );
+        }
         if let Some(w) = slot.waker.take() {
             fx.wake.push(w);
         }
