@@ -508,3 +508,58 @@ async fn the_route_cache_follows_deletes_and_redeclares() -> R {
     assert_eq!(count(&elsewhere, "cached").await, 1);
     Ok(())
 }
+
+/// Messages a consumer has not yet had credit for wait unnumbered behind the ready list: a
+/// requeued message still goes back before them, and `get`, counts and purge see them.
+#[tokio::test(start_paused = true)]
+async fn waiting_messages_stay_behind_requeued_ones_and_are_counted() -> R {
+    let (b, c) = setup(vec![Queue::durable("fresh")]).await?;
+    let cc = b.connect();
+    let mut consumer = cc.consume("fresh", ConsumeOptions::default().prefetch(1)).await?;
+    for i in 0..4 {
+        send(&c, "fresh", &format!("m{i}")).await?;
+    }
+    let m0 = consumer.next().await.expect("m0")?;
+    assert_eq!(text(&m0), "m0");
+    // m1..m3 wait for credit; the counts include them.
+    assert_eq!(count(&c, "fresh").await, 3);
+    m0.nack(true).await?;
+    let again = consumer.next().await.expect("m0 again")?;
+    assert_eq!((text(&again), again.redelivered), ("m0".into(), true));
+    // `basic.get` takes the next waiting one, in order.
+    let got = c.get("fresh", true).await?.expect("m1 by get");
+    assert_eq!((text(&got), got.message_count), ("m1".into(), Some(2)));
+    again.ack().await?;
+    let m2 = consumer.next().await.expect("m2")?;
+    assert_eq!(text(&m2), "m2");
+    assert_eq!(c.purge("fresh").await?, 1);
+    let stats = b.queue_stats("fresh").expect("queue");
+    assert_eq!((stats.ready, stats.unacked), (0, 1));
+    m2.ack().await?;
+    Ok(())
+}
+
+/// A priority queue orders what waits by priority, not by arrival, even when its consumer had
+/// no credit while the messages arrived.
+#[tokio::test(start_paused = true)]
+async fn priority_queue_orders_messages_that_waited_for_credit() -> R {
+    let (b, c) = setup(vec![Queue::durable("prio").max_priority(9)]).await?;
+    let cc = b.connect();
+    let mut consumer = cc.consume("prio", ConsumeOptions::default().prefetch(1)).await?;
+    send(&c, "prio", "first").await?;
+    let first = consumer.next().await.expect("first")?;
+    for (body, p) in [("low", 1u8), ("high", 9), ("mid", 5)] {
+        let mut e = Envelope::new(body.to_owned());
+        e.properties_mut().priority = Some(p);
+        c.publish(Publish::to_queue("prio", e)).await?;
+    }
+    first.ack().await?;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let d = consumer.next().await.expect("delivery")?;
+        order.push(text(&d));
+        d.ack().await?;
+    }
+    assert_eq!(order, ["high", "mid", "low"]);
+    Ok(())
+}
