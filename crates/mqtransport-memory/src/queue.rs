@@ -547,6 +547,14 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
+    /// Numbers the unnumbered messages and appends them to `ready`, in order.
+    fn fresh_to_ready(&mut self) {
+        while let Some(data) = self.fresh.pop_front() {
+            let msg = self.fresh(data, None);
+            self.ready.push_back(msg);
+        }
+    }
+
     /// A newly published message, numbered in publish order.
     fn fresh(&mut self, data: MsgData, expires_at: Option<Instant>) -> Msg {
         self.next_seq += 1;
@@ -599,6 +607,8 @@ impl QueueCell {
         vhost: &str,
     ) -> Arc<Self> {
         let config = Config::of(&decl);
+        let fast =
+            config.ttl.is_none() && config.max_len.is_none() && config.max_bytes.is_none() && config.expires.is_none();
         let q = Arc::new_cyclic(|me| QueueCell {
             state: Mutex::new(QueueState {
                 ready: Ready::new(config.max_priority),
@@ -616,15 +626,8 @@ impl QueueCell {
             decl,
             owner,
             intake: Mutex::default(),
-            fast: config.ttl.is_none()
-                && config.max_len.is_none()
-                && config.max_bytes.is_none()
-                && config.expires.is_none(),
-            direct: config.ttl.is_none()
-                && config.max_len.is_none()
-                && config.max_bytes.is_none()
-                && config.expires.is_none()
-                && config.max_priority.is_none(),
+            fast,
+            direct: fast && config.max_priority.is_none(),
             config,
             timer: Arc::new(Notify::new()),
             broker,
@@ -641,15 +644,10 @@ impl QueueCell {
     pub(crate) fn lock(&self) -> MutexGuard<'_, QueueState> {
         let mut st = lock(&self.state);
         if self.fast {
-            while let Some(data) = st.fresh.pop_front() {
-                let msg = st.fresh(data, None);
-                st.ready.push_back(msg);
-            }
+            // What waits in `fresh` came before what waits in the intake.
+            st.fresh_to_ready();
             if self.take_intake(&mut st) {
-                while let Some(data) = st.fresh.pop_front() {
-                    let msg = st.fresh(data, None);
-                    st.ready.push_back(msg);
-                }
+                st.fresh_to_ready();
             }
         }
         st
