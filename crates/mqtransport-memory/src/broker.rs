@@ -350,19 +350,7 @@ impl BrokerInner {
         // The common case: the default exchange, to a queue, with no property the broker acts
         // on. It goes straight to the queue found in this thread's route cache.
         if exchange.is_empty() && is_plain(&envelope) && !routing_key.starts_with("amq.rabbitmq.reply-to.") {
-            let outcome = self.with_cached_queue(routing_key, |q, routing_key| {
-                q.offer(MsgData {
-                    envelope,
-                    exchange,
-                    routing_key,
-                    cc: Box::default(),
-                })
-            });
-            return Ok(match outcome {
-                None => unroutable(mandatory),
-                Some(Enqueued::Accepted) => Confirmation::Confirmed,
-                Some(Enqueued::Rejected) => Confirmation::Nacked,
-            });
+            return Ok(self.publish_to_queue(envelope, routing_key, mandatory));
         }
         if let Some(e) = &envelope.properties().expiration {
             check_expiration(e)?;
@@ -398,19 +386,7 @@ impl BrokerInner {
         // The default exchange without CC/BCC names exactly one queue: skip the router, and
         // find the queue in this thread's route cache.
         if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
-            let outcome = self.with_cached_queue(routing_key, |q, routing_key| {
-                q.offer(MsgData {
-                    envelope,
-                    exchange,
-                    routing_key,
-                    cc: cc.into_boxed_slice(),
-                })
-            });
-            return Ok(match outcome {
-                None => unroutable(mandatory),
-                Some(Enqueued::Accepted) => Confirmation::Confirmed,
-                Some(Enqueued::Rejected) => Confirmation::Nacked,
-            });
+            return Ok(self.publish_to_queue(envelope, routing_key, mandatory));
         }
         let targets: Vec<Arc<QueueCell>> = {
             let topo = self.read();
@@ -450,6 +426,24 @@ impl BrokerInner {
         } else {
             Confirmation::Confirmed
         })
+    }
+
+    /// Publishes through the default exchange, without CC/BCC, to the queue `name`, found in this
+    /// thread's route cache instead of through the router.
+    fn publish_to_queue(&self, envelope: Envelope, name: ShortStr, mandatory: bool) -> Confirmation {
+        let outcome = self.with_cached_queue(name, |q, routing_key| {
+            q.offer(MsgData {
+                envelope,
+                exchange: ShortStr::EMPTY,
+                routing_key,
+                cc: Box::default(),
+            })
+        });
+        match outcome {
+            None => unroutable(mandatory),
+            Some(Enqueued::Accepted) => Confirmation::Confirmed,
+            Some(Enqueued::Rejected) => Confirmation::Nacked,
+        }
     }
 
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
