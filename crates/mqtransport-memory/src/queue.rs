@@ -736,6 +736,7 @@ impl QueueCell {
 
     /// Adds a published message: through the intake when nothing about the queue's state can
     /// change the outcome, else under the queue's lock (running the effects after releasing it).
+    #[inline]
     pub(crate) fn offer(&self, data: MsgData) -> Enqueued {
         if self.fast && data.envelope.properties().expiration.is_none() {
             let mut intake = lock(&self.intake);

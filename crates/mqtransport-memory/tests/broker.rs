@@ -509,6 +509,32 @@ async fn the_route_cache_follows_deletes_and_redeclares() -> R {
     Ok(())
 }
 
+/// Publishes that jump between more queues than the route cache holds, with runs to one queue
+/// and returns to earlier ones, each land in the queue they name, in order.
+#[tokio::test(start_paused = true)]
+async fn the_route_cache_keeps_interleaved_queues_apart() -> R {
+    let names: Vec<String> = (0..20).map(|i| format!("rc-{i:02}")).collect();
+    let (_b, c) = setup(names.iter().map(Queue::durable).collect()).await?;
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); names.len()];
+    // Runs of 1..=3 to each queue, visiting them in an order that revisits recent ones.
+    for step in 0..200usize {
+        let q = (step * 7 + step / 3) % names.len();
+        for run in 0..(step % 3 + 1) {
+            let body = format!("{step}.{run}");
+            send(&c, &names[q], &body).await?;
+            sent[q].push(body);
+        }
+    }
+    for (name, bodies) in names.iter().zip(&sent) {
+        let mut got = Vec::new();
+        while let Some(d) = c.get(name, true).await? {
+            got.push(text(&d));
+        }
+        assert_eq!(&got, bodies, "queue {name}");
+    }
+    Ok(())
+}
+
 /// Messages a consumer has not yet had credit for wait unnumbered behind the ready list: a
 /// requeued message still goes back before them, and `get`, counts and purge see them.
 #[tokio::test(start_paused = true)]
