@@ -7,7 +7,10 @@
 //!   named `mqtransport-…` so they can be found in `rabbitmqctl list_connections`.
 //! - Publishing: publisher confirms always on, pipelined on one channel with a bounded window of
 //!   unconfirmed publishes ([`AmqpOptions::max_unconfirmed`]); mandatory by default, so an
-//!   unroutable message comes back as [`Confirmation::Returned`]; a confirm that never arrives
+//!   unroutable message comes back as [`Confirmation::Returned`] to the caller that sent it
+//!   (a `basic.return` carries no delivery tag and lapin pairs it with whichever confirm comes
+//!   next, so a per-channel ledger matches returns to publishes by content and settles each
+//!   publish only once no other confirm can still carry its return); a confirm that never arrives
 //!   fails with [`ErrorKind::Timeout`] after the configured timeout (30 s by default), and no step
 //!   of a publish waits past it.
 //! - Consuming: one channel per consumer with its QoS, polled directly by the application's
@@ -37,6 +40,7 @@
 //! Capabilities: those of RabbitMQ 3.x ([`Capabilities::rabbitmq`]).
 
 mod acker;
+mod confirms;
 mod convert;
 mod link;
 
@@ -63,6 +67,7 @@ use mqtransport_core::{
 use tokio::sync::Mutex;
 
 use crate::acker::ChannelAck;
+use crate::confirms::{Confirming, Sent, Settled};
 use crate::convert::{from_properties, map_err, to_properties, to_table};
 pub use crate::link::LinkState;
 use crate::link::{Link, OnUp};
@@ -163,6 +168,8 @@ struct Slot {
     channel: Option<Channel>,
     /// The ack task of the channel (for `basic.get` deliveries).
     ack: Option<Arc<ChannelAck>>,
+    /// The channel with its publish ledger, when in confirm mode.
+    confirming: Option<Arc<Confirming>>,
 }
 
 /// What this transport declared, to declare again after a reconnect.
@@ -274,7 +281,7 @@ impl ConsumerSpec {
         queue: String,
     ) {
         if self.queue == REPLY_TO {
-            *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(channel.clone());
+            *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(Confirming::new(channel.clone()));
         }
         let ack = ChannelAck::spawn(channel.clone(), Arc::clone(&inner.closed), format!("queue '{queue}'"));
         let waker = {
@@ -307,10 +314,10 @@ struct Inner {
     publisher: Mutex<Slot>,
     /// The publisher channel while it is usable: publishing clones it out under a brief lock and
     /// holds no lock while sending, so concurrent publishes pipeline on it.
-    publisher_fast: std::sync::Mutex<Option<Channel>>,
+    publisher_fast: std::sync::Mutex<Option<Arc<Confirming>>>,
     /// The channel consuming `amq.rabbitmq.reply-to`: requests that want direct replies must be
     /// published on it.
-    reply: std::sync::Mutex<Option<Channel>>,
+    reply: std::sync::Mutex<Option<Arc<Confirming>>>,
     closed: Arc<AtomicBool>,
     /// The window of publishes awaiting their confirm.
     window: Arc<tokio::sync::Semaphore>,
@@ -485,6 +492,7 @@ impl AmqpTransport {
             match opened {
                 Ok((ch, ack)) => {
                     guard.ack = ack;
+                    guard.confirming = confirm.then(|| Confirming::new(ch.clone()));
                     guard.channel = Some(ch);
                     guard.generation = generation;
                     return Ok(guard);
@@ -535,22 +543,25 @@ impl AmqpTransport {
     }
 
     /// The publisher channel: the cached one while usable, else (re)opened through its slot.
-    async fn publisher_channel(&self, wait: Duration) -> Result<Channel> {
+    async fn publisher_channel(&self, wait: Duration) -> Result<Arc<Confirming>> {
         let cached = self
             .inner
             .publisher_fast
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(ch) = cached.filter(|c| c.status().connected()) {
+        if let Some(ch) = cached.filter(|c| c.channel.status().connected()) {
             self.check_open()?;
             return Ok(ch);
         }
         let slot = self
             .channel(&self.inner.publisher, &self.inner.publish, wait, true, false)
             .await?;
-        let ch = channel_of(&slot)?.clone();
-        *self.inner.publisher_fast.lock().unwrap_or_else(PoisonError::into_inner) = Some(ch.clone());
+        let ch = slot
+            .confirming
+            .clone()
+            .ok_or_else(|| Error::closed("the publisher channel is not in confirm mode"))?;
+        *self.inner.publisher_fast.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&ch));
         Ok(ch)
     }
 
@@ -1039,10 +1050,19 @@ impl Transport for AmqpTransport {
                     Err(e) => return Err(e),
                 },
             };
+            // The ledger of the channel pairs returns with their publishes (see `confirms`).
+            let ticket = ch.ticket(mandatory.then(|| {
+                Box::new(Sent {
+                    exchange: exchange.clone(),
+                    routing_key: routing_key.clone(),
+                    body: envelope.body.clone(),
+                    properties: props.clone(),
+                })
+            }));
             // Sending is bounded by the same deadline: a dead connection must not hang it.
             let sent = match tokio::time::timeout_at(
                 deadline,
-                ch.basic_publish(
+                ch.channel.basic_publish(
                     exchange.as_str().into(),
                     routing_key.as_str().into(),
                     opts,
@@ -1056,22 +1076,28 @@ impl Transport for AmqpTransport {
                 Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
             };
             let answer = match sent {
-                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
-                    Err(_) => return Err(timed_out()),
-                    Ok(a) => a.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
-                },
+                Ok(confirm) => {
+                    match tokio::time::timeout_at(deadline, ticket.track(confirm)).await {
+                        Err(_) => return Err(timed_out()),
+                        // The ledger went away with the runtime: nothing will confirm it.
+                        Ok(Err(_)) => Err(Error::new(
+                            ErrorKind::Connection,
+                            format!("{} lost its confirm: the publisher channel's ledger stopped", what()),
+                        )),
+                        Ok(Ok(Settled::Failed(e))) => Err(map_err(&e, &format!("publishing {}", what()))),
+                        Ok(Ok(settled)) => Ok(settled),
+                    }
+                }
                 Err(e) => Err(e),
             };
             match answer {
-                Ok(lapin::Confirmation::Ack(None)) => return Ok(Confirmation::Confirmed),
-                Ok(lapin::Confirmation::Ack(Some(ret)) | lapin::Confirmation::Nack(Some(ret))) => {
-                    return Ok(Confirmation::Returned {
-                        reply_code: ret.reply_code,
-                        reply_text: ret.reply_text.as_str().to_owned(),
-                    });
+                Ok(Settled::Confirmed) => return Ok(Confirmation::Confirmed),
+                Ok(Settled::Returned { reply_code, reply_text }) => {
+                    return Ok(Confirmation::Returned { reply_code, reply_text });
                 }
-                Ok(lapin::Confirmation::Nack(None)) => return Ok(Confirmation::Nacked),
-                Ok(lapin::Confirmation::NotRequested) => {
+                Ok(Settled::Nacked) => return Ok(Confirmation::Nacked),
+                Ok(Settled::Failed(e)) => return Err(map_err(&e, &format!("publishing {}", what()))),
+                Ok(Settled::NotRequested) => {
                     return Err(Error::new(
                         ErrorKind::Connection,
                         "the publishing channel is not in confirm mode",

@@ -34,6 +34,7 @@ macro_rules! __for_each_scenario {
             exchange_to_exchange_bindings_give_one_copy
             alternate_exchange_takes_unroutable
             mandatory_unroutable_is_returned
+            concurrent_mandatory_publishes_learn_their_own_fate
             publish_to_missing_exchange_fails
             publish_to_internal_exchange_is_refused
             unbind_stops_routing
@@ -543,6 +544,41 @@ pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
         Err(e) => check_eq!(e.kind(), ErrorKind::Unroutable),
         Ok(()) => return Err(Failure("a returned message converted to Ok".into())),
     }
+    Ok(())
+}
+
+/// Many mandatory publishes in flight at once, routable (persistent, so their confirms wait for
+/// the disk) and unroutable (returned at once) interleaved: each caller learns its own message's
+/// fate. AMQP's `basic.return` carries no delivery tag, and RabbitMQ may confirm several
+/// publishes with one multiple-ack or confirm a later publish first (§11), so a client that pairs
+/// a return with whichever confirm comes next reports a stored message as returned and a
+/// returned one as confirmed.
+pub async fn concurrent_mandatory_publishes_learn_their_own_fate(c: Ctx) -> TestResult {
+    let (q, missing) = (c.queue("q"), c.queue("no-such-queue"));
+    c.declare(Topology::new().queue(Queue::durable(&q))).await?;
+    let conn = c.conn();
+    let sends = (0..300).map(|i| {
+        let (to, envelope) = if i % 3 == 2 {
+            (missing.as_str(), env(&format!("lost-{i}")))
+        } else {
+            (q.as_str(), env(&format!("kept-{i}")).persistent())
+        };
+        async move { (i, conn.publish(Publish::to_queue(to, envelope)).await) }
+    });
+    let outcomes = futures_util::future::join_all(sends).await;
+    let returned = Confirmation::Returned {
+        reply_code: 312,
+        reply_text: "NO_ROUTE".into(),
+    };
+    for (i, outcome) in outcomes {
+        let expected = if i % 3 == 2 {
+            returned.clone()
+        } else {
+            Confirmation::Confirmed
+        };
+        check_eq!((i, outcome?), (i, expected));
+    }
+    check_eq!(c.count(&q).await?, 200);
     Ok(())
 }
 

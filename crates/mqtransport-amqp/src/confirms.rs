@@ -1,0 +1,712 @@
+//! Settling the publishes of one confirm-mode channel: which publish a `basic.return` belongs to.
+//!
+//! A `basic.return` carries no delivery tag. RabbitMQ sends a message's return before its
+//! confirm, but it may confirm several publishes with one multiple-ack, or a later publish
+//! before an earlier one, and lapin hands each waiting return to the next confirm it completes.
+//! So the confirm one caller receives may carry another message's return, and the caller's own
+//! return may ride on a confirm completed before or after its own.
+//!
+//! A [`Confirming`] channel's ledger therefore takes every confirm of the channel, in one task,
+//! and settles each publish itself:
+//! - a return found on any confirm goes to its owner, matched by content: the oldest unsettled
+//!   mandatory publish with the same exchange, routing key and body (and, among those, the same
+//!   properties) not yet known to be returned;
+//! - the ledger reads confirms in the order lapin completed them (each confirm's waker queues
+//!   it), so when a mandatory publish's confirm carried no return, lapin had no return waiting
+//!   at that point: its own return, if any, rode on a confirm completed earlier, which the ledger
+//!   has read once it has read every confirm registered before that point. Every publish holds a
+//!   ticket taken before it was sent, so those are the tickets below the count taken when the
+//!   confirm was read;
+//! - when the confirm carried someone else's return, returns were waiting, at most as many as
+//!   publishes then awaiting their confirm, and lapin hands one out per confirm: once every
+//!   ticket below that count has completed, the publish's own return has been handed out.
+//!
+//! Publishes that are not mandatory cannot be returned and settle as soon as their confirm (and
+//! any return riding on it) has been read.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use lapin::message::BasicReturnMessage;
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use mqtransport_core::ShortStr;
+use tokio::sync::{mpsc, oneshot};
+
+/// How one publish ended, as far as the broker told.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    Confirmed,
+    Nacked,
+    Returned {
+        reply_code: u16,
+        reply_text: String,
+    },
+    /// The channel was not in confirm mode.
+    NotRequested,
+    /// The channel or connection failed before the confirm arrived.
+    Failed(lapin::Error),
+}
+
+/// What a mandatory publish sent, to recognise its return by.
+pub(crate) struct Sent {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_key: ShortStr,
+    pub(crate) body: Bytes,
+    pub(crate) properties: BasicProperties,
+}
+
+impl Sent {
+    fn same_route_and_body(&self, r: &Returned) -> bool {
+        r.exchange == self.exchange.as_str() && r.routing_key == self.routing_key.as_str() && r.body == self.body
+    }
+}
+
+/// A `basic.return` as read off a confirm.
+struct Returned {
+    exchange: String,
+    routing_key: String,
+    body: Vec<u8>,
+    properties: BasicProperties,
+    reply_code: u16,
+    reply_text: String,
+}
+
+impl From<BasicReturnMessage> for Returned {
+    fn from(r: BasicReturnMessage) -> Self {
+        Returned {
+            exchange: r.delivery.exchange.as_str().to_owned(),
+            routing_key: r.delivery.routing_key.as_str().to_owned(),
+            body: r.delivery.data,
+            properties: r.delivery.properties,
+            reply_code: r.reply_code,
+            reply_text: r.reply_text.as_str().to_owned(),
+        }
+    }
+}
+
+/// What one confirm said.
+enum Verdict {
+    Ack(Option<Returned>),
+    Nack(Option<Returned>),
+    NotRequested,
+    Failed(lapin::Error),
+}
+
+/// A confirm the ledger waits for (lapin's, or a scripted one in tests).
+trait Awaited: Unpin {
+    fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<Verdict>;
+}
+
+impl Awaited for PublisherConfirm {
+    fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<Verdict> {
+        Pin::new(self).poll(cx).map(|r| match r {
+            Ok(Confirmation::Ack(ret)) => Verdict::Ack(ret.map(Returned::from)),
+            Ok(Confirmation::Nack(ret)) => Verdict::Nack(ret.map(Returned::from)),
+            Ok(Confirmation::NotRequested) => Verdict::NotRequested,
+            Err(e) => Verdict::Failed(e),
+        })
+    }
+}
+
+enum Cmd<C = PublisherConfirm> {
+    /// A publish is about to go out: its return may be read before its confirm is tracked.
+    Open {
+        seq: u64,
+        sent: Option<Box<Sent>>,
+        reply: oneshot::Sender<Settled>,
+    },
+    Track {
+        seq: u64,
+        confirm: C,
+    },
+    /// The ticket was dropped without a publish going out.
+    Abandon(u64),
+}
+
+/// A channel in confirm mode with the ledger that settles its publishes.
+pub(crate) struct Confirming {
+    pub(crate) channel: Channel,
+    next: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Confirming {
+    /// Wraps `channel`, already in confirm mode, and starts its ledger task. The task ends once
+    /// this value is dropped and every publish it holds has settled.
+    pub(crate) fn new(channel: Channel) -> Arc<Confirming> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let next = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(rx, Arc::clone(&next)));
+        Arc::new(Confirming { channel, next, tx })
+    }
+
+    /// Takes a place in the channel's order of publishes: call it before `basic_publish`, so that
+    /// every publish lapin has registered holds an older ticket than any confirm read after it,
+    /// and the ledger knows the publish before its return can arrive. `sent` is `Some` for a
+    /// mandatory publish.
+    pub(crate) fn ticket(&self, sent: Option<Box<Sent>>) -> Ticket<'_> {
+        let seq = self.next.fetch_add(1, Ordering::AcqRel);
+        let (reply, settled) = oneshot::channel();
+        let _ = self.tx.send(Cmd::Open { seq, sent, reply });
+        Ticket {
+            ledger: self,
+            seq,
+            settled: Some(settled),
+        }
+    }
+}
+
+/// A publish's place in its channel's ledger; dropped untracked, the place is given up.
+pub(crate) struct Ticket<'a> {
+    ledger: &'a Confirming,
+    seq: u64,
+    /// Taken once the confirm is tracked.
+    settled: Option<oneshot::Receiver<Settled>>,
+}
+
+impl Ticket<'_> {
+    /// Hands the publish's confirm to the ledger; the receiver gets how the publish settled.
+    pub(crate) fn track(mut self, confirm: PublisherConfirm) -> oneshot::Receiver<Settled> {
+        let _ = self.ledger.tx.send(Cmd::Track { seq: self.seq, confirm });
+        self.settled.take().unwrap_or_else(|| oneshot::channel().1)
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.settled.is_some() {
+            let _ = self.ledger.tx.send(Cmd::Abandon(self.seq));
+        }
+    }
+}
+
+/// Confirms to read, in the order they were woken (lapin's order of completing them).
+#[derive(Default)]
+struct Woken {
+    queue: Mutex<VecDeque<u64>>,
+    task: AtomicWaker,
+}
+
+impl Woken {
+    fn push(&self, seq: u64) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(seq);
+        self.task.wake();
+    }
+
+    fn pop(&self) -> Option<u64> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
+    }
+}
+
+/// The waker of one confirm: queues its ticket.
+struct Nudge {
+    seq: u64,
+    woken: Arc<Woken>,
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.woken.push(self.seq);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.push(self.seq);
+    }
+}
+
+struct Entry<C> {
+    sent: Option<Box<Sent>>,
+    reply: oneshot::Sender<Settled>,
+    confirm: Option<(C, Waker)>,
+    /// The confirm's verdict, once read.
+    outcome: Option<Settled>,
+    returned: Option<(u16, String)>,
+}
+
+/// Tickets below `low` have all passed some point; those above it that have are in `above`.
+#[derive(Default)]
+struct Mark {
+    low: u64,
+    above: BTreeSet<u64>,
+}
+
+impl Mark {
+    fn pass(&mut self, seq: u64) {
+        if seq == self.low {
+            self.low += 1;
+            while self.above.remove(&self.low) {
+                self.low += 1;
+            }
+        } else if seq > self.low {
+            self.above.insert(seq);
+        }
+    }
+}
+
+struct Book<C> {
+    entries: BTreeMap<u64, Entry<C>>,
+    /// Confirm read at least once (or ticket given up).
+    read: Mark,
+    /// Confirm completed (or ticket given up).
+    completed: Mark,
+    /// Mandatory publishes whose confirm carried no return, waiting until every ticket below
+    /// the first number has been read; barriers ascend.
+    quiet: VecDeque<(u64, u64)>,
+    /// Mandatory publishes whose confirm carried another's return, waiting until every ticket
+    /// below the first number has completed; barriers ascend.
+    noisy: VecDeque<(u64, u64)>,
+}
+
+impl<C: Awaited> Book<C> {
+    fn new() -> Self {
+        Book {
+            entries: BTreeMap::new(),
+            read: Mark::default(),
+            completed: Mark::default(),
+            quiet: VecDeque::new(),
+            noisy: VecDeque::new(),
+        }
+    }
+
+    fn command(&mut self, cmd: Cmd<C>, woken: &Arc<Woken>) {
+        match cmd {
+            Cmd::Open { seq, sent, reply } => {
+                self.entries.insert(
+                    seq,
+                    Entry {
+                        sent,
+                        reply,
+                        confirm: None,
+                        outcome: None,
+                        returned: None,
+                    },
+                );
+            }
+            Cmd::Track { seq, confirm } => {
+                if let Some(e) = self.entries.get_mut(&seq) {
+                    let waker = Waker::from(Arc::new(Nudge {
+                        seq,
+                        woken: Arc::clone(woken),
+                    }));
+                    e.confirm = Some((confirm, waker));
+                    // Read in turn behind every confirm woken before it.
+                    woken.push(seq);
+                }
+            }
+            Cmd::Abandon(seq) => {
+                self.entries.remove(&seq);
+                self.read.pass(seq);
+                self.completed.pass(seq);
+                self.release();
+            }
+        }
+    }
+
+    /// Polls the confirm of `seq` once; `issued` is the number of tickets taken so far.
+    fn poll_confirm(&mut self, seq: u64, issued: u64) {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        let Some((confirm, waker)) = entry.confirm.as_mut() else {
+            return;
+        };
+        let polled = confirm.poll_verdict(&mut Context::from_waker(waker));
+        self.read.pass(seq);
+        if let Poll::Ready(result) = polled {
+            entry.confirm = None;
+            self.completed.pass(seq);
+            self.confirmed(seq, result, issued);
+        }
+        self.release();
+    }
+
+    fn confirmed(&mut self, seq: u64, verdict: Verdict, issued: u64) {
+        let (outcome, ret) = match verdict {
+            Verdict::Ack(ret) => (Settled::Confirmed, ret),
+            Verdict::Nack(ret) => (Settled::Nacked, ret),
+            Verdict::NotRequested => (Settled::NotRequested, None),
+            Verdict::Failed(e) => (Settled::Failed(e), None),
+        };
+        let definite = !matches!(outcome, Settled::Confirmed | Settled::Nacked);
+        let carried = ret.is_some();
+        if let Some(ret) = ret {
+            self.found_return(ret);
+        }
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        entry.outcome = Some(outcome);
+        if definite || entry.sent.is_none() || entry.returned.is_some() {
+            self.settle(seq);
+        } else if carried {
+            self.noisy.push_back((issued, seq));
+        } else {
+            self.quiet.push_back((issued, seq));
+        }
+    }
+
+    /// Gives a return to the oldest unsettled mandatory publish it can be the return of.
+    fn found_return(&mut self, ret: Returned) {
+        let candidates = || {
+            self.entries
+                .iter()
+                .filter(|(_, e)| e.returned.is_none())
+                .filter_map(|(seq, e)| e.sent.as_ref().map(|s| (*seq, s)))
+                .filter(|(_, s)| s.same_route_and_body(&ret))
+        };
+        let owner = candidates()
+            .find(|(_, s)| s.properties == ret.properties)
+            .or_else(|| candidates().next())
+            .map(|(seq, _)| seq);
+        // A return no unsettled publish can own belongs to a publish whose caller gave up
+        // before it went out; nobody is waiting for it.
+        let Some(seq) = owner else { return };
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        entry.returned = Some((ret.reply_code, ret.reply_text));
+        if entry.outcome.is_some() {
+            self.settle(seq);
+        }
+    }
+
+    /// Settles the waiting publishes whose barrier has been passed.
+    fn release(&mut self) {
+        while let Some(&(barrier, seq)) = self.quiet.front() {
+            if barrier > self.read.low {
+                break;
+            }
+            self.quiet.pop_front();
+            self.settle(seq);
+        }
+        while let Some(&(barrier, seq)) = self.noisy.front() {
+            if barrier > self.completed.low {
+                break;
+            }
+            self.noisy.pop_front();
+            self.settle(seq);
+        }
+    }
+
+    fn settle(&mut self, seq: u64) {
+        let Some(entry) = self.entries.remove(&seq) else { return };
+        let settled = match (entry.returned, entry.outcome) {
+            (Some((reply_code, reply_text)), Some(Settled::Confirmed | Settled::Nacked)) => {
+                Settled::Returned { reply_code, reply_text }
+            }
+            (_, Some(outcome)) => outcome,
+            (_, None) => return,
+        };
+        let _ = entry.reply.send(settled);
+    }
+
+    /// Reads the woken confirms in the order they were woken; `issued` is the number of
+    /// tickets taken so far.
+    fn read_woken(&mut self, woken: &Woken, issued: &AtomicU64) {
+        while let Some(seq) = woken.pop() {
+            // Every publish lapin had registered when this confirm was read holds a ticket
+            // below the count taken now.
+            self.poll_confirm(seq, issued.load(Ordering::Acquire));
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, next: Arc<AtomicU64>) {
+    let woken = Arc::new(Woken::default());
+    let mut book = Book::<PublisherConfirm>::new();
+    let mut open = true;
+    poll_fn(|cx| {
+        woken.task.register(cx.waker());
+        while open {
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(cmd)) => book.command(cmd, &woken),
+                Poll::Ready(None) => open = false,
+                Poll::Pending => break,
+            }
+        }
+        book.read_woken(&woken, &next);
+        if !open && book.entries.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A confirm resolved by the test, in the order the test chooses (as lapin would).
+    #[derive(Clone, Default)]
+    struct Script(Arc<Mutex<(Option<Verdict>, Option<Waker>)>>);
+
+    impl Script {
+        fn resolve(&self, v: Verdict) {
+            let waker = {
+                let mut g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+                g.0 = Some(v);
+                g.1.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
+    impl Awaited for Script {
+        fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<Verdict> {
+            let mut g = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            match g.0.take() {
+                Some(v) => Poll::Ready(v),
+                None => {
+                    g.1 = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    struct Harness {
+        book: Book<Script>,
+        woken: Arc<Woken>,
+        next: AtomicU64,
+        replies: HashMap<u64, oneshot::Receiver<Settled>>,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Harness {
+                book: Book::new(),
+                woken: Arc::new(Woken::default()),
+                next: AtomicU64::new(0),
+                replies: HashMap::new(),
+            }
+        }
+
+        /// Takes a ticket for a publish of `body` to queue `q`, mandatory or not.
+        fn open(&mut self, body: &str, mandatory: bool) -> u64 {
+            self.open_with(body, mandatory.then(BasicProperties::default))
+        }
+
+        /// Takes a ticket for a publish of `body` to queue `q`, mandatory with `properties`.
+        fn open_with(&mut self, body: &str, properties: Option<BasicProperties>) -> u64 {
+            let seq = self.next.fetch_add(1, Ordering::AcqRel);
+            let (reply, rx) = oneshot::channel();
+            let sent = properties.map(|properties| {
+                Box::new(Sent {
+                    exchange: ShortStr::EMPTY,
+                    routing_key: ShortStr::from("q"),
+                    body: Bytes::copy_from_slice(body.as_bytes()),
+                    properties,
+                })
+            });
+            self.book.command(Cmd::Open { seq, sent, reply }, &self.woken);
+            self.replies.insert(seq, rx);
+            seq
+        }
+
+        fn track(&mut self, seq: u64, confirm: &Script) {
+            self.book.command(
+                Cmd::Track {
+                    seq,
+                    confirm: confirm.clone(),
+                },
+                &self.woken,
+            );
+            self.read();
+        }
+
+        /// A mandatory publish of `body` sent and its confirm tracked (not yet resolved).
+        fn sent(&mut self, body: &str) -> (u64, Script) {
+            let seq = self.open(body, true);
+            let confirm = Script::default();
+            self.track(seq, &confirm);
+            (seq, confirm)
+        }
+
+        fn read(&mut self) {
+            self.book.read_woken(&self.woken, &self.next);
+        }
+
+        /// How `seq` settled, or `"unsettled"`.
+        fn outcome(&mut self, seq: u64) -> String {
+            match self.replies.get_mut(&seq).map(oneshot::Receiver::try_recv) {
+                Some(Ok(Settled::Returned { reply_code, .. })) => format!("returned {reply_code}"),
+                Some(Ok(s)) => format!("{s:?}").to_lowercase(),
+                Some(Err(oneshot::error::TryRecvError::Empty)) => "unsettled".into(),
+                Some(Err(oneshot::error::TryRecvError::Closed)) | None => "dropped".into(),
+            }
+        }
+    }
+
+    fn ret(body: &str) -> Option<Returned> {
+        Some(Returned {
+            exchange: String::new(),
+            routing_key: "q".into(),
+            body: body.as_bytes().to_vec(),
+            properties: BasicProperties::default(),
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+        })
+    }
+
+    #[test]
+    fn a_return_on_a_confirm_tracked_late_still_reaches_its_owner() {
+        let mut h = Harness::new();
+        let (x, y) = (h.open("x", true), h.open("y", true));
+        let (cx, cy) = (Script::default(), Script::default());
+        h.track(x, &cx);
+        // lapin completes y first, handing it x's return, then x with nothing waiting; y's
+        // caller has not handed its confirm over yet.
+        cy.resolve(Verdict::Ack(ret("x")));
+        cx.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(
+            h.outcome(x),
+            "unsettled",
+            "x's return may ride on a confirm not read yet"
+        );
+        h.track(y, &cy);
+        assert_eq!(h.outcome(x), "returned 312");
+        assert_eq!(h.outcome(y), "confirmed");
+    }
+
+    #[test]
+    fn a_return_behind_another_waits_for_the_next_confirms() {
+        let mut h = Harness::new();
+        let ((a, ca), (x, cx)) = (h.sent("a"), h.sent("x"));
+        // Returns of a then x are waiting; x's confirm comes first and takes a's return.
+        cx.resolve(Verdict::Ack(ret("a")));
+        h.read();
+        assert_eq!(h.outcome(x), "unsettled", "x's own return is still waiting in lapin");
+        ca.resolve(Verdict::Ack(ret("x")));
+        h.read();
+        assert_eq!(h.outcome(a), "returned 312");
+        assert_eq!(h.outcome(x), "returned 312");
+    }
+
+    #[test]
+    fn a_routed_publish_behind_a_foreign_return_settles_once_earlier_ones_complete() {
+        let mut h = Harness::new();
+        let ((a, ca), (x, cx)) = (h.sent("a"), h.sent("x"));
+        cx.resolve(Verdict::Ack(ret("a")));
+        h.read();
+        assert_eq!(h.outcome(x), "unsettled");
+        ca.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(a), "returned 312");
+        assert_eq!(h.outcome(x), "confirmed");
+    }
+
+    #[test]
+    fn a_plain_confirm_waits_only_for_earlier_tickets_to_be_read() {
+        let mut h = Harness::new();
+        let (x, y) = (h.open("x", true), h.open("y", true));
+        let later = Script::default();
+        let cx = Script::default();
+        h.track(x, &cx);
+        cx.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(
+            h.outcome(x),
+            "unsettled",
+            "y was registered before x's confirm was read"
+        );
+        // y is read (still unconfirmed): its confirm cannot carry anything for x.
+        h.track(y, &later);
+        assert_eq!(h.outcome(x), "confirmed");
+        assert_eq!(h.outcome(y), "unsettled");
+        later.resolve(Verdict::Nack(None));
+        h.read();
+        assert_eq!(h.outcome(y), "nacked");
+    }
+
+    #[test]
+    fn a_given_up_ticket_does_not_hold_others_back() {
+        let mut h = Harness::new();
+        let (x, y) = (h.open("x", true), h.open("y", true));
+        let cx = Script::default();
+        h.track(x, &cx);
+        cx.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(x), "unsettled");
+        h.book.command(Cmd::Abandon(y), &h.woken);
+        assert_eq!(h.outcome(x), "confirmed");
+    }
+
+    #[test]
+    fn a_publish_that_is_not_mandatory_settles_at_once_and_passes_on_what_it_carried() {
+        let mut h = Harness::new();
+        let (n, m) = (h.open("n", false), h.open("m", true));
+        let (cn, cm) = (Script::default(), Script::default());
+        h.track(n, &cn);
+        h.track(m, &cm);
+        cn.resolve(Verdict::Ack(ret("m")));
+        h.read();
+        assert_eq!(h.outcome(n), "confirmed");
+        assert_eq!(h.outcome(m), "unsettled");
+        cm.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(m), "returned 312");
+    }
+
+    #[test]
+    fn identical_messages_share_returns_oldest_first_and_failures_settle_at_once() {
+        let mut h = Harness::new();
+        let ((a, ca), (b, cb), (c, cc)) = (h.sent("same"), h.sent("same"), h.sent("z"));
+        cc.resolve(Verdict::Failed(lapin::ErrorKind::ChannelsLimitReached.into()));
+        h.read();
+        assert!(h.outcome(c).starts_with("failed"), "{}", h.outcome(c));
+        cb.resolve(Verdict::Ack(ret("same")));
+        h.read();
+        ca.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(a), "returned 312");
+        assert_eq!(h.outcome(b), "confirmed");
+    }
+
+    #[test]
+    fn a_return_goes_to_the_publish_it_matches() {
+        let mut h = Harness::new();
+        let ((a, ca), (b, cb), (c, cc)) = (h.sent("a"), h.sent("b"), h.sent("c"));
+        ca.resolve(Verdict::Ack(ret("b")));
+        cb.resolve(Verdict::Ack(None));
+        cc.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(a), "confirmed");
+        assert_eq!(h.outcome(b), "returned 312");
+        assert_eq!(h.outcome(c), "confirmed");
+    }
+
+    #[test]
+    fn among_equal_bodies_the_properties_pick_the_owner() {
+        let mut h = Harness::new();
+        let urgent = BasicProperties::default().with_priority(9);
+        let (a, b) = (
+            h.open_with("same", Some(BasicProperties::default())),
+            h.open_with("same", Some(urgent.clone())),
+        );
+        let (ca, cb) = (Script::default(), Script::default());
+        h.track(a, &ca);
+        h.track(b, &cb);
+        let mut r = ret("same");
+        if let Some(r) = r.as_mut() {
+            r.properties = urgent;
+        }
+        ca.resolve(Verdict::Ack(r));
+        cb.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(a), "confirmed");
+        assert_eq!(h.outcome(b), "returned 312");
+    }
+}
