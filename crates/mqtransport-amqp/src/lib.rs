@@ -26,10 +26,12 @@
 //!   re-sends publishes that were unconfirmed at the loss ([`Unconfirmed`]). Publishes during an
 //!   outage wait up to the confirm timeout, then fail with [`ErrorKind::Timeout`]. Deliveries
 //!   unacknowledged at the loss come back redelivered; settling the old ones reports
-//!   [`ErrorKind::Closed`]. A consumer cancelled by the broker (its queue deleted) is resumed
-//!   after declaring the queue again if this transport declared it, otherwise its stream ends
-//!   with [`ErrorKind::NotFound`]; this starts when the stream is next polled (a consumer being
-//!   awaited is woken at once). `connection.blocked` shows in [`AmqpTransport::state`].
+//!   [`ErrorKind::Closed`]. A consumer cancelled by the broker (its queue deleted) or whose
+//!   channel the broker closed (a consumer timeout; a refused request on the direct reply-to
+//!   channel) is resumed, after declaring the queue again if this transport declared it; a
+//!   queue that is gone and was not declared here ends the stream with [`ErrorKind::NotFound`].
+//!   This starts when the stream is next polled (a consumer being awaited is woken at once), or
+//!   for the reply consumer when a request needs its channel. `connection.blocked` shows in [`AmqpTransport::state`].
 //! - TLS (`amqps://`) with the `tls` feature: rustls with the ring provider, a private CA file
 //!   and client certificates ([`TlsOptions`]).
 //!
@@ -791,9 +793,35 @@ async fn resubscribe(inner: Weak<Inner>, spec: Arc<ConsumerSpec>, conn: Arc<Conn
     }
 }
 
+/// Starts resuming the direct reply-to consumer if its channel is closed and its stream has
+/// not noticed yet (it notices when next polled, but a request waits for the channel now).
+fn revive_reply_consumer(inner: &Arc<Inner>) {
+    let spec = inner
+        .specs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .find(|s| s.queue == REPLY_TO && !s.done())
+        .cloned();
+    let Some(spec) = spec else { return };
+    let ended = {
+        let mut st = spec.state();
+        if st.live.as_ref().is_some_and(|l| !l.channel.status().connected()) {
+            st.live.take()
+        } else {
+            None
+        }
+    };
+    if let Some(ended) = ended {
+        tokio::spawn(recover(Arc::downgrade(inner), spec, ended));
+    }
+}
+
 /// A subscription ended. If the connection is gone, the reconnect resubscribes. Otherwise the
-/// broker cancelled it (its queue was deleted): resume if the queue is part of the recorded
-/// topology, else tell the application.
+/// broker cancelled it (its queue was deleted) or closed its channel (a consumer timeout; a
+/// refused request published on the direct reply-to channel): resume, declaring the queue again
+/// if it is part of the recorded topology; a queue that is gone and not recorded ends the
+/// application's stream.
 async fn recover(inner: Weak<Inner>, spec: Arc<ConsumerSpec>, ended: Live) {
     let Live { conn, queue, .. } = ended;
     if spec.done() || !conn.status().connected() {
@@ -813,10 +841,24 @@ async fn recover(inner: Weak<Inner>, spec: Arc<ConsumerSpec>, ended: Live) {
     };
     drop(i);
     let Some(q) = q else {
-        spec.finish(Error::new(
-            ErrorKind::NotFound,
-            format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
-        ));
+        // Not ours to declare: resume if it is still there.
+        match subscribe(&conn, &spec, &queue).await {
+            Ok((ch, consumer)) => {
+                if let Some(i) = inner.upgrade() {
+                    spec.install(&i, ch, consumer, conn, queue);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => spec.finish(Error::new(
+                ErrorKind::NotFound,
+                format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
+            )),
+            // A connection problem is retried by the next reconnect.
+            Err(e) => {
+                if conn.status().connected() && !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed) {
+                    spec.finish(e);
+                }
+            }
+        }
         return;
     };
     let restored = async {
@@ -1043,6 +1085,16 @@ impl Transport for AmqpTransport {
                 None
             };
             let ch = match reply_channel {
+                // The reply channel was closed under its consumer (a refused request closes
+                // it): resume the consumer, whose new channel takes the request.
+                Some(ch) if !ch.channel.status().connected() => {
+                    revive_reply_consumer(&self.inner);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timed_out());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 Some(ch) => ch,
                 None => match self.publisher_channel(left).await {
                     Ok(ch) => ch,

@@ -69,6 +69,7 @@ macro_rules! __for_each_scenario {
             priority_queue_orders_by_priority
             cc_and_bcc_headers_add_routes
             direct_reply_to_round_trip
+            a_refused_request_keeps_the_reply_consumer
             purge_removes_ready_messages_only
             delete_queue_conditions
             basic_get_reports_message_count
@@ -1439,6 +1440,42 @@ pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
             r.routing_key.as_str()
         ),
         ("4".to_owned(), Some("req-1"), reply_to.as_str())
+    );
+    Ok(())
+}
+
+/// A request refused by the broker (sent to a missing exchange, which closes the channel it went
+/// out on) fails alone: the reply consumer keeps receiving replies to later requests.
+pub async fn a_refused_request_keeps_the_reply_consumer(c: Ctx) -> TestResult {
+    let (q, missing) = (c.queue("rpc"), c.exchange("no-such-exchange"));
+    c.declare(Topology::new().queue(Queue::durable(&q))).await?;
+    let client = c.connect().await?;
+    let mut replies = client
+        .consume("amq.rabbitmq.reply-to", ConsumeOptions::default().no_ack(true))
+        .await?;
+    let lost = env("lost").with_reply_to("amq.rabbitmq.reply-to");
+    expect_err(
+        client.publish(Publish::new(&missing, "k", lost)).await,
+        404,
+        "request to a missing exchange",
+    )?;
+    let request = env("2+2")
+        .with_reply_to("amq.rabbitmq.reply-to")
+        .with_correlation_id("req-2");
+    check_eq!(
+        client.publish(Publish::to_queue(&q, request)).await?,
+        Confirmation::Confirmed
+    );
+    let req = get_one(&c, &q).await?;
+    let reply_to = req.envelope.properties().reply_to.clone().unwrap_or_default();
+    c.conn()
+        .publish(Publish::new("", &reply_to, env("4").with_correlation_id("req-2")))
+        .await?;
+    req.ack().await?;
+    let r = c.next(&mut replies).await?;
+    check_eq!(
+        (body(&r), r.envelope.properties().correlation_id.as_deref()),
+        ("4".to_owned(), Some("req-2"))
     );
     Ok(())
 }
