@@ -526,8 +526,11 @@ impl<M: Message> Producer<M> {
 }
 
 /// Publishes from synchronous code: each call hands the publish to the app's runtime and
-/// blocks the calling thread until the broker confirms. Calling it from inside an async task
-/// is refused ([`ErrorKind::InvalidInput`]): there, use [`Producer`] with `.await`.
+/// blocks the calling thread until the broker confirms. It works on a thread of its own, in a
+/// `spawn_blocking` closure, and in synchronous code called from a task of a multi-thread
+/// runtime (through `tokio::task::block_in_place`). Inside a current-thread runtime it is
+/// refused ([`ErrorKind::InvalidInput`]), since blocking its only thread would stall the
+/// publish: there, use [`Producer`] with `.await`.
 ///
 /// ```
 /// # use mqtransport::prelude::*;
@@ -569,9 +572,13 @@ impl<M> fmt::Debug for BlockingProducer<M> {
 
 impl<M: Message> BlockingProducer<M> {
     fn run<T: Send + 'static>(&self, work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-        if tokio::runtime::Handle::try_current().is_ok() {
+        // Inside a runtime: whether it is a multi-thread one.
+        let inside = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if inside == Some(false) {
             return Err(Error::invalid(format!(
-                "BlockingProducer<{}> was called from inside an async runtime, where blocking would stall it; use Producer::publish(..).await",
+                "BlockingProducer<{}> was called inside a current-thread tokio runtime, where blocking would stall the publish it waits for; use Producer::publish(..).await",
                 M::NAME
             )));
         }
@@ -579,12 +586,21 @@ impl<M: Message> BlockingProducer<M> {
         self.runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.blocking_recv().map_err(|_| {
-            Error::closed(format!(
-                "the runtime stopped before the publish of '{}' finished",
-                M::NAME
-            ))
-        })?
+        let wait = move || {
+            rx.blocking_recv().map_err(|_| {
+                Error::closed(format!(
+                    "the runtime stopped before the publish of '{}' finished",
+                    M::NAME
+                ))
+            })
+        };
+        // Inside a multi-thread runtime (a `spawn_blocking` closure, or synchronous code called
+        // from a task) the wait hands the worker's other tasks to another thread first.
+        if inside.is_some() {
+            tokio::task::block_in_place(wait)?
+        } else {
+            wait()?
+        }
     }
 
     /// Publishes `message` and returns the broker's confirmation.
