@@ -23,6 +23,11 @@
 //!
 //! Publishes that are not mandatory cannot be returned and settle as soon as their confirm (and
 //! any return riding on it) has been read.
+//!
+//! One gap remains: a publish abandoned while `basic_publish` was still writing it (its caller
+//! cancelled, or the send timed out) may still reach the broker, and its confirm is then lost
+//! with lapin's future; a return riding on that confirm cannot be read, so if it was another
+//! publish's, that publish is reported confirmed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::poll_fn;
