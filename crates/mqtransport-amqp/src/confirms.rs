@@ -6,8 +6,9 @@
 //! So the confirm one caller receives may carry another message's return, and the caller's own
 //! return may ride on a confirm completed before or after its own.
 //!
-//! A [`Confirming`] channel's ledger therefore takes every confirm of the channel, in one task,
-//! and settles each publish itself:
+//! A [`Confirming`] channel's ledger therefore takes every confirm of the channel and settles
+//! each publish itself (the callers read what is waiting when they hand over a confirm; a task
+//! reads what lapin completes meanwhile):
 //! - a return found on any confirm goes to its owner, matched by content: the oldest unsettled
 //!   mandatory publish with the same exchange, routing key and body (and, among those, the same
 //!   properties) not yet known to be returned;
@@ -32,8 +33,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
@@ -41,7 +42,7 @@ use futures_util::task::AtomicWaker;
 use lapin::message::BasicReturnMessage;
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use mqtransport_core::ShortStr;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How one publish ended, as far as the broker told.
 #[derive(Debug)]
@@ -137,18 +138,39 @@ enum Cmd<C = PublisherConfirm> {
 /// A channel in confirm mode with the ledger that settles its publishes.
 pub(crate) struct Confirming {
     pub(crate) channel: Channel,
-    next: Arc<AtomicU64>,
-    tx: mpsc::UnboundedSender<Cmd>,
+    ledger: Arc<Ledger>,
+}
+
+/// The ledger, shared by the publishing callers (who open and track their publishes, and read
+/// what is waiting while they hold it) and the task that reads confirms lapin completes while
+/// no caller is around.
+struct Ledger {
+    /// Tickets taken so far.
+    next: AtomicU64,
+    book: Mutex<Book<PublisherConfirm>>,
+    woken: Arc<Woken>,
+    /// The channel's `Confirming` is gone: the task ends once every publish has settled.
+    closed: AtomicBool,
+}
+
+impl Ledger {
+    fn book(&self) -> MutexGuard<'_, Book<PublisherConfirm>> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Confirming {
     /// Wraps `channel`, already in confirm mode, and starts its ledger task. The task ends once
     /// this value is dropped and every publish it holds has settled.
     pub(crate) fn new(channel: Channel) -> Arc<Confirming> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let next = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(rx, Arc::clone(&next)));
-        Arc::new(Confirming { channel, next, tx })
+        let ledger = Arc::new(Ledger {
+            next: AtomicU64::new(0),
+            book: Mutex::new(Book::new()),
+            woken: Arc::new(Woken::default()),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(run(Arc::clone(&ledger)));
+        Arc::new(Confirming { channel, ledger })
     }
 
     /// Takes a place in the channel's order of publishes: call it before `basic_publish`, so that
@@ -156,20 +178,31 @@ impl Confirming {
     /// and the ledger knows the publish before its return can arrive. `sent` is `Some` for a
     /// mandatory publish.
     pub(crate) fn ticket(&self, sent: Option<Box<Sent>>) -> Ticket<'_> {
-        let seq = self.next.fetch_add(1, Ordering::AcqRel);
         let (reply, settled) = oneshot::channel();
-        let _ = self.tx.send(Cmd::Open { seq, sent, reply });
+        let seq = {
+            let mut book = self.ledger.book();
+            let seq = self.ledger.next.fetch_add(1, Ordering::AcqRel);
+            book.command(Cmd::Open { seq, sent, reply }, &self.ledger.woken);
+            seq
+        };
         Ticket {
-            ledger: self,
+            ledger: &self.ledger,
             seq,
             settled: Some(settled),
         }
     }
 }
 
+impl Drop for Confirming {
+    fn drop(&mut self) {
+        self.ledger.closed.store(true, Ordering::Release);
+        self.ledger.woken.task.wake();
+    }
+}
+
 /// A publish's place in its channel's ledger; dropped untracked, the place is given up.
 pub(crate) struct Ticket<'a> {
-    ledger: &'a Confirming,
+    ledger: &'a Ledger,
     seq: u64,
     /// Taken once the confirm is tracked.
     settled: Option<oneshot::Receiver<Settled>>,
@@ -178,7 +211,12 @@ pub(crate) struct Ticket<'a> {
 impl Ticket<'_> {
     /// Hands the publish's confirm to the ledger; the receiver gets how the publish settled.
     pub(crate) fn track(mut self, confirm: PublisherConfirm) -> oneshot::Receiver<Settled> {
-        let _ = self.ledger.tx.send(Cmd::Track { seq: self.seq, confirm });
+        let l = self.ledger;
+        let mut book = l.book();
+        book.command(Cmd::Track { seq: self.seq, confirm }, &l.woken);
+        // Read now, in turn behind every confirm woken before it.
+        book.read_woken(&l.woken, &l.next);
+        drop(book);
         self.settled.take().unwrap_or_else(|| oneshot::channel().1)
     }
 }
@@ -186,7 +224,7 @@ impl Ticket<'_> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if self.settled.is_some() {
-            let _ = self.ledger.tx.send(Cmd::Abandon(self.seq));
+            self.ledger.book().command(Cmd::Abandon(self.seq), &self.ledger.woken);
         }
     }
 }
@@ -199,9 +237,15 @@ struct Woken {
 }
 
 impl Woken {
+    /// Queues `seq`, woken by lapin, and wakes the ledger task to read it.
     fn push(&self, seq: u64) {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(seq);
+        self.queue_only(seq);
         self.task.wake();
+    }
+
+    /// Queues `seq` for whoever reads the queue next.
+    fn queue_only(&self, seq: u64) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(seq);
     }
 
     fn pop(&self) -> Option<u64> {
@@ -300,8 +344,9 @@ impl<C: Awaited> Book<C> {
                         woken: Arc::clone(woken),
                     }));
                     e.confirm = Some((confirm, waker));
-                    // Read in turn behind every confirm woken before it.
-                    woken.push(seq);
+                    // Read in turn behind every confirm woken before it (by the caller that
+                    // tracks it, or in tests by the next read).
+                    woken.queue_only(seq);
                 }
             }
             Cmd::Abandon(seq) => {
@@ -422,21 +467,14 @@ impl<C: Awaited> Book<C> {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, next: Arc<AtomicU64>) {
-    let woken = Arc::new(Woken::default());
-    let mut book = Book::<PublisherConfirm>::new();
-    let mut open = true;
+/// Reads the confirms lapin completes, until the channel's `Confirming` is gone and every
+/// publish has settled.
+async fn run(ledger: Arc<Ledger>) {
     poll_fn(|cx| {
-        woken.task.register(cx.waker());
-        while open {
-            match rx.poll_recv(cx) {
-                Poll::Ready(Some(cmd)) => book.command(cmd, &woken),
-                Poll::Ready(None) => open = false,
-                Poll::Pending => break,
-            }
-        }
-        book.read_woken(&woken, &next);
-        if !open && book.entries.is_empty() {
+        ledger.woken.task.register(cx.waker());
+        let mut book = ledger.book();
+        book.read_woken(&ledger.woken, &ledger.next);
+        if ledger.closed.load(Ordering::Acquire) && book.entries.is_empty() {
             Poll::Ready(())
         } else {
             Poll::Pending
