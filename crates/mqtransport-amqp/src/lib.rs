@@ -31,7 +31,8 @@
 //!   channel) is resumed, after declaring the queue again if this transport declared it; a
 //!   queue that is gone and was not declared here ends the stream with [`ErrorKind::NotFound`].
 //!   This starts when the stream is next polled (a consumer being awaited is woken at once), or
-//!   for the reply consumer when a request needs its channel. `connection.blocked` shows in [`AmqpTransport::state`].
+//!   for the reply consumer when a request needs its channel. `connection.blocked` shows in
+//!   [`AmqpTransport::state`].
 //! - TLS (`amqps://`) with the `tls` feature: rustls with the ring provider, a private CA file
 //!   and client certificates ([`TlsOptions`]).
 //!
@@ -1127,48 +1128,41 @@ impl Transport for AmqpTransport {
                 Err(_) => return Err(timed_out()),
                 Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
             };
-            let answer = match sent {
-                Ok(confirm) => {
-                    match tokio::time::timeout_at(deadline, ticket.track(confirm)).await {
-                        Err(_) => return Err(timed_out()),
-                        // The ledger went away with the runtime: nothing will confirm it.
-                        Ok(Err(_)) => Err(Error::new(
+            let failed = match sent {
+                Ok(confirm) => match tokio::time::timeout_at(deadline, ticket.track(confirm)).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Ok(Settled::Confirmed)) => return Ok(Confirmation::Confirmed),
+                    Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
+                        return Ok(Confirmation::Returned { reply_code, reply_text });
+                    }
+                    Ok(Ok(Settled::Nacked)) => return Ok(Confirmation::Nacked),
+                    Ok(Ok(Settled::NotRequested)) => {
+                        return Err(Error::new(
                             ErrorKind::Connection,
-                            format!("{} lost its confirm: the publisher channel's ledger stopped", what()),
-                        )),
-                        Ok(Ok(Settled::Failed(e))) => Err(map_err(&e, &format!("publishing {}", what()))),
-                        Ok(Ok(settled)) => Ok(settled),
+                            "the publishing channel is not in confirm mode",
+                        ));
                     }
-                }
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(Settled::Confirmed) => return Ok(Confirmation::Confirmed),
-                Ok(Settled::Returned { reply_code, reply_text }) => {
-                    return Ok(Confirmation::Returned { reply_code, reply_text });
-                }
-                Ok(Settled::Nacked) => return Ok(Confirmation::Nacked),
-                Ok(Settled::Failed(e)) => return Err(map_err(&e, &format!("publishing {}", what()))),
-                Ok(Settled::NotRequested) => {
-                    return Err(Error::new(
+                    Ok(Ok(Settled::Failed(e))) => map_err(&e, &format!("publishing {}", what())),
+                    // The ledger went away with the runtime: nothing will confirm it.
+                    Ok(Err(_)) => Error::new(
                         ErrorKind::Connection,
-                        "the publishing channel is not in confirm mode",
-                    ));
-                }
-                // The broker refused it on this channel (404, 406, 403): not worth sending again.
-                Err(e) if e.scope() == Some(Scope::Channel) => return Err(e),
-                // Lost with the connection: send it again once reconnected, or fail.
-                Err(e) => {
-                    if self.inner.options.unconfirmed == Unconfirmed::Fail || self.inner.closed.load(Ordering::Acquire)
-                    {
-                        return Err(e);
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(timed_out());
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                        format!("{} lost its confirm: the publisher channel's ledger stopped", what()),
+                    ),
+                },
+                Err(e) => e,
+            };
+            // The broker refused it on this channel (404, 406, 403): not worth sending again.
+            if failed.scope() == Some(Scope::Channel) {
+                return Err(failed);
             }
+            // Lost with the connection: send it again once reconnected, or fail.
+            if self.inner.options.unconfirmed == Unconfirmed::Fail || self.inner.closed.load(Ordering::Acquire) {
+                return Err(failed);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
