@@ -752,4 +752,26 @@ mod tests {
         assert_eq!(h.outcome(a), "confirmed");
         assert_eq!(h.outcome(b), "returned 312");
     }
+
+    #[test]
+    fn a_return_whose_properties_match_none_goes_to_the_oldest_candidate() {
+        let mut h = Harness::new();
+        let (a, b) = (
+            h.open_with("same", Some(BasicProperties::default().with_priority(1))),
+            h.open_with("same", Some(BasicProperties::default().with_priority(2))),
+        );
+        let (ca, cb) = (Script::default(), Script::default());
+        h.track(a, &ca);
+        h.track(b, &cb);
+        // The broker may hand back properties re-encoded: the body and route still decide.
+        let mut r = ret("same");
+        if let Some(r) = r.as_mut() {
+            r.properties = BasicProperties::default().with_priority(3);
+        }
+        cb.resolve(Verdict::Ack(r));
+        ca.resolve(Verdict::Ack(None));
+        h.read();
+        assert_eq!(h.outcome(a), "returned 312");
+        assert_eq!(h.outcome(b), "confirmed");
+    }
 }
