@@ -774,4 +774,150 @@ mod tests {
         assert_eq!(h.outcome(a), "returned 312");
         assert_eq!(h.outcome(b), "confirmed");
     }
+
+    /// A small deterministic random source for the model below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            usize::try_from(self.0 % n.max(1) as u64).unwrap_or(0)
+        }
+    }
+
+    enum Frame {
+        Return(usize),
+        Ack { tag: usize, multiple: bool },
+    }
+
+    /// Runs one random schedule of publishes against a model of RabbitMQ (returns before their
+    /// message's ack, acks single or multiple, in any order the ready set allows) and of lapin
+    /// (a FIFO of waiting returns, each handed to the next confirm completed, multiple-acks
+    /// completed in any order); callers track their confirms late, the ledger reads at random.
+    /// Every publish must settle as returned exactly when it was unroutable.
+    fn model(seed: u64, n: usize) {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut h = Harness::new();
+        let routable: Vec<bool> = (0..n).map(|_| rng.below(3) != 0).collect();
+        let scripts: Vec<Script> = (0..n).map(|_| Script::default()).collect();
+        let body = |i: usize| format!("m{i}");
+        let mut opened = 0;
+        // Tickets opened and not yet registered with lapin; lapin's tags, in order, as tickets.
+        let mut unsent: Vec<usize> = Vec::new();
+        let mut tag_of_ticket: Vec<Option<usize>> = vec![None; n];
+        let mut ticket_of_tag: Vec<usize> = Vec::new();
+        let mut untracked: Vec<usize> = Vec::new();
+        // The broker: tags routed so far; tags whose ack may go out; tags acked.
+        let mut routed = 0;
+        let mut ready: BTreeSet<usize> = BTreeSet::new();
+        let mut acked: BTreeSet<usize> = BTreeSet::new();
+        let mut wire: VecDeque<Frame> = VecDeque::new();
+        // lapin: unconfirmed tags and waiting returns.
+        let mut pending: BTreeSet<usize> = BTreeSet::new();
+        let mut waiting: VecDeque<usize> = VecDeque::new();
+        let complete = |tag: usize, waiting: &mut VecDeque<usize>, ticket_of_tag: &[usize]| {
+            let ret = waiting.pop_front().and_then(|t| ret(&body(t)));
+            scripts[ticket_of_tag[tag]].resolve(Verdict::Ack(ret));
+        };
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            let done = opened == n
+                && unsent.is_empty()
+                && untracked.is_empty()
+                && routed == ticket_of_tag.len()
+                && acked.len() == n
+                && wire.is_empty();
+            if done || steps > 100_000 {
+                break;
+            }
+            match rng.below(7) {
+                0 if opened < n => {
+                    let seq = h.open(&body(opened), true);
+                    assert_eq!(usize::try_from(seq).ok(), Some(opened));
+                    unsent.push(opened);
+                    opened += 1;
+                }
+                1 if !unsent.is_empty() => {
+                    // Callers reach lapin in any order once they hold their tickets.
+                    let t = unsent.swap_remove(rng.below(unsent.len()));
+                    tag_of_ticket[t] = Some(ticket_of_tag.len());
+                    pending.insert(ticket_of_tag.len());
+                    ticket_of_tag.push(t);
+                    untracked.push(t);
+                }
+                2 if !untracked.is_empty() => {
+                    let t = untracked.swap_remove(rng.below(untracked.len()));
+                    h.track(t as u64, &scripts[t]);
+                }
+                3 if routed < ticket_of_tag.len() => {
+                    let tag = routed;
+                    routed += 1;
+                    if !routable[ticket_of_tag[tag]] {
+                        wire.push_back(Frame::Return(tag));
+                        ready.insert(tag);
+                    } else if rng.below(2) == 0 {
+                        ready.insert(tag);
+                    }
+                }
+                4 => {
+                    // A stored message becomes confirmable (its fsync finished).
+                    let late: Vec<usize> = (0..routed)
+                        .filter(|t| !ready.contains(t) && !acked.contains(t))
+                        .collect();
+                    if !late.is_empty() {
+                        ready.insert(late[rng.below(late.len())]);
+                    }
+                }
+                5 if !ready.is_empty() => {
+                    let candidates: Vec<usize> = ready.iter().copied().collect();
+                    let tag = candidates[rng.below(candidates.len())];
+                    // A multiple-ack covers every unacked tag up to it; all must be ready.
+                    let multiple = rng.below(2) == 0 && (0..=tag).all(|t| acked.contains(&t) || ready.contains(&t));
+                    let covered: Vec<usize> = if multiple {
+                        (0..=tag).filter(|t| ready.contains(t)).collect()
+                    } else {
+                        vec![tag]
+                    };
+                    for t in covered {
+                        ready.remove(&t);
+                        acked.insert(t);
+                    }
+                    wire.push_back(Frame::Ack { tag, multiple });
+                }
+                6 if !wire.is_empty() => match wire.pop_front() {
+                    Some(Frame::Return(tag)) => waiting.push_back(ticket_of_tag[tag]),
+                    Some(Frame::Ack { tag, multiple: false }) => {
+                        pending.remove(&tag);
+                        complete(tag, &mut waiting, &ticket_of_tag);
+                    }
+                    Some(Frame::Ack { tag, multiple: true }) => {
+                        let mut tags: Vec<usize> = pending.range(..=tag).copied().collect();
+                        // lapin completes them in its hash map's order.
+                        while !tags.is_empty() {
+                            let t = tags.swap_remove(rng.below(tags.len()));
+                            pending.remove(&t);
+                            complete(t, &mut waiting, &ticket_of_tag);
+                        }
+                    }
+                    None => {}
+                },
+                _ => h.read(),
+            }
+        }
+        h.read();
+        for (i, routable) in routable.iter().enumerate() {
+            let expected = if *routable { "confirmed" } else { "returned 312" };
+            assert_eq!(h.outcome(i as u64), expected, "seed {seed}, publish {i} of {n}");
+        }
+    }
+
+    #[test]
+    fn every_publish_learns_its_own_fate_under_random_schedules() {
+        for seed in 0..2_000 {
+            model(seed, 2 + (seed as usize % 14));
+        }
+    }
 }
