@@ -131,7 +131,7 @@ impl MemoryBroker {
         let st = cell.lock();
         Some(QueueStats {
             ready: st.ready.len(),
-            unacked: st.unacked.len() + st.consumers.iter().map(|c| c.held.count() as usize).sum::<usize>(),
+            unacked: st.unacked.len() + st.consumers.iter().map(queue::Slot::unsettled).sum::<usize>(),
             consumers: st.consumers.len(),
         })
     }

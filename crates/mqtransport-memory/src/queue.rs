@@ -234,6 +234,15 @@ impl AckBatch {
         true
     }
 
+    /// The acks queued and not yet applied, left in place for the stream.
+    fn peek(&self) -> Acks {
+        let through = self.through.load(Ordering::Acquire) & !CLOSED;
+        Acks {
+            through,
+            listed: lock(&self.inner).acks.clone(),
+        }
+    }
+
     /// Every tag below `base` is settled: lets in-order acks resume from there after acks out
     /// of order (or nacks) left `through` behind.
     fn settled_below(&self, base: u64) {
@@ -273,6 +282,14 @@ impl Held {
     /// How many are unsettled.
     pub(crate) fn count(&self) -> u32 {
         self.count
+    }
+
+    /// How many stay unsettled once `acks` are applied.
+    fn count_after(&self, acks: &Acks) -> usize {
+        (self.base..)
+            .zip(&self.msgs)
+            .filter(|(tag, m)| m.is_some() && *tag > acks.through && !acks.listed.contains(tag))
+            .count()
     }
 
     /// Holds `msg`, handed with the next tag.
@@ -356,6 +373,15 @@ impl Slot {
             waker: None,
             acks,
         }
+    }
+
+    /// Deliveries handed to this consumer and not settled, counting acks that its stream has
+    /// not applied yet.
+    pub(crate) fn unsettled(&self) -> usize {
+        if self.held.count() == 0 {
+            return 0;
+        }
+        self.held.count_after(&self.acks.peek())
     }
 
     fn has_credit(&self) -> bool {

@@ -589,3 +589,38 @@ async fn priority_queue_orders_messages_that_waited_for_credit() -> R {
     assert_eq!(order, ["high", "mid", "low"]);
     Ok(())
 }
+
+/// `queue_stats` counts an acknowledged delivery as settled at once, before the consumer's
+/// stream is polled again (which is when the broker applies its acks): in order and out of order.
+#[tokio::test(start_paused = true)]
+async fn queue_stats_count_acks_the_stream_has_not_applied_yet() -> R {
+    let (b, c) = setup(vec![Queue::durable("stats")]).await?;
+    let cc = b.connect();
+    let mut consumer = cc.consume("stats", ConsumeOptions::default().prefetch(10)).await?;
+    for i in 0..4 {
+        send(&c, "stats", &format!("m{i}")).await?;
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(consumer.next().await.expect("delivery")?);
+    }
+    let unacked = |b: &MemoryBroker| b.queue_stats("stats").map(|s| (s.ready, s.unacked));
+    assert_eq!(unacked(&b), Some((0, 4)));
+    let m3 = got.pop().expect("m3");
+    let m2 = got.pop().expect("m2");
+    let m1 = got.pop().expect("m1");
+    let m0 = got.pop().expect("m0");
+    m0.ack().await?;
+    assert_eq!(unacked(&b), Some((0, 3)), "an in-order ack");
+    m2.ack().await?;
+    assert_eq!(unacked(&b), Some((0, 2)), "an ack out of order");
+    m1.ack().await?;
+    m3.nack(true).await?;
+    // m3 went back and straight to the consumer again, which has credit.
+    assert_eq!(unacked(&b), Some((0, 1)), "m3 handed out again");
+    let again = consumer.next().await.expect("m3 again")?;
+    assert_eq!((text(&again), again.redelivered), ("m3".into(), true));
+    again.ack().await?;
+    assert_eq!(unacked(&b), Some((0, 0)), "everything settled");
+    Ok(())
+}
