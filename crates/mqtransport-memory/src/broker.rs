@@ -607,11 +607,16 @@ fn unroutable(mandatory: bool) -> Confirmation {
 /// direct reply-to, no `CC`/`BCC` routing keys.
 fn is_plain(envelope: &Envelope) -> bool {
     let p = envelope.properties();
-    p.expiration.is_none()
-        && p.reply_to.as_deref() != Some(REPLY_TO)
-        && p.headers
-            .as_ref()
-            .is_none_or(|h| !h.contains_key("CC") && !h.contains_key("BCC"))
+    p.expiration.is_none() && p.reply_to.as_deref() != Some(REPLY_TO) && !has_cc_or_bcc(envelope)
+}
+
+/// Whether the message names extra routing keys in a `CC` or `BCC` header.
+fn has_cc_or_bcc(envelope: &Envelope) -> bool {
+    envelope
+        .properties()
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.contains_key("CC") || h.contains_key("BCC"))
 }
 
 /// Validates an `expiration` property as RabbitMQ does.
@@ -643,12 +648,7 @@ fn check_expiration(e: &str) -> Result<()> {
 /// Takes the `CC` and `BCC` routing keys from the headers; `BCC` is removed from the message.
 fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)> {
     // Only touch (and so copy-on-write) the properties when there is something to take.
-    let present = envelope
-        .properties()
-        .headers
-        .as_ref()
-        .is_some_and(|h| h.contains_key("CC") || h.contains_key("BCC"));
-    if !present {
+    if !has_cc_or_bcc(envelope) {
         return Ok((Vec::new(), Vec::new()));
     }
     let Some(headers) = envelope.properties_mut().headers.as_mut() else {
