@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mqtransport_core::{
-    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, Envelope, Error, ErrorKind, Exchange,
-    FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology, Transport,
+    Binding, Confirmation, ConsumeOptions, Consumer, Decimal, DeleteQueue, DeliveryMode, DynTransport, Envelope, Error,
+    ErrorKind, Exchange, FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology, Transport,
 };
 
 use crate::{Ctx, Failure, TestResult, body, check, check_eq};
@@ -1390,6 +1390,37 @@ pub async fn cc_and_bcc_headers_add_routes(c: Ctx) -> TestResult {
 
 // §16 Direct reply-to
 
+/// One request over direct reply-to: `client` sends "2+2" to `q` with correlation id `id`, the
+/// suite's first connection answers "4" to the address the request carries, and the reply is
+/// read from `replies`. Checks the address's form; returns the reply and the address.
+async fn direct_reply_round_trip(
+    c: &Ctx,
+    client: &DynTransport,
+    replies: &mut Consumer,
+    q: &str,
+    id: &str,
+) -> Result<(mqtransport_core::Delivery, String), Failure> {
+    let request = env("2+2")
+        .with_reply_to("amq.rabbitmq.reply-to")
+        .with_correlation_id(id);
+    check_eq!(
+        client.publish(Publish::to_queue(q, request)).await?,
+        Confirmation::Confirmed
+    );
+    let req = get_one(c, q).await?;
+    // The broker replaced the pseudo-queue's name with this channel's reply address.
+    let reply_to = req.envelope.properties().reply_to.clone().unwrap_or_default();
+    check!(
+        reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23,
+        "{reply_to}"
+    );
+    c.conn()
+        .publish(Publish::new("", &reply_to, env("4").with_correlation_id(id)))
+        .await?;
+    req.ack().await?;
+    Ok((c.next(replies).await?, reply_to))
+}
+
 /// Direct reply-to: the request carries a generated `amq.rabbitmq.reply-to.…` address and the
 /// reply published to it reaches the requester.
 pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
@@ -1416,23 +1447,7 @@ pub async fn direct_reply_to_round_trip(c: Ctx) -> TestResult {
     let mut replies = client
         .consume("amq.rabbitmq.reply-to", ConsumeOptions::default().no_ack(true))
         .await?;
-    let request = env("2+2")
-        .with_reply_to("amq.rabbitmq.reply-to")
-        .with_correlation_id("req-1");
-    check_eq!(
-        client.publish(Publish::to_queue(&q, request)).await?,
-        Confirmation::Confirmed
-    );
-    let req = get_one(&c, &q).await?;
-    let reply_to = req.envelope.properties().reply_to.clone().unwrap_or_default();
-    check!(
-        reply_to.starts_with("amq.rabbitmq.reply-to.") && reply_to.len() > 23,
-        "{reply_to}"
-    );
-    let reply = env("4").with_correlation_id("req-1");
-    c.conn().publish(Publish::new("", &reply_to, reply)).await?;
-    req.ack().await?;
-    let r = c.next(&mut replies).await?;
+    let (r, reply_to) = direct_reply_round_trip(&c, &client, &mut replies, &q, "req-1").await?;
     check_eq!(
         (
             body(&r),
@@ -1459,20 +1474,7 @@ pub async fn a_refused_request_keeps_the_reply_consumer(c: Ctx) -> TestResult {
         404,
         "request to a missing exchange",
     )?;
-    let request = env("2+2")
-        .with_reply_to("amq.rabbitmq.reply-to")
-        .with_correlation_id("req-2");
-    check_eq!(
-        client.publish(Publish::to_queue(&q, request)).await?,
-        Confirmation::Confirmed
-    );
-    let req = get_one(&c, &q).await?;
-    let reply_to = req.envelope.properties().reply_to.clone().unwrap_or_default();
-    c.conn()
-        .publish(Publish::new("", &reply_to, env("4").with_correlation_id("req-2")))
-        .await?;
-    req.ack().await?;
-    let r = c.next(&mut replies).await?;
+    let (r, _) = direct_reply_round_trip(&c, &client, &mut replies, &q, "req-2").await?;
     check_eq!(
         (body(&r), r.envelope.properties().correlation_id.as_deref()),
         ("4".to_owned(), Some("req-2"))
