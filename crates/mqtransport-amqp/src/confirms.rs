@@ -120,7 +120,7 @@ impl Awaited for PublisherConfirm {
     }
 }
 
-enum Cmd<C = PublisherConfirm> {
+enum Cmd<C> {
     /// A publish is about to go out: its return may be read before its confirm is tracked.
     Open {
         seq: u64,
