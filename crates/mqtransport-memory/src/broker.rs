@@ -13,6 +13,9 @@ use mqtransport_core::hash::FxHashMap as HashMap;
 
 use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, is_cycle, lock};
 
+/// A publish's confirmation, and the queue whose consumers its publisher is ahead of.
+pub(crate) type Published = (Confirmation, Option<Arc<QueueCell>>);
+
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -282,6 +285,7 @@ impl BrokerInner {
             for slot in st.consumers.drain(..) {
                 wake.extend(slot.waker);
             }
+            q.consumers_changed(&st);
             st.unacked.clear();
             u32::try_from(st.ready.clear()).unwrap_or(u32::MAX)
         };
@@ -331,16 +335,17 @@ impl BrokerInner {
         all
     }
 
-    /// Routes and enqueues a message; the confirmation follows RabbitMQ's rules.
+    /// Routes and enqueues a message; the confirmation follows RabbitMQ's rules. With it comes
+    /// the queue whose consumers the publisher is ahead of (see [`crate::flow`]), if any: the
+    /// publisher waits for them before it reports the confirmation.
     #[inline]
-    pub(crate) fn publish(&self, publish: Publish, reply_to: Option<&str>) -> Result<Confirmation> {
+    pub(crate) fn publish(&self, publish: Publish, reply_to: Option<&str>) -> Result<Published> {
         let Publish {
             exchange,
             routing_key,
             mandatory,
-            mut envelope,
+            envelope,
         } = publish;
-        let (exchange, routing_key) = (exchange, routing_key);
         if envelope.body.len() > self.max_message_size {
             return Err(Error::invalid(format!(
                 "message to exchange '{exchange}' with routing key '{routing_key}' is {} bytes, larger than the broker's maximum of {} bytes",
@@ -353,6 +358,19 @@ impl BrokerInner {
         if exchange.is_empty() && is_plain(&envelope) && !routing_key.starts_with("amq.rabbitmq.reply-to.") {
             return Ok(self.publish_to_queue(envelope, routing_key, mandatory));
         }
+        self.publish_routed(exchange, routing_key, mandatory, envelope, reply_to)
+    }
+
+    /// [`publish`](Self::publish) for every message that needs more than the route cache:
+    /// properties the broker acts on, an exchange, CC/BCC keys, direct reply-to.
+    fn publish_routed(
+        &self,
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        mandatory: bool,
+        mut envelope: Envelope,
+        reply_to: Option<&str>,
+    ) -> Result<Published> {
         if let Some(e) = &envelope.properties().expiration {
             check_expiration(e)?;
         }
@@ -381,7 +399,8 @@ impl BrokerInner {
                     cc: cc.into_boxed_slice(),
                 });
             }
-            return Ok(unroutable(mandatory));
+            // A reply is never held back: the requester reads replies as they come.
+            return Ok((unroutable(mandatory), None));
         }
 
         // The default exchange without CC/BCC names exactly one queue: skip the router, and
@@ -405,11 +424,7 @@ impl BrokerInner {
                 .collect()
         };
         if targets.is_empty() {
-            return Ok(if mandatory {
-                unroutable(true)
-            } else {
-                Confirmation::Confirmed
-            });
+            return Ok((unroutable(mandatory), None));
         }
         // Copies share the body, the properties and the names: cloning allocates nothing.
         let data = MsgData {
@@ -419,39 +434,46 @@ impl BrokerInner {
             cc: cc.into_boxed_slice(),
         };
         let mut nacked = false;
-        for q in &targets {
-            nacked |= q.offer(data.clone()) == Enqueued::Rejected;
+        let mut ahead = None;
+        for q in targets {
+            match q.offer(data.clone()) {
+                Enqueued::Accepted => {}
+                Enqueued::AcceptedAhead => ahead = Some(q),
+                Enqueued::Rejected => nacked = true,
+            }
         }
-        Ok(if nacked {
+        let confirmation = if nacked {
             Confirmation::Nacked
         } else {
             Confirmation::Confirmed
-        })
+        };
+        Ok((confirmation, ahead))
     }
 
     /// Publishes through the default exchange, without CC/BCC, to the queue `name`, found in this
     /// thread's route cache instead of through the router.
     #[inline]
-    fn publish_to_queue(&self, envelope: Envelope, name: ShortStr, mandatory: bool) -> Confirmation {
+    fn publish_to_queue(&self, envelope: Envelope, name: ShortStr, mandatory: bool) -> Published {
         let outcome = self.with_cached_queue(name, |q, routing_key| {
-            q.offer(MsgData {
+            let data = MsgData {
                 envelope,
                 exchange: ShortStr::EMPTY,
                 routing_key,
                 cc: Box::default(),
-            })
+            };
+            match q.offer(data) {
+                Enqueued::Accepted => (Confirmation::Confirmed, None),
+                Enqueued::AcceptedAhead => (Confirmation::Confirmed, Some(Arc::clone(q))),
+                Enqueued::Rejected => (Confirmation::Nacked, None),
+            }
         });
-        match outcome {
-            None => unroutable(mandatory),
-            Some(Enqueued::Accepted) => Confirmation::Confirmed,
-            Some(Enqueued::Rejected) => Confirmation::Nacked,
-        }
+        outcome.unwrap_or_else(|| (unroutable(mandatory), None))
     }
 
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
     /// unchanged; `None` if there is no such queue.
     #[inline]
-    fn with_cached_queue<T>(&self, name: ShortStr, f: impl FnOnce(&QueueCell, ShortStr) -> T) -> Option<T> {
+    fn with_cached_queue<T>(&self, name: ShortStr, f: impl FnOnce(&Arc<QueueCell>, ShortStr) -> T) -> Option<T> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut f = Some(f);
         // A hit runs `f` on the cached queue in place, touching no reference count. The hit

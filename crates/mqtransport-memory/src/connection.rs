@@ -1,7 +1,6 @@
 //! A connection to the embedded broker: the `Transport` implementation, consumer streams and
 //! ackers.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use mqtransport_core::{
 };
 
 use crate::broker::{BrokerInner, REPLY_TO};
-use crate::queue::{AckBatch, Acks, Effects, Handed, Owner, QueueCell, Return, Slot, lock};
+use crate::queue::{AckBatch, Acks, Effects, Inbox, MsgData, Owner, QueueCell, Return, Slot, lock};
 
 pub(crate) struct Conn {
     pub(crate) id: u64,
@@ -149,6 +148,7 @@ impl MemoryTransport {
 
             st.consumers
                 .push(Slot::new(id, self.conn.id, options, Arc::clone(&acks)));
+            queue.consumers_changed(&st);
             queue.dispatch(&mut st, &mut fx);
         }
         queue.apply(fx);
@@ -167,7 +167,7 @@ impl MemoryTransport {
             no_ack: options.no_ack,
             is_reply,
             ack,
-            local: VecDeque::new(),
+            local: Inbox::default(),
             pending: Acks::default(),
             conn: Arc::clone(&self.conn),
             finished: false,
@@ -233,7 +233,12 @@ impl Transport for MemoryTransport {
         } else {
             None
         };
-        self.conn.broker.publish(publish, reply.as_deref())
+        let (confirmation, ahead) = self.conn.broker.publish(publish, reply.as_deref())?;
+        // The message is in; a publisher ahead of the queue's consumers waits for them here.
+        if let Some(q) = ahead {
+            std::future::poll_fn(|cx| q.poll_room(cx)).await;
+        }
+        Ok(confirmation)
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
@@ -365,7 +370,7 @@ struct DeliveryStream {
     no_ack: bool,
     is_reply: bool,
     ack: Arc<QueueAck>,
-    local: VecDeque<Handed>,
+    local: Inbox,
     /// Acks taken from the batch; its list is reused between refills.
     pending: Acks,
     conn: Arc<Conn>,
@@ -373,13 +378,13 @@ struct DeliveryStream {
 }
 
 impl DeliveryStream {
-    fn delivery(&self, h: Handed) -> Delivery {
+    fn delivery(&self, (tag, data, redelivered): (u64, MsgData, bool)) -> Delivery {
         let acker = if self.no_ack {
             Acker::settled()
         } else {
-            Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, h.tag)
+            Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, tag)
         };
-        Delivery::new(h.envelope, h.exchange, h.routing_key, h.redelivered, h.tag, acker)
+        Delivery::new(data.envelope, data.exchange, data.routing_key, redelivered, tag, acker)
     }
 }
 
@@ -407,7 +412,7 @@ impl DeliveryStream {
         if this.conn.closed.load(Ordering::Acquire) {
             this.local.clear();
         }
-        if let Some(h) = this.local.pop_front() {
+        if let Some(h) = this.local.pop() {
             return Poll::Ready(Some(Ok(this.delivery(h))));
         }
         let ended = loop {
@@ -427,7 +432,7 @@ impl DeliveryStream {
                 let deleted = st.deleted;
                 match st.consumers.iter_mut().find(|s| s.id == this.id) {
                     Some(slot) if !slot.inbox.is_empty() => {
-                        std::mem::swap(&mut slot.inbox, &mut this.local);
+                        slot.inbox.move_into(&mut this.local);
                         Some(None)
                     }
                     Some(slot) => {
@@ -453,7 +458,7 @@ impl DeliveryStream {
             }
         };
         match ended {
-            None => match this.local.pop_front() {
+            None => match this.local.pop() {
                 Some(h) => Poll::Ready(Some(Ok(this.delivery(h)))),
                 None => Poll::Pending,
             },
@@ -496,11 +501,13 @@ impl Drop for DeliveryStream {
             // Deliveries handed to this consumer but never yielded go back as on a channel close;
             // those yielded and not yet settled wait for their ackers.
             if !self.no_ack {
-                let back: Vec<_> = std::mem::take(&mut slot.inbox)
-                    .into_iter()
-                    .chain(self.local.drain(..))
-                    .filter_map(|h| slot.held.take(h.tag))
+                let back: Vec<_> = slot
+                    .inbox
+                    .tags()
+                    .chain(self.local.tags())
+                    .filter_map(|tag| slot.held.take(tag))
                     .collect();
+                self.local.clear();
                 q.give_back_closed(&mut st, back, &mut fx);
                 for (tag, msg) in slot.held.drain() {
                     st.unacked.insert((slot.id, tag), (msg, slot.conn));

@@ -39,6 +39,7 @@
 //! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx |
 //! | dead letters | `x-dead-letter-exchange`/`-routing-key`, `x-death` history as RabbitMQ writes it, cycle detection, quorum `x-delivery-limit` |
 //! | publishing | confirms, mandatory returns, nacks from full queues, `CC`/`BCC`, priorities (`x-max-priority`) |
+//! | flow control | a publisher [`FLOW_LIMIT`] messages ahead of a queue's consumers waits (at most [`FLOW_GRACE`]) for them to take some, like RabbitMQ's credit flow |
 //! | RPC | `amq.rabbitmq.reply-to` direct reply-to |
 //! | other | purge, delete (`if_unused`/`if_empty`), `basic.get` with message count |
 //!
@@ -47,6 +48,7 @@
 
 mod broker;
 mod connection;
+mod flow;
 mod queue;
 
 use std::collections::HashMap;
@@ -55,6 +57,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use mqtransport_core::{BrokerUrl, Error, Result, Scheme};
 
 pub use connection::MemoryTransport;
+pub use flow::{FLOW_GRACE, FLOW_LIMIT};
 
 /// Default largest body: RabbitMQ's default `max_message_size`, 128 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;

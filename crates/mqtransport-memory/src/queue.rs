@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::broker::BrokerInner;
+use crate::flow::{self, FLOW_LIMIT};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -24,13 +25,31 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What a published message carries. Every part clones without allocating, so fan-out copies
 /// and deliveries share it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct MsgData {
     pub(crate) envelope: Envelope,
     pub(crate) exchange: ShortStr,
     pub(crate) routing_key: ShortStr,
     /// `CC` keys (for `x-death` routing keys); usually empty, which allocates nothing.
     pub(crate) cc: Box<[ShortStr]>,
+}
+
+impl Clone for MsgData {
+    /// Inlined, and without a call for the usual empty `CC` list: a consumer's held copy is
+    /// made for every delivery.
+    #[inline]
+    fn clone(&self) -> Self {
+        MsgData {
+            envelope: self.envelope.clone(),
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            cc: if self.cc.is_empty() {
+                Box::default()
+            } else {
+                self.cc.clone()
+            },
+        }
+    }
 }
 
 /// A message in one queue.
@@ -43,6 +62,19 @@ pub(crate) struct Msg {
     /// Times returned to the queue (quorum `x-delivery-count`).
     pub(crate) returns: u32,
     pub(crate) expires_at: Option<Instant>,
+}
+
+impl Msg {
+    /// A message straight from the intake: never delivered, no expiry.
+    fn fresh(seq: u64, data: MsgData) -> Msg {
+        Msg {
+            seq,
+            data,
+            redelivered: false,
+            returns: 0,
+            expires_at: None,
+        }
+    }
 }
 
 /// Why a message was dead-lettered (the `x-death` reason).
@@ -129,14 +161,76 @@ pub(crate) struct Owner {
     pub(crate) consumer: u64,
 }
 
-/// A message handed to a consumer, waiting in its inbox for the stream to pick it up.
-#[derive(Debug)]
-pub(crate) struct Handed {
-    pub(crate) tag: u64,
-    pub(crate) envelope: Envelope,
-    pub(crate) exchange: ShortStr,
-    pub(crate) routing_key: ShortStr,
-    pub(crate) redelivered: bool,
+/// Messages handed to a consumer, waiting for its stream to pick them up. Their delivery tags
+/// are consecutive (a consumer's tags are given in hand-out order), so only the first is kept,
+/// and a batch of fresh messages moves in as a whole.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    msgs: VecDeque<MsgData>,
+    /// The tag of `msgs[0]`.
+    first: u64,
+    /// The tags of the redelivered messages among them, ascending (usually none).
+    redelivered: VecDeque<u64>,
+}
+
+impl Inbox {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// The tags waiting here.
+    pub(crate) fn tags(&self) -> std::ops::Range<u64> {
+        self.first..self.first + self.msgs.len() as u64
+    }
+
+    /// Adds the message handed with `tag`, the tag after the last one here.
+    fn push(&mut self, tag: u64, data: MsgData, redelivered: bool) {
+        if self.msgs.is_empty() {
+            self.first = tag;
+        }
+        debug_assert_eq!(tag, self.first + self.msgs.len() as u64);
+        self.msgs.push_back(data);
+        if redelivered {
+            self.redelivered.push_back(tag);
+        }
+    }
+
+    /// Moves the first `n` of `from`, handed with tags from `first` on, to the end: one swap
+    /// when they are all of `from` and nothing waits here.
+    fn append(&mut self, first: u64, from: &mut VecDeque<MsgData>, n: usize) {
+        if self.msgs.is_empty() {
+            self.first = first;
+            if n == from.len() {
+                std::mem::swap(&mut self.msgs, from);
+                return;
+            }
+        }
+        debug_assert_eq!(first, self.first + self.msgs.len() as u64);
+        self.msgs.extend(from.drain(..n));
+    }
+
+    /// The next message with its tag and redelivered flag.
+    pub(crate) fn pop(&mut self) -> Option<(u64, MsgData, bool)> {
+        let data = self.msgs.pop_front()?;
+        let tag = self.first;
+        self.first += 1;
+        let redelivered = self.redelivered.front() == Some(&tag);
+        if redelivered {
+            self.redelivered.pop_front();
+        }
+        Some((tag, data, redelivered))
+    }
+
+    /// Moves everything here into the empty `into`, in one swap.
+    pub(crate) fn move_into(&mut self, into: &mut Inbox) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(self, into);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.msgs.clear();
+        self.redelivered.clear();
+    }
 }
 
 /// The acks of one consumer, applied by its stream in one go under the queue lock.
@@ -353,7 +447,7 @@ pub(crate) struct Slot {
     pub(crate) next_tag: u64,
     /// Handed and not yet settled (empty for a no-ack consumer).
     pub(crate) held: Held,
-    pub(crate) inbox: VecDeque<Handed>,
+    pub(crate) inbox: Inbox,
     pub(crate) waker: Option<Waker>,
     pub(crate) acks: Arc<AckBatch>,
 }
@@ -369,7 +463,7 @@ impl Slot {
             exclusive: options.exclusive,
             next_tag: 0,
             held: Held::new(),
-            inbox: VecDeque::new(),
+            inbox: Inbox::default(),
             waker: None,
             acks,
         }
@@ -385,7 +479,15 @@ impl Slot {
     }
 
     fn has_credit(&self) -> bool {
-        self.no_ack || self.prefetch == 0 || self.held.count() < self.prefetch
+        self.credit() > 0
+    }
+
+    /// How many more deliveries the consumer may be handed.
+    fn credit(&self) -> usize {
+        if self.no_ack || self.prefetch == 0 {
+            return usize::MAX;
+        }
+        self.prefetch.saturating_sub(self.held.count()) as usize
     }
 
     /// Settles one delivery on the locked path (a nack or reject, or an ack out of the batch):
@@ -408,6 +510,49 @@ pub(crate) struct Intake {
     msgs: VecDeque<MsgData>,
     /// Consumers waiting for a message, by consumer id: a publish wakes them all.
     waiting: Vec<(u64, Waker)>,
+    /// Flow control (see [`crate::flow`]): the queue's consumers, who can drain the intake.
+    consumers: usize,
+    /// Messages the consumers took from the intake and have not been handed yet.
+    behind: usize,
+    /// Publishers waiting for the consumers to take messages.
+    blocked: Vec<Waker>,
+    /// Times the consumers took messages: the watchdog stalls the queue only if this stands still.
+    drains: u64,
+    /// The drain count at which the watchdog was last asked to look.
+    watched: Option<u64>,
+    /// No drain came within the grace: publishers pass until the next one.
+    stalled: bool,
+}
+
+impl Intake {
+    /// Whether a publisher that has just added a message must wait for the consumers.
+    fn holds_back(&self) -> bool {
+        self.consumers > 0 && !self.stalled && self.msgs.len() + self.behind >= FLOW_LIMIT
+    }
+
+    /// The consumers took messages, `behind` of them still to hand out. Waiting publishers look
+    /// again: they go on, or wait anew under a watch for this drain.
+    fn drained(&mut self, behind: usize) {
+        self.behind = behind;
+        self.drains += 1;
+        self.stalled = false;
+        for w in self.blocked.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// A value on cache lines of its own: the intake, written by publishers on every message, does
+/// not share a line with the queue state that consumers write.
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Parsed queue arguments.
@@ -603,7 +748,7 @@ pub(crate) struct QueueCell {
     pub(crate) config: Config,
     pub(crate) state: Mutex<QueueState>,
     /// Publishes that need no decision from the queue's state (see [`Intake`]).
-    intake: Mutex<Intake>,
+    intake: Padded<Mutex<Intake>>,
     /// Whether the queue takes publishes through its intake.
     fast: bool,
     /// Whether consumers are served from the intake without passing through `ready`: a fast
@@ -621,6 +766,9 @@ pub(crate) struct QueueCell {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enqueued {
     Accepted,
+    /// Accepted, and the queue's consumers are behind: the publisher should wait for them
+    /// ([`QueueCell::poll_room`]).
+    AcceptedAhead,
     Rejected,
 }
 
@@ -651,7 +799,7 @@ impl QueueCell {
             name,
             decl,
             owner,
-            intake: Mutex::default(),
+            intake: Padded::default(),
             fast,
             direct: fast && config.max_priority.is_none(),
             config,
@@ -695,7 +843,64 @@ impl QueueCell {
             return false;
         }
         std::mem::swap(&mut intake.msgs, &mut st.fresh);
+        let behind = st.fresh.len();
+        intake.drained(behind);
         true
+    }
+
+    /// After consumers were handed messages from `fresh`: tells waiting publishers how many are
+    /// left to hand out.
+    fn handed_fresh(&self, st: &QueueState) {
+        let mut intake = lock(&self.intake);
+        if intake.behind != st.fresh.len() {
+            intake.drained(st.fresh.len());
+        }
+    }
+
+    /// Keeps the flow control's count of consumers; a queue without consumers holds no
+    /// publisher back.
+    pub(crate) fn consumers_changed(&self, st: &QueueState) {
+        if self.fast {
+            let mut intake = lock(&self.intake);
+            intake.consumers = st.consumers.len();
+            if intake.consumers == 0 {
+                for w in intake.blocked.drain(..) {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Ready once a publisher that was told [`Enqueued::AcceptedAhead`] may go on: the consumers
+    /// took messages, or they are gone, or they took none within the flow grace.
+    pub(crate) fn poll_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let mut intake = lock(&self.intake);
+        if !intake.holds_back() {
+            return std::task::Poll::Ready(());
+        }
+        if intake.watched != Some(intake.drains) {
+            intake.watched = Some(intake.drains);
+            if !flow::watch(self.me.clone(), intake.drains) {
+                intake.stalled = true;
+                return std::task::Poll::Ready(());
+            }
+        }
+        if !intake.blocked.iter().any(|w| w.will_wake(cx.waker())) {
+            intake.blocked.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
+    }
+
+    /// The watchdog's call: if the consumers took nothing since drain `drains`, publishers stop
+    /// waiting for them until they do.
+    pub(crate) fn stall(&self, drains: u64) {
+        let mut intake = lock(&self.intake);
+        if intake.drains == drains && !intake.stalled {
+            intake.stalled = true;
+            for w in intake.blocked.drain(..) {
+                w.wake();
+            }
+        }
     }
 
     /// Registers a consumer that found nothing to take, to be woken by the next publish to the
@@ -772,6 +977,9 @@ impl QueueCell {
                 for (_, w) in intake.waiting.drain(..) {
                     w.wake();
                 }
+            }
+            if intake.holds_back() {
+                return Enqueued::AcceptedAhead;
             }
             return Enqueued::Accepted;
         }
@@ -871,13 +1079,21 @@ impl QueueCell {
         if !self.direct {
             return;
         }
-        while let Some(i) = next_consumer(st) {
-            let data = match st.fresh.pop_front() {
-                Some(data) => data,
-                None if self.take_intake(st) => continue,
-                None => return,
-            };
-            self.hand_fresh(st, i, data, fx);
+        let handed = st.next_seq;
+        if st.consumers.len() == 1 {
+            self.hand_fresh_batches(st, fx);
+        } else {
+            while let Some(i) = next_consumer(st) {
+                let data = match st.fresh.pop_front() {
+                    Some(data) => data,
+                    None if self.take_intake(st) => continue,
+                    None => break,
+                };
+                self.hand_fresh(st, i, data, fx);
+            }
+        }
+        if st.next_seq != handed {
+            self.handed_fresh(st);
         }
     }
 
@@ -893,20 +1109,19 @@ impl QueueCell {
 
     fn hand(&self, st: &mut QueueState, i: usize, msg: Msg, fx: &mut Effects) {
         st.rr_next = i + 1;
-        let envelope = self.delivered_envelope(&msg, false);
-        let slot = &mut st.consumers[i];
-        slot.next_tag += 1;
-        let handed = Handed {
-            tag: slot.next_tag,
-            envelope,
+        let data = MsgData {
+            envelope: self.delivered_envelope(&msg, false),
             exchange: msg.data.exchange.clone(),
             routing_key: msg.data.routing_key.clone(),
-            redelivered: msg.redelivered,
+            cc: Box::default(),
         };
+        let slot = &mut st.consumers[i];
+        slot.next_tag += 1;
+        let redelivered = msg.redelivered;
         if !slot.no_ack {
             slot.held.push(slot.next_tag, msg);
         }
-        slot.inbox.push_back(handed);
+        slot.inbox.push(slot.next_tag, data, redelivered);
         if let Some(w) = slot.waker.take() {
             fx.wake.push(w);
         }
@@ -921,36 +1136,43 @@ impl QueueCell {
         let slot = &mut st.consumers[i];
         slot.next_tag += 1;
         let tag = slot.next_tag;
-        if slot.no_ack {
-            slot.inbox.push_back(Handed {
-                tag,
-                envelope: data.envelope,
-                exchange: data.exchange,
-                routing_key: data.routing_key,
-                redelivered: false,
-            });
-        } else {
-            slot.inbox.push_back(Handed {
-                tag,
-                // A quorum queue counts deliveries from the first return: no header yet.
-                envelope: data.envelope.clone(),
-                exchange: data.exchange.clone(),
-                routing_key: data.routing_key.clone(),
-                redelivered: false,
-            });
-            slot.held.push(
-                tag,
-                Msg {
-                    seq,
-                    data,
-                    redelivered: false,
-                    returns: 0,
-                    expires_at: None,
-                },
-            );
+        if !slot.no_ack {
+            // A quorum queue counts deliveries from the first return: no header yet.
+            slot.held.push(tag, Msg::fresh(seq, data.clone()));
         }
+        slot.inbox.push(tag, data, false);
         if let Some(w) = slot.waker.take() {
             fx.wake.push(w);
+        }
+    }
+
+    /// Serves the queue's one consumer from the intake, as many messages at a time as its credit
+    /// allows: they move to its inbox in one piece (a swap when they all fit), and only the
+    /// copies it holds until they are settled are made one by one.
+    fn hand_fresh_batches(&self, st: &mut QueueState, fx: &mut Effects) {
+        loop {
+            if st.fresh.is_empty() && !self.take_intake(st) {
+                return;
+            }
+            let slot = &mut st.consumers[0];
+            let n = slot.credit().min(st.fresh.len());
+            if n == 0 {
+                return;
+            }
+            let first = slot.next_tag + 1;
+            if !slot.no_ack {
+                for (k, data) in st.fresh.iter().take(n).enumerate() {
+                    slot.held
+                        .push(first + k as u64, Msg::fresh(st.next_seq + 1 + k as u64, data.clone()));
+                }
+            }
+            slot.inbox.append(first, &mut st.fresh, n);
+            slot.next_tag += n as u64;
+            st.next_seq += n as u64;
+            st.rr_next = 1;
+            if let Some(w) = slot.waker.take() {
+                fx.wake.push(w);
+            }
         }
     }
 
@@ -1014,7 +1236,9 @@ impl QueueCell {
     pub(crate) fn remove_consumer(&self, st: &mut QueueState, i: usize) -> Slot {
         let pending = st.consumers[i].acks.close();
         self.apply_acks(st, st.consumers[i].id, &pending);
-        st.consumers.remove(i)
+        let slot = st.consumers.remove(i);
+        self.consumers_changed(st);
+        slot
     }
 
     /// Returns the messages a closed channel, connection or consumer held. Quorum queues put them

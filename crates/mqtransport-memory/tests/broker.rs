@@ -624,3 +624,117 @@ async fn queue_stats_count_acks_the_stream_has_not_applied_yet() -> R {
     assert_eq!(unacked(&b), Some((0, 0)), "everything settled");
     Ok(())
 }
+
+async fn next(consumer: &mut mqtransport_core::Consumer) -> mqtransport_core::Result<mqtransport_core::Delivery> {
+    consumer
+        .next()
+        .await
+        .unwrap_or_else(|| Err(mqtransport_core::Error::closed("the consumer ended")))
+}
+
+/// Polls a publish once, outside tokio's cooperative budget (which makes every 128th publish
+/// yield): `Some(confirmation)` if it finished.
+async fn publish_now(c: &MemoryTransport, q: &str, body: String) -> Option<mqtransport_core::Confirmation> {
+    let publish = tokio::task::unconstrained(c.publish(Publish::to_queue(q, Envelope::new(body))));
+    let mut publish = std::pin::pin!(publish);
+    match futures_util::poll!(publish.as_mut()) {
+        std::task::Poll::Ready(r) => r.ok(),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test]
+async fn a_publisher_ahead_of_the_consumer_waits_for_it() -> R {
+    use mqtransport_memory::FLOW_LIMIT;
+    let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
+    let mut consumer = c.consume("flow", ConsumeOptions::default().prefetch(10)).await?;
+    for i in 0..FLOW_LIMIT - 1 {
+        assert!(
+            publish_now(&c, "flow", i.to_string()).await.is_some(),
+            "publish {i} waited with the consumer only {i} messages behind"
+        );
+    }
+    let mut last = std::pin::pin!(tokio::task::unconstrained(
+        c.publish(Publish::to_queue("flow", Envelope::new("last")))
+    ));
+    assert!(
+        futures_util::poll!(last.as_mut()).is_pending(),
+        "a publisher {FLOW_LIMIT} messages ahead of the consumer went on"
+    );
+    // The consumer takes a batch: the publisher goes on, its message in the queue all along.
+    let first = next(&mut consumer).await?;
+    assert_eq!(text(&first), "0");
+    let confirmed = futures_util::poll!(last.as_mut());
+    assert!(
+        matches!(
+            confirmed,
+            std::task::Poll::Ready(Ok(mqtransport_core::Confirmation::Confirmed))
+        ),
+        "{confirmed:?}"
+    );
+    first.ack().await?;
+    let mut seen = 1;
+    while seen < FLOW_LIMIT - 1 {
+        let d = next(&mut consumer).await?;
+        assert_eq!(text(&d), seen.to_string());
+        d.ack().await?;
+        seen += 1;
+    }
+    let d = next(&mut consumer).await?;
+    assert_eq!(text(&d), "last");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_consumers_no_publisher_waits() -> R {
+    use mqtransport_memory::FLOW_LIMIT;
+    let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
+    for i in 0..2 * FLOW_LIMIT {
+        assert!(
+            publish_now(&c, "flow", i.to_string()).await.is_some(),
+            "publish {i} waited"
+        );
+    }
+    assert_eq!(count(&c, "flow").await as usize, 2 * FLOW_LIMIT);
+    // A consumer that comes and goes leaves no publisher waiting for it.
+    let consumer = c.consume("flow", ConsumeOptions::default().prefetch(1)).await?;
+    let mut held = std::pin::pin!(tokio::task::unconstrained(
+        c.publish(Publish::to_queue("flow", Envelope::new("more")))
+    ));
+    let _ = futures_util::poll!(held.as_mut());
+    drop(consumer);
+    assert!(
+        futures_util::poll!(held.as_mut()).is_ready(),
+        "the consumer left, the publisher still waits"
+    );
+    Ok(())
+}
+
+/// A handler that publishes to its own queue before it acks: its consumer has no credit and its
+/// stream is not polled, so nobody drains the queue. The publisher waits at most the grace, and
+/// nothing is lost or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_is_not_held_by_a_consumer_that_cannot_take() -> R {
+    use mqtransport_memory::FLOW_LIMIT;
+    let (_b, c) = setup(vec![Queue::transient("own")]).await?;
+    send(&c, "own", "start").await?;
+    let mut consumer = c.consume("own", ConsumeOptions::default().prefetch(1)).await?;
+    let start = next(&mut consumer).await?;
+    let n = 3 * FLOW_LIMIT;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for i in 0..n {
+            send(&c, "own", &i.to_string()).await?;
+        }
+        Ok::<_, mqtransport_core::Error>(())
+    })
+    .await
+    .expect("publishing to a queue whose consumer cannot take stalled for 60 s")?;
+    start.ack().await?;
+    for i in 0..n {
+        let d = next(&mut consumer).await?;
+        assert_eq!(text(&d), i.to_string());
+        d.ack().await?;
+    }
+    assert_eq!(count(&c, "own").await, 0);
+    Ok(())
+}
