@@ -819,9 +819,13 @@ impl QueueCell {
         let mut st = lock(&self.state);
         if self.fast {
             // What waits in `fresh` came before what waits in the intake.
+            let had_fresh = !st.fresh.is_empty();
             st.fresh_to_ready();
             if self.take_intake(&mut st) {
                 st.fresh_to_ready();
+                self.fresh_left(&st);
+            } else if had_fresh {
+                self.fresh_left(&st);
             }
         }
         st
@@ -848,9 +852,9 @@ impl QueueCell {
         true
     }
 
-    /// After consumers were handed messages from `fresh`: tells waiting publishers how many are
-    /// left to hand out.
-    fn handed_fresh(&self, st: &QueueState) {
+    /// After messages left `fresh` (handed to consumers, or moved to `ready`): tells waiting
+    /// publishers how many are left there.
+    fn fresh_left(&self, st: &QueueState) {
         let mut intake = lock(&self.intake);
         if intake.behind != st.fresh.len() {
             intake.drained(st.fresh.len());
@@ -1093,7 +1097,7 @@ impl QueueCell {
             }
         }
         if st.next_seq != handed {
-            self.handed_fresh(st);
+            self.fresh_left(st);
         }
     }
 

@@ -738,3 +738,29 @@ async fn a_publisher_is_not_held_by_a_consumer_that_cannot_take() -> R {
     assert_eq!(count(&c, "own").await, 0);
     Ok(())
 }
+
+/// Messages that leave the consumers' backlog another way (here `queue_info` moves them to the
+/// ready list) stop counting against publishers at once.
+#[tokio::test]
+async fn a_backlog_moved_to_the_ready_list_holds_no_publisher_back() -> R {
+    use mqtransport_memory::FLOW_LIMIT;
+    let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
+    let mut consumer = c.consume("flow", ConsumeOptions::default().prefetch(1)).await?;
+    for i in 0..FLOW_LIMIT - 1 {
+        assert!(
+            publish_now(&c, "flow", i.to_string()).await.is_some(),
+            "publish {i} waited"
+        );
+    }
+    // The consumer takes the backlog and is handed one message; the rest wait for it.
+    let first = next(&mut consumer).await?;
+    assert_eq!(text(&first), "0");
+    assert_eq!(count(&c, "flow").await as usize, FLOW_LIMIT - 2);
+    for i in 0..2 {
+        assert!(
+            publish_now(&c, "flow", format!("more {i}")).await.is_some(),
+            "publish {i} waited for a backlog that is in the ready list"
+        );
+    }
+    Ok(())
+}
