@@ -696,17 +696,29 @@ async fn without_consumers_no_publisher_waits() -> R {
         );
     }
     assert_eq!(count(&c, "flow").await as usize, 2 * FLOW_LIMIT);
-    // A consumer that comes and goes leaves no publisher waiting for it.
+    // A consumer that goes away leaves no publisher waiting for it.
     let consumer = c.consume("flow", ConsumeOptions::default().prefetch(1)).await?;
+    for i in 0..FLOW_LIMIT - 1 {
+        assert!(
+            publish_now(&c, "flow", format!("more {i}")).await.is_some(),
+            "publish {i} waited"
+        );
+    }
     let mut held = std::pin::pin!(tokio::task::unconstrained(
-        c.publish(Publish::to_queue("flow", Envelope::new("more")))
+        c.publish(Publish::to_queue("flow", Envelope::new("held")))
     ));
-    let _ = futures_util::poll!(held.as_mut());
+    assert!(futures_util::poll!(held.as_mut()).is_pending(), "not held back");
     drop(consumer);
     assert!(
         futures_util::poll!(held.as_mut()).is_ready(),
         "the consumer left, the publisher still waits"
     );
+    for i in 0..2 * FLOW_LIMIT {
+        assert!(
+            publish_now(&c, "flow", format!("after {i}")).await.is_some(),
+            "publish {i} after the consumer left waited"
+        );
+    }
     Ok(())
 }
 
