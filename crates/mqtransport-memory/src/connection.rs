@@ -1,6 +1,7 @@
 //! A connection to the embedded broker: the `Transport` implementation, consumer streams and
 //! ackers.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -223,22 +224,11 @@ impl Transport for MemoryTransport {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    async fn publish(&self, publish: Publish) -> Result<Confirmation> {
-        // An in-process publish never waits on I/O; taking part in tokio's cooperative budget
-        // keeps a publishing loop from starving the consumers on its worker thread.
-        tokio::task::consume_budget().await;
-        self.conn.check_open()?;
-        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
-            lock(&self.conn.reply).as_ref().map(|q| q.name.clone())
-        } else {
-            None
-        };
-        let (confirmation, ahead) = self.conn.broker.publish(publish, reply.as_deref())?;
-        // The message is in; a publisher ahead of the queue's consumers waits for them here.
-        if let Some(q) = ahead {
-            std::future::poll_fn(|cx| q.poll_room(cx)).await;
+    fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send {
+        Publishing {
+            conn: &self.conn,
+            state: PublishState::Start(publish),
         }
-        Ok(confirmation)
     }
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
@@ -294,6 +284,64 @@ impl Transport for MemoryTransport {
     async fn close(&self) -> Result<()> {
         self.conn.shutdown();
         Ok(())
+    }
+}
+
+impl Conn {
+    /// Routes and enqueues `publish` (see [`BrokerInner::publish`]).
+    fn publish_now(&self, publish: Publish) -> Result<crate::broker::Published> {
+        self.check_open()?;
+        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+            lock(&self.reply).as_ref().map(|q| q.name.clone())
+        } else {
+            None
+        };
+        self.broker.publish(publish, reply.as_deref())
+    }
+}
+
+/// The future of [`MemoryTransport::publish`]. Its first poll takes one unit of tokio's
+/// cooperative budget (an in-process publish never waits on I/O, and the budget keeps a
+/// publishing loop from starving the consumers on its worker thread) and publishes; a
+/// publisher then ahead of the queue's consumers waits for them (see [`crate::flow`]).
+struct Publishing<'a> {
+    conn: &'a Conn,
+    state: PublishState,
+}
+
+enum PublishState {
+    Start(Publish),
+    Ahead(Arc<QueueCell>, Confirmation),
+    Done,
+}
+
+impl Future for Publishing<'_> {
+    type Output = Result<Confirmation>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if matches!(this.state, PublishState::Start(_)) {
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+            coop.made_progress();
+            let PublishState::Start(publish) = std::mem::replace(&mut this.state, PublishState::Done) else {
+                return Poll::Ready(Err(Error::invalid("publish future polled after completion")));
+            };
+            match this.conn.publish_now(publish) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok((confirmation, None)) => return Poll::Ready(Ok(confirmation)),
+                Ok((confirmation, Some(q))) => this.state = PublishState::Ahead(q, confirmation),
+            }
+        }
+        match &this.state {
+            PublishState::Ahead(q, _) => {
+                std::task::ready!(q.poll_room(cx));
+                match std::mem::replace(&mut this.state, PublishState::Done) {
+                    PublishState::Ahead(_, confirmation) => Poll::Ready(Ok(confirmation)),
+                    _ => Poll::Ready(Err(Error::invalid("publish future polled after completion"))),
+                }
+            }
+            _ => Poll::Ready(Err(Error::invalid("publish future polled after completion"))),
+        }
     }
 }
 
