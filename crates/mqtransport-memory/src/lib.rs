@@ -39,7 +39,7 @@
 //! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx |
 //! | dead letters | `x-dead-letter-exchange`/`-routing-key`, `x-death` history as RabbitMQ writes it, cycle detection, quorum `x-delivery-limit` |
 //! | publishing | confirms, mandatory returns, nacks from full queues, `CC`/`BCC`, priorities (`x-max-priority`) |
-//! | flow control | a publisher [`FLOW_LIMIT`] messages ahead of a queue's consumers waits (at most [`FLOW_GRACE`]) for them to take some, like RabbitMQ's credit flow |
+//! | flow control | a publisher [`FLOW_LIMIT`] messages ahead of a queue's consumers waits for them to take some, like RabbitMQ's credit flow; never more than [`FLOW_GRACE`] while they take nothing |
 //! | RPC | `amq.rabbitmq.reply-to` direct reply-to |
 //! | other | purge, delete (`if_unused`/`if_empty`), `basic.get` with message count |
 //!
