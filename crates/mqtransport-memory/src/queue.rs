@@ -536,6 +536,11 @@ impl Intake {
         self.behind = behind;
         self.drains += 1;
         self.stalled = false;
+        self.release_blocked();
+    }
+
+    /// Wakes every waiting publisher to look again.
+    fn release_blocked(&mut self) {
         for w in self.blocked.drain(..) {
             w.wake();
         }
@@ -821,11 +826,12 @@ impl QueueCell {
             // What waits in `fresh` came before what waits in the intake.
             let had_fresh = !st.fresh.is_empty();
             st.fresh_to_ready();
-            if self.take_intake(&mut st) {
+            let took = self.take_intake(&mut st);
+            if took {
                 st.fresh_to_ready();
-                self.fresh_left(&st);
-            } else if had_fresh {
-                self.fresh_left(&st);
+            }
+            if took || had_fresh {
+                self.fresh_left(&st, took);
             }
         }
         st
@@ -847,16 +853,14 @@ impl QueueCell {
             return false;
         }
         std::mem::swap(&mut intake.msgs, &mut st.fresh);
-        let behind = st.fresh.len();
-        intake.drained(behind);
         true
     }
 
-    /// After messages left `fresh` (handed to consumers, or moved to `ready`): tells waiting
-    /// publishers how many are left there.
-    fn fresh_left(&self, st: &QueueState) {
+    /// After the intake was taken (`took`) or messages left `fresh` (handed to consumers, or
+    /// moved to `ready`): tells waiting publishers how many are left there.
+    fn fresh_left(&self, st: &QueueState, took: bool) {
         let mut intake = lock(&self.intake);
-        if intake.behind != st.fresh.len() {
+        if took || intake.behind != st.fresh.len() {
             intake.drained(st.fresh.len());
         }
     }
@@ -868,9 +872,7 @@ impl QueueCell {
             let mut intake = lock(&self.intake);
             intake.consumers = st.consumers.len();
             if intake.consumers == 0 {
-                for w in intake.blocked.drain(..) {
-                    w.wake();
-                }
+                intake.release_blocked();
             }
         }
     }
@@ -901,9 +903,7 @@ impl QueueCell {
         let mut intake = lock(&self.intake);
         if intake.drains == drains && !intake.stalled {
             intake.stalled = true;
-            for w in intake.blocked.drain(..) {
-                w.wake();
-            }
+            intake.release_blocked();
         }
     }
 
@@ -1084,20 +1084,25 @@ impl QueueCell {
             return;
         }
         let handed = st.next_seq;
-        if st.consumers.len() == 1 {
-            self.hand_fresh_batches(st, fx);
-        } else {
-            while let Some(i) = next_consumer(st) {
-                let data = match st.fresh.pop_front() {
-                    Some(data) => data,
-                    None if self.take_intake(st) => continue,
-                    None => break,
-                };
-                self.hand_fresh(st, i, data, fx);
+        let mut took = false;
+        while let Some(i) = next_consumer(st) {
+            if st.fresh.is_empty() {
+                if !self.take_intake(st) {
+                    break;
+                }
+                took = true;
             }
+            // A lone consumer is handed as many as its credit allows at once; several share the
+            // messages round-robin, one at a time.
+            let n = if st.consumers.len() == 1 {
+                st.consumers[i].credit().min(st.fresh.len())
+            } else {
+                1
+            };
+            self.hand_fresh(st, i, n, fx);
         }
-        if st.next_seq != handed {
-            self.fresh_left(st);
+        if took || st.next_seq != handed {
+            self.fresh_left(st, took);
         }
     }
 
@@ -1131,52 +1136,26 @@ impl QueueCell {
         }
     }
 
-    /// [`hand`](Self::hand) for a message that comes straight from the intake: never delivered,
-    /// so it carries no delivery count and no expiry; its parts are moved where `hand` copies.
-    fn hand_fresh(&self, st: &mut QueueState, i: usize, data: MsgData, fx: &mut Effects) {
-        st.next_seq += 1;
-        let seq = st.next_seq;
+    /// [`hand`](Self::hand) for the first `n` messages of `fresh`, which come straight from the
+    /// intake: never delivered, so they carry no delivery count (a quorum queue counts from the
+    /// first return) and no expiry. They move to the consumer's inbox in one piece (a swap when
+    /// they are all of `fresh`); only the copies it holds until they are settled are made one
+    /// by one.
+    fn hand_fresh(&self, st: &mut QueueState, i: usize, n: usize, fx: &mut Effects) {
         st.rr_next = i + 1;
         let slot = &mut st.consumers[i];
-        slot.next_tag += 1;
-        let tag = slot.next_tag;
+        let first = slot.next_tag + 1;
         if !slot.no_ack {
-            // A quorum queue counts deliveries from the first return: no header yet.
-            slot.held.push(tag, Msg::fresh(seq, data.clone()));
+            for (k, data) in st.fresh.iter().take(n).enumerate() {
+                let k = k as u64;
+                slot.held.push(first + k, Msg::fresh(st.next_seq + 1 + k, data.clone()));
+            }
         }
-        slot.inbox.push(tag, data, false);
+        slot.inbox.append(first, &mut st.fresh, n);
+        slot.next_tag += n as u64;
+        st.next_seq += n as u64;
         if let Some(w) = slot.waker.take() {
             fx.wake.push(w);
-        }
-    }
-
-    /// Serves the queue's one consumer from the intake, as many messages at a time as its credit
-    /// allows: they move to its inbox in one piece (a swap when they all fit), and only the
-    /// copies it holds until they are settled are made one by one.
-    fn hand_fresh_batches(&self, st: &mut QueueState, fx: &mut Effects) {
-        loop {
-            if st.fresh.is_empty() && !self.take_intake(st) {
-                return;
-            }
-            let slot = &mut st.consumers[0];
-            let n = slot.credit().min(st.fresh.len());
-            if n == 0 {
-                return;
-            }
-            let first = slot.next_tag + 1;
-            if !slot.no_ack {
-                for (k, data) in st.fresh.iter().take(n).enumerate() {
-                    slot.held
-                        .push(first + k as u64, Msg::fresh(st.next_seq + 1 + k as u64, data.clone()));
-                }
-            }
-            slot.inbox.append(first, &mut st.fresh, n);
-            slot.next_tag += n as u64;
-            st.next_seq += n as u64;
-            st.rr_next = 1;
-            if let Some(w) = slot.waker.take() {
-                fx.wake.push(w);
-            }
         }
     }
 
