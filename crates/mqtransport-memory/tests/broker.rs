@@ -632,14 +632,26 @@ async fn next(consumer: &mut mqtransport_core::Consumer) -> mqtransport_core::Re
         .unwrap_or_else(|| Err(mqtransport_core::Error::closed("the consumer ended")))
 }
 
-/// Polls a publish once, outside tokio's cooperative budget (which makes every 128th publish
-/// yield): `Some(confirmation)` if it finished.
-async fn publish_now(c: &MemoryTransport, q: &str, body: String) -> Option<mqtransport_core::Confirmation> {
-    let publish = tokio::task::unconstrained(c.publish(Publish::to_queue(q, Envelope::new(body))));
-    let mut publish = std::pin::pin!(publish);
-    match futures_util::poll!(publish.as_mut()) {
-        std::task::Poll::Ready(r) => r.ok(),
-        std::task::Poll::Pending => None,
+/// A publish outside tokio's cooperative budget (which makes every 128th publish yield), so
+/// that a pending poll means flow control holds it back.
+fn unconstrained_publish(
+    c: &MemoryTransport,
+    q: &str,
+    body: String,
+) -> impl Future<Output = mqtransport_core::Result<mqtransport_core::Confirmation>> {
+    tokio::task::unconstrained(c.publish(Publish::to_queue(q, Envelope::new(body))))
+}
+
+/// Publishes each of `bodies` to `q` with one poll, asserting that none waits for the queue's
+/// consumers (`when` says in what situation, for the failure message).
+async fn publish_without_waiting(c: &MemoryTransport, q: &str, bodies: impl IntoIterator<Item = String>, when: &str) {
+    for body in bodies {
+        let mut publish = std::pin::pin!(unconstrained_publish(c, q, body.clone()));
+        let polled = futures_util::poll!(publish.as_mut());
+        assert!(
+            matches!(polled, std::task::Poll::Ready(Ok(_))),
+            "publish '{body}' waited {when}: {polled:?}"
+        );
     }
 }
 
@@ -648,15 +660,15 @@ async fn a_publisher_ahead_of_the_consumer_waits_for_it() -> R {
     use mqtransport_memory::FLOW_LIMIT;
     let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
     let mut consumer = c.consume("flow", ConsumeOptions::default().prefetch(10)).await?;
-    for i in 0..FLOW_LIMIT - 1 {
-        assert!(
-            publish_now(&c, "flow", i.to_string()).await.is_some(),
-            "publish {i} waited with the consumer only {i} messages behind"
-        );
-    }
-    let mut last = std::pin::pin!(tokio::task::unconstrained(
-        c.publish(Publish::to_queue("flow", Envelope::new("last")))
-    ));
+    let behind = (0..FLOW_LIMIT - 1).map(|i| i.to_string());
+    publish_without_waiting(
+        &c,
+        "flow",
+        behind,
+        "with the consumer fewer than FLOW_LIMIT messages behind",
+    )
+    .await;
+    let mut last = std::pin::pin!(unconstrained_publish(&c, "flow", "last".into()));
     assert!(
         futures_util::poll!(last.as_mut()).is_pending(),
         "a publisher {FLOW_LIMIT} messages ahead of the consumer went on"
@@ -689,36 +701,22 @@ async fn a_publisher_ahead_of_the_consumer_waits_for_it() -> R {
 async fn without_consumers_no_publisher_waits() -> R {
     use mqtransport_memory::FLOW_LIMIT;
     let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
-    for i in 0..2 * FLOW_LIMIT {
-        assert!(
-            publish_now(&c, "flow", i.to_string()).await.is_some(),
-            "publish {i} waited"
-        );
-    }
+    let bodies = (0..2 * FLOW_LIMIT).map(|i| i.to_string());
+    publish_without_waiting(&c, "flow", bodies, "with no consumer").await;
     assert_eq!(count(&c, "flow").await as usize, 2 * FLOW_LIMIT);
     // A consumer that goes away leaves no publisher waiting for it.
     let consumer = c.consume("flow", ConsumeOptions::default().prefetch(1)).await?;
-    for i in 0..FLOW_LIMIT - 1 {
-        assert!(
-            publish_now(&c, "flow", format!("more {i}")).await.is_some(),
-            "publish {i} waited"
-        );
-    }
-    let mut held = std::pin::pin!(tokio::task::unconstrained(
-        c.publish(Publish::to_queue("flow", Envelope::new("held")))
-    ));
+    let more = (0..FLOW_LIMIT - 1).map(|i| format!("more {i}"));
+    publish_without_waiting(&c, "flow", more, "with the intake below FLOW_LIMIT").await;
+    let mut held = std::pin::pin!(unconstrained_publish(&c, "flow", "held".into()));
     assert!(futures_util::poll!(held.as_mut()).is_pending(), "not held back");
     drop(consumer);
     assert!(
         futures_util::poll!(held.as_mut()).is_ready(),
         "the consumer left, the publisher still waits"
     );
-    for i in 0..2 * FLOW_LIMIT {
-        assert!(
-            publish_now(&c, "flow", format!("after {i}")).await.is_some(),
-            "publish {i} after the consumer left waited"
-        );
-    }
+    let after = (0..2 * FLOW_LIMIT).map(|i| format!("after {i}"));
+    publish_without_waiting(&c, "flow", after, "after the consumer left").await;
     Ok(())
 }
 
@@ -758,21 +756,13 @@ async fn a_backlog_moved_to_the_ready_list_holds_no_publisher_back() -> R {
     use mqtransport_memory::FLOW_LIMIT;
     let (_b, c) = setup(vec![Queue::transient("flow")]).await?;
     let mut consumer = c.consume("flow", ConsumeOptions::default().prefetch(1)).await?;
-    for i in 0..FLOW_LIMIT - 1 {
-        assert!(
-            publish_now(&c, "flow", i.to_string()).await.is_some(),
-            "publish {i} waited"
-        );
-    }
+    let bodies = (0..FLOW_LIMIT - 1).map(|i| i.to_string());
+    publish_without_waiting(&c, "flow", bodies, "with the intake below FLOW_LIMIT").await;
     // The consumer takes the backlog and is handed one message; the rest wait for it.
     let first = next(&mut consumer).await?;
     assert_eq!(text(&first), "0");
     assert_eq!(count(&c, "flow").await as usize, FLOW_LIMIT - 2);
-    for i in 0..2 {
-        assert!(
-            publish_now(&c, "flow", format!("more {i}")).await.is_some(),
-            "publish {i} waited for a backlog that is in the ready list"
-        );
-    }
+    let more = (0..2).map(|i| format!("more {i}"));
+    publish_without_waiting(&c, "flow", more, "for a backlog that is in the ready list").await;
     Ok(())
 }
