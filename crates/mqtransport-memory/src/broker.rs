@@ -11,7 +11,7 @@ use mqtransport_core::{
 
 use mqtransport_core::hash::FxHashMap as HashMap;
 
-use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, is_cycle, lock};
+use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, Route, is_cycle, lock};
 
 /// A publish's confirmation, and the queue whose consumers its publisher is ahead of.
 pub(crate) type Published = (Confirmation, Option<Arc<QueueCell>>);
@@ -356,7 +356,7 @@ impl BrokerInner {
         // The common case: the default exchange, to a queue, with no property the broker acts
         // on. It goes straight to the queue found in this thread's route cache.
         if exchange.is_empty() && is_plain(&envelope) && !routing_key.starts_with("amq.rabbitmq.reply-to.") {
-            return Ok(self.publish_to_queue(envelope, routing_key, mandatory));
+            return Ok(self.publish_to_queue(envelope, &routing_key, mandatory));
         }
         self.publish_routed(exchange, routing_key, mandatory, envelope, reply_to)
     }
@@ -392,11 +392,10 @@ impl BrokerInner {
         if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
             let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {
+                // The default exchange, to the queue the routing key names.
                 q.offer(MsgData {
                     envelope,
-                    exchange,
-                    routing_key,
-                    cc: cc.into_boxed_slice(),
+                    route: Route::TO_QUEUE,
                 });
             }
             // A reply is never held back: the requester reads replies as they come.
@@ -406,7 +405,7 @@ impl BrokerInner {
         // The default exchange without CC/BCC names exactly one queue: skip the router, and
         // find the queue in this thread's route cache.
         if exchange.is_empty() && cc.is_empty() && bcc.is_empty() {
-            return Ok(self.publish_to_queue(envelope, routing_key, mandatory));
+            return Ok(self.publish_to_queue(envelope, &routing_key, mandatory));
         }
         let targets: Vec<Arc<QueueCell>> = {
             let topo = self.read();
@@ -429,9 +428,7 @@ impl BrokerInner {
         // Copies share the body, the properties and the names: cloning allocates nothing.
         let data = MsgData {
             envelope,
-            exchange,
-            routing_key,
-            cc: cc.into_boxed_slice(),
+            route: Route::routed(exchange, routing_key, cc.into_boxed_slice()),
         };
         let mut nacked = false;
         let mut ahead = None;
@@ -453,13 +450,11 @@ impl BrokerInner {
     /// Publishes through the default exchange, without CC/BCC, to the queue `name`, found in this
     /// thread's route cache instead of through the router.
     #[inline]
-    fn publish_to_queue(&self, envelope: Envelope, name: ShortStr, mandatory: bool) -> Published {
-        let outcome = self.with_cached_queue(name, |q, routing_key| {
+    fn publish_to_queue(&self, envelope: Envelope, name: &ShortStr, mandatory: bool) -> Published {
+        let outcome = self.with_cached_queue(name, |q| {
             let data = MsgData {
                 envelope,
-                exchange: ShortStr::EMPTY,
-                routing_key,
-                cc: Box::default(),
+                route: Route::TO_QUEUE,
             };
             match q.offer(data) {
                 Enqueued::Accepted => (Confirmation::Confirmed, None),
@@ -473,7 +468,7 @@ impl BrokerInner {
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
     /// unchanged; `None` if there is no such queue.
     #[inline]
-    fn with_cached_queue<T>(&self, name: ShortStr, f: impl FnOnce(&Arc<QueueCell>, ShortStr) -> T) -> Option<T> {
+    fn with_cached_queue<T>(&self, name: &ShortStr, f: impl FnOnce(&Arc<QueueCell>) -> T) -> Option<T> {
         let epoch = self.epoch.load(Ordering::Acquire);
         let mut f = Some(f);
         // A hit runs `f` on the cached queue in place, touching no reference count. The hit
@@ -485,9 +480,9 @@ impl BrokerInner {
             let last = entries.len().checked_sub(1)?;
             let i = entries
                 .iter()
-                .rposition(|(broker, e, key, _)| *broker == self.id && *e == epoch && *key == name)?;
+                .rposition(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)?;
             entries.swap(i, last);
-            f.take().map(|f| f(&entries[last].3, name.clone()))
+            f.take().map(|f| f(&entries[last].3))
         });
         if hit.is_some() {
             return hit;
@@ -508,7 +503,7 @@ impl BrokerInner {
                 cache.entries.push((id, epoch, new_key, Arc::clone(&q)));
             }
         });
-        f.take().map(|f| f(&q, name))
+        f.take().map(|f| f(&q))
     }
 
     /// Republishes dead letters to their exchanges, following RabbitMQ's cycle rule; further
@@ -542,10 +537,8 @@ impl BrokerInner {
             };
             let mut keys = dl.routing_keys.into_iter();
             let data = MsgData {
-                routing_key: keys.next().unwrap_or_default(),
-                cc: keys.collect(),
+                route: Route::routed(dl.exchange, keys.next().unwrap_or_default(), keys.collect()),
                 envelope: dl.envelope,
-                exchange: dl.exchange,
             };
             for q in targets {
                 if is_cycle(&q.name, &data.envelope) {

@@ -264,11 +264,12 @@ impl Transport for MemoryTransport {
             });
             Acker::new(handle, msg.seq)
         };
+        let (exchange, routing_key, _) = msg.data.route.parts(&q.key);
         Ok(Some(
             Delivery::new(
                 envelope,
-                msg.data.exchange,
-                msg.data.routing_key,
+                exchange.clone(),
+                routing_key.clone(),
                 msg.redelivered,
                 tag,
                 acker,
@@ -432,7 +433,15 @@ impl DeliveryStream {
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, tag)
         };
-        Delivery::new(data.envelope, data.exchange, data.routing_key, redelivered, tag, acker)
+        let (exchange, routing_key, _) = data.route.parts(&self.queue.key);
+        Delivery::new(
+            data.envelope,
+            exchange.clone(),
+            routing_key.clone(),
+            redelivered,
+            tag,
+            acker,
+        )
     }
 }
 

@@ -23,31 +23,49 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What a published message carries. Every part clones without allocating, so fan-out copies
-/// and deliveries share it.
-#[derive(Debug)]
+/// What a published message carries: the envelope and how it was routed. Every part clones
+/// without allocating, so fan-out copies and deliveries share it. The common case, a publish
+/// through the default exchange to the queue the routing key names, stores no route at all:
+/// the message is then 48 bytes in every list it passes through.
+#[derive(Debug, Clone)]
 pub(crate) struct MsgData {
     pub(crate) envelope: Envelope,
-    pub(crate) exchange: ShortStr,
-    pub(crate) routing_key: ShortStr,
-    /// `CC` keys (for `x-death` routing keys); usually empty, which allocates nothing.
-    pub(crate) cc: Box<[ShortStr]>,
+    pub(crate) route: Route,
 }
 
-impl Clone for MsgData {
-    /// Inlined, and without a call for the usual empty `CC` list: a consumer's held copy is
-    /// made for every delivery.
-    #[inline]
-    fn clone(&self) -> Self {
-        MsgData {
-            envelope: self.envelope.clone(),
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            cc: if self.cc.is_empty() {
-                Box::default()
-            } else {
-                self.cc.clone()
-            },
+/// How a message was routed to the queue that holds it. `None` is the default exchange with the
+/// holding queue's name as the routing key and no `CC` keys; the rest share one allocation
+/// between the copies of a routed message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Route(Option<Arc<Routed>>);
+
+#[derive(Debug)]
+pub(crate) struct Routed {
+    exchange: ShortStr,
+    routing_key: ShortStr,
+    /// `CC` keys (for `x-death` routing keys).
+    cc: Box<[ShortStr]>,
+}
+
+impl Route {
+    /// The default exchange, to the queue the routing key names.
+    pub(crate) const TO_QUEUE: Route = Route(None);
+
+    /// A message published to `exchange` with `routing_key` (and `cc` keys).
+    pub(crate) fn routed(exchange: ShortStr, routing_key: ShortStr, cc: Box<[ShortStr]>) -> Route {
+        Route(Some(Arc::new(Routed {
+            exchange,
+            routing_key,
+            cc,
+        })))
+    }
+
+    /// The exchange, routing key and `CC` keys of a message held by the queue `queue`.
+    pub(crate) fn parts<'a>(&'a self, queue: &'a ShortStr) -> (&'a ShortStr, &'a ShortStr, &'a [ShortStr]) {
+        static EMPTY: ShortStr = ShortStr::EMPTY;
+        match &self.0 {
+            None => (&EMPTY, queue, &[]),
+            Some(r) => (&r.exchange, &r.routing_key, &r.cc),
         }
     }
 }
@@ -747,6 +765,9 @@ impl QueueState {
 /// One queue. Shared by the broker's map, consumers and ackers.
 pub(crate) struct QueueCell {
     pub(crate) name: String,
+    /// The name again, as the routing key of the messages published to it through the default
+    /// exchange (see [`Route::TO_QUEUE`]).
+    pub(crate) key: ShortStr,
     pub(crate) decl: Queue,
     /// The connection that owns an exclusive queue.
     pub(crate) owner: Option<u64>,
@@ -801,6 +822,7 @@ impl QueueCell {
                 last_used: Instant::now(),
                 fresh: VecDeque::new(),
             }),
+            key: ShortStr::from(name.as_str()),
             name,
             decl,
             owner,
@@ -1120,9 +1142,7 @@ impl QueueCell {
         st.rr_next = i + 1;
         let data = MsgData {
             envelope: self.delivered_envelope(&msg, false),
-            exchange: msg.data.exchange.clone(),
-            routing_key: msg.data.routing_key.clone(),
-            cc: Box::default(),
+            route: msg.data.route.clone(),
         };
         let slot = &mut st.consumers[i];
         slot.next_tag += 1;
@@ -1236,17 +1256,13 @@ impl QueueCell {
     /// Moves a dead message to the dead-letter exchange (or drops it when there is none).
     pub(crate) fn dead_letter(&self, msg: Msg, reason: Reason, fx: &mut Effects) {
         let Some(dlx) = &self.config.dlx else { return };
-        let MsgData {
-            mut envelope,
-            exchange,
-            routing_key,
-            cc,
-        } = msg.data;
+        let MsgData { mut envelope, route } = msg.data;
+        let (exchange, routing_key, cc) = route.parts(&self.key);
         let mut keys = Vec::with_capacity(1 + cc.len());
-        keys.push(routing_key);
-        keys.extend(cc);
+        keys.push(routing_key.clone());
+        keys.extend(cc.iter().cloned());
         let expiration = envelope.properties_mut().expiration.take();
-        record_death(envelope.headers_mut(), &self.name, reason, &exchange, &keys, expiration);
+        record_death(envelope.headers_mut(), &self.name, reason, exchange, &keys, expiration);
         let routing_keys = match &self.config.dlrk {
             Some(k) => vec![ShortStr::from(k.as_str())],
             None => keys,
@@ -1413,4 +1429,19 @@ pub(crate) fn is_cycle(queue: &str, envelope: &Envelope) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Msg, MsgData};
+    use mqtransport_core::Envelope;
+
+    /// Every message passes through the intake, the consumer's inbox and its held list: a
+    /// message published to a queue by name is its envelope and one pointer-sized route.
+    #[test]
+    fn a_queued_message_is_its_envelope_and_one_pointer() {
+        let pointer = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<MsgData>(), std::mem::size_of::<Envelope>() + pointer);
+        assert_eq!(std::mem::size_of::<Option<Msg>>(), std::mem::size_of::<Msg>());
+    }
 }
