@@ -36,8 +36,15 @@ struct Watchdog {
 /// could not start): the caller must then not wait.
 pub(crate) fn watch(queue: Weak<QueueCell>, drains: u64) -> bool {
     let Some(w) = watchdog() else { return false };
-    lock(&w.due).push((Instant::now() + FLOW_GRACE, queue, drains));
-    w.changed.notify_one();
+    let mut due = lock(&w.due);
+    // Every deadline is the grace from now, so a new one is never earlier than those already
+    // waiting: the watchdog needs waking only when it waits for none.
+    let idle = due.is_empty();
+    due.push((Instant::now() + FLOW_GRACE, queue, drains));
+    drop(due);
+    if idle {
+        w.changed.notify_one();
+    }
     true
 }
 
