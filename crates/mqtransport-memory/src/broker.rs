@@ -353,12 +353,24 @@ impl BrokerInner {
                 self.max_message_size
             )));
         }
-        // The common case: the default exchange, to a queue, with no property the broker acts
-        // on. It goes straight to the queue found in this thread's route cache.
-        if exchange.is_empty() && is_plain(&envelope) && !routing_key.starts_with("amq.rabbitmq.reply-to.") {
-            return Ok(self.publish_to_queue(envelope, &routing_key, mandatory));
-        }
         self.publish_routed(exchange, routing_key, mandatory, envelope, reply_to)
+    }
+
+    /// [`publish`](Self::publish) for the common case, in place: the default exchange, to a
+    /// queue, with no property the broker acts on, goes straight to the queue found in this
+    /// thread's route cache, and only its envelope is taken out of `publish`. `None`, with
+    /// `publish` untouched, for every other publish.
+    #[inline]
+    pub(crate) fn publish_to_queue_in_place(&self, publish: &mut Publish) -> Option<Published> {
+        let plain = publish.exchange.is_empty()
+            && publish.envelope.body.len() <= self.max_message_size
+            && is_plain(&publish.envelope)
+            && !publish.routing_key.starts_with("amq.rabbitmq.reply-to.");
+        if !plain {
+            return None;
+        }
+        let envelope = std::mem::take(&mut publish.envelope);
+        Some(self.publish_to_queue(envelope, &publish.routing_key, publish.mandatory))
     }
 
     /// [`publish`](Self::publish) for every message that needs more than the route cache:

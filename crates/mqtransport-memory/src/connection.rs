@@ -289,9 +289,15 @@ impl Transport for MemoryTransport {
 }
 
 impl Conn {
-    /// Routes and enqueues `publish` (see [`BrokerInner::publish`]).
-    fn publish_now(&self, publish: Publish) -> Result<crate::broker::Published> {
+    /// Routes and enqueues `publish` (see [`BrokerInner::publish`]). The common case (see
+    /// [`BrokerInner::publish_to_queue_in_place`]) is served without moving the publish; the
+    /// rest is taken out of `publish`, which is then left empty.
+    fn publish_now(&self, publish: &mut Publish) -> Result<crate::broker::Published> {
         self.check_open()?;
+        if let Some(published) = self.broker.publish_to_queue_in_place(publish) {
+            return Ok(published);
+        }
+        let publish = std::mem::replace(publish, Publish::to_queue("", mqtransport_core::Envelope::default()));
         let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
             lock(&self.reply).as_ref().map(|q| q.name.clone())
         } else {
@@ -321,13 +327,12 @@ impl Future for Publishing<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if matches!(this.state, PublishState::Start(_)) {
+        if let PublishState::Start(publish) = &mut this.state {
             let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             coop.made_progress();
-            let PublishState::Start(publish) = std::mem::replace(&mut this.state, PublishState::Done) else {
-                return Poll::Ready(Err(Error::invalid("publish future polled after completion")));
-            };
-            match this.conn.publish_now(publish) {
+            let published = this.conn.publish_now(publish);
+            this.state = PublishState::Done;
+            match published {
                 Err(e) => return Poll::Ready(Err(e)),
                 Ok((confirmation, None)) => return Poll::Ready(Ok(confirmation)),
                 Ok((confirmation, Some(q))) => this.state = PublishState::Ahead(q, confirmation),

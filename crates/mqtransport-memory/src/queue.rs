@@ -1441,7 +1441,10 @@ mod tests {
     #[test]
     fn a_queued_message_is_its_envelope_and_one_pointer() {
         let pointer = std::mem::size_of::<usize>();
-        assert_eq!(std::mem::size_of::<MsgData>(), std::mem::size_of::<Envelope>() + pointer);
+        assert_eq!(
+            std::mem::size_of::<MsgData>(),
+            std::mem::size_of::<Envelope>() + pointer
+        );
         assert_eq!(std::mem::size_of::<Option<Msg>>(), std::mem::size_of::<Msg>());
     }
 }
