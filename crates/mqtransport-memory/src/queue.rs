@@ -51,12 +51,43 @@ impl Route {
     /// The default exchange, to the queue the routing key names.
     pub(crate) const TO_QUEUE: Route = Route(None);
 
-    /// A message published to `exchange` with `routing_key` (and `cc` keys).
+    /// A message published to `exchange` with `routing_key` (and `cc` keys). A thread that
+    /// publishes again with the exchange and key of its last routed publish shares that route
+    /// instead of allocating one: a producer usually repeats them.
     pub(crate) fn routed(exchange: ShortStr, routing_key: ShortStr, cc: Box<[ShortStr]>) -> Route {
-        Route(Some(Arc::new(Routed {
-            exchange,
-            routing_key,
-            cc,
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<Arc<Routed>>> = const { std::cell::RefCell::new(None) };
+        }
+        if !cc.is_empty() {
+            return Route(Some(Arc::new(Routed {
+                exchange,
+                routing_key,
+                cc,
+            })));
+        }
+        let shared = LAST.with(|last| {
+            let mut last = last.try_borrow_mut().ok()?;
+            if let Some(r) = last.as_ref()
+                && r.cc.is_empty()
+                && r.exchange == exchange
+                && r.routing_key == routing_key
+            {
+                return Some(Arc::clone(r));
+            }
+            let r = Arc::new(Routed {
+                exchange: exchange.clone(),
+                routing_key: routing_key.clone(),
+                cc: Box::default(),
+            });
+            *last = Some(Arc::clone(&r));
+            Some(r)
+        });
+        Route(Some(shared.unwrap_or_else(|| {
+            Arc::new(Routed {
+                exchange,
+                routing_key,
+                cc,
+            })
         })))
     }
 

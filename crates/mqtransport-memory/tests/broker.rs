@@ -766,3 +766,33 @@ async fn a_backlog_moved_to_the_ready_list_holds_no_publisher_back() -> R {
     publish_without_waiting(&c, "flow", more, "for a backlog that is in the ready list").await;
     Ok(())
 }
+
+/// Routed messages keep their own exchange and routing key, whether a publish repeats the
+/// previous one's (and shares its route) or not; messages to a queue by name carry its name.
+#[tokio::test(start_paused = true)]
+async fn every_delivery_reports_the_route_it_was_published_with() -> R {
+    let (_b, c) = setup(vec![Queue::transient("routes")]).await?;
+    c.declare(&Topology::new().bind(mqtransport_core::Binding::queue("routes", "amq.topic", "a.*")))
+        .await?;
+    let sent = [
+        ("amq.topic", "a.b"),
+        ("amq.topic", "a.b"),
+        ("amq.topic", "a.c"),
+        ("", "routes"),
+        ("amq.topic", "a.b"),
+        ("amq.topic", "a.c"),
+    ];
+    for (i, (exchange, key)) in sent.iter().enumerate() {
+        c.publish(Publish::new(*exchange, *key, Envelope::new(i.to_string())))
+            .await?;
+    }
+    let mut consumer = c.consume("routes", ConsumeOptions::default().no_ack(true)).await?;
+    for (i, (exchange, key)) in sent.iter().enumerate() {
+        let d = consumer.next().await.expect("a delivery")?;
+        assert_eq!(
+            (text(&d), d.exchange.as_str(), d.routing_key.as_str()),
+            (i.to_string(), *exchange, *key)
+        );
+    }
+    Ok(())
+}
