@@ -369,6 +369,30 @@ impl BrokerInner {
         if !plain {
             return None;
         }
+        // A producer usually publishes to the queue it published to last: the most recent
+        // route is checked first, without reordering the cache or leaving the thread-local.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let hit = ROUTES.with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let (broker, e, key, q) = cache.entries.last()?;
+            if *broker != self.id || *e != epoch || key.as_str() != publish.routing_key.as_str() {
+                return None;
+            }
+            let data = MsgData {
+                envelope: std::mem::take(&mut publish.envelope),
+                route: Route::TO_QUEUE,
+            };
+            // Two words leave the thread-local, in registers; the confirmation is built after.
+            Some(match q.offer(data) {
+                Enqueued::AcceptedAhead => (Enqueued::AcceptedAhead, Some(Arc::clone(q))),
+                other => (other, None),
+            })
+        });
+        match hit {
+            Some((Enqueued::Rejected, _)) => return Some((Confirmation::Nacked, None)),
+            Some((_, ahead)) => return Some((Confirmation::Confirmed, ahead)),
+            None => {}
+        }
         let envelope = std::mem::take(&mut publish.envelope);
         Some(self.publish_to_queue(envelope, &publish.routing_key, publish.mandatory))
     }
