@@ -442,6 +442,16 @@ impl Held {
         self.count += 1;
     }
 
+    /// Holds copies of `msgs`, fresh from the intake, handed with consecutive tags from `tag`
+    /// and numbered from `seq`: in one extend, each copy written in place.
+    fn push_fresh<'a>(&mut self, tag: u64, seq: u64, msgs: impl ExactSizeIterator<Item = &'a MsgData>) {
+        debug_assert_eq!(tag, self.base + self.msgs.len() as u64);
+        let n = msgs.len();
+        self.msgs
+            .extend((seq..).zip(msgs).map(|(seq, data)| Some(Msg::fresh(seq, data.clone()))));
+        self.count += u32::try_from(n).unwrap_or(u32::MAX);
+    }
+
     /// Settles `tag`: its message, if it was held.
     pub(crate) fn take(&mut self, tag: u64) -> Option<Msg> {
         let i = usize::try_from(tag.checked_sub(self.base)?).ok()?;
@@ -1197,10 +1207,7 @@ impl QueueCell {
         let slot = &mut st.consumers[i];
         let first = slot.next_tag + 1;
         if !slot.no_ack {
-            for (k, data) in st.fresh.iter().take(n).enumerate() {
-                let k = k as u64;
-                slot.held.push(first + k, Msg::fresh(st.next_seq + 1 + k, data.clone()));
-            }
+            slot.held.push_fresh(first, st.next_seq + 1, st.fresh.range(..n));
         }
         slot.inbox.append(first, &mut st.fresh, n);
         slot.next_tag += n as u64;
