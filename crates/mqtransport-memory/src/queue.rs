@@ -322,6 +322,7 @@ pub(crate) struct Acks {
 
 impl AckBatch {
     /// Queues an ack; `false` if the stream is gone and the caller must apply it itself.
+    #[inline]
     pub(crate) fn push(&self, tag: u64) -> bool {
         let cur = self.through.load(Ordering::Acquire);
         if cur & CLOSED != 0 {
@@ -334,13 +335,25 @@ impl AckBatch {
                 .is_ok()
         {
             if self.parked.load(Ordering::SeqCst) {
-                let waker = lock(&self.inner).waker.take();
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                self.wake_parked();
             }
             return true;
         }
+        self.push_listed(tag)
+    }
+
+    /// Wakes the parked stream after an in-order ack.
+    #[cold]
+    fn wake_parked(&self) {
+        let waker = lock(&self.inner).waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// [`push`](Self::push) for an ack out of order: it waits in the list.
+    #[cold]
+    fn push_listed(&self, tag: u64) -> bool {
         let waker = {
             let mut b = lock(&self.inner);
             // `close` sets the bit before it takes this lock: seen here, or this ack is in the
