@@ -378,20 +378,10 @@ impl BrokerInner {
             if *broker != self.id || *e != epoch || key.as_str() != publish.routing_key.as_str() {
                 return None;
             }
-            let data = MsgData {
-                envelope: std::mem::take(&mut publish.envelope),
-                route: Route::TO_QUEUE,
-            };
-            // Two words leave the thread-local, in registers; the confirmation is built after.
-            Some(match q.offer(data) {
-                Enqueued::AcceptedAhead => (Enqueued::AcceptedAhead, Some(Arc::clone(q))),
-                other => (other, None),
-            })
+            Some(offer_to(q, std::mem::take(&mut publish.envelope)))
         });
-        match hit {
-            Some((Enqueued::Rejected, _)) => return Some((Confirmation::Nacked, None)),
-            Some((_, ahead)) => return Some((Confirmation::Confirmed, ahead)),
-            None => {}
+        if let Some(offered) = hit {
+            return Some(published(offered));
         }
         let envelope = std::mem::take(&mut publish.envelope);
         Some(self.publish_to_queue(envelope, &publish.routing_key, publish.mandatory))
@@ -487,18 +477,8 @@ impl BrokerInner {
     /// thread's route cache instead of through the router.
     #[inline]
     fn publish_to_queue(&self, envelope: Envelope, name: &ShortStr, mandatory: bool) -> Published {
-        let outcome = self.with_cached_queue(name, |q| {
-            let data = MsgData {
-                envelope,
-                route: Route::TO_QUEUE,
-            };
-            match q.offer(data) {
-                Enqueued::Accepted => (Confirmation::Confirmed, None),
-                Enqueued::AcceptedAhead => (Confirmation::Confirmed, Some(Arc::clone(q))),
-                Enqueued::Rejected => (Confirmation::Nacked, None),
-            }
-        });
-        outcome.unwrap_or_else(|| (unroutable(mandatory), None))
+        self.with_cached_queue(name, |q| offer_to(q, envelope))
+            .map_or_else(|| (unroutable(mandatory), None), published)
     }
 
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
@@ -640,6 +620,30 @@ fn reply_info() -> QueueInfo {
         name: REPLY_TO.into(),
         message_count: 0,
         consumer_count: 1,
+    }
+}
+
+/// Offers a message published to queue `q` by its name. What became of it leaves as two words
+/// (in registers, where the caller reads it): the outcome, and `q` if the publisher is ahead of
+/// its consumers; [`published`] makes the confirmation of it.
+#[inline]
+fn offer_to(q: &Arc<QueueCell>, envelope: Envelope) -> (Enqueued, Option<Arc<QueueCell>>) {
+    let data = MsgData {
+        envelope,
+        route: Route::TO_QUEUE,
+    };
+    match q.offer(data) {
+        Enqueued::AcceptedAhead => (Enqueued::AcceptedAhead, Some(Arc::clone(q))),
+        other => (other, None),
+    }
+}
+
+/// The confirmation of a publish [`offer_to`] a queue, and the queue to wait for, if any.
+#[inline]
+fn published((enqueued, ahead): (Enqueued, Option<Arc<QueueCell>>)) -> Published {
+    match enqueued {
+        Enqueued::Rejected => (Confirmation::Nacked, None),
+        Enqueued::Accepted | Enqueued::AcceptedAhead => (Confirmation::Confirmed, ahead),
     }
 }
 

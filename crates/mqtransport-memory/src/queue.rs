@@ -63,38 +63,32 @@ impl Route {
     /// instead of allocating one: a producer usually repeats them.
     pub(crate) fn routed(exchange: ShortStr, routing_key: ShortStr, cc: Box<[ShortStr]>) -> Route {
         thread_local! {
+            /// This thread's last route without `CC` keys.
             static LAST: std::cell::RefCell<Option<Arc<Routed>>> = const { std::cell::RefCell::new(None) };
         }
-        if !cc.is_empty() {
-            return Route(Some(Arc::new(Routed {
-                exchange,
-                routing_key,
-                cc,
-            })));
-        }
-        let shared = LAST.with(|last| {
-            let mut last = last.try_borrow_mut().ok()?;
-            if let Some(r) = last.as_ref()
-                && r.cc.is_empty()
-                && r.exchange == exchange
-                && r.routing_key == routing_key
-            {
-                return Some(Arc::clone(r));
-            }
-            let r = Arc::new(Routed {
-                exchange: exchange.clone(),
-                routing_key: routing_key.clone(),
-                cc: Box::default(),
+        if cc.is_empty() {
+            let shared = LAST.with(|last| {
+                let mut last = last.try_borrow_mut().ok()?;
+                if !last
+                    .as_ref()
+                    .is_some_and(|r| r.exchange == exchange && r.routing_key == routing_key)
+                {
+                    *last = Some(Arc::new(Routed {
+                        exchange: exchange.clone(),
+                        routing_key: routing_key.clone(),
+                        cc: Box::default(),
+                    }));
+                }
+                last.clone()
             });
-            *last = Some(Arc::clone(&r));
-            Some(r)
-        });
-        Route(Some(shared.unwrap_or_else(|| {
-            Arc::new(Routed {
-                exchange,
-                routing_key,
-                cc,
-            })
+            if shared.is_some() {
+                return Route(shared);
+            }
+        }
+        Route(Some(Arc::new(Routed {
+            exchange,
+            routing_key,
+            cc,
         })))
     }
 
@@ -463,7 +457,7 @@ impl Held {
     }
 
     /// Holds copies of `msgs`, fresh from the intake, handed with consecutive tags from `tag`
-    /// and numbered from `seq`: in one extend, each copy written in place.
+    /// and numbered from `seq`, in one extend of the list.
     fn push_fresh<'a>(&mut self, tag: u64, seq: u64, msgs: impl ExactSizeIterator<Item = &'a MsgData>) {
         debug_assert_eq!(tag, self.base + self.msgs.len() as u64);
         let n = msgs.len();
