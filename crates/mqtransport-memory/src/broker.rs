@@ -43,9 +43,12 @@ pub(crate) struct BrokerInner {
 /// its broker's epoch is unchanged. A thread's own cache needs no lock, and a publish touches
 /// neither the broker's topology lock nor the queue's reference count.
 struct RouteCache {
-    /// `(broker id, epoch, routing key, queue)`, most recent last.
-    entries: Vec<(u64, u64, ShortStr, Arc<QueueCell>)>,
+    /// Most recent last.
+    entries: Vec<RouteEntry>,
 }
+
+/// `(broker id, epoch, routing key, queue)`.
+type RouteEntry = (u64, u64, ShortStr, Arc<QueueCell>);
 
 thread_local! {
     static ROUTES: std::cell::RefCell<RouteCache> = const { std::cell::RefCell::new(RouteCache { entries: Vec::new() }) };
@@ -374,10 +377,11 @@ impl BrokerInner {
         let epoch = self.epoch.load(Ordering::Acquire);
         let hit = ROUTES.with(|cache| {
             let cache = cache.try_borrow().ok()?;
-            let (broker, e, key, q) = cache.entries.last()?;
-            if *broker != self.id || *e != epoch || key.as_str() != publish.routing_key.as_str() {
+            let last = cache.entries.last()?;
+            if !self.cached_route_to(last, epoch, &publish.routing_key) {
                 return None;
             }
+            let q = &last.3;
             Some(offer_to(q, std::mem::take(&mut publish.envelope)))
         });
         if let Some(offered) = hit {
@@ -481,6 +485,12 @@ impl BrokerInner {
             .map_or_else(|| (unroutable(mandatory), None), published)
     }
 
+    /// Whether a route cache entry is this broker's route to the queue `name` at `epoch`.
+    #[inline]
+    fn cached_route_to(&self, (broker, e, key, _): &RouteEntry, epoch: u64, name: &str) -> bool {
+        *broker == self.id && *e == epoch && key.as_str() == name
+    }
+
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
     /// unchanged; `None` if there is no such queue.
     #[inline]
@@ -496,7 +506,7 @@ impl BrokerInner {
             let last = entries.len().checked_sub(1)?;
             let i = entries
                 .iter()
-                .rposition(|(broker, e, key, _)| *broker == self.id && *e == epoch && key == name)?;
+                .rposition(|entry| self.cached_route_to(entry, epoch, name))?;
             entries.swap(i, last);
             f.take().map(|f| f(&entries[last].3))
         });
