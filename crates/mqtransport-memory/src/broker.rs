@@ -367,8 +367,7 @@ impl BrokerInner {
     pub(crate) fn publish_to_queue_in_place(&self, publish: &mut Publish) -> Option<Published> {
         let plain = publish.exchange.is_empty()
             && publish.envelope.body.len() <= self.max_message_size
-            && is_plain(&publish.envelope)
-            && !publish.routing_key.starts_with("amq.rabbitmq.reply-to.");
+            && is_plain(&publish.envelope);
         if !plain {
             return None;
         }
@@ -386,6 +385,11 @@ impl BrokerInner {
         });
         if let Some(offered) = hit {
             return Some(published(offered));
+        }
+        // Checked only here: the route cache holds declared queues, and no declared queue can
+        // have the reserved name of a direct reply-to pseudo-queue.
+        if publish.routing_key.starts_with("amq.rabbitmq.reply-to.") {
+            return None;
         }
         let envelope = std::mem::take(&mut publish.envelope);
         Some(self.publish_to_queue(envelope, &publish.routing_key, publish.mandatory))
