@@ -264,17 +264,9 @@ impl Transport for MemoryTransport {
             });
             Acker::new(handle, msg.seq)
         };
-        let (exchange, routing_key, _) = msg.data.route.parts(&q.key);
+        let (exchange, routing_key) = msg.data.route.delivered(&q.key);
         Ok(Some(
-            Delivery::new(
-                envelope,
-                exchange.clone(),
-                routing_key.clone(),
-                msg.redelivered,
-                tag,
-                acker,
-            )
-            .with_message_count(left),
+            Delivery::new(envelope, exchange, routing_key, msg.redelivered, tag, acker).with_message_count(left),
         ))
     }
 
@@ -438,15 +430,8 @@ impl DeliveryStream {
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, tag)
         };
-        let (exchange, routing_key, _) = data.route.parts(&self.queue.key);
-        Delivery::new(
-            data.envelope,
-            exchange.clone(),
-            routing_key.clone(),
-            redelivered,
-            tag,
-            acker,
-        )
+        let (exchange, routing_key) = data.route.delivered(&self.queue.key);
+        Delivery::new(data.envelope, exchange, routing_key, redelivered, tag, acker)
     }
 }
 

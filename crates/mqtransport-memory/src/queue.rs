@@ -92,6 +92,15 @@ impl Route {
         })))
     }
 
+    /// The exchange and routing key a delivery from the queue `queue` reports.
+    #[inline]
+    pub(crate) fn delivered(&self, queue: &ShortStr) -> (ShortStr, ShortStr) {
+        match &self.0 {
+            None => (ShortStr::EMPTY, queue.clone()),
+            Some(r) => (r.exchange.clone(), r.routing_key.clone()),
+        }
+    }
+
     /// The exchange, routing key and `CC` keys of a message held by the queue `queue`.
     pub(crate) fn parts<'a>(&'a self, queue: &'a ShortStr) -> (&'a ShortStr, &'a ShortStr, &'a [ShortStr]) {
         static EMPTY: ShortStr = ShortStr::EMPTY;
