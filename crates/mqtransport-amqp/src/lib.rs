@@ -1224,7 +1224,7 @@ impl Transport for AmqpTransport {
         let tag = d.delivery_tag;
         let acker = if no_ack {
             ack.skip(tag);
-            Acker::settled()
+            Acker::settled(tag)
         } else {
             Acker::new(ack, tag)
         };
@@ -1273,7 +1273,6 @@ fn to_delivery(d: lapin::message::Delivery, acker: Acker) -> Delivery {
         ShortStr::from(d.exchange.as_str()),
         ShortStr::from(d.routing_key.as_str()),
         d.redelivered,
-        d.delivery_tag,
         acker,
     )
 }
@@ -1295,7 +1294,7 @@ impl Stream for RecoveringStream {
             match Pin::new(&mut live.consumer).poll_next(cx) {
                 Poll::Ready(Some(Ok(d))) => {
                     let acker = if self.spec.options.no_ack {
-                        Acker::settled()
+                        Acker::settled(d.delivery_tag)
                     } else {
                         Acker::new(
                             Arc::clone(&live.ack) as Arc<dyn mqtransport_core::AckHandle>,

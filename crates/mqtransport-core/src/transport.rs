@@ -257,10 +257,16 @@ impl Acker {
         }
     }
 
-    /// An acker for a delivery that needs no settling (consumed with `no_ack`).
+    /// An acker for delivery `tag`, which needs no settling (consumed with `no_ack`).
     #[inline]
-    pub fn settled() -> Self {
-        Acker { handle: None, tag: 0 }
+    pub fn settled(tag: u64) -> Self {
+        Acker { handle: None, tag }
+    }
+
+    /// The delivery tag this acker settles.
+    #[inline]
+    pub fn tag(&self) -> u64 {
+        self.tag
     }
 
     /// Whether the delivery was already settled.
@@ -316,6 +322,10 @@ impl fmt::Debug for Acker {
 }
 
 /// A message delivered from a queue.
+///
+/// Every consumer loop moves deliveries by value, so a delivery is kept within 128 bytes, the
+/// most that a move copies inline instead of calling `memcpy` (the delivery tag lives only in
+/// its acker for that reason).
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Delivery {
@@ -327,34 +337,31 @@ pub struct Delivery {
     pub routing_key: ShortStr,
     /// It was delivered before and returned to the queue.
     pub redelivered: bool,
-    /// The delivery tag (per consumer or `get` channel).
-    pub delivery_tag: u64,
     /// For [`Transport::get`]: ready messages left in the queue after this one.
     pub message_count: Option<u32>,
-    /// Settles the delivery.
+    /// Settles the delivery. It holds the delivery tag ([`delivery_tag`](Self::delivery_tag)).
     pub acker: Acker,
 }
 
 impl Delivery {
-    /// Builds a delivery (for transports).
+    /// Builds a delivery (for transports); its delivery tag is the acker's.
     #[inline]
-    pub fn new(
-        envelope: Envelope,
-        exchange: ShortStr,
-        routing_key: ShortStr,
-        redelivered: bool,
-        delivery_tag: u64,
-        acker: Acker,
-    ) -> Self {
+    pub fn new(envelope: Envelope, exchange: ShortStr, routing_key: ShortStr, redelivered: bool, acker: Acker) -> Self {
         Delivery {
             envelope,
             exchange,
             routing_key,
             redelivered,
-            delivery_tag,
             message_count: None,
             acker,
         }
+    }
+
+    /// The delivery tag (per consumer or `get` channel), kept by the [`acker`](Self::acker) that
+    /// settles it.
+    #[inline]
+    pub fn delivery_tag(&self) -> u64 {
+        self.acker.tag()
     }
 
     /// Sets the `basic.get` message count.
@@ -599,5 +606,47 @@ impl Transport for DynTransport {
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Recorded(std::sync::Mutex<Vec<(u64, Settle)>>);
+
+    impl AckHandle for Recorded {
+        fn settle(&self, tag: u64, settle: Settle) -> Result<()> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((tag, settle));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_moved_inline() {
+        assert!(std::mem::size_of::<Delivery>() <= 128);
+        assert!(std::mem::size_of::<Option<Result<Delivery>>>() <= 128);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_reports_and_settles_the_tag_its_acker_holds() {
+        let handle = Arc::new(Recorded(std::sync::Mutex::new(Vec::new())));
+        let acker = Acker::new(Arc::clone(&handle) as Arc<dyn AckHandle>, 7);
+        let d = Delivery::new(Envelope::default(), ShortStr::EMPTY, ShortStr::from("k"), false, acker);
+        assert_eq!(d.delivery_tag(), 7);
+        d.ack().await.unwrap();
+        let no_ack = Delivery::new(
+            Envelope::default(),
+            ShortStr::EMPTY,
+            ShortStr::from("k"),
+            false,
+            Acker::settled(9),
+        );
+        assert_eq!((no_ack.delivery_tag(), no_ack.acker.is_settled()), (9, true));
+        drop(no_ack);
+        assert_eq!(*handle.0.lock().unwrap(), vec![(7, Settle::Ack)]);
     }
 }

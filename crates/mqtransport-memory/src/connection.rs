@@ -244,14 +244,14 @@ impl Transport for MemoryTransport {
         self.conn.check_open()?;
         let q = self.conn.broker.queue_for(self.conn.id, queue)?;
         let mut fx = Effects::default();
-        let got = q.get(&mut q.lock(), self.conn.id, no_ack, &mut fx);
+        let next_tag = || self.conn.get_tags.fetch_add(1, Ordering::Relaxed) + 1;
+        let got = q.get(&mut q.lock(), self.conn.id, next_tag, no_ack, &mut fx);
         q.apply(fx);
-        let Some((msg, envelope, left)) = got else {
+        let Some((msg, envelope, tag, left)) = got else {
             return Ok(None);
         };
-        let tag = self.conn.get_tags.fetch_add(1, Ordering::Relaxed) + 1;
         let acker = if no_ack {
-            Acker::settled()
+            Acker::settled(tag)
         } else {
             let handle = Arc::new(QueueAck {
                 queue: Arc::clone(&q),
@@ -262,11 +262,11 @@ impl Transport for MemoryTransport {
                 closed: Arc::clone(&self.conn.closed),
                 batch: None,
             });
-            Acker::new(handle, msg.seq)
+            Acker::new(handle, tag)
         };
         let (exchange, routing_key) = msg.data.route.delivered(&q.key);
         Ok(Some(
-            Delivery::new(envelope, exchange, routing_key, msg.redelivered, tag, acker).with_message_count(left),
+            Delivery::new(envelope, exchange, routing_key, msg.redelivered, acker).with_message_count(left),
         ))
     }
 
@@ -378,11 +378,12 @@ impl AckHandle for QueueAck {
                 return Ok(());
             }
             let Owner { conn, consumer } = self.owner;
+            let key = self.owner.unacked_key(tag);
             let msg = match st.consumers.iter_mut().find(|s| s.id == consumer && consumer != 0) {
                 Some(slot) => slot.settle(tag),
                 // A `basic.get` delivery, or one of a consumer that has gone away.
-                None => match st.unacked.get(&(consumer, tag)) {
-                    Some((_, owner)) if *owner == conn => st.unacked.remove(&(consumer, tag)).map(|(m, _)| m),
+                None => match st.unacked.get(&key) {
+                    Some((_, owner)) if *owner == conn => st.unacked.remove(&key).map(|(m, _)| m),
                     _ => None,
                 },
             };
@@ -426,12 +427,12 @@ struct DeliveryStream {
 impl DeliveryStream {
     fn delivery(&self, (tag, data, redelivered): (u64, MsgData, bool)) -> Delivery {
         let acker = if self.no_ack {
-            Acker::settled()
+            Acker::settled(tag)
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, tag)
         };
         let (exchange, routing_key) = data.route.delivered(&self.queue.key);
-        Delivery::new(data.envelope, exchange, routing_key, redelivered, tag, acker)
+        Delivery::new(data.envelope, exchange, routing_key, redelivered, acker)
     }
 }
 

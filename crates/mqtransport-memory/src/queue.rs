@@ -220,6 +220,15 @@ pub(crate) struct Owner {
     pub(crate) consumer: u64,
 }
 
+impl Owner {
+    /// The key of its unsettled delivery `tag` in [`QueueState::unacked`]: a `basic.get`
+    /// delivery is kept under its connection's id, whose tags it shares (connection and
+    /// consumer ids come from one counter, so the keys never meet).
+    pub(crate) fn unacked_key(self, tag: u64) -> (u64, u64) {
+        (if self.consumer == 0 { self.conn } else { self.consumer }, tag)
+    }
+}
+
 /// Messages handed to a consumer, waiting for its stream to pick them up. Their delivery tags
 /// are consecutive (a consumer's tags are given in hand-out order), so only the first is kept,
 /// and a batch of fresh messages moves in as a whole.
@@ -786,9 +795,9 @@ pub(crate) enum Return {
 
 pub(crate) struct QueueState {
     pub(crate) ready: Ready,
-    /// Unsettled messages not held by a live consumer: `basic.get` deliveries (consumer 0, by
-    /// queue sequence) and those of consumers that went away while their deliveries were out
-    /// (by consumer and delivery tag).
+    /// Unsettled messages not held by a live consumer, by [`Owner::unacked_key`]: `basic.get`
+    /// deliveries and those of consumers that went away while their deliveries were out; with
+    /// the connection that holds them.
     pub(crate) unacked: FxHashMap<(u64, u64), (Msg, u64)>,
     pub(crate) consumers: Vec<Slot>,
     rr_next: usize,
@@ -1240,26 +1249,30 @@ impl QueueCell {
         }
     }
 
-    /// Takes one message for `basic.get`: the message, the envelope to deliver, and how many
+    /// Takes one message for `basic.get` on connection `conn`, delivered with `tag` (asked for
+    /// only if there is a message): the message, the envelope to deliver, its tag, and how many
     /// ready messages are left.
     pub(crate) fn get(
         &self,
         st: &mut QueueState,
         conn: u64,
+        tag: impl FnOnce() -> u64,
         no_ack: bool,
         fx: &mut Effects,
-    ) -> Option<(Msg, Envelope, u32)> {
+    ) -> Option<(Msg, Envelope, u64, u32)> {
         st.last_used = Instant::now();
         self.expire_heads(st, fx);
         let msg = st.ready.pop_front()?;
         // What follows the taken head may have expired behind it.
         self.expire_heads(st, fx);
         let envelope = self.delivered_envelope(&msg, true);
+        let tag = tag();
         if !no_ack {
-            st.unacked.insert((0, msg.seq), (msg.clone(), conn));
+            let key = Owner { conn, consumer: 0 }.unacked_key(tag);
+            st.unacked.insert(key, (msg.clone(), conn));
         }
         let left = u32::try_from(st.ready.len()).unwrap_or(u32::MAX);
-        Some((msg, envelope, left))
+        Some((msg, envelope, tag, left))
     }
 
     /// Puts an unacknowledged message back (or dead-letters it past the delivery limit).

@@ -272,12 +272,12 @@ impl ConsumerRuntime {
     }
 
     async fn process(&self, service: &mut HandlerService, delivery: Delivery) {
+        let delivery_tag = delivery.delivery_tag();
         let Delivery {
             envelope,
             exchange,
             routing_key,
             redelivered,
-            delivery_tag,
             acker,
             ..
         } = delivery;
