@@ -282,24 +282,36 @@ impl Acker {
         }
     }
 
+    /// [`settle`](Self::settle), consuming the acker. Its handle is taken out first, so what
+    /// is left owns nothing and is not dropped: `Drop` would only find the delivery settled.
+    #[inline]
+    fn finish(self, settle: Settle) -> Result<()> {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let (handle, tag) = (this.handle.take(), this.tag);
+        match handle {
+            Some(h) => h.settle(tag, settle),
+            None => Ok(()),
+        }
+    }
+
     /// Acknowledges the delivery.
     ///
     /// The settlement goes to the transport when this is called; the future only carries the
     /// outcome, so awaiting it never waits on the broker.
     #[inline]
-    pub fn ack(mut self) -> impl Future<Output = Result<()>> + Send + 'static {
-        std::future::ready(self.settle(Settle::Ack))
+    pub fn ack(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.finish(Settle::Ack))
     }
 
     /// Negatively acknowledges: requeue, or dead-letter / drop. Settles when called, like
     /// [`ack`](Self::ack).
-    pub fn nack(mut self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
-        std::future::ready(self.settle(Settle::Nack { requeue }))
+    pub fn nack(self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.finish(Settle::Nack { requeue }))
     }
 
     /// Rejects: requeue, or dead-letter / drop. Settles when called, like [`ack`](Self::ack).
-    pub fn reject(mut self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
-        std::future::ready(self.settle(Settle::Reject { requeue }))
+    pub fn reject(self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.finish(Settle::Reject { requeue }))
     }
 }
 
@@ -648,5 +660,25 @@ mod tests {
         assert_eq!((no_ack.delivery_tag(), no_ack.acker.is_settled()), (9, true));
         drop(no_ack);
         assert_eq!(*handle.0.lock().unwrap(), vec![(7, Settle::Ack)]);
+    }
+
+    #[tokio::test]
+    async fn an_acker_settles_exactly_once_however_it_ends() {
+        let handle = Arc::new(Recorded(std::sync::Mutex::new(Vec::new())));
+        let acker = |tag| Acker::new(Arc::clone(&handle) as Arc<dyn AckHandle>, tag);
+        acker(1).ack().await.unwrap();
+        acker(2).nack(false).await.unwrap();
+        acker(3).reject(true).await.unwrap();
+        drop(acker(4));
+        assert_eq!(
+            *handle.0.lock().unwrap(),
+            vec![
+                (1, Settle::Ack),
+                (2, Settle::Nack { requeue: false }),
+                (3, Settle::Reject { requeue: true }),
+                (4, Settle::Nack { requeue: true }),
+            ]
+        );
+        assert_eq!(Arc::strong_count(&handle), 1, "every acker released its handle");
     }
 }
