@@ -363,6 +363,16 @@ impl AckHandle for QueueAck {
         {
             return Ok(());
         }
+        self.settle_locked(tag, settle)
+    }
+}
+
+impl QueueAck {
+    /// [`settle`](AckHandle::settle) under the queue's lock: a nack or reject, an ack of a
+    /// `basic.get`, or one its consumer's batch no longer takes. Out of line, so that the ack
+    /// that a batch takes stays a short call.
+    #[inline(never)]
+    fn settle_locked(&self, tag: u64, settle: Settle) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed(format!(
                 "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
