@@ -796,3 +796,28 @@ async fn every_delivery_reports_the_route_it_was_published_with() -> R {
     }
     Ok(())
 }
+
+/// Two connections each `basic.get` with their own delivery tag 1 from one queue: each settles
+/// its own delivery, not the other's.
+#[tokio::test(start_paused = true)]
+async fn gets_on_two_connections_settle_their_own_tag() -> R {
+    let (b, a) = setup(vec![Queue::durable("gets")]).await?;
+    send(&a, "gets", "for a").await?;
+    send(&a, "gets", "for b").await?;
+    let other = b.connect();
+    let got_a = a.get("gets", false).await?.expect("a's message");
+    let got_b = other.get("gets", false).await?.expect("b's message");
+    assert_eq!((got_a.delivery_tag(), got_b.delivery_tag()), (1, 1));
+    assert_eq!((text(&got_a), text(&got_b)), ("for a".into(), "for b".into()));
+    got_a.reject(true).await?;
+    let stats = b.queue_stats("gets").expect("queue");
+    assert_eq!((stats.ready, stats.unacked), (1, 1));
+    got_b.ack().await?;
+    let back = a.get("gets", true).await?.expect("a's message is back");
+    assert_eq!(
+        (text(&back), back.redelivered, back.delivery_tag()),
+        ("for a".into(), true, 2)
+    );
+    assert!(a.get("gets", true).await?.is_none(), "b's acked message is gone");
+    Ok(())
+}
