@@ -19,6 +19,11 @@ pub(crate) type Published = (Confirmation, Option<Arc<QueueCell>>);
 /// The pseudo-queue of direct reply-to.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// Whether a routing key names a direct reply-to pseudo-queue (`amq.rabbitmq.reply-to.…`).
+fn is_reply_key(key: &str) -> bool {
+    key.strip_prefix(REPLY_TO).is_some_and(|rest| rest.starts_with('.'))
+}
+
 pub(crate) struct Topo {
     pub(crate) router: Router,
     pub(crate) queues: HashMap<String, Arc<QueueCell>>,
@@ -388,7 +393,7 @@ impl BrokerInner {
         }
         // Checked only here: the route cache holds declared queues, and no declared queue can
         // have the reserved name of a direct reply-to pseudo-queue.
-        if publish.routing_key.starts_with("amq.rabbitmq.reply-to.") {
+        if is_reply_key(&publish.routing_key) {
             return None;
         }
         let envelope = std::mem::take(&mut publish.envelope);
@@ -423,7 +428,7 @@ impl BrokerInner {
         let (cc, bcc) = take_cc_bcc(&mut envelope)?;
 
         // Direct reply-to: delivered to the waiting client; RabbitMQ still returns it as unroutable.
-        if exchange.is_empty() && routing_key.starts_with("amq.rabbitmq.reply-to.") {
+        if exchange.is_empty() && is_reply_key(&routing_key) {
             let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {
                 // The default exchange, to the queue the routing key names.

@@ -568,7 +568,11 @@ impl Drop for DeliveryStream {
                 self.local.clear();
                 q.give_back_closed(&mut st, back, &mut fx);
                 for (tag, msg) in slot.held.drain() {
-                    st.unacked.insert((slot.id, tag), (msg, slot.conn));
+                    let owner = Owner {
+                        conn: slot.conn,
+                        consumer: slot.id,
+                    };
+                    st.unacked.insert(owner.unacked_key(tag), (msg, slot.conn));
                 }
             }
             if st.consumers.is_empty() && q.decl.auto_delete && !self.is_reply {
