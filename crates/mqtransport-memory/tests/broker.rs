@@ -821,3 +821,53 @@ async fn gets_on_two_connections_settle_their_own_tag() -> R {
     assert!(a.get("gets", true).await?.is_none(), "b's acked message is gone");
     Ok(())
 }
+
+/// A flag that a task spawned on the test's single thread sets once it gets to run.
+fn spawn_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = std::sync::Arc::clone(&flag);
+    tokio::spawn(async move { set.store(true, std::sync::atomic::Ordering::SeqCst) });
+    flag
+}
+
+/// An in-process publish never waits on I/O, so only tokio's cooperative budget makes a
+/// publishing loop give the other tasks on its thread a turn (here the queue has no consumer,
+/// so flow control holds nothing back). The broker takes budget for a few publishes at a time:
+/// the loop yields within a few thousand publishes, never runs to its end.
+#[tokio::test(flavor = "current_thread")]
+async fn a_publishing_loop_lets_the_other_tasks_run() -> R {
+    let (_b, c) = setup(vec![Queue::transient("busy")]).await?;
+    let flag = spawn_flag();
+    let mut published = 0;
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) && published < 100_000 {
+        send(&c, "busy", "x").await?;
+        published += 1;
+    }
+    assert!(
+        flag.load(std::sync::atomic::Ordering::SeqCst) && published <= 10_000,
+        "the other task ran only after {published} publishes"
+    );
+    Ok(())
+}
+
+/// Likewise for a consumer with a backlog: its deliveries are ready at once, and the budget
+/// makes the loop yield.
+#[tokio::test(flavor = "current_thread")]
+async fn a_consuming_loop_lets_the_other_tasks_run() -> R {
+    let (_b, c) = setup(vec![Queue::transient("backlog")]).await?;
+    for _ in 0..30_000 {
+        tokio::task::unconstrained(send(&c, "backlog", "x")).await?;
+    }
+    let mut consumer = c.consume("backlog", ConsumeOptions::default().prefetch(0)).await?;
+    let flag = spawn_flag();
+    let mut consumed = 0;
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) && consumed < 30_000 {
+        next(&mut consumer).await?.ack().await?;
+        consumed += 1;
+    }
+    assert!(
+        flag.load(std::sync::atomic::Ordering::SeqCst) && consumed <= 10_000,
+        "the other task ran only after {consumed} deliveries"
+    );
+    Ok(())
+}
