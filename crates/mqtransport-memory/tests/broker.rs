@@ -832,8 +832,9 @@ fn spawn_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 
 /// An in-process publish never waits on I/O, so only tokio's cooperative budget makes a
 /// publishing loop give the other tasks on its thread a turn (here the queue has no consumer,
-/// so flow control holds nothing back). The broker takes budget for a few publishes at a time:
-/// the loop yields within a few thousand publishes, never runs to its end.
+/// so flow control holds nothing back). Each publish takes a unit of the budget, so the loop
+/// yields after tokio's 128 units; the bound here leaves room for the broker to take units
+/// more sparingly, but not for a loop that runs to its end.
 #[tokio::test(flavor = "current_thread")]
 async fn a_publishing_loop_lets_the_other_tasks_run() -> R {
     let (_b, c) = setup(vec![Queue::transient("busy")]).await?;
