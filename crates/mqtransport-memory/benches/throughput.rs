@@ -8,6 +8,10 @@
 //!
 //! Prints one line per case, then the ratios `memory/mpsc` (higher is better for the broker)
 //! and `routing 100000/10` (time per route with 100,000 bindings over time with 10).
+//!
+//! The baseline channel carries a bare `Bytes`. A third case, an mpsc channel that carries a
+//! `Publish` in and hands out a `Delivery` that is acked, costs what the messages themselves
+//! cost, without the broker: the `memory/mpsc` line also gives the broker's rate against it.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -15,7 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use mqtransport_core::router::Router;
-use mqtransport_core::{Binding, ConsumeOptions, Envelope, Exchange, Publish, Queue, ShortStr, Topology, Transport};
+use mqtransport_core::{
+    Acker, Binding, ConsumeOptions, Delivery, Envelope, Exchange, Publish, Queue, ShortStr, Topology, Transport,
+};
 use mqtransport_memory::MemoryBroker;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,6 +83,42 @@ async fn mpsc_case(queues: usize, per_queue: usize, bounded: bool) -> Duration {
         let _ = t.await;
     }
     start.elapsed()
+}
+
+/// `queues` producer/consumer pairs over bounded mpsc channels that carry what the broker
+/// carries: the producer sends the `Publish` it would publish, the consumer makes the
+/// `Delivery` a broker would hand it (with an acker that has nothing to settle) and acks it.
+/// The cost of the messages themselves, with the channel's mechanics instead of the broker's.
+async fn typed_mpsc_case(queues: usize, per_queue: usize) -> Result<Duration, BoxError> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..queues {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Publish>(1024);
+        let name = ShortStr::from(format!("bench-{i}"));
+        tasks.push(tokio::spawn(async move {
+            let b = body();
+            for _ in 0..per_queue {
+                tx.send(Publish::to_queue(name.clone(), Envelope::new(b.clone())))
+                    .await
+                    .map_err(|_| "the channel closed")?;
+            }
+            Ok::<(), BoxError>(())
+        }));
+        tasks.push(tokio::spawn(async move {
+            for tag in 1..=per_queue as u64 {
+                let p = rx.recv().await.ok_or("the channel closed")?;
+                let acker = Acker::settled(tag);
+                Delivery::new(p.envelope, p.exchange, p.routing_key, false, acker)
+                    .ack()
+                    .await?;
+            }
+            Ok::<(), BoxError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(start.elapsed())
 }
 
 /// `queues` producer/consumer pairs through the embedded broker: publish (confirmed), consume
@@ -184,25 +226,32 @@ fn main() -> Result<(), BoxError> {
         let total = per_queue * queues;
         // Interleave the cases round by round so that machine noise hits them alike.
         let (mut bounded, mut unbounded, mut memory) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let mut typed = Duration::MAX;
         for _ in 0..rounds() {
             if wanted("mpsc") {
                 bounded = bounded.min(rt.block_on(mpsc_case(queues, per_queue, true)));
                 unbounded = unbounded.min(rt.block_on(mpsc_case(queues, per_queue, false)));
+                typed = typed.min(rt.block_on(typed_mpsc_case(queues, per_queue))?);
             }
             if wanted("memory") {
                 memory = memory.min(rt.block_on(memory_case(queues, per_queue))?);
             }
         }
         let (b, u, m) = (rate(total, bounded), rate(total, unbounded), rate(total, memory));
+        let t = rate(total, typed);
         for (name, r) in [
             (format!("mpsc bounded(1024), {queues} channel(s)"), b),
             (format!("mpsc unbounded, {queues} channel(s)"), u),
+            (
+                format!("mpsc bounded(1024) of Publish->Delivery, {queues} channel(s)"),
+                t,
+            ),
             (format!("memory publish->consume->ack, {queues} queue(s)"), m),
         ] {
             println!("{name:<56} {r:>12.0}");
         }
         if wanted("mpsc") && wanted("memory") {
-            ratios.push((queues, m / b, m / u));
+            ratios.push((queues, m / b, m / u, m / t));
         }
     }
     let routes = if quick { 10_000 } else { 1_000_000 };
@@ -222,8 +271,10 @@ fn main() -> Result<(), BoxError> {
             );
         }
     }
-    for (queues, bounded, unbounded) in ratios {
-        println!("ratio memory/mpsc {queues} queue(s): {bounded:.2} (vs unbounded mpsc: {unbounded:.2})");
+    for (queues, bounded, unbounded, typed) in ratios {
+        println!(
+            "ratio memory/mpsc {queues} queue(s): {bounded:.2} (vs unbounded mpsc: {unbounded:.2}; vs mpsc of Publish->Delivery: {typed:.2})"
+        );
     }
     if wanted("routing") {
         println!(
