@@ -202,9 +202,15 @@ fn routing_case(n: usize, routes: usize) -> Result<Duration, BoxError> {
     Ok(start.elapsed())
 }
 
-/// `MQT_BENCH_CASE=memory|mpsc|routing` runs only that family (for profiling).
+/// `MQT_BENCH_CASE=memory|mpsc|routing` runs only that family (for profiling; `mpsc` includes
+/// the mpsc of `Publish` -> `Delivery`).
 fn wanted(case: &str) -> bool {
     std::env::var("MQT_BENCH_CASE").map_or(true, |c| c == case)
+}
+
+/// `MQT_BENCH_QUEUES=1|4` runs only that many queues (for profiling).
+fn wanted_queues(queues: usize) -> bool {
+    std::env::var("MQT_BENCH_QUEUES").map_or(true, |q| q == queues.to_string())
 }
 
 fn rate(n: usize, d: Duration) -> f64 {
@@ -221,7 +227,7 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     println!("{:<56} {:>12}", "case", "per second");
     let mut ratios = Vec::new();
-    for queues in [1usize, 4] {
+    for queues in [1usize, 4].into_iter().filter(|q| wanted_queues(*q)) {
         let per_queue = n / queues;
         let total = per_queue * queues;
         // Interleave the cases round by round so that machine noise hits them alike.
