@@ -27,10 +27,12 @@
 //! Publishes that are not mandatory cannot be returned and settle as soon as their confirm (and
 //! any return riding on it) has been read.
 //!
-//! One gap remains: a publish abandoned while `basic_publish` was still writing it (its caller
-//! cancelled, or the send timed out) may still reach the broker, and its confirm is then lost
-//! with lapin's future; a return riding on that confirm cannot be read, so if it was another
-//! publish's, that publish is reported confirmed.
+//! A publish whose caller gives up while lapin is still taking it (the caller was cancelled,
+//! or the send timed out) may still reach the broker, and its confirm may carry another
+//! publish's return. Its send is therefore seen through on a task of its own ([`Sending`]), and
+//! its confirm read like any other. Only where no tokio runtime runs to finish it is the send
+//! dropped with its ticket; a return riding on its confirm, if it went out, is then lost, and
+//! its owner reported confirmed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::poll_fn;
@@ -76,7 +78,7 @@ impl Sent {
 }
 
 /// A `basic.return` as read off a confirm.
-struct Returned {
+pub(crate) struct Returned {
     exchange: String,
     routing_key: String,
     body: Vec<u8>,
@@ -99,7 +101,7 @@ impl From<BasicReturnMessage> for Returned {
 }
 
 /// What one confirm said.
-enum Verdict {
+pub(crate) enum Verdict {
     Ack(Option<Returned>),
     Nack(Option<Returned>),
     NotRequested,
@@ -107,7 +109,7 @@ enum Verdict {
 }
 
 /// A confirm the ledger waits for (lapin's, or a scripted one in tests).
-trait Awaited: Unpin {
+pub(crate) trait Awaited: Unpin {
     fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<Verdict>;
 }
 
@@ -122,34 +124,58 @@ impl Awaited for PublisherConfirm {
     }
 }
 
-enum Cmd<C> {
-    Track {
-        seq: u64,
-        confirm: C,
-    },
-    /// The ticket was dropped without a publish going out.
-    Abandon(u64),
-}
-
 /// A channel in confirm mode with the ledger that settles its publishes.
 pub(crate) struct Confirming {
     pub(crate) channel: Channel,
-    ledger: Arc<Ledger>,
+    ledger: Arc<Ledger<PublisherConfirm>>,
 }
 
 /// The ledger, shared by the publishing callers (who open and track their publishes, and read
 /// what is waiting while they hold it) and the task that reads confirms lapin completes while
 /// no caller is around.
-struct Ledger {
-    book: Mutex<Book<PublisherConfirm>>,
+struct Ledger<C> {
+    book: Mutex<Book<C>>,
     woken: Arc<Woken>,
     /// The channel's `Confirming` is gone: the task ends once every publish has settled.
     closed: AtomicBool,
 }
 
-impl Ledger {
-    fn book(&self) -> MutexGuard<'_, Book<PublisherConfirm>> {
+impl<C> Ledger<C> {
+    fn book(&self) -> MutexGuard<'_, Book<C>> {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<C: Awaited + Send + 'static> Ledger<C> {
+    /// A ledger with no task reading it yet.
+    fn new() -> Arc<Self> {
+        Arc::new(Ledger {
+            book: Mutex::new(Book::new()),
+            woken: Arc::new(Woken::default()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// A ledger with its task started. The task ends once `closed` is set and every publish it
+    /// holds has settled.
+    fn start() -> Arc<Self> {
+        let ledger = Self::new();
+        tokio::spawn(run(Arc::clone(&ledger)));
+        ledger
+    }
+
+    /// Takes a place in the channel's order of publishes: take it before the publish is handed
+    /// to lapin, so that every publish lapin has registered holds an older ticket than any
+    /// confirm read after it, and the ledger knows the publish before its return can arrive.
+    /// `sent` is `Some` for a mandatory publish.
+    fn ticket(self: &Arc<Self>, sent: Option<Box<Sent>>) -> Ticket<C> {
+        let (reply, settled) = oneshot::channel();
+        let seq = self.book().open(sent, reply);
+        Ticket {
+            ledger: Arc::clone(self),
+            seq,
+            settled: Some(settled),
+        }
     }
 }
 
@@ -157,27 +183,39 @@ impl Confirming {
     /// Wraps `channel`, already in confirm mode, and starts its ledger task. The task ends once
     /// this value is dropped and every publish it holds has settled.
     pub(crate) fn new(channel: Channel) -> Arc<Confirming> {
-        let ledger = Arc::new(Ledger {
-            book: Mutex::new(Book::new()),
-            woken: Arc::new(Woken::default()),
-            closed: AtomicBool::new(false),
-        });
-        tokio::spawn(run(Arc::clone(&ledger)));
-        Arc::new(Confirming { channel, ledger })
+        Arc::new(Confirming {
+            channel,
+            ledger: Ledger::start(),
+        })
     }
 
-    /// Takes a place in the channel's order of publishes: call it before `basic_publish`, so that
-    /// every publish lapin has registered holds an older ticket than any confirm read after it,
-    /// and the ledger knows the publish before its return can arrive. `sent` is `Some` for a
-    /// mandatory publish.
-    pub(crate) fn ticket(&self, sent: Option<Box<Sent>>) -> Ticket<'_> {
-        let (reply, settled) = oneshot::channel();
-        let seq = self.ledger.book().open(sent, reply);
-        Ticket {
-            ledger: &self.ledger,
-            seq,
-            settled: Some(settled),
-        }
+    /// Publishes `body` with its ticket taken first (see [`Ledger::ticket`]; `sent` is `Some`
+    /// for a mandatory publish): resolves once lapin has taken the publish, to the receiver of
+    /// how it settled. Once polled, the send is seen through even if the caller gives up on it
+    /// (see [`Sending`]).
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        sent: Option<Box<Sent>>,
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        options: lapin::options::BasicPublishOptions,
+        body: Bytes,
+        properties: BasicProperties,
+    ) -> Sending<PublisherConfirm, lapin::Error> {
+        let ticket = self.ledger.ticket(sent);
+        let this = Arc::clone(self);
+        let send = async move {
+            this.channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.as_str().into(),
+                    options,
+                    &body,
+                    properties,
+                )
+                .await
+        };
+        Sending::new(ticket, Box::pin(send))
     }
 }
 
@@ -189,19 +227,19 @@ impl Drop for Confirming {
 }
 
 /// A publish's place in its channel's ledger; dropped untracked, the place is given up.
-pub(crate) struct Ticket<'a> {
-    ledger: &'a Ledger,
+struct Ticket<C: Awaited> {
+    ledger: Arc<Ledger<C>>,
     seq: u64,
     /// Taken once the confirm is tracked.
     settled: Option<oneshot::Receiver<Settled>>,
 }
 
-impl Ticket<'_> {
+impl<C: Awaited> Ticket<C> {
     /// Hands the publish's confirm to the ledger; the receiver gets how the publish settled.
-    pub(crate) fn track(mut self, confirm: PublisherConfirm) -> oneshot::Receiver<Settled> {
-        let l = self.ledger;
+    fn track(mut self, confirm: C) -> oneshot::Receiver<Settled> {
+        let l = &self.ledger;
         let mut book = l.book();
-        book.command(Cmd::Track { seq: self.seq, confirm }, &l.woken);
+        book.track(self.seq, confirm, &l.woken);
         // Read now, in turn behind every confirm woken before it.
         book.read_woken(&l.woken);
         drop(book);
@@ -209,11 +247,95 @@ impl Ticket<'_> {
     }
 }
 
-impl Drop for Ticket<'_> {
+impl<C: Awaited> Drop for Ticket<C> {
     fn drop(&mut self) {
         if self.settled.is_some() {
-            self.ledger.book().command(Cmd::Abandon(self.seq), &self.ledger.woken);
+            self.ledger.book().abandon(self.seq);
         }
+    }
+}
+
+/// lapin's send of one publish: resolves to its confirm once lapin has taken the publish.
+type SendFuture<C, E> = Pin<Box<dyn Future<Output = Result<C, E>> + Send>>;
+
+/// The send of one publish, holding its ticket: resolves to the receiver of how the publish
+/// settled.
+///
+/// A send the caller gives up on (it was cancelled, or timed out) while lapin was still taking
+/// the publish may yet reach the broker, and its confirm may carry another publish's return
+/// (lapin hands each waiting return to the next confirm it completes). Given up on before
+/// lapin had the publish, the rest of the send therefore goes on in a task of its own, whose
+/// confirm still reaches the ledger, with whatever return rides on it; nobody waits for the
+/// publish's own outcome. Dropped before its first poll, nothing was sent and the ticket is
+/// given up; dropped where no tokio runtime runs, so is the send.
+pub(crate) struct Sending<C: Awaited + Send + 'static, E: Send + 'static> {
+    /// `None` once resolved.
+    send: Option<(SendFuture<C, E>, Ticket<C>)>,
+    polled: bool,
+}
+
+impl<C: Awaited + Send + 'static, E: Send + 'static> Sending<C, E> {
+    fn new(ticket: Ticket<C>, send: SendFuture<C, E>) -> Self {
+        Sending {
+            send: Some((send, ticket)),
+            polled: false,
+        }
+    }
+}
+
+impl<C: Awaited + Send + 'static, E: Send + 'static> Future for Sending<C, E> {
+    type Output = Result<oneshot::Receiver<Settled>, E>;
+
+    /// Polled again once it has resolved, it stays pending.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some((send, _)) = this.send.as_mut() else {
+            return Poll::Pending;
+        };
+        this.polled = true;
+        let sent = std::task::ready!(send.as_mut().poll(cx));
+        let Some((_, ticket)) = this.send.take() else {
+            return Poll::Pending;
+        };
+        // A send that failed is given up with its ticket.
+        Poll::Ready(sent.map(|confirm| ticket.track(confirm)))
+    }
+}
+
+impl<C: Awaited + Send + 'static, E: Send + 'static> Drop for Sending<C, E> {
+    fn drop(&mut self) {
+        let Some((send, ticket)) = self.send.take() else {
+            return;
+        };
+        if !self.polled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(SeeThrough {
+            send,
+            ticket: Some(ticket),
+        });
+    }
+}
+
+/// The rest of a send given up on: hands its confirm to the ledger.
+struct SeeThrough<C: Awaited, E> {
+    send: SendFuture<C, E>,
+    ticket: Option<Ticket<C>>,
+}
+
+impl<C: Awaited, E> Future for SeeThrough<C, E> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let sent = std::task::ready!(this.send.as_mut().poll(cx));
+        if let (Ok(confirm), Some(ticket)) = (sent, this.ticket.take()) {
+            drop(ticket.track(confirm));
+        }
+        Poll::Ready(())
     }
 }
 
@@ -342,27 +464,25 @@ impl<C: Awaited> Book<C> {
         seq
     }
 
-    fn command(&mut self, cmd: Cmd<C>, woken: &Arc<Woken>) {
-        match cmd {
-            Cmd::Track { seq, confirm } => {
-                if let Some(e) = self.entries.get_mut(&seq) {
-                    let waker = Waker::from(Arc::new(Nudge {
-                        seq,
-                        woken: Arc::clone(woken),
-                    }));
-                    e.confirm = Some((confirm, waker));
-                    // Read in turn behind every confirm woken before it (by the caller that
-                    // tracks it, or in tests by the next read).
-                    woken.queue_only(seq);
-                }
-            }
-            Cmd::Abandon(seq) => {
-                self.entries.remove(&seq);
-                self.read.pass(seq);
-                self.completed.pass(seq);
-                self.release();
-            }
+    /// Takes the confirm of the ticket `seq`, to be read in turn behind every confirm woken
+    /// before it (by the caller that tracks it, or in tests by the next read).
+    fn track(&mut self, seq: u64, confirm: C, woken: &Arc<Woken>) {
+        if let Some(e) = self.entries.get_mut(&seq) {
+            let waker = Waker::from(Arc::new(Nudge {
+                seq,
+                woken: Arc::clone(woken),
+            }));
+            e.confirm = Some((confirm, waker));
+            woken.queue_only(seq);
         }
+    }
+
+    /// Gives up the ticket `seq`: its publish did not go out.
+    fn abandon(&mut self, seq: u64) {
+        self.entries.remove(&seq);
+        self.read.pass(seq);
+        self.completed.pass(seq);
+        self.release();
     }
 
     /// Polls the confirm of `seq` once.
@@ -488,7 +608,7 @@ impl<C: Awaited> Book<C> {
 
 /// Reads the confirms lapin completes, until the channel's `Confirming` is gone and every
 /// publish has settled.
-async fn run(ledger: Arc<Ledger>) {
+async fn run<C: Awaited>(ledger: Arc<Ledger<C>>) {
     poll_fn(|cx| {
         ledger.woken.task.register(cx.waker());
         let mut book = ledger.book();
@@ -575,13 +695,7 @@ mod tests {
         }
 
         fn track(&mut self, seq: u64, confirm: &Script) {
-            self.book.command(
-                Cmd::Track {
-                    seq,
-                    confirm: confirm.clone(),
-                },
-                &self.woken,
-            );
+            self.book.track(seq, confirm.clone(), &self.woken);
             self.read();
         }
 
@@ -606,6 +720,85 @@ mod tests {
                 Some(Err(oneshot::error::TryRecvError::Closed)) | None => "dropped".into(),
             }
         }
+    }
+
+    /// What a mandatory publish of `body` to queue `q` sent.
+    fn mandatory(body: &str) -> Option<Box<Sent>> {
+        Some(Box::new(Sent {
+            exchange: ShortStr::EMPTY,
+            routing_key: ShortStr::from("q"),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            properties: BasicProperties::default(),
+        }))
+    }
+
+    /// The send of a publish that lapin takes once `taken` gets its confirm.
+    fn send_taken_on(
+        ledger: &Arc<Ledger<Script>>,
+        body: &str,
+        taken: oneshot::Receiver<Script>,
+    ) -> Sending<Script, oneshot::error::RecvError> {
+        Sending::new(ledger.ticket(mandatory(body)), Box::pin(taken))
+    }
+
+    /// x's return rides on the confirm of a publish whose caller gave up on it while lapin was
+    /// still taking it: the rest of that send goes on, and its confirm is read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_given_up_midway_still_hands_its_confirm_to_the_ledger() {
+        let ledger = Ledger::<Script>::start();
+        let (take_a, taken_a) = oneshot::channel();
+        let mut a = Box::pin(send_taken_on(&ledger, "a", taken_a));
+        assert!(futures_util::poll!(a.as_mut()).is_pending(), "lapin is still taking a");
+        let (take_x, taken_x) = oneshot::channel();
+        let x = send_taken_on(&ledger, "x", taken_x);
+        let cx = Script::default();
+        let _ = take_x.send(cx.clone());
+        let x_settled = match x.await {
+            Ok(settled) => settled,
+            Err(e) => panic!("x was not sent: {e}"),
+        };
+        // x's confirm carries nothing: x's return waits in lapin for the next confirm.
+        cx.resolve(Verdict::Ack(None));
+        tokio::task::yield_now().await;
+        drop(a);
+        // lapin takes a after all, and a's confirm takes x's return.
+        let ca = Script::default();
+        ca.resolve(Verdict::Ack(ret("x")));
+        let _ = take_a.send(ca);
+        match tokio::time::timeout(std::time::Duration::from_secs(10), x_settled).await {
+            Ok(Ok(Settled::Returned { reply_code, .. })) => assert_eq!(reply_code, 312),
+            other => panic!("x settled as {other:?}, not returned"),
+        }
+        assert!(ledger.book().entries.is_empty(), "a and x both settled");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_send_dropped_before_its_first_poll_gives_up_its_ticket() {
+        let ledger = Ledger::<Script>::start();
+        let polled = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&polled);
+        let send = Sending::<Script, ()>::new(
+            ledger.ticket(mandatory("a")),
+            Box::pin(async move {
+                seen.store(true, Ordering::SeqCst);
+                Ok(Script::default())
+            }),
+        );
+        drop(send);
+        tokio::task::yield_now().await;
+        assert!(!polled.load(Ordering::SeqCst), "a send never polled went out");
+        assert!(ledger.book().entries.is_empty(), "the ticket is still held");
+    }
+
+    #[test]
+    fn a_send_given_up_where_no_runtime_runs_gives_up_its_ticket() {
+        let ledger = Ledger::<Script>::new();
+        let (_take, taken) = oneshot::channel();
+        let mut send = Box::pin(send_taken_on(&ledger, "a", taken));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        drop(send);
+        assert!(ledger.book().entries.is_empty(), "the ticket is still held");
     }
 
     fn ret(body: &str) -> Option<Returned> {
@@ -699,7 +892,7 @@ mod tests {
         cx.resolve(Verdict::Ack(None));
         h.read();
         assert_eq!(h.outcome(x), "unsettled");
-        h.book.command(Cmd::Abandon(y), &h.woken);
+        h.book.abandon(y);
         assert_eq!(h.outcome(x), "confirmed");
     }
 

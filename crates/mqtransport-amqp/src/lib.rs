@@ -1104,32 +1104,29 @@ impl Transport for AmqpTransport {
                 },
             };
             // The ledger of the channel pairs returns with their publishes (see `confirms`).
-            let ticket = ch.ticket(mandatory.then(|| {
+            let sent = mandatory.then(|| {
                 Box::new(Sent {
                     exchange: exchange.clone(),
                     routing_key: routing_key.clone(),
                     body: envelope.body.clone(),
                     properties: props.clone(),
                 })
-            }));
+            });
+            let sending = ch.send(
+                sent,
+                exchange.clone(),
+                routing_key.clone(),
+                opts,
+                envelope.body.clone(),
+                props.clone(),
+            );
             // Sending is bounded by the same deadline: a dead connection must not hang it.
-            let sent = match tokio::time::timeout_at(
-                deadline,
-                ch.channel.basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    opts,
-                    &envelope.body,
-                    props.clone(),
-                ),
-            )
-            .await
-            {
+            let sent = match tokio::time::timeout_at(deadline, sending).await {
                 Err(_) => return Err(timed_out()),
                 Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
             };
             let failed = match sent {
-                Ok(confirm) => match tokio::time::timeout_at(deadline, ticket.track(confirm)).await {
+                Ok(settled) => match tokio::time::timeout_at(deadline, settled).await {
                     Err(_) => return Err(timed_out()),
                     Ok(Ok(Settled::Confirmed)) => return Ok(Confirmation::Confirmed),
                     Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
