@@ -666,7 +666,9 @@ async fn timeouts_retry_the_message(fx: Arc<Fx>) -> TestResult {
             Consumer::for_queue(Queue::durable(&q))
                 .handle(created)
                 .retry(fixed(50))
-                .timeout(Duration::from_millis(100)),
+                // The second attempt must finish within it, however loaded the machine: a
+                // generous timeout, which only the first attempt (an hour's sleep) runs into.
+                .timeout(Duration::from_secs(2)),
         )
         .build()
         .await?;
