@@ -141,6 +141,7 @@ impl FaultProxy {
     }
 
     /// Bytes forwarded so far in `direction` (to wait until a request has really been sent).
+    /// Bytes count as the proxy writes them on: an answer to them is never seen first.
     pub fn forwarded(&self, direction: Direction) -> u64 {
         self.shared.forwarded[direction as usize].load(Ordering::Acquire)
     }
@@ -267,10 +268,12 @@ async fn forward(
                 break;
             }
             if !out.is_empty() {
+                // Counted before the write: the peer may answer it (and the test see the
+                // answer) before this task runs again after the write.
+                s.forwarded[dir as usize].fetch_add(out.len() as u64, Ordering::AcqRel);
                 if to.write_all(&out).await.is_err() {
                     return;
                 }
-                s.forwarded[dir as usize].fetch_add(out.len() as u64, Ordering::AcqRel);
             }
             continue;
         }
@@ -283,10 +286,11 @@ async fn forward(
         if !wait_while_stalled(&s, dir, &mut cut).await {
             break;
         }
+        // Counted before the write, as above.
+        s.forwarded[dir as usize].fetch_add(n as u64, Ordering::AcqRel);
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
-        s.forwarded[dir as usize].fetch_add(n as u64, Ordering::AcqRel);
     }
     let how = *cut.borrow();
     match how {
