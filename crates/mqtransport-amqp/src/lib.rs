@@ -1067,11 +1067,12 @@ impl Transport for AmqpTransport {
             }
         };
         let what = || format!("the message to exchange '{exchange}' with routing key '{routing_key}'");
-        let timed_out = || {
+        // `stage` says what the publish was waiting for when its time ran out.
+        let timed_out = |stage: &str| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "{} was not confirmed by RabbitMQ at {} within {timeout:?}",
+                    "{} was not confirmed by RabbitMQ at {} within {timeout:?} ({stage})",
                     what(),
                     self.inner.shown
                 ),
@@ -1091,7 +1092,7 @@ impl Transport for AmqpTransport {
                 Some(ch) if !ch.channel.status().connected() => {
                     revive_reply_consumer(&self.inner);
                     if tokio::time::Instant::now() >= deadline {
-                        return Err(timed_out());
+                        return Err(timed_out("waiting for the reply consumer's channel"));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -1099,7 +1100,9 @@ impl Transport for AmqpTransport {
                 Some(ch) => ch,
                 None => match self.publisher_channel(left).await {
                     Ok(ch) => ch,
-                    Err(e) if e.kind() == ErrorKind::Timeout => return Err(timed_out()),
+                    Err(e) if e.kind() == ErrorKind::Timeout => {
+                        return Err(timed_out("waiting for a connection and a publishing channel"));
+                    }
                     Err(e) => return Err(e),
                 },
             };
@@ -1122,12 +1125,12 @@ impl Transport for AmqpTransport {
             );
             // Sending is bounded by the same deadline: a dead connection must not hang it.
             let sent = match tokio::time::timeout_at(deadline, sending).await {
-                Err(_) => return Err(timed_out()),
+                Err(_) => return Err(timed_out("sending it")),
                 Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
             };
             let failed = match sent {
                 Ok(settled) => match tokio::time::timeout_at(deadline, settled).await {
-                    Err(_) => return Err(timed_out()),
+                    Err(_) => return Err(timed_out("sent, waiting for its confirm")),
                     Ok(Ok(Settled::Confirmed)) => return Ok(Confirmation::Confirmed),
                     Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
                         return Ok(Confirmation::Returned { reply_code, reply_text });
@@ -1157,7 +1160,7 @@ impl Transport for AmqpTransport {
                 return Err(failed);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(timed_out());
+                return Err(timed_out(&format!("lost with its connection: {}", failed.message())));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

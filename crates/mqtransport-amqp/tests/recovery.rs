@@ -249,6 +249,45 @@ async fn stall_longer_than_heartbeat_recovers() {
     admin.close().await.expect("close");
 }
 
+/// The publisher channel is being opened when its connection dies: the open fails with the
+/// connection, and the channel is opened on the next one. The publish does not wait out its
+/// timeout (45 s here) on the dead connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_opening_when_its_connection_dies_opens_on_the_next() {
+    let Some(admin) = direct().await else { return };
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), options())
+        .await
+        .expect("connects");
+    let q = unique("opening");
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    // The broker's answers are held back: the first publish opens the publisher channel, and
+    // its open gets no answer.
+    proxy.stall(Direction::ToClient, true);
+    let before = proxy.forwarded(Direction::ToServer);
+    let publisher = t.clone();
+    let q2 = q.clone();
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish(Publish::to_queue(&q2, Envelope::new("opening")))
+            .await
+    });
+    wait_until("the channel's open reached the broker", || {
+        proxy.forwarded(Direction::ToServer) > before
+    })
+    .await;
+    proxy.cut(Cut::Reset);
+    proxy.stall(Direction::ToClient, false);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the publish waited on the dead connection")
+        .expect("task");
+    assert_eq!(outcome.expect("publish"), Confirmation::Confirmed);
+    t.close().await.expect("close");
+    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
+    admin.close().await.expect("close");
+}
+
 /// While the broker cannot be reached, a publish fails typed after the confirm timeout; the
 /// transport works again once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
