@@ -82,6 +82,16 @@ async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
+/// Publishes `body` to queue `q` on a task of its own, so that the test can act meanwhile.
+fn spawn_publish(
+    t: &AmqpTransport,
+    q: &str,
+    body: String,
+) -> tokio::task::JoinHandle<mqtransport_core::Result<Confirmation>> {
+    let (t, q) = (t.clone(), q.to_owned());
+    tokio::spawn(async move { t.publish(Publish::to_queue(&q, Envelope::new(body))).await })
+}
+
 /// Publishes `n` numbered messages while a consumer acks them; cuts every connection after a
 /// third of the confirms. Every confirmed message must be consumed, with few duplicates.
 async fn publish_and_consume_across(cut: Cut) {
@@ -220,13 +230,7 @@ async fn stall_longer_than_heartbeat_recovers() {
     t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
     proxy.stall(Direction::ToServer, true);
     proxy.stall(Direction::ToClient, true);
-    let publisher = t.clone();
-    let q2 = q.clone();
-    let publishing = tokio::spawn(async move {
-        publisher
-            .publish(Publish::to_queue(&q2, Envelope::new("during-stall")))
-            .await
-    });
+    let publishing = spawn_publish(&t, &q, "during-stall".into());
     // Two heartbeat intervals of 2 s pass before either side gives up on the connection.
     tokio::time::sleep(Duration::from_secs(7)).await;
     proxy.stall(Direction::ToServer, false);
@@ -265,13 +269,7 @@ async fn a_channel_opening_when_its_connection_dies_opens_on_the_next() {
     // its open gets no answer.
     proxy.stall(Direction::ToClient, true);
     let before = proxy.forwarded(Direction::ToServer);
-    let publisher = t.clone();
-    let q2 = q.clone();
-    let publishing = tokio::spawn(async move {
-        publisher
-            .publish(Publish::to_queue(&q2, Envelope::new("opening")))
-            .await
-    });
+    let publishing = spawn_publish(&t, &q, "opening".into());
     wait_until("the channel's open reached the broker", || {
         proxy.forwarded(Direction::ToServer) > before
     })
@@ -529,13 +527,7 @@ async fn unconfirmed_publish_fails_when_the_policy_says_so() {
         .expect("publish");
     proxy.stall(Direction::ToClient, true);
     let before = proxy.forwarded(Direction::ToServer);
-    let publisher = t.clone();
-    let q2 = q.clone();
-    let publishing = tokio::spawn(async move {
-        publisher
-            .publish(Publish::to_queue(&q2, Envelope::new("in flight")))
-            .await
-    });
+    let publishing = spawn_publish(&t, &q, "in flight".into());
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while proxy.forwarded(Direction::ToServer) == before {
         assert!(
@@ -595,10 +587,7 @@ async fn unconfirmed_publishes_are_bounded_by_the_window() {
     proxy.stall(Direction::ToClient, true);
     let mut publishing = Vec::new();
     for i in 0..3 {
-        let (t, q) = (t.clone(), q.clone());
-        publishing.push(tokio::spawn(async move {
-            t.publish(Publish::to_queue(&q, Envelope::new(format!("m{i}")))).await
-        }));
+        publishing.push(spawn_publish(&t, &q, format!("m{i}")));
     }
     wait_until("the window is full", || t.unconfirmed() == 2).await;
     let before = proxy.forwarded(Direction::ToServer);
