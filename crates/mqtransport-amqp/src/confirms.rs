@@ -40,6 +40,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -191,10 +192,12 @@ impl Confirming {
 
     /// Publishes `body` with its ticket taken first (see [`Ledger::ticket`]; `sent` is `Some`
     /// for a mandatory publish): resolves once lapin has taken the publish, to the receiver of
-    /// how it settled. Once polled, the send is seen through even if the caller gives up on it
-    /// (see [`Sending`]).
+    /// how it settled. Once polled, the send is seen through for up to `see_through` even if
+    /// the caller gives up on it (see [`Sending`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send(
         self: &Arc<Self>,
+        see_through: Duration,
         sent: Option<Box<Sent>>,
         exchange: ShortStr,
         routing_key: ShortStr,
@@ -215,7 +218,7 @@ impl Confirming {
                 )
                 .await
         };
-        Sending::new(ticket, Box::pin(send))
+        Sending::new(ticket, Box::pin(send), see_through)
     }
 }
 
@@ -266,19 +269,24 @@ type SendFuture<C, E> = Pin<Box<dyn Future<Output = Result<C, E>> + Send>>;
 /// (lapin hands each waiting return to the next confirm it completes). Given up on before
 /// lapin had the publish, the rest of the send therefore goes on in a task of its own, whose
 /// confirm still reaches the ledger, with whatever return rides on it; nobody waits for the
-/// publish's own outcome. Dropped before its first poll, nothing was sent and the ticket is
-/// given up; dropped where no tokio runtime runs, so is the send.
+/// publish's own outcome. That task gives up, with the ticket, if lapin has not taken the
+/// publish within the time the caller had for it. Dropped before its first poll, nothing was
+/// sent and the ticket is given up; dropped where no tokio runtime runs, so is the send.
 pub(crate) struct Sending<C: Awaited + Send + 'static, E: Send + 'static> {
     /// `None` once resolved.
     send: Option<(SendFuture<C, E>, Ticket<C>)>,
     polled: bool,
+    /// How long a send given up on is seen through: lapin may never finish one on a
+    /// connection that died under it, and the task must not wait for it forever.
+    see_through: Duration,
 }
 
 impl<C: Awaited + Send + 'static, E: Send + 'static> Sending<C, E> {
-    fn new(ticket: Ticket<C>, send: SendFuture<C, E>) -> Self {
+    fn new(ticket: Ticket<C>, send: SendFuture<C, E>, see_through: Duration) -> Self {
         Sending {
             send: Some((send, ticket)),
             polled: false,
+            see_through,
         }
     }
 }
@@ -313,10 +321,14 @@ impl<C: Awaited + Send + 'static, E: Send + 'static> Drop for Sending<C, E> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(SeeThrough {
-            send,
-            ticket: Some(ticket),
-        });
+        // Given up after `see_through`, the ticket goes with the send.
+        runtime.spawn(tokio::time::timeout(
+            self.see_through,
+            SeeThrough {
+                send,
+                ticket: Some(ticket),
+            },
+        ));
     }
 }
 
@@ -738,7 +750,7 @@ mod tests {
         body: &str,
         taken: oneshot::Receiver<Script>,
     ) -> Sending<Script, oneshot::error::RecvError> {
-        Sending::new(ledger.ticket(mandatory(body)), Box::pin(taken))
+        Sending::new(ledger.ticket(mandatory(body)), Box::pin(taken), Duration::from_secs(60))
     }
 
     /// x's return rides on the confirm of a publish whose caller gave up on it while lapin was
@@ -772,6 +784,22 @@ mod tests {
         assert!(ledger.book().entries.is_empty(), "a and x both settled");
     }
 
+    /// lapin never takes a publish given up on (its connection died under it): the task that
+    /// sees it through gives up after the caller's time, with the ticket.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_send_seen_through_gives_up_after_its_time() {
+        let ledger = Ledger::<Script>::start();
+        let (_never, taken) = oneshot::channel();
+        let send = Sending::new(ledger.ticket(mandatory("a")), Box::pin(taken), Duration::from_secs(5));
+        let mut send = Box::pin(send);
+        assert!(futures_util::poll!(send.as_mut()).is_pending());
+        drop(send);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(ledger.book().entries.len(), 1, "given up before its time");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(ledger.book().entries.is_empty(), "the ticket is still held");
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_send_dropped_before_its_first_poll_gives_up_its_ticket() {
         let ledger = Ledger::<Script>::start();
@@ -783,6 +811,7 @@ mod tests {
                 seen.store(true, Ordering::SeqCst);
                 Ok(Script::default())
             }),
+            Duration::from_secs(60),
         );
         drop(send);
         tokio::task::yield_now().await;

@@ -487,11 +487,23 @@ impl AmqpTransport {
             if usable {
                 return Ok(guard);
             }
-            // Opening a channel on a connection that died unnoticed must not hang: bounded.
+            // Opening a channel on a connection that died unnoticed must not hang. lapin does not
+            // always fail an open asked for just as the connection died, so the open is given up
+            // as soon as the link sees the connection go (its supervisor looks at least every
+            // half second), and is bounded by the deadline besides.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let opened = tokio::time::timeout(left, self.open_channel(&conn, confirm, with_ack))
-                .await
-                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Connection, "opening a channel timed out")));
+            let opened = if conn.status().connected() {
+                tokio::select! {
+                    opened = tokio::time::timeout(left, self.open_channel(&conn, confirm, with_ack)) => {
+                        opened.unwrap_or_else(|_| Err(Error::new(ErrorKind::Connection, "opening a channel timed out")))
+                    }
+                    () = link.wait_past(generation, left) => {
+                        Err(Error::new(ErrorKind::Connection, "the connection was lost while a channel was being opened"))
+                    }
+                }
+            } else {
+                Err(Error::new(ErrorKind::Connection, "the connection is lost"))
+            };
             match opened {
                 Ok((ch, ack)) => {
                     guard.ack = ack;
@@ -1116,6 +1128,7 @@ impl Transport for AmqpTransport {
                 })
             });
             let sending = ch.send(
+                timeout,
                 sent,
                 exchange.clone(),
                 routing_key.clone(),
