@@ -128,6 +128,9 @@ impl Awaited for PublisherConfirm {
 /// A channel in confirm mode with the ledger that settles its publishes.
 pub(crate) struct Confirming {
     pub(crate) channel: Channel,
+    /// The generation of the publishing link's connection the channel is on; `None` for a
+    /// channel of the other link (the reply consumer's).
+    pub(crate) generation: Option<u64>,
     ledger: Arc<Ledger<PublisherConfirm>>,
 }
 
@@ -183,9 +186,10 @@ impl<C: Awaited + Send + 'static> Ledger<C> {
 impl Confirming {
     /// Wraps `channel`, already in confirm mode, and starts its ledger task. The task ends once
     /// this value is dropped and every publish it holds has settled.
-    pub(crate) fn new(channel: Channel) -> Arc<Confirming> {
+    pub(crate) fn new(channel: Channel, generation: Option<u64>) -> Arc<Confirming> {
         Arc::new(Confirming {
             channel,
+            generation,
             ledger: Ledger::start(),
         })
     }

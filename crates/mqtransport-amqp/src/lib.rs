@@ -284,7 +284,7 @@ impl ConsumerSpec {
         queue: String,
     ) {
         if self.queue == REPLY_TO {
-            *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(Confirming::new(channel.clone()));
+            *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(Confirming::new(channel.clone(), None));
         }
         let ack = ChannelAck::spawn(channel.clone(), Arc::clone(&inner.closed), format!("queue '{queue}'"));
         let waker = {
@@ -507,7 +507,10 @@ impl AmqpTransport {
             match opened {
                 Ok((ch, ack)) => {
                     guard.ack = ack;
-                    guard.confirming = confirm.then(|| Confirming::new(ch.clone()));
+                    // A publish watches the publishing link for the loss of its channel's
+                    // connection; a confirming channel of another link is not watched.
+                    let watched = std::ptr::eq(link, &*self.inner.publish).then_some(generation);
+                    guard.confirming = confirm.then(|| Confirming::new(ch.clone(), watched));
                     guard.channel = Some(ch);
                     guard.generation = generation;
                     return Ok(guard);
@@ -1136,28 +1139,61 @@ impl Transport for AmqpTransport {
                 envelope.body.clone(),
                 props.clone(),
             );
+            // lapin may never answer a send, or a confirm, on a connection that died just then:
+            // once the publishing link has left the channel's connection, the wait ends as a
+            // loss (sent again on the next connection, or failed, as the policy says).
+            let lost = {
+                let link = &self.inner.publish;
+                // A little past the deadline: at the deadline itself the timeouts answer.
+                let wait = deadline.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(1);
+                let generation = ch.generation;
+                async move {
+                    match generation {
+                        Some(g) => link.wait_past(g, wait).await,
+                        None => std::future::pending().await,
+                    }
+                }
+            };
+            tokio::pin!(lost);
+            let lost_error = || {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "the connection to {} was lost with {} in flight",
+                        self.inner.shown,
+                        what()
+                    ),
+                )
+            };
             // Sending is bounded by the same deadline: a dead connection must not hang it.
-            let sent = match tokio::time::timeout_at(deadline, sending).await {
-                Err(_) => return Err(timed_out("sending it")),
-                Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
+            let sent = tokio::select! {
+                sent = tokio::time::timeout_at(deadline, sending) => match sent {
+                    Err(_) => return Err(timed_out("sending it")),
+                    Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
+                },
+                () = &mut lost => Err(lost_error()),
             };
             let failed = match sent {
-                Ok(settled) => match tokio::time::timeout_at(deadline, settled).await {
-                    Err(_) => return Err(timed_out("sent, waiting for its confirm")),
-                    Ok(Ok(Settled::Confirmed)) => return Ok(Confirmation::Confirmed),
-                    Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
+                Ok(settled) => match tokio::select! {
+                    settled = tokio::time::timeout_at(deadline, settled) => Some(settled),
+                    () = &mut lost => None,
+                } {
+                    None => lost_error(),
+                    Some(Err(_)) => return Err(timed_out("sent, waiting for its confirm")),
+                    Some(Ok(Ok(Settled::Confirmed))) => return Ok(Confirmation::Confirmed),
+                    Some(Ok(Ok(Settled::Returned { reply_code, reply_text }))) => {
                         return Ok(Confirmation::Returned { reply_code, reply_text });
                     }
-                    Ok(Ok(Settled::Nacked)) => return Ok(Confirmation::Nacked),
-                    Ok(Ok(Settled::NotRequested)) => {
+                    Some(Ok(Ok(Settled::Nacked))) => return Ok(Confirmation::Nacked),
+                    Some(Ok(Ok(Settled::NotRequested))) => {
                         return Err(Error::new(
                             ErrorKind::Connection,
                             "the publishing channel is not in confirm mode",
                         ));
                     }
-                    Ok(Ok(Settled::Failed(e))) => map_err(&e, &format!("publishing {}", what())),
+                    Some(Ok(Ok(Settled::Failed(e)))) => map_err(&e, &format!("publishing {}", what())),
                     // The ledger went away with the runtime: nothing will confirm it.
-                    Ok(Err(_)) => Error::new(
+                    Some(Ok(Err(_))) => Error::new(
                         ErrorKind::Connection,
                         format!("{} lost its confirm: the publisher channel's ledger stopped", what()),
                     ),
