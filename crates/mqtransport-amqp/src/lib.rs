@@ -1166,7 +1166,9 @@ impl Transport for AmqpTransport {
                 )
             };
             // Sending is bounded by the same deadline: a dead connection must not hang it.
+            // An answer ready together with the loss wins: it is what happened.
             let sent = tokio::select! {
+                biased;
                 sent = tokio::time::timeout_at(deadline, sending) => match sent {
                     Err(_) => return Err(timed_out("sending it")),
                     Ok(sent) => sent.map_err(|e| map_err(&e, &format!("publishing {}", what()))),
@@ -1175,6 +1177,7 @@ impl Transport for AmqpTransport {
             };
             let failed = match sent {
                 Ok(settled) => match tokio::select! {
+                    biased;
                     settled = tokio::time::timeout_at(deadline, settled) => Some(settled),
                     () = &mut lost => None,
                 } {
