@@ -282,16 +282,11 @@ impl Acker {
         }
     }
 
-    /// [`settle`](Self::settle), consuming the acker. Its handle is taken out first, so what
+    /// [`settle`](Self::settle), consuming the acker. `settle` takes the handle out, so what
     /// is left owns nothing and is not dropped: `Drop` would only find the delivery settled.
     #[inline]
     fn finish(self, settle: Settle) -> Result<()> {
-        let mut this = std::mem::ManuallyDrop::new(self);
-        let (handle, tag) = (this.handle.take(), this.tag);
-        match handle {
-            Some(h) => h.settle(tag, settle),
-            None => Ok(()),
-        }
+        std::mem::ManuallyDrop::new(self).settle(settle)
     }
 
     /// Acknowledges the delivery.
