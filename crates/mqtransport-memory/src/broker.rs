@@ -496,8 +496,8 @@ impl BrokerInner {
 
     /// Whether a route cache entry is this broker's route to the queue `name` at `epoch`.
     #[inline]
-    fn cached_route_to(&self, (broker, e, key, _): &RouteEntry, epoch: u64, name: &ShortStr) -> bool {
-        *broker == self.id && *e == epoch && key == name
+    fn cached_route_to(&self, (broker, e, key, _): &RouteEntry, epoch: u64, name: &str) -> bool {
+        *broker == self.id && *e == epoch && key.as_str() == name
     }
 
     /// Runs `f` on the queue `name`, found in this thread's route cache while the topology is
