@@ -435,7 +435,7 @@ struct DeliveryStream {
 }
 
 impl DeliveryStream {
-    fn delivery(&self, (tag, data, redelivered): (u64, MsgData, bool)) -> Delivery {
+    fn delivery(&self, tag: u64, data: MsgData, redelivered: bool) -> Delivery {
         let acker = if self.no_ack {
             Acker::settled(tag)
         } else {
@@ -470,8 +470,8 @@ impl DeliveryStream {
         if this.conn.closed.load(Ordering::Acquire) {
             this.local.clear();
         }
-        if let Some(h) = this.local.pop() {
-            return Poll::Ready(Some(Ok(this.delivery(h))));
+        if let Some((tag, data, redelivered)) = this.local.pop() {
+            return Poll::Ready(Some(Ok(this.delivery(tag, data, redelivered))));
         }
         let ended = loop {
             let batch = this.ack.batch.as_ref();
@@ -517,7 +517,7 @@ impl DeliveryStream {
         };
         match ended {
             None => match this.local.pop() {
-                Some(h) => Poll::Ready(Some(Ok(this.delivery(h)))),
+                Some((tag, data, redelivered)) => Poll::Ready(Some(Ok(this.delivery(tag, data, redelivered)))),
                 None => Poll::Pending,
             },
             Some(deleted) => {
