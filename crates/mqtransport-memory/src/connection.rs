@@ -264,9 +264,11 @@ impl Transport for MemoryTransport {
             });
             Acker::new(handle, tag)
         };
-        let (exchange, routing_key) = msg.data.route.delivered(&q.key);
         Ok(Some(
-            Delivery::new(envelope, exchange, routing_key, msg.redelivered, acker).with_message_count(left),
+            msg.data
+                .route
+                .deliver(&q.key, envelope, msg.redelivered, acker)
+                .with_message_count(left),
         ))
     }
 
@@ -441,8 +443,7 @@ impl DeliveryStream {
         } else {
             Acker::new(Arc::clone(&self.ack) as Arc<dyn AckHandle>, tag)
         };
-        let (exchange, routing_key) = data.route.delivered(&self.queue.key);
-        Delivery::new(data.envelope, exchange, routing_key, redelivered, acker)
+        data.route.deliver(&self.queue.key, data.envelope, redelivered, acker)
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use mqtransport_core::envelope::headers::{X_DEATH, X_DELIVERY_COUNT};
 use mqtransport_core::hash::FxHashMap;
-use mqtransport_core::{Envelope, FieldTable, FieldValue, Queue, QueueType, ShortStr};
+use mqtransport_core::{Acker, Delivery, Envelope, FieldTable, FieldValue, Queue, QueueType, ShortStr};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -92,12 +92,13 @@ impl Route {
         })))
     }
 
-    /// The exchange and routing key a delivery from the queue `queue` reports.
+    /// The delivery of `envelope`, held by the queue `queue`, with the exchange and routing key
+    /// it was published with, built in one piece.
     #[inline]
-    pub(crate) fn delivered(&self, queue: &ShortStr) -> (ShortStr, ShortStr) {
+    pub(crate) fn deliver(&self, queue: &ShortStr, envelope: Envelope, redelivered: bool, acker: Acker) -> Delivery {
         match &self.0 {
-            None => (ShortStr::EMPTY, queue.clone()),
-            Some(r) => (r.exchange.clone(), r.routing_key.clone()),
+            None => Delivery::new(envelope, ShortStr::EMPTY, queue.clone(), redelivered, acker),
+            Some(r) => Delivery::new(envelope, r.exchange.clone(), r.routing_key.clone(), redelivered, acker),
         }
     }
 
