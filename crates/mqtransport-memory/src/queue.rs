@@ -1182,8 +1182,12 @@ impl QueueCell {
         let handed = st.next_seq;
         let mut took = false;
         while let Some(i) = next_consumer(st) {
+            // The intake is taken once: what arrives meanwhile waits for the next dispatch (the
+            // consumer's stream looks again before it sleeps). Taking it again at once would
+            // mostly find a message or two, and pull its cache line from the publisher's core
+            // every time.
             if st.fresh.is_empty() {
-                if !self.take_intake(st) {
+                if took || !self.take_intake(st) {
                     break;
                 }
                 took = true;
