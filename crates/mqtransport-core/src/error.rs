@@ -72,7 +72,14 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An error from mqtransport: a [`kind`](Error::kind), a message naming the thing that is wrong,
 /// and, for errors the broker reported, the AMQP reply code and scope.
-pub struct Error {
+///
+/// One pointer wide, so that the `Result`s of the paths that succeed stay small: a
+/// `Result<(), Error>` is returned in a register, and a `Result<Confirmation>` or a
+/// `Result<Delivery>` is no larger than its value. Building an error (an allocation) is the
+/// rare case.
+pub struct Error(Box<Inner>);
+
+struct Inner {
     kind: ErrorKind,
     message: String,
     reply_code: Option<u16>,
@@ -83,13 +90,13 @@ pub struct Error {
 impl Error {
     /// A new error of `kind` with a message that names the thing that is wrong.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             message: message.into(),
             reply_code: None,
             scope: None,
             source: None,
-        }
+        }))
     }
 
     /// An error the broker reported with an AMQP reply code, e.g. `404` and
@@ -105,14 +112,14 @@ impl Error {
             _ => ErrorKind::Connection,
         };
         let mut e = Error::new(kind, text);
-        e.reply_code = Some(reply_code);
-        e.scope = Some(scope);
+        e.0.reply_code = Some(reply_code);
+        e.0.scope = Some(scope);
         e
     }
 
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.0.source = Some(Box::new(source));
         self
     }
 
@@ -128,22 +135,22 @@ impl Error {
 
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The message, naming the thing that is wrong (for broker errors, the broker's reply text).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The AMQP reply code, when the broker (or the embedded broker) reported the error.
     pub fn reply_code(&self) -> Option<u16> {
-        self.reply_code
+        self.0.reply_code
     }
 
     /// Whether the broker closed only a channel or the whole connection, for broker errors.
     pub fn scope(&self) -> Option<Scope> {
-        self.scope
+        self.0.scope
     }
 
     /// Whether trying the same operation again later may succeed: connection loss, timeouts,
@@ -151,7 +158,7 @@ impl Error {
     /// queue or invalid input will fail the same way again.
     pub fn is_transient(&self) -> bool {
         matches!(
-            self.kind,
+            self.0.kind,
             ErrorKind::Connection
                 | ErrorKind::Timeout
                 | ErrorKind::Nacked
@@ -164,14 +171,14 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
-        d.field("kind", &self.kind).field("message", &self.message);
-        if let Some(code) = self.reply_code {
+        d.field("kind", &self.0.kind).field("message", &self.0.message);
+        if let Some(code) = self.0.reply_code {
             d.field("reply_code", &code);
         }
-        if let Some(scope) = self.scope {
+        if let Some(scope) = self.0.scope {
             d.field("scope", &scope);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.0.source {
             d.field("source", source);
         }
         d.finish()
@@ -180,16 +187,19 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reply_code {
-            Some(code) => write!(f, "{} ({code}): {}", self.kind, self.message),
-            None => write!(f, "{}: {}", self.kind, self.message),
+        match self.0.reply_code {
+            Some(code) => write!(f, "{} ({code}): {}", self.0.kind, self.0.message),
+            None => write!(f, "{}: {}", self.0.kind, self.0.message),
         }
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.0
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -214,5 +224,26 @@ mod tests {
         );
         assert_eq!(Error::broker(403, "x", Scope::Channel).kind(), ErrorKind::AccessRefused);
         assert!(Error::new(ErrorKind::Timeout, "confirm").is_transient());
+    }
+
+    /// The hot paths return `Result`s that succeed: an error must not make them larger than
+    /// their value (an ack's `Result<()>` fits a register).
+    #[test]
+    fn an_error_is_one_pointer_wide() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+        assert_eq!(size_of::<Result<()>>(), size_of::<usize>());
+        assert_eq!(
+            size_of::<Result<crate::Confirmation>>(),
+            size_of::<crate::Confirmation>()
+        );
+        let e =
+            Error::broker(404, "NOT_FOUND - no queue 'q'", Scope::Channel).with_source(std::io::Error::other("cause"));
+        assert_eq!(
+            (e.kind(), e.reply_code(), e.scope()),
+            (ErrorKind::NotFound, Some(404), Some(Scope::Channel))
+        );
+        assert_eq!(e.message(), "NOT_FOUND - no queue 'q'");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
