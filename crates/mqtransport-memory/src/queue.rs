@@ -1182,10 +1182,10 @@ impl QueueCell {
         let handed = st.next_seq;
         let mut took = false;
         while let Some(i) = next_consumer(st) {
-            // The intake is taken once: what arrives meanwhile waits for the next dispatch (the
-            // consumer's stream looks again before it sleeps). Taking it again at once would
-            // mostly find a message or two, and pull its cache line from the publisher's core
-            // every time.
+            // The intake is taken once: what arrives meanwhile waits for the next dispatch (a
+            // stream looks at the intake again before it sleeps, and a publish wakes the
+            // streams asleep on it). Taking it again at once would mostly find a message or
+            // two, and pull its cache line from the publisher's core every time.
             if st.fresh.is_empty() {
                 if took || !self.take_intake(st) {
                     break;
