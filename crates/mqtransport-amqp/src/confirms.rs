@@ -325,33 +325,13 @@ impl<C: Awaited + Send + 'static, E: Send + 'static> Drop for Sending<C, E> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // Given up after `see_through`, the ticket goes with the send.
-        runtime.spawn(tokio::time::timeout(
-            self.see_through,
-            SeeThrough {
-                send,
-                ticket: Some(ticket),
-            },
-        ));
-    }
-}
-
-/// The rest of a send given up on: hands its confirm to the ledger.
-struct SeeThrough<C: Awaited, E> {
-    send: SendFuture<C, E>,
-    ticket: Option<Ticket<C>>,
-}
-
-impl<C: Awaited, E> Future for SeeThrough<C, E> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let sent = std::task::ready!(this.send.as_mut().poll(cx));
-        if let (Ok(confirm), Some(ticket)) = (sent, this.ticket.take()) {
-            drop(ticket.track(confirm));
-        }
-        Poll::Ready(())
+        // The rest of the send hands its confirm to the ledger. Given up after `see_through`,
+        // the ticket goes with the send.
+        runtime.spawn(tokio::time::timeout(self.see_through, async move {
+            if let Ok(confirm) = send.await {
+                drop(ticket.track(confirm));
+            }
+        }));
     }
 }
 
