@@ -82,6 +82,27 @@ async fn wait_until<F: FnMut() -> bool>(what: &str, mut cond: F) {
     }
 }
 
+/// What a fault test starts from: the direct connection (for checks and cleanup), the fault
+/// proxy, a transport through it with `opts`, and a guarded queue named after `base`, declared.
+/// `None` (SKIPPED) when RabbitMQ is unreachable and not required.
+async fn through_proxy(base: &str, opts: AmqpOptions) -> Option<(AmqpTransport, FaultProxy, AmqpTransport, String)> {
+    let admin = direct().await?;
+    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
+    let t = AmqpTransport::connect_with(&via(&proxy), opts)
+        .await
+        .expect("connects through the proxy");
+    let q = unique(base);
+    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    Some((admin, proxy, t, q))
+}
+
+/// Closes `t`, deletes the queue `q` through `admin`, and closes `admin`.
+async fn clean_up(admin: AmqpTransport, t: AmqpTransport, q: &str) {
+    t.close().await.expect("close");
+    admin.delete_queue(q, DeleteQueue::default()).await.expect("cleanup");
+    admin.close().await.expect("close");
+}
+
 /// Publishes `body` to queue `q` on a task of its own, so that the test can act meanwhile.
 fn spawn_publish(
     t: &AmqpTransport,
@@ -95,13 +116,9 @@ fn spawn_publish(
 /// Publishes `n` numbered messages while a consumer acks them; cuts every connection after a
 /// third of the confirms. Every confirmed message must be consumed, with few duplicates.
 async fn publish_and_consume_across(cut: Cut) {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
-    let t = AmqpTransport::connect_with(&via(&proxy), options())
-        .await
-        .expect("connects through the proxy");
-    let q = unique("cut");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("cut", options()).await else {
+        return;
+    };
 
     let seen: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut consumer = t
@@ -152,9 +169,7 @@ async fn publish_and_consume_across(cut: Cut) {
         t.state()
     );
     consuming.abort();
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,13 +186,9 @@ async fn fin_mid_publish_and_consume_loses_nothing() {
 /// gets exactly `prefetch` of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_and_qos_are_restored() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
-    let t = AmqpTransport::connect_with(&via(&proxy), options())
-        .await
-        .expect("connects");
-    let q = unique("qos");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("qos", options()).await else {
+        return;
+    };
     let mut consumer = t
         .consume(&q, ConsumeOptions::default().prefetch(5))
         .await
@@ -212,22 +223,16 @@ async fn consumer_and_qos_are_restored() {
     }
     drop(held);
     drop(consumer);
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// A stall longer than the heartbeat: the connection is declared dead and replaced; a publish
 /// made during the stall is confirmed once traffic flows again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stall_longer_than_heartbeat_recovers() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
-    let t = AmqpTransport::connect_with(&via(&proxy), options())
-        .await
-        .expect("connects");
-    let q = unique("stall");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("stall", options()).await else {
+        return;
+    };
     proxy.stall(Direction::ToServer, true);
     proxy.stall(Direction::ToClient, true);
     let publishing = spawn_publish(&t, &q, "during-stall".into());
@@ -248,9 +253,7 @@ async fn stall_longer_than_heartbeat_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// The publisher channel is being opened when its connection dies: the open fails with the
@@ -258,13 +261,9 @@ async fn stall_longer_than_heartbeat_recovers() {
 /// timeout (45 s here) on the dead connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_opening_when_its_connection_dies_opens_on_the_next() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
-    let t = AmqpTransport::connect_with(&via(&proxy), options())
-        .await
-        .expect("connects");
-    let q = unique("opening");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("opening", options()).await else {
+        return;
+    };
     // The broker's answers are held back: the first publish opens the publisher channel, and
     // its open gets no answer.
     proxy.stall(Direction::ToClient, true);
@@ -281,24 +280,20 @@ async fn a_channel_opening_when_its_connection_dies_opens_on_the_next() {
         .expect("the publish waited on the dead connection")
         .expect("task");
     assert_eq!(outcome.expect("publish"), Confirmation::Confirmed);
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// While the broker cannot be reached, a publish fails typed after the confirm timeout; the
 /// transport works again once the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_during_an_outage_times_out_typed() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
     let opts = AmqpOptions {
         confirm_timeout: Duration::from_secs(2),
         ..options()
     };
-    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
-    let q = unique("outage");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("outage", opts).await else {
+        return;
+    };
     proxy.refuse(true);
     proxy.cut(Cut::Reset);
     let e = t
@@ -322,9 +317,7 @@ async fn publishing_during_an_outage_times_out_typed() {
             }
         }
     }
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// The broker closes this test's own connection (`rabbitmqctl close_connection`, found by its
@@ -512,15 +505,13 @@ async fn deleted_queue_is_redeclared_when_recorded_else_reported() {
 /// typed instead of being sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_publish_fails_when_the_policy_says_so() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
     let opts = AmqpOptions {
         unconfirmed: mqtransport_amqp::Unconfirmed::Fail,
         ..options()
     };
-    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
-    let q = unique("fail-policy");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("fail-policy", opts).await else {
+        return;
+    };
     // Warm the publishing channel, then hold back everything the broker sends (the confirm).
     t.publish(Publish::to_queue(&q, Envelope::new("warm")))
         .await
@@ -528,14 +519,10 @@ async fn unconfirmed_publish_fails_when_the_policy_says_so() {
     proxy.stall(Direction::ToClient, true);
     let before = proxy.forwarded(Direction::ToServer);
     let publishing = spawn_publish(&t, &q, "in flight".into());
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while proxy.forwarded(Direction::ToServer) == before {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the publish never reached the broker"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("the publish reached the broker", || {
+        proxy.forwarded(Direction::ToServer) > before
+    })
+    .await;
     proxy.cut(Cut::Reset);
     proxy.stall(Direction::ToClient, false);
     let outcome = tokio::time::timeout(DEADLINE, publishing)
@@ -544,9 +531,7 @@ async fn unconfirmed_publish_fails_when_the_policy_says_so() {
         .expect("task");
     let e = outcome.expect_err("unconfirmed at the loss: failed, not re-sent");
     assert!(matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed), "{e}");
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// `connection.blocked` / `unblocked` from the broker show in the transport's state. The frames
@@ -570,15 +555,13 @@ async fn connection_blocked_is_visible() {
 /// At most `max_unconfirmed` publishes wait for their confirm; the next one waits for a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_publishes_are_bounded_by_the_window() {
-    let Some(admin) = direct().await else { return };
-    let proxy = FaultProxy::start(&upstream()).await.expect("proxy starts");
     let opts = AmqpOptions {
         max_unconfirmed: 2,
         ..options()
     };
-    let t = AmqpTransport::connect_with(&via(&proxy), opts).await.expect("connects");
-    let q = unique("window");
-    t.declare(&Topology::new().queue(guarded(&q))).await.expect("declare");
+    let Some((admin, proxy, t, q)) = through_proxy("window", opts).await else {
+        return;
+    };
     t.publish(Publish::to_queue(&q, Envelope::new("warm")))
         .await
         .expect("publish");
@@ -609,9 +592,7 @@ async fn unconfirmed_publishes_are_bounded_by_the_window() {
         "the third publish was sent once a place freed"
     );
     assert_eq!(t.unconfirmed(), 0);
-    t.close().await.expect("close");
-    admin.delete_queue(&q, DeleteQueue::default()).await.expect("cleanup");
-    admin.close().await.expect("close");
+    clean_up(admin, t, &q).await;
 }
 
 /// An auto-delete queue the application stopped consuming from (and the broker so deleted) is
