@@ -63,9 +63,9 @@ use lapin::options::{
 };
 use lapin::{Channel, Connection};
 use mqtransport_core::{
-    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-    Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind, Publish, Queue, QueueInfo, Result, Scheme, Scope,
-    ShortStr, Topology, Transport,
+    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, DIRECT_REPLY_TO, Declared,
+    DeleteQueue, Delivery, Destination, Envelope, Error, ErrorKind, Exchange, ExchangeKind, Publish, Queue, QueueInfo,
+    Result, Scheme, Scope, ShortStr, Topology, Transport,
 };
 use tokio::sync::Mutex;
 
@@ -77,8 +77,6 @@ use crate::link::{Link, OnUp};
 
 /// lapin itself, for what this crate does not cover. Its types may change with lapin's version.
 pub use lapin;
-
-const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// What happens to a publish that was sent but not confirmed when the connection was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,7 +281,7 @@ impl ConsumerSpec {
         conn: Arc<Connection>,
         queue: String,
     ) {
-        if self.queue == REPLY_TO {
+        if self.queue == DIRECT_REPLY_TO {
             *inner.reply.lock().unwrap_or_else(PoisonError::into_inner) = Some(Confirming::new(channel.clone(), None));
         }
         let ack = ChannelAck::spawn(channel.clone(), Arc::clone(&inner.closed), format!("queue '{queue}'"));
@@ -760,7 +758,7 @@ async fn subscribe(conn: &Connection, spec: &ConsumerSpec, queue: &str) -> Resul
         .create_channel()
         .await
         .map_err(|e| map_err(&e, &format!("opening a consumer channel for '{queue}'")))?;
-    if spec.queue == REPLY_TO {
+    if spec.queue == DIRECT_REPLY_TO {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| map_err(&e, "enabling publisher confirms"))?;
@@ -817,7 +815,7 @@ fn revive_reply_consumer(inner: &Arc<Inner>) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .iter()
-        .find(|s| s.queue == REPLY_TO && !s.done())
+        .find(|s| s.queue == DIRECT_REPLY_TO && !s.done())
         .cloned();
     let Some(spec) = spec else { return };
     let ended = {
@@ -1050,10 +1048,7 @@ impl Transport for AmqpTransport {
         } = publish;
         let max = Capabilities::rabbitmq().max_message_size;
         if envelope.body.len() > max {
-            return Err(Error::invalid(format!(
-                "message to exchange '{exchange}' with routing key '{routing_key}' is {} bytes, larger than the broker's maximum of {max} bytes",
-                envelope.body.len()
-            )));
+            return Err(Error::oversized(&exchange, &routing_key, envelope.body.len(), max));
         }
         let routing_key = if exchange.is_empty() {
             ShortStr::from(self.inner.resolve(&routing_key))
@@ -1096,7 +1091,7 @@ impl Transport for AmqpTransport {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             // A request asking for a direct reply must go out on the channel consuming replies.
-            let reply_channel = if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+            let reply_channel = if envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
                 self.inner.reply.lock().unwrap_or_else(PoisonError::into_inner).clone()
             } else {
                 None

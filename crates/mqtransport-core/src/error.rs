@@ -123,6 +123,33 @@ impl Error {
         self
     }
 
+    /// The same error with `what` said before its message (`"{what}: {message}"`): the kind,
+    /// reply code, scope and source are kept, so a caller that re-wraps an error to name what
+    /// it was doing loses nothing a caller above it may match on.
+    ///
+    /// ```
+    /// use mqtransport_core::{Error, ErrorKind, Scope};
+    ///
+    /// let e = Error::broker(404, "NOT_FOUND - no queue 'q' in vhost '/'", Scope::Channel)
+    ///     .context("cannot consume queue 'q'");
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// assert_eq!(e.reply_code(), Some(404));
+    /// assert_eq!(e.message(), "cannot consume queue 'q': NOT_FOUND - no queue 'q' in vhost '/'");
+    /// ```
+    #[must_use]
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.0.message = format!("{what}: {}", self.0.message);
+        self
+    }
+
+    /// The error a transport gives for a body larger than `max` bytes, naming where the message
+    /// was going and the limit, before anything is sent.
+    pub fn oversized(exchange: &str, routing_key: &str, size: usize, max: usize) -> Self {
+        Error::invalid(format!(
+            "message to exchange '{exchange}' with routing key '{routing_key}' is {size} bytes, larger than the broker's maximum of {max} bytes"
+        ))
+    }
+
     /// Shorthand for an [`ErrorKind::InvalidInput`] error.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::InvalidInput, message)
@@ -245,5 +272,19 @@ mod tests {
         );
         assert_eq!(e.message(), "NOT_FOUND - no queue 'q'");
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn context_keeps_kind_code_scope_and_source() {
+        let e = Error::broker(406, "PRECONDITION_FAILED - x", Scope::Connection)
+            .with_source(std::io::Error::other("cause"))
+            .context("declaring queue 'q'");
+        assert_eq!(
+            (e.kind(), e.reply_code(), e.scope()),
+            (ErrorKind::Precondition, Some(406), Some(Scope::Connection))
+        );
+        assert_eq!(e.message(), "declaring queue 'q': PRECONDITION_FAILED - x");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(!e.is_transient());
     }
 }

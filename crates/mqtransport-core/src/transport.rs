@@ -35,13 +35,21 @@ pub struct Capabilities {
     pub native_delay: bool,
     /// Message priorities (`x-max-priority`).
     pub priorities: bool,
-    /// `amq.rabbitmq.reply-to` direct reply-to.
+    /// [`DIRECT_REPLY_TO`] direct reply-to.
     pub direct_reply_to: bool,
     /// Quorum queues with `x-delivery-limit`.
     pub quorum_queues: bool,
     /// The largest body the broker accepts, in bytes.
     pub max_message_size: usize,
 }
+
+/// The pseudo-queue of RabbitMQ's direct reply-to: a requester consumes it (no-ack) and puts it
+/// in a request's `reply_to`; the responder sees a per-channel name that starts with it.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// The largest body RabbitMQ 3.x accepts by default (`max_message_size`, 128 MiB), and the
+/// embedded broker's default.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
 
 impl Capabilities {
     /// The capabilities of a RabbitMQ 3.x broker (and of the embedded broker).
@@ -55,7 +63,7 @@ impl Capabilities {
             priorities: true,
             direct_reply_to: true,
             quorum_queues: true,
-            max_message_size: 128 * 1024 * 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }

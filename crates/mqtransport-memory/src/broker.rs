@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use mqtransport_core::{
-    Binding, Confirmation, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue, QueueInfo, Result,
-    Router, Scope, ShortStr, Topology,
+    Binding, Confirmation, DIRECT_REPLY_TO, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue,
+    QueueInfo, Result, Router, Scope, ShortStr, Topology,
 };
 
 use mqtransport_core::hash::FxHashMap as HashMap;
@@ -17,11 +17,11 @@ use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, Route, is_
 pub(crate) type Published = (Confirmation, Option<Arc<QueueCell>>);
 
 /// The pseudo-queue of direct reply-to.
-pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Whether a routing key names a direct reply-to pseudo-queue (`amq.rabbitmq.reply-to.…`).
 fn is_reply_key(key: &str) -> bool {
-    key.strip_prefix(REPLY_TO).is_some_and(|rest| rest.starts_with('.'))
+    key.strip_prefix(DIRECT_REPLY_TO)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 pub(crate) struct Topo {
@@ -199,7 +199,7 @@ impl BrokerInner {
     }
 
     fn declare_queue(self: &Arc<Self>, topo: &mut Topo, conn: u64, q: &Queue) -> Result<QueueInfo> {
-        if q.name == REPLY_TO {
+        if q.name == DIRECT_REPLY_TO {
             return Ok(reply_info());
         }
         q.validate(&self.vhost)?;
@@ -257,7 +257,7 @@ impl BrokerInner {
     }
 
     pub(crate) fn queue_info(&self, conn: u64, name: &str) -> Result<QueueInfo> {
-        if name == REPLY_TO {
+        if name == DIRECT_REPLY_TO {
             return Ok(reply_info());
         }
         let q = self.queue_for(conn, name)?;
@@ -376,11 +376,12 @@ impl BrokerInner {
             envelope,
         } = publish;
         if envelope.body.len() > self.max_message_size {
-            return Err(Error::invalid(format!(
-                "message to exchange '{exchange}' with routing key '{routing_key}' is {} bytes, larger than the broker's maximum of {} bytes",
+            return Err(Error::oversized(
+                &exchange,
+                &routing_key,
                 envelope.body.len(),
-                self.max_message_size
-            )));
+                self.max_message_size,
+            ));
         }
         self.publish_routed(exchange, routing_key, mandatory, envelope, reply_to)
     }
@@ -434,7 +435,7 @@ impl BrokerInner {
         if let Some(e) = &envelope.properties().expiration {
             check_expiration(e)?;
         }
-        if envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+        if envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             match reply_to {
                 Some(name) => envelope.properties_mut().reply_to = Some(name.to_owned()),
                 None => {
@@ -657,7 +658,7 @@ fn info(q: &QueueCell) -> QueueInfo {
 
 fn reply_info() -> QueueInfo {
     QueueInfo {
-        name: REPLY_TO.into(),
+        name: DIRECT_REPLY_TO.into(),
         message_count: 0,
         consumer_count: 1,
     }
@@ -702,7 +703,7 @@ fn unroutable(mandatory: bool) -> Confirmation {
 /// direct reply-to, no `CC`/`BCC` routing keys.
 fn is_plain(envelope: &Envelope) -> bool {
     let p = envelope.properties();
-    p.expiration.is_none() && p.reply_to.as_deref() != Some(REPLY_TO) && !has_cc_or_bcc(envelope)
+    p.expiration.is_none() && p.reply_to.as_deref() != Some(DIRECT_REPLY_TO) && !has_cc_or_bcc(envelope)
 }
 
 /// Whether the message names extra routing keys in a `CC` or `BCC` header.

@@ -9,11 +9,11 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use mqtransport_core::{
-    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-    Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
+    AckHandle, Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, DIRECT_REPLY_TO, Declared,
+    DeleteQueue, Delivery, Error, Publish, QueueInfo, Result, Scope, Settle, Topology, Transport,
 };
 
-use crate::broker::{BrokerInner, REPLY_TO};
+use crate::broker::BrokerInner;
 use crate::queue::{AckBatch, Acks, Effects, Inbox, MsgData, Owner, QueueCell, Return, Slot, lock};
 
 pub(crate) struct Conn {
@@ -107,7 +107,7 @@ impl MemoryTransport {
         }
         let broker = &self.conn.broker;
         let token = format!("{:016x}{:016x}", self.conn.id, broker.next_id());
-        let name = format!("{REPLY_TO}.{token}");
+        let name = format!("{DIRECT_REPLY_TO}.{token}");
         let cell = QueueCell::new(
             name.clone(),
             mqtransport_core::Queue::transient(name.clone()),
@@ -233,7 +233,7 @@ impl Transport for MemoryTransport {
 
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
         self.conn.check_open()?;
-        if queue == REPLY_TO {
+        if queue == DIRECT_REPLY_TO {
             return self.start_reply_consumer(&options);
         }
         let q = self.conn.broker.queue_for(self.conn.id, queue)?;
@@ -292,7 +292,7 @@ impl Conn {
             return Ok(published);
         }
         let publish = std::mem::replace(publish, Publish::to_queue("", mqtransport_core::Envelope::default()));
-        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(REPLY_TO) {
+        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             lock(&self.reply).as_ref().map(|q| q.name.clone())
         } else {
             None

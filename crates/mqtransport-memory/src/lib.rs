@@ -60,7 +60,7 @@ pub use connection::MemoryTransport;
 pub use flow::{FLOW_GRACE, FLOW_LIMIT};
 
 /// Default largest body: RabbitMQ's default `max_message_size`, 128 MiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+pub use mqtransport_core::DEFAULT_MAX_MESSAGE_SIZE;
 
 /// An embedded broker. Cheap to clone; clones are the same broker. Connect to it with
 /// [`connect`](Self::connect), or by URL: every `memory://name` URL with the same name reaches

@@ -474,12 +474,11 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                 let url = self.url.unwrap_or_else(crate::url_from_env);
                 let shown = redact(&url);
                 let t = crate::connect(&url).await.map_err(|e| {
-                    let message = if e.message().contains(&shown) {
-                        e.message().to_owned()
+                    if e.message().contains(&shown) {
+                        e
                     } else {
-                        format!("cannot connect to {shown}: {}", e.message())
-                    };
-                    Error::new(e.kind(), message).with_source(e)
+                        e.context(format_args!("cannot connect to {shown}"))
+                    }
                 })?;
                 (t, shown)
             }
@@ -579,14 +578,11 @@ async fn declare<S: Clone + Send + Sync + 'static>(
             all.queues.push(q.clone());
         }
     }
-    all.validate()
-        .map_err(|e| Error::new(e.kind(), format!("the app's topology is invalid: {}", e.message())))?;
-    transport.declare(&all).await.map_err(|e| {
-        Error::new(
-            e.kind(),
-            format!("declaring the app's topology on {shown}: {}", e.message()),
-        )
-    })?;
+    all.validate().map_err(|e| e.context("the app's topology is invalid"))?;
+    transport
+        .declare(&all)
+        .await
+        .map_err(|e| e.context(format_args!("declaring the app's topology on {shown}")))?;
     for c in consumers {
         if let DeadLetterPolicy::Queue(name) = &c.dead_letter
             && !all.queues.iter().any(|q| q.name == *name)
@@ -595,29 +591,28 @@ async fn declare<S: Clone + Send + Sync + 'static>(
             if let Err(e) = transport.declare(&Topology::new().queue(q)).await {
                 // An existing queue declared with other options serves as well.
                 if !(e.kind() == ErrorKind::Precondition && transport.queue_info(name).await.is_ok()) {
-                    return Err(Error::new(
-                        e.kind(),
-                        format!(
-                            "declaring the dead-letter queue '{name}' of queue '{}' on {shown}: {}",
-                            c.queue,
-                            e.message()
-                        ),
-                    ));
+                    return Err(e.context(format_args!(
+                        "declaring the dead-letter queue '{name}' of queue '{}' on {shown}",
+                        c.queue
+                    )));
                 }
             }
         }
         if !all.queues.iter().any(|q| q.name == c.queue)
             && let Err(e) = transport.queue_info(&c.queue).await
         {
-            let message = if e.kind() == ErrorKind::NotFound {
-                format!(
-                    "queue '{}' is consumed by the app but does not exist on {shown}: declare it in the app's topology, or use Consumer::for_queue",
-                    c.queue
+            return Err(if e.kind() == ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "queue '{}' is consumed by the app but does not exist on {shown}: declare it in the app's topology, or use Consumer::for_queue",
+                        c.queue
+                    ),
                 )
+                .with_source(e)
             } else {
-                format!("checking queue '{}' on {shown}: {}", c.queue, e.message())
-            };
-            return Err(Error::new(e.kind(), message));
+                e.context(format_args!("checking queue '{}' on {shown}", c.queue))
+            });
         }
     }
     Ok(())

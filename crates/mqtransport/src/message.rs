@@ -312,7 +312,7 @@ pub fn decode<M: Message>(envelope: &Envelope) -> Result<M, DecodeError> {
 pub fn encode<M: Message>(message: &M) -> Result<Envelope, Error> {
     let body = M::CODEC
         .encode(message)
-        .map_err(|e| Error::new(e.kind(), format!("message '{}': {}", M::NAME, e.message())))?;
+        .map_err(|e| e.context(format_args!("message '{}'", M::NAME)))?;
     let mut envelope = Envelope::new(body);
     let props = envelope.properties_mut();
     props.content_type = Some(M::CODEC.content_type().to_owned());

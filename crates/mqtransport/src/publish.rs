@@ -352,7 +352,7 @@ impl Publisher {
         let mut options = PublishOptions::default().transient();
         options.correlation_id.clone_from(&reply.correlation_id);
         // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
-        if reply.address.starts_with("amq.rabbitmq.reply-to") {
+        if reply.address.starts_with(mqtransport_core::DIRECT_REPLY_TO) {
             options.mandatory = false;
         }
         let route = Route::queue(reply.address.as_str());

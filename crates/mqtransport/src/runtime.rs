@@ -161,12 +161,7 @@ impl ConsumerRuntime {
         self.transport
             .consume(self.queue(), ConsumeOptions::default().prefetch(self.prefetch))
             .await
-            .map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!("cannot consume queue '{}': {}", self.queue(), e.message()),
-                )
-            })
+            .map_err(|e| e.context(format_args!("cannot consume queue '{}'", self.queue())))
     }
 
     /// Runs the consumer's workers until `stop` says so or the delivery stream fails, then lets
@@ -233,10 +228,7 @@ impl ConsumerRuntime {
                     self.process(&mut service, delivery).await;
                     continue;
                 }
-                Some(Err(e)) => Error::new(
-                    e.kind(),
-                    format!("consumer of queue '{}' failed: {}", self.queue(), e.message()),
-                ),
+                Some(Err(e)) => e.context(format_args!("consumer of queue '{}' failed", self.queue())),
                 None => Error::closed(format!("consumer of queue '{}' ended", self.queue())),
             };
             let _ = failed.try_send(failure);
@@ -459,7 +451,7 @@ impl ConsumerRuntime {
         self.transport
             .declare(&Topology::new().queue(declaration.clone()))
             .await
-            .map_err(|e| Error::new(e.kind(), format!("declaring the wait queue '{name}': {}", e.message())))?;
+            .map_err(|e| e.context(format_args!("declaring the wait queue '{name}'")))?;
         let name = ShortStr::from(name);
         self.wait_queues
             .lock()
