@@ -64,15 +64,18 @@ pub(crate) enum Settled {
     Failed(lapin::Error),
 }
 
-/// What a mandatory publish sent, to recognise its return by.
-pub(crate) struct Sent {
+/// One publish as it goes out: what lapin sends, and what the ledger recognises a mandatory
+/// publish's return by. Shared by every attempt to send it and by its ledger entry, so that
+/// nothing of it is copied per attempt but the properties lapin takes by value.
+pub(crate) struct Outgoing {
     pub(crate) exchange: ShortStr,
     pub(crate) routing_key: ShortStr,
+    pub(crate) mandatory: bool,
     pub(crate) body: Bytes,
     pub(crate) properties: BasicProperties,
 }
 
-impl Sent {
+impl Outgoing {
     fn same_route_and_body(&self, r: &Returned) -> bool {
         r.exchange == self.exchange.as_str() && r.routing_key == self.routing_key.as_str() && r.body == self.body
     }
@@ -172,7 +175,7 @@ impl<C: Awaited + Send + 'static> Ledger<C> {
     /// to lapin, so that every publish lapin has registered holds an older ticket than any
     /// confirm read after it, and the ledger knows the publish before its return can arrive.
     /// `sent` is `Some` for a mandatory publish.
-    fn ticket(self: &Arc<Self>, sent: Option<Box<Sent>>) -> Ticket<C> {
+    fn ticket(self: &Arc<Self>, sent: Option<Arc<Outgoing>>) -> Ticket<C> {
         let (reply, settled) = oneshot::channel();
         let seq = self.book().open(sent, reply);
         Ticket {
@@ -194,31 +197,30 @@ impl Confirming {
         })
     }
 
-    /// Publishes `body` with its ticket taken first (see [`Ledger::ticket`]; `sent` is `Some`
-    /// for a mandatory publish): resolves once lapin has taken the publish, to the receiver of
-    /// how it settled. Once polled, the send is seen through for up to `see_through` even if
-    /// the caller gives up on it (see [`Sending`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Publishes `outgoing` with its ticket taken first (see [`Ledger::ticket`]; a mandatory
+    /// publish is known to the ledger by what it sent): resolves once lapin has taken the
+    /// publish, to the receiver of how it settled. Once polled, the send is seen through for up
+    /// to `see_through` even if the caller gives up on it (see [`Sending`]).
     pub(crate) fn send(
         self: &Arc<Self>,
         see_through: Duration,
-        sent: Option<Box<Sent>>,
-        exchange: ShortStr,
-        routing_key: ShortStr,
-        options: lapin::options::BasicPublishOptions,
-        body: Bytes,
-        properties: BasicProperties,
+        outgoing: &Arc<Outgoing>,
     ) -> Sending<PublisherConfirm, lapin::Error> {
-        let ticket = self.ledger.ticket(sent);
+        let ticket = self.ledger.ticket(outgoing.mandatory.then(|| Arc::clone(outgoing)));
         let this = Arc::clone(self);
+        let outgoing = Arc::clone(outgoing);
         let send = async move {
+            let options = lapin::options::BasicPublishOptions {
+                mandatory: outgoing.mandatory,
+                immediate: false,
+            };
             this.channel
                 .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
+                    outgoing.exchange.as_str().into(),
+                    outgoing.routing_key.as_str().into(),
                     options,
-                    &body,
-                    properties,
+                    &outgoing.body,
+                    outgoing.properties.clone(),
                 )
                 .await
         };
@@ -376,7 +378,7 @@ impl Wake for Nudge {
 }
 
 struct Entry<C> {
-    sent: Option<Box<Sent>>,
+    sent: Option<Arc<Outgoing>>,
     reply: oneshot::Sender<Settled>,
     confirm: Option<(C, Waker)>,
     /// The confirm's verdict, once read.
@@ -444,7 +446,7 @@ impl<C: Awaited> Book<C> {
 
     /// Takes the next ticket for a publish about to go out: its return may be read before its
     /// confirm is tracked.
-    fn open(&mut self, sent: Option<Box<Sent>>, reply: oneshot::Sender<Settled>) -> u64 {
+    fn open(&mut self, sent: Option<Arc<Outgoing>>, reply: oneshot::Sender<Settled>) -> u64 {
         let seq = self.issued;
         self.issued += 1;
         self.entries.insert(
@@ -678,9 +680,10 @@ mod tests {
         fn open_with(&mut self, body: &str, properties: Option<BasicProperties>) -> u64 {
             let (reply, rx) = oneshot::channel();
             let sent = properties.map(|properties| {
-                Box::new(Sent {
+                Arc::new(Outgoing {
                     exchange: ShortStr::EMPTY,
                     routing_key: ShortStr::from("q"),
+                    mandatory: true,
                     body: Bytes::copy_from_slice(body.as_bytes()),
                     properties,
                 })
@@ -719,10 +722,11 @@ mod tests {
     }
 
     /// What a mandatory publish of `body` to queue `q` sent.
-    fn mandatory(body: &str) -> Option<Box<Sent>> {
-        Some(Box::new(Sent {
+    fn mandatory(body: &str) -> Option<Arc<Outgoing>> {
+        Some(Arc::new(Outgoing {
             exchange: ShortStr::EMPTY,
             routing_key: ShortStr::from("q"),
+            mandatory: true,
             body: Bytes::copy_from_slice(body.as_bytes()),
             properties: BasicProperties::default(),
         }))

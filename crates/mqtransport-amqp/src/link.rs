@@ -1,13 +1,21 @@
-//! One supervised connection: connect, watch for loss, reconnect with backoff and jitter, and
-//! run a hook each time the link comes back up. lapin's own auto-recovery is not used.
+//! One supervised connection: connect, watch for loss, reconnect with backoff and jitter.
+//! lapin's own auto-recovery is not used.
+//!
+//! The link publishes its [`Phase`] on a `watch`. A link opened [`Restored::ByTransport`] does
+//! not announce a new connection as up at once: it enters [`Phase::Restoring`], and the
+//! transport's restore task (which watches the phase) declares the topology again and
+//! re-opens consumers on it, then answers with [`Link::restored`]. Until then, operations
+//! waiting for the connection keep waiting, so that none runs against a half-restored broker.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
-use mqtransport_core::{BoxFuture, Error, ErrorKind, Result};
+use mqtransport_core::{Error, ErrorKind, Result};
 use tokio::sync::watch;
+
+use crate::options::TlsOptions;
 
 /// The state of a connection, as [`crate::AmqpTransport::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,17 +30,49 @@ pub enum LinkState {
     Closed,
 }
 
-/// Runs after every (re)connection, before the link is announced as up.
-pub(crate) type OnUp = Arc<dyn Fn(Arc<Connection>) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+/// Where a link is in its life, as its `watch` publishes it.
+#[derive(Clone)]
+pub(crate) enum Phase {
+    Up(u64),
+    Blocked(u64),
+    Down,
+    /// Connection `generation` is open and waits for the transport to restore onto it.
+    Restoring(u64, Arc<Connection>),
+    Closed,
+}
+
+impl Phase {
+    fn public(&self) -> LinkState {
+        match self {
+            Phase::Up(g) => LinkState::Up(*g),
+            Phase::Blocked(g) => LinkState::Blocked(*g),
+            Phase::Down | Phase::Restoring(..) => LinkState::Down,
+            Phase::Closed => LinkState::Closed,
+        }
+    }
+}
+
+/// Who restores what the application had onto a new connection of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restored {
+    /// Nothing to restore: a new connection is up at once (the publishing link).
+    Nothing,
+    /// The transport's restore task, answering [`Link::restored`] (the consuming link).
+    ByTransport,
+}
+
+/// How long a new connection waits for its restore before the link gives it up and tries a
+/// new one (the restore may hang on a connection that dies under it).
+pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Link {
     pub(crate) role: &'static str,
     uri: String,
-    tls: Option<crate::TlsOptions>,
+    tls: Option<TlsOptions>,
     pub(crate) shown: String,
     pub(crate) name: String,
     current: Mutex<Option<(u64, Arc<Connection>)>>,
-    state: watch::Sender<LinkState>,
+    state: watch::Sender<Phase>,
     /// The supervisor task, stopped by `close` so that no restore runs after it.
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -42,12 +82,12 @@ impl Link {
     pub(crate) async fn open(
         role: &'static str,
         uri: String,
-        tls: Option<crate::TlsOptions>,
+        tls: Option<TlsOptions>,
         shown: String,
         name: String,
-        on_up: OnUp,
+        restored: Restored,
     ) -> Result<Arc<Link>> {
-        let (state, _) = watch::channel(LinkState::Down);
+        let (state, _) = watch::channel(Phase::Down);
         let link = Arc::new(Link {
             role,
             uri,
@@ -60,7 +100,7 @@ impl Link {
         });
         let conn = link.connect_once().await?;
         link.install(Arc::clone(&conn), 1);
-        let task = tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, on_up));
+        let task = tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, restored));
         *link.supervisor.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Ok(link)
     }
@@ -89,11 +129,42 @@ impl Link {
 
     fn install(&self, conn: Arc<Connection>, generation: u64) {
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
-        self.state.send_replace(LinkState::Up(generation));
+        self.state.send_replace(Phase::Up(generation));
     }
 
     pub(crate) fn state(&self) -> LinkState {
-        *self.state.borrow()
+        self.state.borrow().public()
+    }
+
+    /// The link's phases, for the transport's restore task. The receiver does not keep the
+    /// link alive: once the link is gone, waiting on it ends.
+    pub(crate) fn phases(&self) -> watch::Receiver<Phase> {
+        self.state.subscribe()
+    }
+
+    /// The answer of the restore task for connection `generation`: announced as up, or (the
+    /// restore failed) given up, so that the link tries a new connection. An answer for a
+    /// connection the link has already given up is ignored.
+    pub(crate) fn restored(&self, generation: u64, ok: bool) {
+        let current = matches!(&*self.state.borrow(), Phase::Restoring(g, _) if *g == generation);
+        if !current {
+            return;
+        }
+        if ok {
+            let conn = match &*self.state.borrow() {
+                Phase::Restoring(_, c) => Arc::clone(c),
+                _ => return,
+            };
+            self.install(conn, generation);
+        } else {
+            self.state.send_if_modified(|p| {
+                let restoring = matches!(p, Phase::Restoring(g, _) if *g == generation);
+                if restoring {
+                    *p = Phase::Down;
+                }
+                restoring
+            });
+        }
     }
 
     /// The current connection and its generation, waiting up to `wait` for the link to be up.
@@ -101,7 +172,7 @@ impl Link {
         let mut rx = self.state.subscribe();
         let up = tokio::time::timeout(
             wait,
-            rx.wait_for(|s| matches!(s, LinkState::Up(_) | LinkState::Blocked(_) | LinkState::Closed)),
+            rx.wait_for(|s| matches!(s, Phase::Up(_) | Phase::Blocked(_) | Phase::Closed)),
         )
         .await;
         match up {
@@ -113,7 +184,7 @@ impl Link {
                 ),
             )),
             Ok(Err(_)) => Err(Error::closed(format!("connection to {} is closed", self.shown))),
-            Ok(Ok(s)) if *s == LinkState::Closed => {
+            Ok(Ok(s)) if matches!(*s, Phase::Closed) => {
                 Err(Error::closed(format!("connection to {} is closed", self.shown)))
             }
             Ok(Ok(_)) => self
@@ -131,13 +202,13 @@ impl Link {
         let mut rx = self.state.subscribe();
         let _ = tokio::time::timeout(
             wait,
-            rx.wait_for(|s| !matches!(s, LinkState::Up(g) | LinkState::Blocked(g) if *g == generation)),
+            rx.wait_for(|s| !matches!(s, Phase::Up(g) | Phase::Blocked(g) if *g == generation)),
         )
         .await;
     }
 
     pub(crate) async fn close(&self) {
-        self.state.send_replace(LinkState::Closed);
+        self.state.send_replace(Phase::Closed);
         // Stop the supervisor first: a reconnect in progress must not restore the topology after
         // the application closed the transport (and perhaps deleted what it had declared).
         let task = self.supervisor.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -164,7 +235,7 @@ fn backoff(attempt: u32, seed: &mut u64) -> Duration {
     Duration::from_millis(base.saturating_add_signed(jitter))
 }
 
-async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut generation: u64, on_up: OnUp) {
+async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut generation: u64, restored: Restored) {
     let mut seed = u64::from(std::process::id()) ^ 0x9E37_79B9_7F4A_7C15;
     loop {
         // Watch this connection until it fails or the application closes it.
@@ -177,12 +248,12 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
                 ev = events.next() => match ev {
                     Some(Event::ConnectionBlocked(_)) => {
                         if let Some(l) = link.upgrade() {
-                            l.state.send_replace(LinkState::Blocked(generation));
+                            l.state.send_replace(Phase::Blocked(generation));
                         }
                     }
                     Some(Event::ConnectionUnblocked) => {
                         if let Some(l) = link.upgrade() {
-                            l.state.send_replace(LinkState::Up(generation));
+                            l.state.send_replace(Phase::Up(generation));
                         }
                     }
                     Some(_) => {}
@@ -202,7 +273,7 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
         if l.state() == LinkState::Closed {
             return;
         }
-        l.state.send_replace(LinkState::Down);
+        l.state.send_replace(Phase::Down);
         *l.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
         drop(l);
         // Reconnect.
@@ -219,20 +290,45 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
                 continue;
             };
             generation += 1;
-            // Restore what the application had (topology, consumers) before announcing the link.
-            // A restore that fails or hangs (the new connection dying under it) is abandoned
-            // and the link tries again.
-            let restored = tokio::time::timeout(Duration::from_secs(60), on_up(Arc::clone(&c))).await;
-            if !matches!(restored, Ok(Ok(()))) {
-                let _ = tokio::time::timeout(Duration::from_secs(5), c.close(320, "restore failed".into())).await;
-                continue;
+            if restored == Restored::Nothing {
+                l.install(Arc::clone(&c), generation);
+                break c;
             }
+            // The transport restores what the application had (topology, consumers) before
+            // the link is announced. A restore that fails or hangs (the new connection dying
+            // under it) is given up, and the link tries again.
+            let mut phases = l.phases();
+            l.state.send_if_modified(|p| {
+                let down = matches!(p, Phase::Down);
+                if down {
+                    *p = Phase::Restoring(generation, Arc::clone(&c));
+                }
+                down
+            });
+            drop(l);
+            let answered = tokio::time::timeout(
+                RESTORE_WAIT,
+                phases.wait_for(|p| !matches!(p, Phase::Restoring(g, _) if *g == generation)),
+            )
+            .await
+            .is_ok_and(|p| p.is_ok());
+            if answered && matches!(*phases.borrow(), Phase::Up(g) | Phase::Blocked(g) if g == generation) {
+                break c;
+            }
+            let Some(l) = link.upgrade() else { return };
+            // Given up by the link (no answer in time) or by the restore task.
+            l.state.send_if_modified(|p| {
+                let restoring = matches!(p, Phase::Restoring(g, _) if *g == generation);
+                if restoring {
+                    *p = Phase::Down;
+                }
+                restoring
+            });
             if l.state() == LinkState::Closed {
                 let _ = c.close(200, "OK".into()).await;
                 return;
             }
-            l.install(Arc::clone(&c), generation);
-            break c;
+            let _ = tokio::time::timeout(Duration::from_secs(5), c.close(320, "restore failed".into())).await;
         };
     }
 }

@@ -1,0 +1,288 @@
+//! The publish path, as named steps: check and convert the message ([`Publisher::outgoing`]),
+//! take a place in the window of unconfirmed publishes, pick a channel, send and await the
+//! confirm ([`Publisher::attempt`]), and on a lost connection decide whether to send again.
+//!
+//! Every step is bounded by one deadline, the confirm timeout from the start of the publish: a
+//! publish never waits past it, whatever the broker or lapin does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtransport_core::{
+    Capabilities, Confirmation, DIRECT_REPLY_TO, Error, ErrorKind, Publish, Result, Scope, ShortStr,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::channels::Channels;
+use crate::confirms::{Confirming, Outgoing, Settled};
+use crate::consumer::Subscriptions;
+use crate::convert::{map_err, to_properties};
+use crate::options::{AmqpOptions, Unconfirmed};
+use crate::recorded::Recording;
+
+/// Publishes with confirms, within a bounded window of unconfirmed publishes.
+pub(crate) struct Publisher {
+    channels: Arc<Channels>,
+    subscriptions: Arc<Subscriptions>,
+    recording: Arc<Recording>,
+    /// The window of publishes awaiting their confirm.
+    window: Arc<Semaphore>,
+    confirm_timeout: Duration,
+    unconfirmed: Unconfirmed,
+    max_unconfirmed: usize,
+}
+
+/// How one attempt to publish ended, when it did not end the publish.
+enum Attempt {
+    /// Done: confirmed, returned or nacked.
+    Settled(Confirmation),
+    /// The broker refused it, or its time ran out: the publish fails with this.
+    Failed(Error),
+    /// Lost with its connection: it may be sent again.
+    Lost(Error),
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        channels: Arc<Channels>,
+        subscriptions: Arc<Subscriptions>,
+        recording: Arc<Recording>,
+        options: &AmqpOptions,
+    ) -> Self {
+        let max_unconfirmed = options.max_unconfirmed.max(1);
+        Publisher {
+            channels,
+            subscriptions,
+            recording,
+            window: Arc::new(Semaphore::new(max_unconfirmed)),
+            confirm_timeout: options.confirm_timeout,
+            unconfirmed: options.unconfirmed,
+            max_unconfirmed,
+        }
+    }
+
+    /// Publishes sent (or waiting to be) and not yet confirmed.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.max_unconfirmed - self.window.available_permits()
+    }
+
+    pub(crate) async fn publish(&self, publish: Publish) -> Result<Confirmation> {
+        self.channels.check_open()?;
+        let outgoing = Arc::new(self.outgoing(publish)?);
+        let deadline = Instant::now() + self.confirm_timeout;
+        let _place = self.take_place(&outgoing, deadline).await?;
+        loop {
+            let ch = self.pick_channel(&outgoing, deadline).await?;
+            let lost = match self.attempt(&ch, &outgoing, deadline).await {
+                Attempt::Settled(confirmation) => return Ok(confirmation),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Lost(e) => e,
+            };
+            if self.unconfirmed == Unconfirmed::Fail || self.channels.check_open().is_err() {
+                return Err(lost);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timed_out(&outgoing, &format!("lost with its connection: {}", lost.message())));
+            }
+            self.await_new_connection(&ch, deadline).await;
+        }
+    }
+
+    /// The publish as it goes out: its size checked, a default-exchange routing key resolved
+    /// to a server-named queue's current name, its properties converted.
+    fn outgoing(&self, publish: Publish) -> Result<Outgoing> {
+        let Publish {
+            exchange,
+            routing_key,
+            mandatory,
+            envelope,
+        } = publish;
+        let max = Capabilities::rabbitmq().max_message_size;
+        if envelope.body.len() > max {
+            return Err(Error::oversized(&exchange, &routing_key, envelope.body.len(), max));
+        }
+        let routing_key = if exchange.is_empty() {
+            ShortStr::from(self.recording.resolve(&routing_key))
+        } else {
+            routing_key
+        };
+        let properties = to_properties(envelope.properties())?;
+        Ok(Outgoing {
+            exchange,
+            routing_key,
+            mandatory,
+            body: envelope.body,
+            properties,
+        })
+    }
+
+    /// A place in the window of unconfirmed publishes, held until the publish settles.
+    async fn take_place(&self, outgoing: &Outgoing, deadline: Instant) -> Result<OwnedSemaphorePermit> {
+        match tokio::time::timeout_at(deadline, Arc::clone(&self.window).acquire_owned()).await {
+            Ok(Ok(place)) => Ok(place),
+            Ok(Err(_)) => Err(Error::closed(format!("connection to {} is closed", self.channels.url))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "{} waited {:?} for a place among {} unconfirmed publishes",
+                    describe(outgoing),
+                    self.confirm_timeout,
+                    self.max_unconfirmed
+                ),
+            )),
+        }
+    }
+
+    /// The channel to send on: a request asking for a direct reply must go out on the channel
+    /// consuming replies; everything else on the publisher channel.
+    async fn pick_channel(&self, outgoing: &Outgoing, deadline: Instant) -> Result<Arc<Confirming>> {
+        if outgoing.properties.reply_to().as_ref().map(|r| r.as_str()) == Some(DIRECT_REPLY_TO) {
+            let mut replies = self.subscriptions.reply_channels();
+            loop {
+                let current = replies.borrow_and_update().clone();
+                match current {
+                    None => break,
+                    Some(ch) if ch.channel.status().connected() => return Ok(ch),
+                    // The reply channel was closed under its consumer (a refused request
+                    // closes it): resume the consumer, whose new channel takes the request.
+                    Some(_) => {
+                        self.subscriptions.revive_reply_consumer();
+                        match tokio::time::timeout_at(deadline, replies.changed()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                return Err(Error::closed(format!("connection to {} is closed", self.channels.url)));
+                            }
+                            Err(_) => {
+                                return Err(self.timed_out(outgoing, "waiting for the reply consumer's channel"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.channels.publisher(left).await {
+            Ok(ch) => Ok(ch),
+            Err(e) if e.kind() == ErrorKind::Timeout => {
+                Err(self.timed_out(outgoing, "waiting for a connection and a publishing channel"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the publish on `ch` and awaits its confirm.
+    async fn attempt(&self, ch: &Arc<Confirming>, outgoing: &Arc<Outgoing>, deadline: Instant) -> Attempt {
+        let sending = ch.send(self.confirm_timeout, outgoing);
+        // lapin may never answer a send, or a confirm, on a connection that died just then:
+        // once the publishing link has left the channel's connection, the wait ends as a loss.
+        let lost = {
+            let link = &self.channels.publish;
+            // A little past the deadline: at the deadline itself the timeouts answer.
+            let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+            let generation = ch.generation;
+            async move {
+                match generation {
+                    Some(g) => link.wait_past(g, wait).await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        tokio::pin!(lost);
+        let lost_error = || {
+            Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "the connection to {} was lost with {} in flight",
+                    self.channels.url,
+                    describe(outgoing)
+                ),
+            )
+        };
+        // Sending is bounded by the same deadline: a dead connection must not hang it.
+        // An answer ready together with the loss wins: it is what happened.
+        let settled = tokio::select! {
+            biased;
+            sent = tokio::time::timeout_at(deadline, sending) => match sent {
+                Err(_) => return Attempt::Failed(self.timed_out(outgoing, "sending it")),
+                Ok(Ok(settled)) => settled,
+                Ok(Err(e)) => return self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
+            },
+            () = &mut lost => return Attempt::Lost(lost_error()),
+        };
+        let settled = tokio::select! {
+            biased;
+            settled = tokio::time::timeout_at(deadline, settled) => settled,
+            () = &mut lost => return Attempt::Lost(lost_error()),
+        };
+        match settled {
+            Err(_) => Attempt::Failed(self.timed_out(outgoing, "sent, waiting for its confirm")),
+            Ok(Ok(Settled::Confirmed)) => Attempt::Settled(Confirmation::Confirmed),
+            Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
+                Attempt::Settled(Confirmation::Returned { reply_code, reply_text })
+            }
+            Ok(Ok(Settled::Nacked)) => Attempt::Settled(Confirmation::Nacked),
+            Ok(Ok(Settled::NotRequested)) => Attempt::Failed(Error::new(
+                ErrorKind::Connection,
+                "the publishing channel is not in confirm mode",
+            )),
+            Ok(Ok(Settled::Failed(e))) => self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
+            // The ledger went away with the runtime: nothing will confirm it.
+            Ok(Err(_)) => Attempt::Lost(Error::new(
+                ErrorKind::Connection,
+                format!(
+                    "{} lost its confirm: the publisher channel's ledger stopped",
+                    describe(outgoing)
+                ),
+            )),
+        }
+    }
+
+    /// A failed send or confirm: refused by the broker on this channel (404, 406, 403), it is
+    /// not worth sending again; anything else was lost with the connection.
+    fn failed(&self, e: Error) -> Attempt {
+        if e.scope() == Some(Scope::Channel) {
+            Attempt::Failed(e)
+        } else {
+            Attempt::Lost(e)
+        }
+    }
+
+    /// Before sending again: waits for the link to leave the connection the attempt was lost
+    /// on, unless the attempt's channel is already known closed (the next attempt opens
+    /// another, or waits for the connection itself).
+    async fn await_new_connection(&self, ch: &Confirming, deadline: Instant) {
+        if !ch.channel.status().connected() {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match ch.generation {
+            Some(g) => self.channels.publish.wait_past(g, left).await,
+            // The reply channel: its consumer's recovery installs a new one.
+            None => {
+                let mut replies = self.subscriptions.reply_channels();
+                let _ = tokio::time::timeout(left, replies.changed()).await;
+            }
+        }
+    }
+
+    fn timed_out(&self, outgoing: &Outgoing, stage: &str) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "{} was not confirmed by RabbitMQ at {} within {:?} ({stage})",
+                describe(outgoing),
+                self.channels.url,
+                self.confirm_timeout
+            ),
+        )
+    }
+}
+
+/// "the message to exchange 'x' with routing key 'k'", for errors.
+fn describe(outgoing: &Outgoing) -> String {
+    format!(
+        "the message to exchange '{}' with routing key '{}'",
+        outgoing.exchange, outgoing.routing_key
+    )
+}

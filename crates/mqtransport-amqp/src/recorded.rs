@@ -1,0 +1,187 @@
+//! What this transport declared, to declare again on a new connection: the recorded topology
+//! and its re-declaration.
+//!
+//! Server-named queues cannot be declared by name: on a new connection each gets a new name,
+//! and its bindings and consumers move with it. A server-named queue is therefore known by the
+//! name it was first given, which [`Recording::resolve`] maps to its current one.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use lapin::Channel;
+use mqtransport_core::{Binding, Declared, Destination, Exchange, Queue, Result, Topology};
+
+use crate::declare::{bind, declare_exchange, declare_queue};
+
+/// The recorded topology, shared by the transport (which records and forgets) and the
+/// recovery of connections and consumers (which declares it again).
+#[derive(Default)]
+pub(crate) struct Recording(Mutex<Recorded>);
+
+#[derive(Default)]
+struct Recorded {
+    exchanges: Vec<Exchange>,
+    queues: Vec<Queue>,
+    bindings: Vec<Binding>,
+    /// Current names of server-named queues.
+    server_named: Vec<String>,
+    /// A server-named queue's first name → its current name.
+    renames: HashMap<String, String>,
+}
+
+impl Recorded {
+    fn resolve(&self, name: &str) -> String {
+        self.renames.get(name).cloned().unwrap_or_else(|| name.to_owned())
+    }
+
+    fn has_queue(&self, name: &str) -> bool {
+        self.queues.iter().any(|q| q.name == name)
+    }
+
+    fn rename(&mut self, old: &str, new: &str) {
+        for q in &mut self.queues {
+            if q.name == old {
+                q.name = new.to_owned();
+            }
+        }
+        for b in &mut self.bindings {
+            if let Destination::Queue(d) = &mut b.destination
+                && d == old
+            {
+                *d = new.to_owned();
+            }
+        }
+        for n in &mut self.server_named {
+            if n == old {
+                *n = new.to_owned();
+            }
+        }
+        for v in self.renames.values_mut() {
+            if v == old {
+                *v = new.to_owned();
+            }
+        }
+        self.renames.entry(old.to_owned()).or_insert_with(|| new.to_owned());
+    }
+
+    fn forget_queue(&mut self, queue: &str) {
+        self.queues.retain(|q| q.name != queue);
+        self.bindings
+            .retain(|b| !matches!(&b.destination, Destination::Queue(d) if *d == queue));
+    }
+}
+
+impl Recording {
+    fn lock(&self) -> MutexGuard<'_, Recorded> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current name of `name` (a server-named queue's first name maps to its latest).
+    pub(crate) fn resolve(&self, name: &str) -> String {
+        self.lock().resolve(name)
+    }
+
+    /// Records what `topology` declared (`declared` holds the names the broker gave).
+    pub(crate) fn record(&self, topology: &Topology, declared: &Declared) {
+        let mut r = self.lock();
+        for x in &topology.exchanges {
+            if !r.exchanges.iter().any(|e| e.name == x.name) {
+                r.exchanges.push(x.clone());
+            }
+        }
+        for (q, info) in topology.queues.iter().zip(&declared.queues) {
+            if r.has_queue(&info.name) {
+                continue;
+            }
+            let mut q = q.clone();
+            if q.name.is_empty() {
+                r.server_named.push(info.name.clone());
+            }
+            q.name.clone_from(&info.name);
+            r.queues.push(q);
+        }
+        let last_server_named = declared.last_server_named(topology).map(str::to_owned);
+        for b in &topology.bindings {
+            let mut b = b.clone();
+            if let (Destination::Queue(d), Some(n)) = (&mut b.destination, &last_server_named)
+                && d.is_empty()
+            {
+                d.clone_from(n);
+            }
+            if !r.bindings.contains(&b) {
+                r.bindings.push(b);
+            }
+        }
+    }
+
+    /// Forgets a deleted queue and its bindings.
+    pub(crate) fn forget_queue(&self, queue: &str) {
+        self.lock().forget_queue(queue);
+    }
+
+    /// Forgets a deleted exchange and the bindings from and to it.
+    pub(crate) fn forget_exchange(&self, exchange: &str) {
+        let mut r = self.lock();
+        r.exchanges.retain(|x| x.name != exchange);
+        r.bindings
+            .retain(|b| b.source != exchange && !matches!(&b.destination, Destination::Exchange(d) if d == exchange));
+    }
+
+    /// Forgets a removed binding.
+    pub(crate) fn forget_binding(&self, binding: &Binding) {
+        self.lock().bindings.retain(|x| x != binding);
+    }
+
+    /// Forgets `queue` if it is auto-delete: the broker deletes it with its last consumer, and
+    /// a later reconnect must not bring it back (as RabbitMQ's own clients do).
+    pub(crate) fn forget_if_auto_delete(&self, queue: &str) {
+        let mut r = self.lock();
+        let name = r.resolve(queue);
+        if r.queues.iter().any(|q| q.name == name && q.auto_delete) {
+            r.forget_queue(&name);
+        }
+    }
+
+    /// The recorded declaration of `queue` and its bindings, if this transport declared it.
+    pub(crate) fn queue_with_bindings(&self, queue: &str) -> Option<(Queue, Vec<Binding>)> {
+        let r = self.lock();
+        let q = r.queues.iter().find(|q| q.name == queue).cloned()?;
+        let bindings = r
+            .bindings
+            .iter()
+            .filter(|b| matches!(&b.destination, Destination::Queue(d) if *d == queue))
+            .cloned()
+            .collect();
+        Some((q, bindings))
+    }
+
+    /// Declares everything recorded again on `ch` (a new connection's), giving server-named
+    /// queues new names. `still_wanted` is asked between queues: an `Err` stops the restore.
+    pub(crate) async fn redeclare(&self, ch: &Channel, still_wanted: impl Fn() -> Result<()>) -> Result<()> {
+        still_wanted()?;
+        let (exchanges, queues, server_named) = {
+            let r = self.lock();
+            (r.exchanges.clone(), r.queues.clone(), r.server_named.clone())
+        };
+        for x in &exchanges {
+            declare_exchange(ch, x).await?;
+        }
+        for q in &queues {
+            still_wanted()?;
+            if server_named.contains(&q.name) {
+                let mut fresh = q.clone();
+                fresh.name.clear();
+                let info = declare_queue(ch, &fresh).await?;
+                self.lock().rename(&q.name, &info.name);
+            } else {
+                declare_queue(ch, q).await?;
+            }
+        }
+        // Bindings are read after the renames above.
+        let bindings = self.lock().bindings.clone();
+        for b in &bindings {
+            bind(ch, b).await?;
+        }
+        Ok(())
+    }
+}
