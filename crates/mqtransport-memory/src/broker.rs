@@ -2,7 +2,7 @@
 //! behind one read-mostly lock, each queue behind its own lock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use mqtransport_core::{
     Binding, Confirmation, DIRECT_REPLY_TO, Declared, Destination, Envelope, Error, FieldValue, Publish, Queue,
@@ -11,12 +11,11 @@ use mqtransport_core::{
 
 use mqtransport_core::hash::FxHashMap as HashMap;
 
-use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, Route, is_cycle, lock};
+use crate::queue::{DeadLetter, Effects, Enqueued, MsgData, QueueCell, Route, is_cycle};
+use crate::sync::lock;
 
 /// A publish's confirmation, and the queue whose consumers its publisher is ahead of.
 pub(crate) type Published = (Confirmation, Option<Arc<QueueCell>>);
-
-/// The pseudo-queue of direct reply-to.
 
 /// Whether a routing key names a direct reply-to pseudo-queue (`amq.rabbitmq.reply-to.…`).
 fn is_reply_key(key: &str) -> bool {
@@ -42,6 +41,8 @@ pub(crate) struct BrokerInner {
     /// This broker in the per-thread route caches.
     id: u64,
     pub(crate) max_message_size: usize,
+    /// This broker, for the timer tasks of its queues (which must not keep it alive).
+    me: Weak<BrokerInner>,
 }
 
 /// The queues this thread published to through the default exchange lately, each valid while
@@ -52,8 +53,9 @@ struct RouteCache {
     entries: Vec<RouteEntry>,
 }
 
-/// `(broker id, epoch, routing key, queue)`.
-type RouteEntry = (u64, u64, ShortStr, Arc<QueueCell>);
+/// `(broker id, epoch, routing key, queue, broker)`: the broker held weakly, so that entries of
+/// a broker that is gone can be told and dropped.
+type RouteEntry = (u64, u64, ShortStr, Arc<QueueCell>, Weak<BrokerInner>);
 
 /// `a == b` for the short names the route cache compares on every publish: inline, in at most
 /// two word compares (overlapping when the length is not a word's), where a call to `memcmp`
@@ -88,7 +90,7 @@ static BROKER_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl BrokerInner {
     pub(crate) fn new(name: String, max_message_size: usize) -> Arc<Self> {
-        Arc::new(BrokerInner {
+        Arc::new_cyclic(|me| BrokerInner {
             name,
             vhost: "/".into(),
             topo: RwLock::new(Topo {
@@ -100,7 +102,49 @@ impl BrokerInner {
             epoch: AtomicU64::new(0),
             id: BROKER_IDS.fetch_add(1, Ordering::Relaxed),
             max_message_size,
+            me: me.clone(),
         })
+    }
+
+    /// Applies what an operation on queue `q` asked for once its lock was released: wakes
+    /// consumers, routes dead letters, deletes the queue if it lost its last consumer and is
+    /// auto-delete, starts its timer.
+    #[inline]
+    pub(crate) fn apply(&self, q: &QueueCell, fx: Effects) {
+        if fx.is_empty() {
+            return;
+        }
+        self.apply_some(q, fx);
+    }
+
+    fn apply_some(&self, q: &QueueCell, fx: Effects) {
+        let Effects {
+            dead,
+            wake,
+            auto_delete,
+            start_timer,
+        } = fx;
+        wake.wake_all();
+        if start_timer {
+            self.start_timer(q);
+        }
+        if !dead.is_empty() {
+            self.route_dead_letters(dead);
+        }
+        if auto_delete {
+            self.auto_delete_queue(&q.name);
+        }
+    }
+
+    /// Starts the timer task of `q`, which expires its messages at their deadlines and the
+    /// queue itself after `x-expires`. Without a tokio runtime there is none: `q` asks again
+    /// with its next message that can expire.
+    fn start_timer(&self, q: &QueueCell) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            q.timer_not_started();
+            return;
+        };
+        runtime.spawn(timer_loop(self.me.clone(), q.downgrade(), q.timer_notify()));
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -208,20 +252,17 @@ impl BrokerInner {
                 return Err(self.locked(&q.name));
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
-            return Ok(info(existing));
+            return Ok(existing.info());
         }
         let name = if q.name.is_empty() {
             self.generate_name()
         } else {
             q.name.clone()
         };
-        let cell = QueueCell::new(
-            name.clone(),
-            q.clone(),
-            q.exclusive.then_some(conn),
-            Arc::downgrade(self),
-            &self.vhost,
-        );
+        let cell = QueueCell::new(name.clone(), q.clone(), q.exclusive.then_some(conn), &self.vhost);
+        if cell.claim_timer() {
+            self.start_timer(&cell);
+        }
         topo.queues.insert(name.clone(), Arc::clone(&cell));
         self.epoch.fetch_add(1, Ordering::Release);
         Ok(QueueInfo {
@@ -260,8 +301,7 @@ impl BrokerInner {
         if name == DIRECT_REPLY_TO {
             return Ok(reply_info());
         }
-        let q = self.queue_for(conn, name)?;
-        Ok(info(&q))
+        Ok(self.queue_for(conn, name)?.info())
     }
 
     /// Deletes a queue: its consumers are cancelled, its messages discarded.
@@ -272,26 +312,7 @@ impl BrokerInner {
         if q.owner.is_some_and(|o| o != conn) {
             return Err(self.locked(name));
         }
-        {
-            let st = q.lock();
-            if if_unused && !st.consumers.is_empty() {
-                return Err(Error::broker(
-                    406,
-                    format!("PRECONDITION_FAILED - queue '{name}' in vhost '{}' in use", self.vhost),
-                    Scope::Channel,
-                ));
-            }
-            if if_empty && st.ready.len() > 0 {
-                return Err(Error::broker(
-                    406,
-                    format!(
-                        "PRECONDITION_FAILED - queue '{name}' in vhost '{}' not empty",
-                        self.vhost
-                    ),
-                    Scope::Channel,
-                ));
-            }
-        }
+        q.check_deletable(if_unused, if_empty)?;
         Ok(self.remove_queue(&q))
     }
 
@@ -307,21 +328,9 @@ impl BrokerInner {
             self.epoch.fetch_add(1, Ordering::Release);
             topo.router.remove_destination(&Destination::Queue(q.name.clone()));
         }
-        let mut wake = Vec::new();
-        let count = {
-            let mut st = q.lock();
-            st.deleted = true;
-            for slot in st.consumers.drain(..) {
-                wake.extend(slot.waker);
-            }
-            q.consumers_changed(&st);
-            st.unacked.clear();
-            u32::try_from(st.ready.clear()).unwrap_or(u32::MAX)
-        };
-        q.timer.notify_one();
-        for w in wake {
-            w.wake();
-        }
+        let mut fx = Effects::default();
+        let count = q.mark_deleted(&mut fx);
+        self.apply(q, fx);
         count
     }
 
@@ -330,8 +339,7 @@ impl BrokerInner {
         let Some(q) = self.queue_cell(name) else {
             return;
         };
-        let idle = q.decl.auto_delete && q.lock().consumers.is_empty();
-        if idle {
+        if q.is_unused_auto_delete() {
             self.remove_queue(&q);
         }
     }
@@ -408,7 +416,7 @@ impl BrokerInner {
                 return None;
             }
             let q = &last.3;
-            Some(offer_to(q, std::mem::take(&mut publish.envelope)))
+            Some(self.offer_to(q, std::mem::take(&mut publish.envelope)))
         });
         if let Some(offered) = hit {
             return Some(published(offered));
@@ -454,10 +462,13 @@ impl BrokerInner {
             let target = lock(&self.replies).get(routing_key.as_str()).cloned();
             if let Some(q) = target {
                 // The default exchange, to the queue the routing key names.
-                q.offer(MsgData {
-                    envelope,
-                    route: Route::TO_QUEUE,
-                });
+                self.offer(
+                    &q,
+                    MsgData {
+                        envelope,
+                        route: Route::TO_QUEUE,
+                    },
+                );
             }
             // A reply is never held back: the requester reads replies as they come.
             return Ok((unroutable(mandatory), None));
@@ -494,7 +505,7 @@ impl BrokerInner {
         let mut nacked = false;
         let mut ahead = None;
         for q in targets {
-            match q.offer(data.clone()) {
+            match self.offer(&q, data.clone()) {
                 Enqueued::Accepted => {}
                 Enqueued::AcceptedAhead => ahead = Some(q),
                 Enqueued::Rejected => nacked = true,
@@ -512,13 +523,13 @@ impl BrokerInner {
     /// thread's route cache instead of through the router.
     #[inline]
     fn publish_to_queue(&self, envelope: Envelope, name: &ShortStr, mandatory: bool) -> Published {
-        self.with_cached_queue(name, |q| offer_to(q, envelope))
+        self.with_cached_queue(name, |q| self.offer_to(q, envelope))
             .map_or_else(|| (unroutable(mandatory), None), published)
     }
 
     /// Whether a route cache entry is this broker's route to the queue `name` at `epoch`.
     #[inline]
-    fn cached_route_to(&self, (broker, e, key, _): &RouteEntry, epoch: u64, name: &str) -> bool {
+    fn cached_route_to(&self, (broker, e, key, _, _): &RouteEntry, epoch: u64, name: &str) -> bool {
         *broker == self.id && *e == epoch && same_name(key.as_str(), name)
     }
 
@@ -551,13 +562,15 @@ impl BrokerInner {
                 let id = self.id;
                 // Stale routes of this broker go, and so do queues of brokers that are gone,
                 // which the cache would otherwise keep alive.
-                cache.entries.retain(|(broker, e, key, q)| {
-                    !(*broker == id && (*e != epoch || *key == new_key)) && q.broker.strong_count() > 0
+                cache.entries.retain(|(broker, e, key, _, alive)| {
+                    !(*broker == id && (*e != epoch || *key == new_key)) && alive.strong_count() > 0
                 });
                 if cache.entries.len() == ROUTE_CACHE_SIZE {
                     cache.entries.remove(0);
                 }
-                cache.entries.push((id, epoch, new_key, Arc::clone(&q)));
+                cache
+                    .entries
+                    .push((id, epoch, new_key, Arc::clone(&q), self.me.clone()));
             }
         });
         f.take().map(|f| f(&q))
@@ -602,57 +615,46 @@ impl BrokerInner {
                     continue;
                 }
                 let mut fx = Effects::default();
-                q.enqueue(&mut q.lock(), data.clone(), &mut fx);
+                q.enqueue(data.clone(), &mut fx);
                 work.extend(fx.dead.drain(..));
-                q.apply(fx);
+                self.apply(&q, fx);
             }
         }
     }
 
     /// Requeues what connection `conn` holds in `q` and removes its consumers (connection close).
-    pub(crate) fn release_connection(&self, q: &Arc<QueueCell>, conn: u64) {
+    pub(crate) fn release_connection(&self, q: &QueueCell, conn: u64) {
         let mut fx = Effects::default();
-        {
-            let mut st = q.lock();
-            let had = st.consumers.len();
-            let mut returned = Vec::new();
-            let mut i = 0;
-            while i < st.consumers.len() {
-                if st.consumers[i].conn == conn {
-                    let mut slot = q.remove_consumer(&mut st, i);
-                    fx.wake.extend(slot.waker.take());
-                    returned.extend(slot.held.drain().into_iter().map(|(_, m)| m));
-                } else {
-                    i += 1;
-                }
-            }
-            let keys: Vec<(u64, u64)> = st
-                .unacked
-                .iter()
-                .filter(|(_, (_, owner))| *owner == conn)
-                .map(|(k, _)| *k)
-                .collect();
-            for k in keys {
-                if let Some((m, _)) = st.unacked.remove(&k) {
-                    returned.push(m);
-                }
-            }
-            q.give_back_closed(&mut st, returned, &mut fx);
-            if had > 0 && st.consumers.is_empty() && q.decl.auto_delete {
-                fx.auto_delete = true;
-            }
-            q.dispatch(&mut st, &mut fx);
-        }
-        q.apply(fx);
+        q.release_connection(conn, &mut fx);
+        self.apply(q, fx);
     }
-}
 
-fn info(q: &QueueCell) -> QueueInfo {
-    let st = q.lock();
-    QueueInfo {
-        name: q.name.clone(),
-        message_count: u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
-        consumer_count: u32::try_from(st.consumers.len()).unwrap_or(u32::MAX),
+    /// Offers a message to queue `q`: through its intake when nothing about the queue's state
+    /// can change the outcome, else under its lock.
+    #[inline]
+    fn offer(&self, q: &QueueCell, data: MsgData) -> Enqueued {
+        if q.takes_intake(&data) {
+            return q.offer_to_intake(data);
+        }
+        let mut fx = Effects::default();
+        let enqueued = q.enqueue(data, &mut fx);
+        self.apply(q, fx);
+        enqueued
+    }
+
+    /// Offers a message published to queue `q` by its name. What became of it leaves as two
+    /// words (in registers, where the caller reads it): the outcome, and `q` if the publisher is
+    /// ahead of its consumers; [`published`] makes the confirmation of it.
+    #[inline]
+    fn offer_to(&self, q: &Arc<QueueCell>, envelope: Envelope) -> (Enqueued, Option<Arc<QueueCell>>) {
+        let data = MsgData {
+            envelope,
+            route: Route::TO_QUEUE,
+        };
+        match self.offer(q, data) {
+            Enqueued::AcceptedAhead => (Enqueued::AcceptedAhead, Some(Arc::clone(q))),
+            other => (other, None),
+        }
     }
 }
 
@@ -664,22 +666,7 @@ fn reply_info() -> QueueInfo {
     }
 }
 
-/// Offers a message published to queue `q` by its name. What became of it leaves as two words
-/// (in registers, where the caller reads it): the outcome, and `q` if the publisher is ahead of
-/// its consumers; [`published`] makes the confirmation of it.
-#[inline]
-fn offer_to(q: &Arc<QueueCell>, envelope: Envelope) -> (Enqueued, Option<Arc<QueueCell>>) {
-    let data = MsgData {
-        envelope,
-        route: Route::TO_QUEUE,
-    };
-    match q.offer(data) {
-        Enqueued::AcceptedAhead => (Enqueued::AcceptedAhead, Some(Arc::clone(q))),
-        other => (other, None),
-    }
-}
-
-/// The confirmation of a publish [`offer_to`] a queue, and the queue to wait for, if any.
+/// The confirmation of a publish [`BrokerInner::offer_to`] a queue, and the queue to wait for, if any.
 #[inline]
 fn published((enqueued, ahead): (Enqueued, Option<Arc<QueueCell>>)) -> Published {
     match enqueued {
@@ -770,6 +757,33 @@ fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)
         headers.remove("BCC");
     }
     Ok((cc, bcc))
+}
+
+/// The timer task of a queue: expires messages at the head as their deadlines come, and the
+/// queue itself after `x-expires` unused. It holds neither the broker nor the queue, and ends
+/// with either, or when the queue has nothing left that can expire.
+async fn timer_loop(broker: Weak<BrokerInner>, queue: Weak<QueueCell>, notify: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let (Some(b), Some(q)) = (broker.upgrade(), queue.upgrade()) else {
+                return;
+            };
+            let tick = q.timer_tick(tokio::time::Instant::now());
+            b.apply(&q, tick.fx);
+            if tick.queue_expired {
+                b.expire_queue(&q.name);
+                return;
+            }
+            match tick.next {
+                Some(n) => n,
+                None => return,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = notify.notified() => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! Flow control: a publisher that runs ahead of a queue's consumers is held back, as RabbitMQ's
 //! credit flow holds back a publishing channel whose queue cannot keep up.
 //!
-//! A publish to a queue's intake (see [`Intake`](crate::queue)) is accepted at once; when the
-//! queue then has [`FLOW_LIMIT`] or more messages that its consumers have not taken yet, the
-//! publisher's `publish` returns only once they have taken some. A publisher faster than the
-//! consumers of its queue is so paced to them, and the backlog between them stays bounded
-//! instead of growing with every message (the throughput bench's peak memory fell from 54 MB
-//! to 6 MB). A queue whose consumers take nothing for a while still grows, as on RabbitMQ.
+//! A publish to a queue's intake is accepted at once; when the queue then has [`FLOW_LIMIT`] or
+//! more messages that its consumers have not taken yet, the publisher's `publish` returns only
+//! once they have taken some. A publisher faster than the consumers of its queue is so paced to
+//! them, and the backlog between them stays bounded instead of growing with every message. A
+//! queue whose consumers take nothing for a while still grows, as on RabbitMQ.
 //!
 //! Waiting must never become a deadlock: the consumer may have no credit left, or its task may
 //! be the one publishing (a handler that publishes to its own queue before it acks). So the
@@ -17,7 +16,13 @@
 use std::sync::{Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use crate::queue::{QueueCell, lock};
+use crate::sync::lock;
+
+/// A queue the watchdog can stall: its publishers stop waiting for its consumers.
+pub(crate) trait Stalls: Send + Sync {
+    /// Stalls the queue if its consumers took nothing since drain `drains`.
+    fn stall(&self, drains: u64);
+}
 
 /// Messages waiting for a queue's consumers at which a publisher waits for them.
 pub const FLOW_LIMIT: usize = 1024;
@@ -25,16 +30,19 @@ pub const FLOW_LIMIT: usize = 1024;
 /// The longest a publisher waits while a queue's consumers take no messages at all.
 pub const FLOW_GRACE: Duration = Duration::from_millis(1);
 
+/// A queue to stall at an instant unless its drain count has moved past the one given.
+type Due = (Instant, Weak<dyn Stalls>, u64);
+
 /// Queues with publishers waiting, each with the drain count it had when they began to wait.
 struct Watchdog {
-    due: Mutex<Vec<(Instant, Weak<QueueCell>, u64)>>,
+    due: Mutex<Vec<Due>>,
     changed: Condvar,
 }
 
 /// Asks the watchdog to stall `queue` in [`FLOW_GRACE`] unless its consumers take messages
 /// meanwhile (its drain count moves past `drains`). `false` if there is no watchdog (its thread
 /// could not start): the caller must then not wait.
-pub(crate) fn watch(queue: Weak<QueueCell>, drains: u64) -> bool {
+pub(crate) fn watch(queue: Weak<dyn Stalls>, drains: u64) -> bool {
     let Some(w) = watchdog() else { return false };
     let mut due = lock(&w.due);
     // Every deadline is the grace from now, so a new one is never earlier than those already

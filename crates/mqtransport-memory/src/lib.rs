@@ -47,17 +47,20 @@
 //! streams. Time comes from tokio's clock, so tests can run with a paused clock.
 
 mod broker;
-mod connection;
+mod conn;
 mod flow;
 mod queue;
+mod stream;
+mod sync;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use mqtransport_core::{BrokerUrl, Error, Result, Scheme};
 
-pub use connection::MemoryTransport;
 pub use flow::{FLOW_GRACE, FLOW_LIMIT};
+pub use transport::MemoryTransport;
 
 /// Default largest body: RabbitMQ's default `max_message_size`, 128 MiB.
 pub use mqtransport_core::DEFAULT_MAX_MESSAGE_SIZE;
@@ -103,7 +106,7 @@ impl MemoryBroker {
     /// The process-wide broker called `name` (`memory://name`), created on first use. It lives as
     /// long as the process, like a server would.
     pub fn named(name: &str) -> Self {
-        let mut brokers = queue::lock(registry());
+        let mut brokers = sync::lock(registry());
         brokers
             .entry(name.to_owned())
             .or_insert_with(|| MemoryBroker {
@@ -130,12 +133,11 @@ impl MemoryBroker {
     /// What `queue` holds right now, including what AMQP's `queue.declare-ok` does not tell:
     /// deliveries handed to consumers and not yet settled. `None` if there is no such queue.
     pub fn queue_stats(&self, queue: &str) -> Option<QueueStats> {
-        let cell = self.inner.queue_cell(queue)?;
-        let st = cell.lock();
+        let (ready, unacked, consumers) = self.inner.queue_cell(queue)?.counts();
         Some(QueueStats {
-            ready: st.ready.len(),
-            unacked: st.unacked.len() + st.consumers.iter().map(queue::Slot::unsettled).sum::<usize>(),
-            consumers: st.consumers.len(),
+            ready,
+            unacked,
+            consumers,
         })
     }
 }

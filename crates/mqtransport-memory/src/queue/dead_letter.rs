@@ -1,0 +1,117 @@
+//! Dead-lettering as RabbitMQ 3.10 does it: the reasons, the `x-death` history a dead letter
+//! carries, and the rule that drops a dead letter going round a cycle of expiries.
+
+use std::time::SystemTime;
+
+use mqtransport_core::envelope::headers::X_DEATH;
+use mqtransport_core::{Envelope, FieldTable, FieldValue, ShortStr};
+
+/// Why a message was dead-lettered (the `x-death` reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    Rejected,
+    Expired,
+    MaxLen,
+    DeliveryLimit,
+}
+
+impl Reason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::MaxLen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A message leaving a queue for its dead-letter exchange.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    pub(crate) exchange: ShortStr,
+    pub(crate) routing_keys: Vec<ShortStr>,
+    pub(crate) envelope: Envelope,
+}
+
+/// Updates `x-death` the way RabbitMQ 3.10 writes it (see RABBITMQ-SEMANTICS.md §13).
+pub(crate) fn record_death(
+    headers: &mut FieldTable,
+    queue: &str,
+    reason: Reason,
+    exchange: &str,
+    keys: &[ShortStr],
+    expiration: Option<String>,
+) {
+    let time = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let keys_value = FieldValue::Array(keys.iter().map(|k| FieldValue::from(k.as_str())).collect());
+    let mut deaths: Vec<FieldValue> = match headers.get(X_DEATH) {
+        Some(FieldValue::Array(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let first = deaths.is_empty();
+    let same = |d: &FieldValue| {
+        d.as_table().is_some_and(|t| {
+            t.get("queue").and_then(FieldValue::as_str) == Some(queue)
+                && t.get("reason").and_then(FieldValue::as_str) == Some(reason.as_str())
+        })
+    };
+    let entry = match deaths.iter().position(same) {
+        Some(i) => {
+            let FieldValue::Table(mut t) = deaths.remove(i) else {
+                return;
+            };
+            let count = t.get("count").and_then(FieldValue::as_i64).unwrap_or(0) + 1;
+            t.insert("count", count);
+            t.sort_by_key();
+            t
+        }
+        None => {
+            let mut t = FieldTable::new()
+                .with("count", 1i64)
+                .with("reason", reason.as_str())
+                .with("queue", queue)
+                .with("time", FieldValue::Timestamp(time))
+                .with("exchange", exchange)
+                .with("routing-keys", keys_value);
+            if let Some(e) = expiration {
+                t.insert("original-expiration", e);
+            }
+            if !first {
+                t.sort_by_key();
+            }
+            t
+        }
+    };
+    deaths.insert(0, FieldValue::Table(entry));
+    headers.insert(X_DEATH, FieldValue::Array(deaths));
+    for (k, v) in [
+        ("x-first-death-exchange", exchange),
+        ("x-first-death-queue", queue),
+        ("x-first-death-reason", reason.as_str()),
+    ] {
+        if !headers.contains_key(k) {
+            headers.insert(k, v);
+        }
+    }
+}
+
+/// RabbitMQ's cycle rule: delivering a dead letter to `queue` is a cycle when `queue` already
+/// appears in its `x-death` and no death on the way since was a rejection.
+pub(crate) fn is_cycle(queue: &str, envelope: &Envelope) -> bool {
+    let Some(FieldValue::Array(deaths)) = envelope.header(X_DEATH) else {
+        return false;
+    };
+    for d in deaths {
+        let Some(t) = d.as_table() else { continue };
+        if t.get("reason").and_then(FieldValue::as_str) == Some("rejected") {
+            return false;
+        }
+        if t.get("queue").and_then(FieldValue::as_str) == Some(queue) {
+            return true;
+        }
+    }
+    false
+}
