@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use mqtransport_core::{DIRECT_REPLY_TO, Error, Publish, Result};
 
-use crate::broker::{BrokerInner, Published};
+use crate::broker::BrokerInner;
+use crate::publish::Published;
 use crate::queue::QueueCell;
 use crate::sync::lock;
 

@@ -49,6 +49,7 @@
 mod broker;
 mod conn;
 mod flow;
+mod publish;
 mod queue;
 mod stream;
 mod sync;

@@ -370,7 +370,7 @@ fn death_keys(d: &mqtransport_core::Delivery) -> Vec<Vec<String>> {
 
 /// The embedded broker writes `x-death` entries in RabbitMQ's order: a first entry as
 /// `count, reason, queue, time, exchange, routing-keys[, original-expiration]`, entries added or
-/// updated later sorted by key (RABBITMQ-SEMANTICS.md §13).
+/// updated later sorted by key, as RabbitMQ 3.10 writes them.
 #[tokio::test(start_paused = true)]
 async fn x_death_entries_are_written_in_rabbitmq_order() -> R {
     let (_b, c) = setup(vec![

@@ -1,5 +1,5 @@
 //! The conformance scenarios. Each is a plain `async fn(Ctx) -> TestResult` that asserts what
-//! RabbitMQ 3.10 was observed to do (see `shared/RABBITMQ-SEMANTICS.md`; section numbers below).
+//! RabbitMQ 3.10 was observed to do, grouped by subject.
 
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ async fn get_one(c: &Ctx, q: &str) -> Result<mqtransport_core::Delivery, Failure
     }
 }
 
-// §1 Declare
+// Declare
 
 /// Declaring the same topology twice succeeds and reports the same queue.
 pub async fn declare_is_idempotent(c: Ctx) -> TestResult {
@@ -292,7 +292,7 @@ pub async fn reserved_and_oversized_names_are_refused(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Quorum queues must be durable, not exclusive, not auto-delete (§15).
+/// Quorum queues must be durable, not exclusive, not auto-delete.
 pub async fn quorum_queue_rejects_invalid_properties(c: Ctx) -> TestResult {
     let q = c.queue("qq");
     let e = expect_err(
@@ -338,7 +338,7 @@ pub async fn server_named_queues_are_generated(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §4, §5, §6, §7 Routing
+// Routing
 
 /// The default exchange delivers to the queue named by the routing key.
 pub async fn default_exchange_routes_by_queue_name(c: Ctx) -> TestResult {
@@ -392,7 +392,7 @@ pub async fn fanout_ignores_routing_key(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Topic patterns: `*` one word (maybe empty), `#` zero or more; one copy per queue (§5).
+/// Topic patterns: `*` one word (maybe empty), `#` zero or more; one copy per queue.
 pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     let x = c.exchange("t");
     let cases = [
@@ -427,7 +427,7 @@ pub async fn topic_patterns_match_words(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Headers exchanges: `all`/`any`, numbers by value, void as a presence test (§6).
+/// Headers exchanges: `all`/`any`, numbers by value, void as a presence test.
 pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
     let x = c.exchange("h");
     let (all, any, void) = (c.queue("all"), c.queue("any"), c.queue("void"));
@@ -466,7 +466,7 @@ pub async fn headers_exchange_matches_values(c: Ctx) -> TestResult {
 }
 
 /// Exchange-to-exchange: a diamond gives one copy, delivered with the exchange published to;
-/// a binding loop does not loop (§7).
+/// a binding loop does not loop.
 pub async fn exchange_to_exchange_bindings_give_one_copy(c: Ctx) -> TestResult {
     let (x1, x2, x3, q) = (c.exchange("x1"), c.exchange("x2"), c.exchange("x3"), c.queue("q"));
     let (a, b, qa) = (c.exchange("a"), c.exchange("b"), c.queue("qa"));
@@ -524,7 +524,7 @@ pub async fn alternate_exchange_takes_unroutable(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// A mandatory unroutable message is returned (312 NO_ROUTE); a plain one is dropped (§11).
+/// A mandatory unroutable message is returned (312 NO_ROUTE); a plain one is dropped.
 pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
     let x = c.exchange("x");
     let missing = c.queue("no-such-queue");
@@ -551,7 +551,7 @@ pub async fn mandatory_unroutable_is_returned(c: Ctx) -> TestResult {
 /// Many mandatory publishes in flight at once, routable (persistent, so their confirms wait for
 /// the disk) and unroutable (returned at once) interleaved: each caller learns its own message's
 /// fate. AMQP's `basic.return` carries no delivery tag, and RabbitMQ may confirm several
-/// publishes with one multiple-ack or confirm a later publish first (§11), so a client that pairs
+/// publishes with one multiple-ack or confirm a later publish first, so a client that pairs
 /// a return with whichever confirm comes next reports a stored message as returned and a
 /// returned one as confirmed.
 pub async fn concurrent_mandatory_publishes_learn_their_own_fate(c: Ctx) -> TestResult {
@@ -641,7 +641,7 @@ pub async fn unbind_stops_routing(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// An auto-delete exchange goes when its last binding as a source goes (§3).
+/// An auto-delete exchange goes when its last binding as a source goes.
 pub async fn auto_delete_exchange_goes_with_last_binding(c: Ctx) -> TestResult {
     let (x, q1, q2) = (c.exchange("ad"), c.queue("q1"), c.queue("q2"));
     c.declare(
@@ -681,7 +681,7 @@ pub async fn exchange_delete_if_unused(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §8, §9 Consumers, acks, requeue
+// Consumers, acks, requeue
 
 /// Competing consumers are served strictly round-robin in subscription order.
 pub async fn competing_consumers_are_served_round_robin(c: Ctx) -> TestResult {
@@ -796,7 +796,7 @@ pub async fn nack_with_requeue_redelivers(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Classic queues put requeued messages back at their original position (§9).
+/// Classic queues put requeued messages back at their original position.
 pub async fn requeue_restores_original_position(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
@@ -873,7 +873,7 @@ pub async fn declare_ok_counts_ready_only(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §2, §3 Exclusive and auto-delete queues
+// Exclusive and auto-delete queues
 
 /// An exclusive queue refuses other connections (405) except for publishing, and is deleted
 /// when its connection closes.
@@ -908,7 +908,7 @@ pub async fn exclusive_queue_belongs_to_its_connection(c: Ctx) -> TestResult {
     .await
 }
 
-/// An auto-delete queue lives until its last consumer goes (§3).
+/// An auto-delete queue lives until its last consumer goes.
 pub async fn auto_delete_queue_goes_with_last_consumer(c: Ctx) -> TestResult {
     let q = c.queue("ad");
     c.declare(Topology::new().queue(Queue::transient(&q).auto_delete()))
@@ -928,7 +928,7 @@ pub async fn auto_delete_queue_goes_with_last_consumer(c: Ctx) -> TestResult {
     .await
 }
 
-/// Deleting a queue ends its consumers' streams (§19).
+/// Deleting a queue ends its consumers' streams.
 pub async fn deleting_a_queue_cancels_its_consumers(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
@@ -949,7 +949,7 @@ pub async fn deleting_a_queue_cancels_its_consumers(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §13 Dead letters
+// Dead letters
 
 fn dlx_pair(c: &Ctx) -> (String, String) {
     (c.exchange("dlx"), c.queue("dlq"))
@@ -1029,7 +1029,7 @@ pub async fn reject_without_dead_letter_exchange_drops(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// `x-dead-letter-routing-key` replaces the key; `x-death` keeps the original (§13).
+/// `x-dead-letter-routing-key` replaces the key; `x-death` keeps the original.
 pub async fn dead_letter_routing_key_override(c: Ctx) -> TestResult {
     let (src, dlq) = (c.queue("src"), c.queue("dlq"));
     c.declare(
@@ -1053,7 +1053,7 @@ pub async fn dead_letter_routing_key_override(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// A dead-letter exchange that does not exist drops the message silently (§13).
+/// A dead-letter exchange that does not exist drops the message silently.
 pub async fn dead_letter_to_missing_exchange_drops(c: Ctx) -> TestResult {
     let (q, missing) = (c.queue("q"), c.exchange("missing-dlx"));
     c.declare(Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&missing)))
@@ -1067,7 +1067,7 @@ pub async fn dead_letter_to_missing_exchange_drops(c: Ctx) -> TestResult {
 }
 
 /// A retry loop (reject → TTL wait queue → back) counts deaths per (queue, reason), most recent
-/// first, with later entries written sorted by key (§13).
+/// first, with later entries written sorted by key.
 pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     let (work, retry) = (c.queue("work"), c.queue("retry"));
     c.declare(
@@ -1112,7 +1112,7 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §12 TTL
+// TTL
 
 /// `x-message-ttl` expires messages, dead-lettered with reason `expired`.
 pub async fn queue_ttl_expires_messages(c: Ctx) -> TestResult {
@@ -1156,7 +1156,7 @@ pub async fn lower_ttl_wins(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Expiry is checked at the head only: a short TTL behind a long one waits (§12).
+/// Expiry is checked at the head only: a short TTL behind a long one waits.
 pub async fn expiry_is_checked_at_the_head(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
     let q = c.queue("q");
@@ -1195,7 +1195,7 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §14 Max length
+// Max length
 
 /// `x-max-length` with drop-head keeps the newest and dead-letters the oldest (`maxlen`).
 pub async fn max_length_drops_head(c: Ctx) -> TestResult {
@@ -1270,7 +1270,7 @@ pub async fn max_length_bytes_counts_bodies(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §15 Quorum queues
+// Quorum queues
 
 /// Past `x-delivery-limit` returns a message is dead-lettered with reason `delivery_limit`;
 /// `x-delivery-count` counts the returns.
@@ -1299,7 +1299,7 @@ pub async fn quorum_delivery_limit_dead_letters(c: Ctx) -> TestResult {
     Ok(())
 }
 
-/// Quorum queues requeue rejected messages at the back (§15).
+/// Quorum queues requeue rejected messages at the back.
 pub async fn quorum_requeue_goes_to_the_back(c: Ctx) -> TestResult {
     let q = c.queue("qq");
     c.declare(Topology::new().queue(Queue::quorum(&q))).await?;
@@ -1315,7 +1315,7 @@ pub async fn quorum_requeue_goes_to_the_back(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §18 Priorities
+// Priorities
 
 /// `x-max-priority` queues deliver by priority, capped at the maximum, FIFO within one.
 pub async fn priority_queue_orders_by_priority(c: Ctx) -> TestResult {
@@ -1344,7 +1344,7 @@ pub async fn priority_queue_orders_by_priority(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §7 CC / BCC
+// CC / BCC
 
 /// `CC` and `BCC` headers add routing keys; `BCC` is removed from every copy.
 pub async fn cc_and_bcc_headers_add_routes(c: Ctx) -> TestResult {
@@ -1388,7 +1388,7 @@ pub async fn cc_and_bcc_headers_add_routes(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §16 Direct reply-to
+// Direct reply-to
 
 /// One request over direct reply-to: `client` sends "2+2" to `q` with correlation id `id`, the
 /// suite's first connection answers "4" to the address the request carries, and the reply is
@@ -1482,7 +1482,7 @@ pub async fn a_refused_request_keeps_the_reply_consumer(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §10, §17 Purge, delete, get
+// Purge, delete, get
 
 /// Purge removes ready messages and reports how many; unacknowledged ones survive.
 pub async fn purge_removes_ready_messages_only(c: Ctx) -> TestResult {
@@ -1558,7 +1558,7 @@ pub async fn basic_get_reports_message_count(c: Ctx) -> TestResult {
     Ok(())
 }
 
-// §20 Round trip
+// Round trip
 
 /// Every basic property and every header type come back unchanged.
 pub async fn properties_and_headers_round_trip(c: Ctx) -> TestResult {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use mqtransport_core::{FieldValue, Queue, QueueType};
+use mqtransport_core::{Envelope, FieldValue, Queue, QueueType};
+use tokio::time::Instant;
 
 /// Parsed queue arguments.
 #[derive(Debug, Clone)]
@@ -52,5 +53,21 @@ impl Config {
             max_priority: int("x-max-priority").map(|v| u8::try_from(v).unwrap_or(u8::MAX)),
             expires: int("x-expires").map(Duration::from_millis),
         }
+    }
+
+    /// When a message published at `now` expires: the lower of the queue's TTL and the
+    /// message's own `expiration`, if either is set.
+    pub(crate) fn expires_at(&self, envelope: &Envelope, now: Instant) -> Option<Instant> {
+        let per_message = envelope
+            .properties()
+            .expiration
+            .as_deref()
+            .and_then(|e| e.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let ttl = match (self.ttl, per_message) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ttl.map(|t| now + t)
     }
 }

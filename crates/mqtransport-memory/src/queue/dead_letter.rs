@@ -6,6 +6,8 @@ use std::time::SystemTime;
 use mqtransport_core::envelope::headers::X_DEATH;
 use mqtransport_core::{Envelope, FieldTable, FieldValue, ShortStr};
 
+use super::message::MsgData;
+
 /// Why a message was dead-lettered (the `x-death` reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reason {
@@ -34,8 +36,42 @@ pub(crate) struct DeadLetter {
     pub(crate) envelope: Envelope,
 }
 
-/// Updates `x-death` the way RabbitMQ 3.10 writes it (see RABBITMQ-SEMANTICS.md §13).
-pub(crate) fn record_death(
+impl DeadLetter {
+    /// `data`, dead in queue `queue` (whose name is `key` as a routing key) for `reason`, on
+    /// its way to exchange `dlx`: routed by `dlrk` if the queue sets one, else by the keys it
+    /// was published with (its `CC` keys too); its `expiration` removed and its death recorded.
+    pub(crate) fn of(
+        data: MsgData,
+        reason: Reason,
+        queue: &str,
+        key: &ShortStr,
+        dlx: &str,
+        dlrk: Option<&str>,
+    ) -> Self {
+        let MsgData { mut envelope, route } = data;
+        let (exchange, routing_key, cc) = route.parts(key);
+        let mut keys = Vec::with_capacity(1 + cc.len());
+        keys.push(routing_key.clone());
+        keys.extend(cc.iter().cloned());
+        let expiration = envelope.properties_mut().expiration.take();
+        record_death(envelope.headers_mut(), queue, reason, exchange, &keys, expiration);
+        let routing_keys = match dlrk {
+            Some(k) => vec![ShortStr::from(k)],
+            None => keys,
+        };
+        DeadLetter {
+            exchange: ShortStr::from(dlx),
+            routing_keys,
+            envelope,
+        }
+    }
+}
+
+/// Updates `x-death` the way RabbitMQ 3.10 writes it: a first entry in the order it was
+/// observed, an entry added or updated later sorted by key and moved to the front, counted by
+/// (queue, reason); pinned by the conformance scenarios `reject_dead_letters_with_x_death` and
+/// `retry_loop_counts_deaths`.
+fn record_death(
     headers: &mut FieldTable,
     queue: &str,
     reason: Reason,

@@ -15,82 +15,29 @@ mod effects;
 mod intake;
 mod message;
 mod ready;
+pub(crate) mod replies;
+mod state;
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
-use mqtransport_core::envelope::headers::X_DELIVERY_COUNT;
-use mqtransport_core::hash::FxHashMap;
-use mqtransport_core::{Envelope, Error, Queue, QueueInfo, QueueType, Result, Scope, Settle, ShortStr};
+use mqtransport_core::{Envelope, Error, Queue, QueueInfo, QueueType, Result, Settle, ShortStr};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub(crate) use ack_batch::{AckBatch, Acks};
 use config::{Config, Overflow};
 pub(crate) use consumer::{ConsumerSlot, Inbox, Owner};
+use dead_letter::Reason;
 pub(crate) use dead_letter::{DeadLetter, is_cycle};
-use dead_letter::{Reason, record_death};
 pub(crate) use effects::Effects;
 use intake::IntakeCell;
 pub(crate) use message::{Msg, MsgData, Route};
-use ready::Ready;
+pub(crate) use state::{Enqueued, Refill, TimerTick};
+use state::{QueueState, Return};
 
 use crate::flow::{self, Stalls};
 use crate::sync::lock;
-
-/// How a message returns to the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Return {
-    /// `basic.reject`/`nack` with requeue: quorum queues put it at the back.
-    Requeue,
-    /// Channel or connection closed, consumer gone: quorum queues put it at the front.
-    Closed,
-}
-
-/// What a queue holds, under its lock.
-pub(crate) struct QueueState {
-    ready: Ready,
-    /// Unsettled messages not held by a live consumer, by [`Owner::unacked_key`]: `basic.get`
-    /// deliveries and those of consumers that went away while their deliveries were out; with
-    /// the connection that holds them.
-    unacked: FxHashMap<(u64, u64), (Msg, u64)>,
-    consumers: Vec<ConsumerSlot>,
-    rr_next: usize,
-    next_seq: u64,
-    deleted: bool,
-
-    timer_running: bool,
-    /// Last time the queue was used (for `x-expires`).
-    last_used: Instant,
-    /// Messages taken from the intake in one swap and not yet numbered nor delivered: they
-    /// follow everything in `ready`. Consumers are served from here directly; every other
-    /// taking of the lock first moves them into `ready` (see [`QueueCell::lock`]).
-    fresh: VecDeque<MsgData>,
-}
-
-impl QueueState {
-    /// Numbers the unnumbered messages and appends them to `ready`, in order.
-    fn fresh_to_ready(&mut self) {
-        while let Some(data) = self.fresh.pop_front() {
-            let msg = self.fresh(data, None);
-            self.ready.push_back(msg);
-        }
-    }
-
-    /// A newly published message, numbered in publish order.
-    fn fresh(&mut self, data: MsgData, expires_at: Option<Instant>) -> Msg {
-        self.next_seq += 1;
-        Msg {
-            seq: self.next_seq,
-            data,
-            redelivered: false,
-            returns: 0,
-            expires_at,
-        }
-    }
-}
 
 /// One queue. Shared by the broker's map, consumers and ackers.
 pub(crate) struct QueueCell {
@@ -119,28 +66,6 @@ pub(crate) struct QueueCell {
     vhost: String,
 }
 
-/// What a consumer's stream found ([`QueueCell::refill`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refill {
-    /// Deliveries moved into the stream's inbox.
-    Took,
-    /// Nothing to take; the stream's waker is kept.
-    Empty,
-    /// The consumer is no longer in the queue: the queue was deleted, or the consumer was
-    /// removed (its connection closed).
-    Gone { deleted: bool },
-}
-
-/// What happened to a published message in this queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Enqueued {
-    Accepted,
-    /// Accepted, and the queue's consumers are behind: the publisher should wait for them
-    /// ([`QueueCell::poll_room`]).
-    AcceptedAhead,
-    Rejected,
-}
-
 impl QueueCell {
     /// A new queue. One with `x-expires` needs its timer from the start: the broker starts it
     /// when [`claim_timer`](Self::claim_timer) says so.
@@ -149,18 +74,7 @@ impl QueueCell {
         let fast =
             config.ttl.is_none() && config.max_len.is_none() && config.max_bytes.is_none() && config.expires.is_none();
         Arc::new_cyclic(|me| QueueCell {
-            state: Mutex::new(QueueState {
-                ready: Ready::new(config.max_priority),
-                unacked: FxHashMap::default(),
-                consumers: Vec::new(),
-                rr_next: 0,
-                next_seq: 0,
-                deleted: false,
-
-                timer_running: false,
-                last_used: Instant::now(),
-                fresh: VecDeque::new(),
-            }),
+            state: Mutex::new(QueueState::new(config.max_priority)),
             key: ShortStr::from(name.as_str()),
             name,
             decl,
@@ -245,20 +159,6 @@ impl QueueCell {
         }
     }
 
-    fn expires_at(&self, envelope: &Envelope, now: Instant) -> Option<Instant> {
-        let per_message = envelope
-            .properties()
-            .expiration
-            .as_deref()
-            .and_then(|e| e.parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let ttl = match (self.config.ttl, per_message) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        ttl.map(|t| now + t)
-    }
-
     /// Whether `data` can be published through the intake: nothing about the queue's state can
     /// change its outcome. Else it is [`enqueue`](Self::enqueue)d under the queue's lock.
     #[inline]
@@ -290,7 +190,7 @@ impl QueueCell {
         if let Some(now) = now {
             st.last_used = now;
         }
-        let expires_at = now.and_then(|now| self.expires_at(&data.envelope, now));
+        let expires_at = now.and_then(|now| self.config.expires_at(&data.envelope, now));
         let body = data.envelope.body.len();
         let over = |st: &QueueState| {
             self.config.max_len.is_some_and(|m| st.ready.len() >= m)
@@ -308,7 +208,7 @@ impl QueueCell {
         }
         // A fresh message goes straight to a consumer with credit when nothing waits before it.
         if st.ready.len() == 0
-            && let Some(i) = next_consumer(st)
+            && let Some(i) = st.next_consumer()
         {
             self.hand(st, i, msg, fx);
             return Enqueued::Accepted;
@@ -361,7 +261,7 @@ impl QueueCell {
             if st.ready.len() == 0 {
                 break;
             }
-            let Some(i) = next_consumer(st) else { return };
+            let Some(i) = st.next_consumer() else { return };
             let Some(msg) = st.ready.pop_front() else {
                 return;
             };
@@ -372,7 +272,7 @@ impl QueueCell {
         }
         let handed = st.next_seq;
         let mut took = false;
-        while let Some(i) = next_consumer(st) {
+        while let Some(i) = st.next_consumer() {
             // The intake is taken once: what arrives meanwhile waits for the next dispatch (a
             // stream looks at the intake again before it sleeps, and a publish wakes the
             // streams asleep on it). Taking it again at once would mostly find a message or
@@ -397,20 +297,10 @@ impl QueueCell {
         }
     }
 
-    /// The envelope a consumer or `basic.get` receives: quorum queues add `x-delivery-count`.
-    fn delivered_envelope(&self, msg: &Msg, first_count: bool) -> Envelope {
-        if self.config.kind == QueueType::Quorum && (msg.returns > 0 || first_count) {
-            let mut envelope = msg.data.envelope.clone();
-            envelope.headers_mut().insert(X_DELIVERY_COUNT, i64::from(msg.returns));
-            return envelope;
-        }
-        msg.data.envelope.clone()
-    }
-
     fn hand(&self, st: &mut QueueState, i: usize, msg: Msg, fx: &mut Effects) {
         st.rr_next = i + 1;
         let data = MsgData {
-            envelope: self.delivered_envelope(&msg, false),
+            envelope: msg.delivered_envelope(self.config.kind, false),
             route: msg.data.route.clone(),
         };
         let slot = &mut st.consumers[i];
@@ -461,7 +351,7 @@ impl QueueCell {
         let msg = st.ready.pop_front()?;
         // What follows the taken head may have expired behind it.
         self.expire_heads(st, fx);
-        let envelope = self.delivered_envelope(&msg, true);
+        let envelope = msg.delivered_envelope(self.config.kind, true);
         let tag = tag();
         if !no_ack {
             let key = Owner { conn, consumer: 0 }.unacked_key(tag);
@@ -504,14 +394,7 @@ impl QueueCell {
         }
         // Derived from the consumers themselves, so every way a consumer leaves releases it.
         if st.consumers.iter().any(|s| s.exclusive) || (slot.exclusive && !st.consumers.is_empty()) {
-            return Err(Error::broker(
-                403,
-                format!(
-                    "ACCESS_REFUSED - queue '{}' in vhost '{}' in exclusive use",
-                    self.name, self.vhost
-                ),
-                Scope::Channel,
-            ));
+            return Err(replies::in_exclusive_use(&self.name, &self.vhost));
         }
         st.consumers.push(slot);
         self.consumers_changed(&st);
@@ -521,11 +404,7 @@ impl QueueCell {
 
     /// The 404 of a queue that is gone.
     pub(crate) fn not_found(&self) -> Error {
-        Error::broker(
-            404,
-            format!("NOT_FOUND - no queue '{}' in vhost '{}'", self.name, self.vhost),
-            Scope::Channel,
-        )
+        replies::no_queue(&self.name, &self.vhost)
     }
 
     /// A consumer's stream looks for deliveries: applies the acks it took from its batch
@@ -653,11 +532,7 @@ impl QueueCell {
             },
         };
         let Some(msg) = msg else {
-            return Err(Error::broker(
-                406,
-                format!("PRECONDITION_FAILED - unknown delivery tag {tag}"),
-                Scope::Channel,
-            ));
+            return Err(replies::unknown_delivery_tag(tag));
         };
         match settle {
             Settle::Ack => {}
@@ -681,24 +556,10 @@ impl QueueCell {
     pub(crate) fn check_deletable(&self, if_unused: bool, if_empty: bool) -> Result<()> {
         let st = self.lock();
         if if_unused && !st.consumers.is_empty() {
-            return Err(Error::broker(
-                406,
-                format!(
-                    "PRECONDITION_FAILED - queue '{}' in vhost '{}' in use",
-                    self.name, self.vhost
-                ),
-                Scope::Channel,
-            ));
+            return Err(replies::in_use(&self.name, &self.vhost));
         }
         if if_empty && st.ready.len() > 0 {
-            return Err(Error::broker(
-                406,
-                format!(
-                    "PRECONDITION_FAILED - queue '{}' in vhost '{}' not empty",
-                    self.name, self.vhost
-                ),
-                Scope::Channel,
-            ));
+            return Err(replies::not_empty(&self.name, &self.vhost));
         }
         Ok(())
     }
@@ -737,9 +598,7 @@ impl QueueCell {
 
     /// Ready messages, unsettled deliveries (counting acks not yet applied), consumers.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        let st = self.lock();
-        let unsettled = st.unacked.len() + st.consumers.iter().map(ConsumerSlot::unsettled).sum::<usize>();
-        (st.ready.len(), unsettled, st.consumers.len())
+        self.lock().counts()
     }
 
     /// Applies the acks of consumer `consumer`, which is still in the queue.
@@ -774,22 +633,15 @@ impl QueueCell {
     /// Moves a dead message to the dead-letter exchange (or drops it when there is none).
     fn dead_letter(&self, msg: Msg, reason: Reason, fx: &mut Effects) {
         let Some(dlx) = &self.config.dlx else { return };
-        let MsgData { mut envelope, route } = msg.data;
-        let (exchange, routing_key, cc) = route.parts(&self.key);
-        let mut keys = Vec::with_capacity(1 + cc.len());
-        keys.push(routing_key.clone());
-        keys.extend(cc.iter().cloned());
-        let expiration = envelope.properties_mut().expiration.take();
-        record_death(envelope.headers_mut(), &self.name, reason, exchange, &keys, expiration);
-        let routing_keys = match &self.config.dlrk {
-            Some(k) => vec![ShortStr::from(k.as_str())],
-            None => keys,
-        };
-        fx.dead.push(DeadLetter {
-            exchange: ShortStr::from(dlx.as_str()),
-            routing_keys,
-            envelope,
-        });
+        let dead = DeadLetter::of(
+            msg.data,
+            reason,
+            &self.name,
+            &self.key,
+            dlx,
+            self.config.dlrk.as_deref(),
+        );
+        fx.dead.push(dead);
     }
 
     /// Wakes the running timer, or asks for one to be started ([`Effects::start_timer`]).
@@ -863,19 +715,4 @@ impl Stalls for QueueCell {
     fn stall(&self, drains: u64) {
         self.intake.stall(drains);
     }
-}
-
-/// What a look of the timer found (see [`QueueCell::timer_tick`]).
-pub(crate) struct TimerTick {
-    pub(crate) next: Option<Instant>,
-    /// The queue was unused for its `x-expires`: the broker deletes it.
-    pub(crate) queue_expired: bool,
-    pub(crate) fx: Effects,
-}
-
-/// The index of the next consumer with credit, round-robin from the last one served.
-fn next_consumer(st: &QueueState) -> Option<usize> {
-    let n = st.consumers.len();
-    let start = if st.rr_next < n { st.rr_next } else { 0 };
-    (start..n).chain(0..start).find(|&i| st.consumers[i].has_credit())
 }
