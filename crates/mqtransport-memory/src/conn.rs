@@ -5,10 +5,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mqtransport_core::{DIRECT_REPLY_TO, Error, Publish, Result};
+use mqtransport_core::{Error, Result};
 
 use crate::broker::BrokerInner;
-use crate::publish::Published;
 use crate::queue::QueueCell;
 use crate::sync::lock;
 
@@ -23,6 +22,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    #[inline]
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed(format!(
@@ -71,24 +71,5 @@ impl Conn {
         if reply.as_ref().is_some_and(|r| Arc::ptr_eq(r, q)) {
             *reply = None;
         }
-    }
-}
-
-impl Conn {
-    /// Routes and enqueues `publish` (see [`BrokerInner::publish`]). The common case (see
-    /// [`BrokerInner::publish_to_queue_in_place`]) is served without moving the publish; the
-    /// rest is taken out of `publish`, which is then left empty.
-    pub(crate) fn publish_now(&self, publish: &mut Publish) -> Result<Published> {
-        self.check_open()?;
-        if let Some(published) = self.broker.publish_to_queue_in_place(publish) {
-            return Ok(published);
-        }
-        let publish = std::mem::replace(publish, Publish::to_queue("", mqtransport_core::Envelope::default()));
-        let reply = if publish.envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
-            lock(&self.reply).as_ref().map(|q| q.name.clone())
-        } else {
-            None
-        };
-        self.broker.publish(publish, reply.as_deref())
     }
 }

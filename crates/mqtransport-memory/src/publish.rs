@@ -267,7 +267,7 @@ impl BrokerInner {
 
     /// Offers a message to queue `q`: through its intake when nothing about the queue's state
     /// can change the outcome, else under its lock.
-    #[inline]
+    #[inline(always)]
     fn offer(&self, q: &QueueCell, data: MsgData) -> Enqueued {
         if q.takes_intake(&data) {
             return q.offer_to_intake(data);

@@ -3,14 +3,13 @@
 //! the broker.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use mqtransport_core::{AckHandle, Acker, Delivery, Error, ErrorKind, Result, Settle};
 
-use crate::broker::BrokerInner;
 use crate::conn::Conn;
 use crate::queue::{AckBatch, Acks, Effects, Inbox, MsgData, Owner, QueueCell, Refill};
 
@@ -18,10 +17,9 @@ use crate::queue::{AckBatch, Acks, Effects, Inbox, MsgData, Owner, QueueCell, Re
 pub(crate) struct QueueAck {
     queue: Arc<QueueCell>,
     owner: Owner,
-    /// Not the connection itself: a delivery held past its consumer must not keep the
-    /// connection open (its close requeues the delivery).
-    broker: Arc<BrokerInner>,
-    closed: Arc<AtomicBool>,
+    /// Held weakly: a delivery kept past its consumer must not keep the connection open (its
+    /// close requeues the delivery). Only the locked path needs it.
+    conn: Weak<Conn>,
     /// A consumer's acks are batched and applied by its stream; `None` for `basic.get`.
     batch: Option<Arc<AckBatch>>,
 }
@@ -31,8 +29,7 @@ impl QueueAck {
         QueueAck {
             queue,
             owner,
-            broker: Arc::clone(&conn.broker),
-            closed: Arc::clone(&conn.closed),
+            conn: Arc::downgrade(conn),
             batch,
         }
     }
@@ -59,15 +56,17 @@ impl QueueAck {
     /// that a batch takes stays a short call.
     #[inline(never)]
     fn settle_locked(&self, tag: u64, settle: Settle) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
+        // A connection that is gone was closed when it was dropped.
+        let conn = self.conn.upgrade().filter(|c| !c.closed.load(Ordering::Acquire));
+        let Some(conn) = conn else {
             return Err(Error::closed(format!(
                 "cannot settle a delivery from queue '{}': its connection is closed and the broker requeued it",
                 self.queue.name
             )));
-        }
+        };
         let mut fx = Effects::default();
         let settled = self.queue.settle(self.owner, tag, settle, &mut fx);
-        self.broker.apply(&self.queue, fx);
+        conn.broker.apply(&self.queue, fx);
         settled
     }
 }

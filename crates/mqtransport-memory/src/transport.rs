@@ -14,6 +14,7 @@ use mqtransport_core::{
 
 use crate::broker::BrokerInner;
 use crate::conn::Conn;
+use crate::publish::Published;
 use crate::queue::{AckBatch, ConsumerSlot, Effects, Owner, QueueCell};
 use crate::stream::{DeliveryStream, QueueAck};
 use crate::sync::lock;
@@ -197,6 +198,24 @@ impl Transport for MemoryTransport {
     }
 }
 
+/// Routes and enqueues `publish` (see [`BrokerInner::publish`]). The common case (see
+/// [`BrokerInner::publish_to_queue_in_place`]) is served without moving the publish; the
+/// rest is taken out of `publish`, which is then left empty.
+#[inline]
+fn publish_now(conn: &Conn, publish: &mut Publish) -> Result<Published> {
+    conn.check_open()?;
+    if let Some(published) = conn.broker.publish_to_queue_in_place(publish) {
+        return Ok(published);
+    }
+    let publish = std::mem::replace(publish, Publish::to_queue("", mqtransport_core::Envelope::default()));
+    let reply = if publish.envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
+        lock(&conn.reply).as_ref().map(|q| q.name.clone())
+    } else {
+        None
+    };
+    conn.broker.publish(publish, reply.as_deref())
+}
+
 /// The future of [`MemoryTransport::publish`]. Its first poll takes one unit of tokio's
 /// cooperative budget (an in-process publish never waits on I/O, and the budget keeps a
 /// publishing loop from starving the consumers on its worker thread) and publishes; a
@@ -220,7 +239,7 @@ impl Future for Publishing<'_> {
         if let PublishState::Start(publish) = &mut this.state {
             let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             coop.made_progress();
-            let published = this.conn.publish_now(publish);
+            let published = publish_now(this.conn, publish);
             this.state = PublishState::Done;
             match published {
                 Err(e) => return Poll::Ready(Err(e)),

@@ -66,7 +66,7 @@ impl Intake {
 impl IntakeCell {
     /// Appends a published message and wakes the consumers waiting for one; `true` if the
     /// publisher must now wait for the consumers ([`poll_room`](Self::poll_room)).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, data: MsgData) -> bool {
         let mut intake = lock(&self.0);
         intake.msgs.push_back(data);

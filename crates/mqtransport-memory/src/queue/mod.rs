@@ -161,13 +161,13 @@ impl QueueCell {
 
     /// Whether `data` can be published through the intake: nothing about the queue's state can
     /// change its outcome. Else it is [`enqueue`](Self::enqueue)d under the queue's lock.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn takes_intake(&self, data: &MsgData) -> bool {
         self.fast && data.envelope.properties().expiration.is_none()
     }
 
     /// Publishes `data` through the intake (see [`takes_intake`](Self::takes_intake)).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn offer_to_intake(&self, data: MsgData) -> Enqueued {
         if self.intake.push(data) {
             Enqueued::AcceptedAhead
