@@ -51,7 +51,7 @@ use tokio::sync::oneshot;
 
 /// How one publish ended, as far as the broker told.
 #[derive(Debug)]
-pub(crate) enum Settled {
+pub(crate) enum PublishOutcome {
     Confirmed,
     Nacked,
     Returned {
@@ -240,12 +240,12 @@ struct Ticket<C: Awaited> {
     ledger: Arc<Ledger<C>>,
     seq: u64,
     /// Taken once the confirm is tracked.
-    settled: Option<oneshot::Receiver<Settled>>,
+    settled: Option<oneshot::Receiver<PublishOutcome>>,
 }
 
 impl<C: Awaited> Ticket<C> {
     /// Hands the publish's confirm to the ledger; the receiver gets how the publish settled.
-    fn track(mut self, confirm: C) -> oneshot::Receiver<Settled> {
+    fn track(mut self, confirm: C) -> oneshot::Receiver<PublishOutcome> {
         let l = &self.ledger;
         let mut book = l.book();
         book.track(self.seq, confirm, &l.woken);
@@ -298,7 +298,7 @@ impl<C: Awaited + Send + 'static, E: Send + 'static> Sending<C, E> {
 }
 
 impl<C: Awaited + Send + 'static, E: Send + 'static> Future for Sending<C, E> {
-    type Output = Result<oneshot::Receiver<Settled>, E>;
+    type Output = Result<oneshot::Receiver<PublishOutcome>, E>;
 
     /// Polled again once it has resolved, it stays pending.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -379,10 +379,10 @@ impl Wake for Nudge {
 
 struct Entry<C> {
     sent: Option<Arc<Outgoing>>,
-    reply: oneshot::Sender<Settled>,
+    reply: oneshot::Sender<PublishOutcome>,
     confirm: Option<(C, Waker)>,
     /// The confirm's verdict, once read.
-    outcome: Option<Settled>,
+    outcome: Option<PublishOutcome>,
     returned: Option<(u16, String)>,
 }
 
@@ -446,7 +446,7 @@ impl<C: Awaited> Book<C> {
 
     /// Takes the next ticket for a publish about to go out: its return may be read before its
     /// confirm is tracked.
-    fn open(&mut self, sent: Option<Arc<Outgoing>>, reply: oneshot::Sender<Settled>) -> u64 {
+    fn open(&mut self, sent: Option<Arc<Outgoing>>, reply: oneshot::Sender<PublishOutcome>) -> u64 {
         let seq = self.issued;
         self.issued += 1;
         self.entries.insert(
@@ -506,12 +506,12 @@ impl<C: Awaited> Book<C> {
         // the count taken now.
         let barrier = self.issued;
         let (outcome, ret) = match verdict {
-            Verdict::Ack(ret) => (Settled::Confirmed, ret),
-            Verdict::Nack(ret) => (Settled::Nacked, ret),
-            Verdict::NotRequested => (Settled::NotRequested, None),
-            Verdict::Failed(e) => (Settled::Failed(e), None),
+            Verdict::Ack(ret) => (PublishOutcome::Confirmed, ret),
+            Verdict::Nack(ret) => (PublishOutcome::Nacked, ret),
+            Verdict::NotRequested => (PublishOutcome::NotRequested, None),
+            Verdict::Failed(e) => (PublishOutcome::Failed(e), None),
         };
-        let definite = !matches!(outcome, Settled::Confirmed | Settled::Nacked);
+        let definite = !matches!(outcome, PublishOutcome::Confirmed | PublishOutcome::Nacked);
         let carried = ret.is_some();
         if let Some(ret) = ret {
             self.found_return(ret);
@@ -587,8 +587,8 @@ impl<C: Awaited> Book<C> {
     fn settle(&mut self, seq: u64) {
         let Some(entry) = self.entries.remove(&seq) else { return };
         let settled = match (entry.returned, entry.outcome) {
-            (Some((reply_code, reply_text)), Some(Settled::Confirmed | Settled::Nacked)) => {
-                Settled::Returned { reply_code, reply_text }
+            (Some((reply_code, reply_text)), Some(PublishOutcome::Confirmed | PublishOutcome::Nacked)) => {
+                PublishOutcome::Returned { reply_code, reply_text }
             }
             (_, Some(outcome)) => outcome,
             (_, None) => return,
@@ -659,7 +659,7 @@ mod tests {
     struct Harness {
         book: Book<Script>,
         woken: Arc<Woken>,
-        replies: HashMap<u64, oneshot::Receiver<Settled>>,
+        replies: HashMap<u64, oneshot::Receiver<PublishOutcome>>,
     }
 
     impl Harness {
@@ -713,7 +713,7 @@ mod tests {
         /// How `seq` settled, or `"unsettled"`.
         fn outcome(&mut self, seq: u64) -> String {
             match self.replies.get_mut(&seq).map(oneshot::Receiver::try_recv) {
-                Some(Ok(Settled::Returned { reply_code, .. })) => format!("returned {reply_code}"),
+                Some(Ok(PublishOutcome::Returned { reply_code, .. })) => format!("returned {reply_code}"),
                 Some(Ok(s)) => format!("{s:?}").to_lowercase(),
                 Some(Err(oneshot::error::TryRecvError::Empty)) => "unsettled".into(),
                 Some(Err(oneshot::error::TryRecvError::Closed)) | None => "dropped".into(),
@@ -766,7 +766,7 @@ mod tests {
         ca.resolve(Verdict::Ack(ret("x")));
         let _ = take_a.send(ca);
         match tokio::time::timeout(std::time::Duration::from_secs(10), x_settled).await {
-            Ok(Ok(Settled::Returned { reply_code, .. })) => assert_eq!(reply_code, 312),
+            Ok(Ok(PublishOutcome::Returned { reply_code, .. })) => assert_eq!(reply_code, 312),
             other => panic!("x settled as {other:?}, not returned"),
         }
         assert!(ledger.book().entries.is_empty(), "a and x both settled");

@@ -68,7 +68,7 @@
 //! - Recovery is owned here, not by lapin: each connection is supervised; when it is lost the
 //!   transport reconnects with exponential backoff and jitter, re-declares the topology it
 //!   declared (server-named queues get new names, and their bindings and consumers move with
-//!   them), re-opens every consumer with its QoS behind the same [`Consumer`] stream, and
+//!   them), re-opens every consumer with its QoS behind the same [`Subscription`] stream, and
 //!   re-sends publishes that were unconfirmed at the loss ([`Unconfirmed`]). Publishes during an
 //!   outage wait up to the confirm timeout, then fail with [`ErrorKind::Timeout`]. Deliveries
 //!   unacknowledged at the loss come back redelivered; settling the old ones reports

@@ -69,7 +69,7 @@ pub(crate) struct Link {
     pub(crate) role: &'static str,
     uri: String,
     tls: Option<TlsOptions>,
-    pub(crate) shown: String,
+    pub(crate) url: String,
     pub(crate) name: String,
     current: Mutex<Option<(u64, Arc<Connection>)>>,
     state: watch::Sender<Phase>,
@@ -83,7 +83,7 @@ impl Link {
         role: &'static str,
         uri: String,
         tls: Option<TlsOptions>,
-        shown: String,
+        url: String,
         name: String,
         restored: Restored,
     ) -> Result<Arc<Link>> {
@@ -92,7 +92,7 @@ impl Link {
             role,
             uri,
             tls,
-            shown,
+            url,
             name,
             current: Mutex::new(None),
             state,
@@ -112,7 +112,7 @@ impl Link {
                 ErrorKind::Connection,
                 format!(
                     "cannot connect to RabbitMQ at {} ({} connection): {e}",
-                    self.shown, self.role
+                    self.url, self.role
                 ),
             )
         };
@@ -180,19 +180,19 @@ impl Link {
                 ErrorKind::Timeout,
                 format!(
                     "RabbitMQ at {} was unreachable for {wait:?} ({} connection)",
-                    self.shown, self.role
+                    self.url, self.role
                 ),
             )),
-            Ok(Err(_)) => Err(Error::closed(format!("connection to {} is closed", self.shown))),
+            Ok(Err(_)) => Err(Error::closed(format!("connection to {} is closed", self.url))),
             Ok(Ok(s)) if matches!(*s, Phase::Closed) => {
-                Err(Error::closed(format!("connection to {} is closed", self.shown)))
+                Err(Error::closed(format!("connection to {} is closed", self.url)))
             }
             Ok(Ok(_)) => self
                 .current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone()
-                .ok_or_else(|| Error::new(ErrorKind::Connection, format!("connection to {} is down", self.shown))),
+                .ok_or_else(|| Error::new(ErrorKind::Connection, format!("connection to {} is down", self.url))),
         }
     }
 

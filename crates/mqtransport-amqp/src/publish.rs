@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::channels::Channels;
-use crate::confirms::{Confirming, Outgoing, Settled};
+use crate::confirms::{Confirming, Outgoing, PublishOutcome};
 use crate::consumer::Subscriptions;
 use crate::convert::{map_err, to_properties};
 use crate::options::{AmqpOptions, Unconfirmed};
@@ -36,7 +36,7 @@ pub(crate) struct Publisher {
 /// How one attempt to publish ended, when it did not end the publish.
 enum Attempt {
     /// Done: confirmed, returned or nacked.
-    Settled(Confirmation),
+    PublishOutcome(Confirmation),
     /// The broker refused it, or its time ran out: the publish fails with this.
     Failed(Error),
     /// Lost with its connection: it may be sent again.
@@ -75,7 +75,7 @@ impl Publisher {
         loop {
             let ch = self.pick_channel(&outgoing, deadline).await?;
             let lost = match self.attempt(&ch, &outgoing, deadline).await {
-                Attempt::Settled(confirmation) => return Ok(confirmation),
+                Attempt::PublishOutcome(confirmation) => return Ok(confirmation),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Lost(e) => e,
             };
@@ -217,16 +217,18 @@ impl Publisher {
         };
         match settled {
             Err(_) => Attempt::Failed(self.timed_out(outgoing, "sent, waiting for its confirm")),
-            Ok(Ok(Settled::Confirmed)) => Attempt::Settled(Confirmation::Confirmed),
-            Ok(Ok(Settled::Returned { reply_code, reply_text })) => {
-                Attempt::Settled(Confirmation::Returned { reply_code, reply_text })
+            Ok(Ok(PublishOutcome::Confirmed)) => Attempt::PublishOutcome(Confirmation::Confirmed),
+            Ok(Ok(PublishOutcome::Returned { reply_code, reply_text })) => {
+                Attempt::PublishOutcome(Confirmation::Returned { reply_code, reply_text })
             }
-            Ok(Ok(Settled::Nacked)) => Attempt::Settled(Confirmation::Nacked),
-            Ok(Ok(Settled::NotRequested)) => Attempt::Failed(Error::new(
+            Ok(Ok(PublishOutcome::Nacked)) => Attempt::PublishOutcome(Confirmation::Nacked),
+            Ok(Ok(PublishOutcome::NotRequested)) => Attempt::Failed(Error::new(
                 ErrorKind::Connection,
                 "the publishing channel is not in confirm mode",
             )),
-            Ok(Ok(Settled::Failed(e))) => self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
+            Ok(Ok(PublishOutcome::Failed(e))) => {
+                self.failed(map_err(&e, &format!("publishing {}", describe(outgoing))))
+            }
             // The ledger went away with the runtime: nothing will confirm it.
             Ok(Err(_)) => Attempt::Lost(Error::new(
                 ErrorKind::Connection,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
 use mqtransport_core::{
-    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-    Destination, Error, ErrorKind, Publish, QueueInfo, Result, Scheme, Topology, Transport,
+    Acker, Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery,
+    Destination, Error, ErrorKind, Publish, QueueInfo, Result, Scheme, Subscription, Topology, Transport,
 };
 
 use crate::channels::Channels;
@@ -82,19 +82,19 @@ impl AmqpTransport {
             }
         };
         let uri = url.expose_secret_uri();
-        let shown = url.to_string();
+        let url = url.to_string();
         let suffix = unique_suffix();
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
         let consume = Link::open(
             "consume",
             uri.clone(),
             tls.clone(),
-            shown.clone(),
+            url.clone(),
             name("consume"),
             Restored::ByTransport,
         )
         .await?;
-        let publish = Link::open("publish", uri, tls, shown.clone(), name("publish"), Restored::Nothing).await?;
+        let publish = Link::open("publish", uri, tls, url.clone(), name("publish"), Restored::Nothing).await?;
         let closed = Arc::new(AtomicBool::new(false));
         let recording = Arc::new(Recording::default());
         let subscriptions = Arc::new(Subscriptions::new(Arc::clone(&recording), Arc::clone(&closed)));
@@ -106,7 +106,7 @@ impl AmqpTransport {
         };
         tokio::spawn(restorer.run());
         let channels = Arc::new(Channels::new(
-            shown,
+            url,
             consume,
             publish,
             Arc::clone(&closed),
@@ -260,7 +260,7 @@ impl Transport for AmqpTransport {
         self.inner.publisher.publish(publish).await
     }
 
-    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Subscription> {
         self.inner.channels.check_open()?;
         let (_, conn) = self
             .inner
@@ -269,7 +269,7 @@ impl Transport for AmqpTransport {
             .connection(self.inner.reconnect_wait)
             .await?;
         let (tag, stream) = self.inner.subscriptions.consume(conn, queue, options).await?;
-        Ok(Consumer::new(tag, stream))
+        Ok(Subscription::new(tag, stream))
     }
 
     async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {

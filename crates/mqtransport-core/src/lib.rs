@@ -33,8 +33,8 @@ pub use shortstr::ShortStr;
 pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
 #[doc(inline)]
 pub use transport::{
-    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, Consumer, DEFAULT_MAX_MESSAGE_SIZE,
-    DIRECT_REPLY_TO, Declared, DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, Settle, Transport,
+    AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, DEFAULT_MAX_MESSAGE_SIZE, DIRECT_REPLY_TO,
+    Declared, DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, Settle, Subscription, Transport,
 };
 #[doc(inline)]
 pub use url::{BrokerUrl, Scheme};

@@ -416,15 +416,15 @@ impl Delivery {
 ///
 /// The stream yields an error and ends if the broker cancels the consumer (its queue was deleted)
 /// or the connection closes.
-pub struct Consumer {
+pub struct Subscription {
     tag: String,
     inner: Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>,
 }
 
-impl Consumer {
+impl Subscription {
     /// Wraps a transport's delivery stream.
     pub fn new(tag: impl Into<String>, stream: impl Stream<Item = Result<Delivery>> + Send + 'static) -> Self {
-        Consumer {
+        Subscription {
             tag: tag.into(),
             inner: Box::pin(stream),
         }
@@ -439,16 +439,16 @@ impl Consumer {
     pub fn cancel(self) {}
 }
 
-impl Stream for Consumer {
+impl Stream for Subscription {
     type Item = Result<Delivery>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
 }
 
-impl fmt::Debug for Consumer {
+impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
+        f.debug_struct("Subscription")
             .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
@@ -489,7 +489,7 @@ pub trait Transport: Send + Sync + 'static {
     fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send;
 
     /// Starts a consumer on `queue`.
-    fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Consumer>> + Send;
+    fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Subscription>> + Send;
 
     /// Takes one message (`basic.get`); `None` when the queue is empty.
     fn get(&self, queue: &str, no_ack: bool) -> impl Future<Output = Result<Option<Delivery>>> + Send;
@@ -513,7 +513,7 @@ trait ErasedTransport: Send + Sync + 'static {
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>>;
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>>;
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>>;
-    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>>;
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Subscription>>;
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn close(&self) -> BoxFuture<'_, Result<()>>;
@@ -547,7 +547,7 @@ impl<T: Transport> ErasedTransport for T {
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>> {
         Box::pin(Transport::publish(self, publish))
     }
-    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Consumer>> {
+    fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Subscription>> {
         Box::pin(Transport::consume(self, queue, options))
     }
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>> {
@@ -610,7 +610,7 @@ impl Transport for DynTransport {
     async fn publish(&self, publish: Publish) -> Result<Confirmation> {
         self.inner.publish(publish).await
     }
-    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Subscription> {
         self.inner.consume(queue, options).await
     }
     async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {

@@ -92,7 +92,7 @@ impl BrokerUrl {
         self.username.as_deref()
     }
 
-    /// The password, percent-decoded. Never shown by `Display` or `Debug`.
+    /// The password, percent-decoded. Never redacted by `Display` or `Debug`.
     pub fn password(&self) -> Option<&str> {
         self.password.as_deref()
     }
@@ -120,12 +120,12 @@ impl BrokerUrl {
     /// The URL *with* its password, percent-encoded, for handing to a client library. Never log
     /// it; `Display` is the redacted form.
     pub fn expose_secret_uri(&self) -> String {
-        let shown = self.to_string();
-        match (&self.password, shown.find(":***@")) {
+        let redacted = self.to_string();
+        match (&self.password, redacted.find(":***@")) {
             (Some(p), Some(i)) => {
-                format!("{}:{}{}", &shown[..i], percent_encode(p), &shown[i + 4..])
+                format!("{}:{}{}", &redacted[..i], percent_encode(p), &redacted[i + 4..])
             }
-            _ => shown,
+            _ => redacted,
         }
     }
 
@@ -187,10 +187,10 @@ impl FromStr for BrokerUrl {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let shown = redact(s);
+        let redacted = redact(s);
         let Some((scheme, rest)) = s.split_once("://") else {
             return Err(Error::invalid(format!(
-                "broker URL '{shown}' has no scheme; expected e.g. memory://, amqp://host or amqps://host"
+                "broker URL '{redacted}' has no scheme; expected e.g. memory://, amqp://host or amqps://host"
             )));
         };
         let scheme = match scheme.to_ascii_lowercase().as_str() {
@@ -202,7 +202,7 @@ impl FromStr for BrokerUrl {
             "nats" => Scheme::Nats,
             other => {
                 return Err(Error::invalid(format!(
-                    "broker URL '{shown}' has unknown scheme '{other}'; expected memory, amqp, amqps, sqs, redis or nats"
+                    "broker URL '{redacted}' has unknown scheme '{other}'; expected memory, amqp, amqps, sqs, redis or nats"
                 )));
             }
         };
@@ -222,16 +222,16 @@ impl FromStr for BrokerUrl {
             None => (None, None),
             Some(u) => match u.split_once(':') {
                 Some((user, pass)) => (
-                    Some(percent_decode(user, "user name", &shown)?),
-                    Some(percent_decode(pass, "password", &shown)?),
+                    Some(percent_decode(user, "user name", &redacted)?),
+                    Some(percent_decode(pass, "password", &redacted)?),
                 ),
-                None => (Some(percent_decode(u, "user name", &shown)?), None),
+                None => (Some(percent_decode(u, "user name", &redacted)?), None),
             },
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let Some((h, after)) = v6.split_once(']') else {
                 return Err(Error::invalid(format!(
-                    "broker URL '{shown}': unclosed '[' in the host"
+                    "broker URL '{redacted}': unclosed '[' in the host"
                 )));
             };
             (h.to_owned(), after.strip_prefix(':'))
@@ -245,22 +245,25 @@ impl FromStr for BrokerUrl {
             None | Some("") => None,
             Some(p) => Some(p.parse::<u16>().map_err(|_| {
                 Error::invalid(format!(
-                    "broker URL '{shown}': port '{p}' is not a number from 0 to 65535"
+                    "broker URL '{redacted}': port '{p}' is not a number from 0 to 65535"
                 ))
             })?),
         };
-        let host = percent_decode(&host, "host", &shown)?;
+        let host = percent_decode(&host, "host", &redacted)?;
         if host.is_empty() && scheme != Scheme::Memory && scheme != Scheme::Sqs {
-            return Err(Error::invalid(format!("broker URL '{shown}' has no host")));
+            return Err(Error::invalid(format!("broker URL '{redacted}' has no host")));
         }
         let vhost = match path {
             None | Some("") => "/".to_owned(),
-            Some(p) => percent_decode(p, "virtual host", &shown)?,
+            Some(p) => percent_decode(p, "virtual host", &redacted)?,
         };
         let mut pairs = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.push((percent_decode(k, "query", &shown)?, percent_decode(v, "query", &shown)?));
+            pairs.push((
+                percent_decode(k, "query", &redacted)?,
+                percent_decode(v, "query", &redacted)?,
+            ));
         }
         Ok(BrokerUrl {
             scheme,

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use mqtransport_core::{
-    Acker, Binding, Capabilities, Confirmation, ConsumeOptions, Consumer, DIRECT_REPLY_TO, Declared, DeleteQueue,
-    Delivery, Error, Publish, QueueInfo, Result, Scope, Topology, Transport,
+    Acker, Binding, Capabilities, Confirmation, ConsumeOptions, DIRECT_REPLY_TO, Declared, DeleteQueue, Delivery,
+    Error, Publish, QueueInfo, Result, Scope, Subscription, Topology, Transport,
 };
 
 use crate::broker::BrokerInner;
@@ -46,7 +46,7 @@ impl MemoryTransport {
         }
     }
 
-    fn start_reply_consumer(&self, options: &ConsumeOptions) -> Result<Consumer> {
+    fn start_reply_consumer(&self, options: &ConsumeOptions) -> Result<Subscription> {
         if !options.no_ack {
             return Err(Error::broker(
                 406,
@@ -77,7 +77,7 @@ impl MemoryTransport {
         self.add_consumer(cell, options, true)
     }
 
-    fn add_consumer(&self, queue: Arc<QueueCell>, options: &ConsumeOptions, is_reply: bool) -> Result<Consumer> {
+    fn add_consumer(&self, queue: Arc<QueueCell>, options: &ConsumeOptions, is_reply: bool) -> Result<Subscription> {
         let id = self.conn.broker.next_id();
         let tag = options
             .consumer_tag
@@ -94,7 +94,7 @@ impl MemoryTransport {
         };
         let ack = Arc::new(QueueAck::new(Arc::clone(&queue), owner, &self.conn, Some(acks)));
         let stream = DeliveryStream::new(queue, id, options.no_ack, is_reply, ack, Arc::clone(&self.conn));
-        Ok(Consumer::new(tag, stream))
+        Ok(Subscription::new(tag, stream))
     }
 }
 
@@ -151,7 +151,7 @@ impl Transport for MemoryTransport {
         }
     }
 
-    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Subscription> {
         self.conn.check_open()?;
         if queue == DIRECT_REPLY_TO {
             return self.start_reply_consumer(&options);

@@ -625,7 +625,7 @@ async fn queue_stats_count_acks_the_stream_has_not_applied_yet() -> R {
     Ok(())
 }
 
-async fn next(consumer: &mut mqtransport_core::Consumer) -> mqtransport_core::Result<mqtransport_core::Delivery> {
+async fn next(consumer: &mut mqtransport_core::Subscription) -> mqtransport_core::Result<mqtransport_core::Delivery> {
     consumer
         .next()
         .await

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mqtransport_core::{
-    BoxFuture, Confirmation, Consumer, DeleteQueue, Delivery, DynTransport, Envelope, Error, Publish, Topology,
+    BoxFuture, Confirmation, DeleteQueue, Delivery, DynTransport, Envelope, Error, Publish, Subscription, Topology,
     Transport,
 };
 
@@ -190,7 +190,7 @@ impl Ctx {
     }
 
     /// The next delivery of `consumer`, failing after [`DEADLINE`].
-    pub async fn next(&self, consumer: &mut Consumer) -> Result<Delivery, Failure> {
+    pub async fn next(&self, consumer: &mut Subscription) -> Result<Delivery, Failure> {
         match tokio::time::timeout(DEADLINE, consumer.next()).await {
             Ok(Some(Ok(d))) => Ok(d),
             Ok(Some(Err(e))) => Err(Failure(format!("consumer {} failed: {e}", consumer.tag()))),

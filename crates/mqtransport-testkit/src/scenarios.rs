@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mqtransport_core::{
-    Binding, Confirmation, ConsumeOptions, Consumer, Decimal, DeleteQueue, DeliveryMode, DynTransport, Envelope, Error,
-    ErrorKind, Exchange, FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Topology, Transport,
+    Binding, Confirmation, ConsumeOptions, Decimal, DeleteQueue, DeliveryMode, DynTransport, Envelope, Error,
+    ErrorKind, Exchange, FieldTable, FieldValue, Overflow, Publish, Queue, QueueInfo, Subscription, Topology,
+    Transport,
 };
 
 use crate::{Ctx, Failure, TestResult, body, check, check_eq};
@@ -1396,7 +1397,7 @@ pub async fn cc_and_bcc_headers_add_routes(c: Ctx) -> TestResult {
 async fn direct_reply_round_trip(
     c: &Ctx,
     client: &DynTransport,
-    replies: &mut Consumer,
+    replies: &mut Subscription,
     q: &str,
     id: &str,
 ) -> Result<(mqtransport_core::Delivery, String), Failure> {

@@ -8,7 +8,7 @@
 
 use garde::Validate;
 use mqtransport::prelude::*;
-use mqtransport::{Settlement, headers};
+use mqtransport::{Disposition, headers};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Message, Validate)]
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
                 .concurrency(1), // one at a time, so that the output reads in order
         )
         .on_settle(move |e| {
-            let _ = settled_tx.send(e.settlement.clone());
+            let _ = settled_tx.send(e.disposition.clone());
         })
         .build()
         .await?;
@@ -109,8 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let (mut acked, mut dead) = (0, 0);
     while acked + dead < 7 {
         match settled.recv().await {
-            Some(Settlement::Acked) => acked += 1,
-            Some(Settlement::DeadLettered { .. }) => dead += 1,
+            Some(Disposition::Acked) => acked += 1,
+            Some(Disposition::DeadLettered { .. }) => dead += 1,
             Some(other) => println!("  {other:?}"),
             None => break,
         }

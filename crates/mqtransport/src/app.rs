@@ -15,12 +15,12 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::consumer::{Consumer, DeadLetterPolicy, HandlerService, LayerFn, layer_fn};
-use crate::incoming::{ConsumerCtx, Incoming};
+use crate::delivery::{ConsumerCtx, Incoming};
 use crate::message::Message;
 use crate::middleware::TraceLayer;
 use crate::outcome::{BoxError, Outcome};
 use crate::publish::{Producer, PublishObserver, Publisher, PublisherInner, Route};
-use crate::runtime::{ConsumerRuntime, DeadLetterTarget, OnSettle, SettleEvent, SettleObserver, Tracker};
+use crate::runtime::{ConsumerRuntime, DeadLetterTarget, OnSettle, SettleObserver, SettledDelivery, Tracker};
 
 /// How long [`Running::shutdown`] lets in-flight handlers finish by default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 pub struct App {
     transport: DynTransport,
-    shown: String,
+    redacted_url: String,
     publisher: Publisher,
     runtimes: Vec<Arc<ConsumerRuntime>>,
     /// Each runtime's middleware stack. Only `start` uses them, consuming the app; the mutex
@@ -79,7 +79,7 @@ pub struct App {
 impl fmt::Debug for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
-            .field("broker", &self.shown)
+            .field("broker", &self.redacted_url)
             .field("queues", &self.runtimes.iter().map(|r| r.queue()).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -422,12 +422,12 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
     /// ```
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
-    /// use mqtransport::{App, Settlement};
+    /// use mqtransport::{App, Disposition};
     ///
     /// let dead = Arc::new(AtomicUsize::new(0));
     /// let counter = Arc::clone(&dead);
     /// let builder = App::builder().on_settle(move |event| {
-    ///     if matches!(event.settlement, Settlement::DeadLettered { .. }) {
+    ///     if matches!(event.disposition, Disposition::DeadLettered { .. }) {
     ///         counter.fetch_add(1, Ordering::Relaxed);
     ///     }
     /// });
@@ -435,7 +435,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
     /// ```
     pub fn on_settle<F>(mut self, hook: F) -> Self
     where
-        F: Fn(SettleEvent<'_>) + Send + Sync + 'static,
+        F: Fn(SettledDelivery<'_>) + Send + Sync + 'static,
     {
         self.settle_observers.push(Arc::new(OnSettle(hook)));
         self
@@ -468,22 +468,22 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                 problems.join("; ")
             )));
         }
-        let (transport, shown) = match self.transport {
+        let (transport, redacted_url) = match self.transport {
             Some(t) => (t, "the given transport".to_owned()),
             None => {
                 let url = self.url.unwrap_or_else(crate::url_from_env);
-                let shown = redact(&url);
+                let redacted_url = redact(&url);
                 let t = crate::connect(&url).await.map_err(|e| {
-                    if e.message().contains(&shown) {
+                    if e.message().contains(&redacted_url) {
                         e
                     } else {
-                        e.context(format_args!("cannot connect to {shown}"))
+                        e.context(format_args!("cannot connect to {redacted_url}"))
                     }
                 })?;
-                (t, shown)
+                (t, redacted_url)
             }
         };
-        match declare(&transport, &shown, &self.topology, &self.consumers).await {
+        match declare(&transport, &redacted_url, &self.topology, &self.consumers).await {
             Ok(()) => {}
             Err(e) => {
                 let _ = transport.close().await;
@@ -537,7 +537,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             .unzip();
         Ok(App {
             transport,
-            shown,
+            redacted_url,
             publisher,
             runtimes,
             services: Mutex::new(services),
@@ -566,7 +566,7 @@ fn dead_letter_queue<S>(name: &str, c: &Consumer<S>, topology: &Topology) -> Que
 /// Declares the app's topology, then each dead-letter queue, then checks the consumed queues.
 async fn declare<S: Clone + Send + Sync + 'static>(
     transport: &DynTransport,
-    shown: &str,
+    redacted_url: &str,
     topology: &Topology,
     consumers: &[Consumer<S>],
 ) -> Result<()> {
@@ -582,7 +582,7 @@ async fn declare<S: Clone + Send + Sync + 'static>(
     transport
         .declare(&all)
         .await
-        .map_err(|e| e.context(format_args!("declaring the app's topology on {shown}")))?;
+        .map_err(|e| e.context(format_args!("declaring the app's topology on {redacted_url}")))?;
     for c in consumers {
         if let DeadLetterPolicy::Queue(name) = &c.dead_letter
             && !all.queues.iter().any(|q| q.name == *name)
@@ -592,7 +592,7 @@ async fn declare<S: Clone + Send + Sync + 'static>(
                 // An existing queue declared with other options serves as well.
                 if !(e.kind() == ErrorKind::Precondition && transport.queue_info(name).await.is_ok()) {
                     return Err(e.context(format_args!(
-                        "declaring the dead-letter queue '{name}' of queue '{}' on {shown}",
+                        "declaring the dead-letter queue '{name}' of queue '{}' on {redacted_url}",
                         c.queue
                     )));
                 }
@@ -605,13 +605,13 @@ async fn declare<S: Clone + Send + Sync + 'static>(
                 Error::new(
                     ErrorKind::NotFound,
                     format!(
-                        "queue '{}' is consumed by the app but does not exist on {shown}: declare it in the app's topology, or use Consumer::for_queue",
+                        "queue '{}' is consumed by the app but does not exist on {redacted_url}: declare it in the app's topology, or use Consumer::for_queue",
                         c.queue
                     ),
                 )
                 .with_source(e)
             } else {
-                e.context(format_args!("checking queue '{}' on {shown}", c.queue))
+                e.context(format_args!("checking queue '{}' on {redacted_url}", c.queue))
             });
         }
     }

@@ -13,8 +13,8 @@ use mqtransport_core::{BoxFuture, Queue};
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::delivery::Incoming;
 use crate::handler::{BoxedHandler, Handler, erase};
-use crate::incoming::Incoming;
 use crate::message::Message;
 use crate::outcome::{BoxError, Outcome};
 use crate::retry::RetryPolicy;

@@ -20,11 +20,12 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mqtransport_core::Envelope;
 
-use crate::incoming::{DeliveryInfo, Headers, Incoming};
+use crate::delivery::{DeliveryInfo, Headers, Incoming};
 use crate::message::{DecodeError, Message, decode};
 use crate::outcome::{IntoOutcome, Outcome};
 use crate::publish::Publisher;
@@ -73,7 +74,7 @@ impl<S: Sync, M: Message> FromDelivery<S> for M {
     const MESSAGE: Option<&'static str> = Some(M::NAME);
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, DecodeError> {
-        decode(&req.envelope)
+        decode(req.envelope())
     }
 }
 
@@ -93,7 +94,7 @@ impl<S: Sync> FromDelivery<S> for Envelope {
     type Rejection = Infallible;
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, Infallible> {
-        Ok(req.envelope.clone())
+        Ok(req.envelope().clone())
     }
 }
 
@@ -101,7 +102,7 @@ impl<S: Sync> FromDelivery<S> for Bytes {
     type Rejection = Infallible;
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, Infallible> {
-        Ok(req.envelope.body.clone())
+        Ok(req.envelope().body.clone())
     }
 }
 
@@ -109,9 +110,7 @@ impl<S: Sync> FromDelivery<S> for Headers {
     type Rejection = Infallible;
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, Infallible> {
-        Ok(Headers {
-            envelope: req.envelope.clone(),
-        })
+        Ok(Headers(Arc::clone(&req.parts)))
     }
 }
 
@@ -119,7 +118,7 @@ impl<S: Sync> FromDelivery<S> for DeliveryInfo {
     type Rejection = Infallible;
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, Infallible> {
-        Ok(DeliveryInfo::of(req))
+        Ok(DeliveryInfo(Arc::clone(&req.parts)))
     }
 }
 
@@ -127,7 +126,7 @@ impl<S: Sync> FromDelivery<S> for Publisher {
     type Rejection = Infallible;
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, Infallible> {
-        Ok(req.ctx.publisher.replying_to(&req.envelope))
+        Ok(req.ctx.publisher.replying_to(req.envelope()))
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use mqtransport_core::BoxFuture;
 
+use crate::delivery::Incoming;
 use crate::extract::FromDelivery;
-use crate::incoming::Incoming;
 use crate::outcome::{IntoOutcome, Outcome};
 
 /// An async function that handles deliveries: every argument is an extractor

@@ -75,9 +75,9 @@
 
 mod app;
 mod consumer;
+mod delivery;
 mod extract;
 mod handler;
-mod incoming;
 mod message;
 pub mod middleware;
 mod outcome;
@@ -92,11 +92,11 @@ pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signa
 #[doc(inline)]
 pub use consumer::{Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage};
 #[doc(inline)]
+pub use delivery::{DeliveryInfo, DeliveryParts, Extensions, Headers, Incoming};
+#[doc(inline)]
 pub use extract::{Extension, FromDelivery, FromRef, MissingExtension, State};
 #[doc(inline)]
 pub use handler::Handler;
-#[doc(inline)]
-pub use incoming::{DeliveryInfo, Extensions, Headers, Incoming};
 #[doc(inline)]
 pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 /// `#[derive(Message)]`: see [`Message`] for its attributes.
@@ -108,7 +108,7 @@ pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
 #[doc(inline)]
-pub use runtime::{SettleEvent, Settlement};
+pub use runtime::{Disposition, SettledDelivery};
 
 #[doc(inline)]
 pub use mqtransport_core::{
@@ -118,12 +118,12 @@ pub use mqtransport_core::{
 };
 
 /// The transport layer underneath the app, for code that talks to the broker directly:
-/// [`Transport`], its delivery stream [`Consumer`](transport::Consumer)
+/// [`Transport`], its delivery stream [`Subscription`](transport::Subscription)
 /// and the rest of the core contracts.
 pub mod transport {
     pub use mqtransport_core::{
-        AckHandle, Acker, Capabilities, Confirmation, ConsumeOptions, Consumer, Declared, DeleteQueue, Delivery,
-        DynTransport, Publish, QueueInfo, Settle, Transport,
+        AckHandle, Acker, Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery, DynTransport,
+        Publish, QueueInfo, Settle, Subscription, Transport,
     };
 }
 

@@ -280,7 +280,10 @@ impl Publisher {
         Ok(envelope)
     }
 
-    /// Publishes `message` to `route` and returns the broker's confirmation.
+    /// Publishes `message` to `route` and returns the broker's confirmation as a value: a
+    /// returned (unroutable) or nacked message is `Ok` with [`Confirmation::Returned`] or
+    /// [`Confirmation::Nacked`], for the caller to inspect. [`send`](Self::send) turns those into
+    /// errors instead.
     pub async fn publish<M: Message>(&self, route: &Route, message: &M) -> Result<Confirmation> {
         self.publish_with(route, message, PublishOptions::default()).await
     }
@@ -313,8 +316,9 @@ impl Publisher {
         self.publish_raw(publish).await
     }
 
-    /// Publishes `message` to `route`; a returned or nacked message is an error
-    /// ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming the message and the route.
+    /// Publishes `message` to `route` and succeeds only if the broker confirmed it: a returned
+    /// or nacked message is an error ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming
+    /// the message and the route. [`publish`](Self::publish) returns the confirmation instead.
     pub async fn send<M: Message>(&self, route: &Route, message: &M) -> Result<()> {
         let publish = self.build(route, message, &PublishOptions::default(), self.inner.validate)?;
         self.publish_confirmed(publish, M::NAME).await
@@ -470,7 +474,9 @@ impl<M: Message> Producer<M> {
         self.publisher.build(&self.route, message, options, self.validate)
     }
 
-    /// Publishes `message` and returns the broker's confirmation.
+    /// Publishes `message` and returns the broker's confirmation as a value: a returned
+    /// (unroutable) or nacked message is `Ok` with [`Confirmation::Returned`] or
+    /// [`Confirmation::Nacked`]. [`send`](Self::send) turns those into errors instead.
     pub async fn publish(&self, message: &M) -> Result<Confirmation> {
         self.publish_with(message, PublishOptions::default()).await
     }
@@ -481,8 +487,9 @@ impl<M: Message> Producer<M> {
         self.publisher.publish_raw(publish).await
     }
 
-    /// Publishes `message`; a returned or nacked message is an error naming the message and
-    /// the route.
+    /// Publishes `message` and succeeds only if the broker confirmed it: a returned or nacked
+    /// message is an error ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming the message
+    /// and the route. [`publish`](Self::publish) returns the confirmation instead.
     pub async fn send(&self, message: &M) -> Result<()> {
         let publish = self.to_publish(message, &PublishOptions::default())?;
         self.publisher.publish_confirmed(publish, M::NAME).await
@@ -603,14 +610,16 @@ impl<M: Message> BlockingProducer<M> {
         }
     }
 
-    /// Publishes `message` and returns the broker's confirmation.
+    /// Publishes `message` and returns the broker's confirmation as a value (see
+    /// [`Producer::publish`]); [`send`](Self::send) turns a return or nack into an error.
     pub fn publish(&self, message: &M) -> Result<Confirmation> {
         let publish = self.producer.to_publish(message, &PublishOptions::default())?;
         let publisher = self.producer.publisher.clone();
         self.run(async move { publisher.publish_raw(publish).await })
     }
 
-    /// Publishes `message`; a returned or nacked message is an error.
+    /// Publishes `message` and succeeds only if the broker confirmed it (see
+    /// [`Producer::send`]); [`publish`](Self::publish) returns the confirmation instead.
     pub fn send(&self, message: &M) -> Result<()> {
         let publish = self.producer.to_publish(message, &PublishOptions::default())?;
         let publisher = self.producer.publisher.clone();

@@ -18,14 +18,14 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::consumer::HandlerService;
-use crate::incoming::{ConsumerCtx, Incoming, attempt_of};
+use crate::delivery::{ConsumerCtx, DeliveryParts, Incoming};
 use crate::outcome::Outcome;
 use crate::retry::RetryPolicy;
 
 /// What the runtime did with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Settlement {
+pub enum Disposition {
     /// Acknowledged.
     Acked,
     /// Put back in the queue at once.
@@ -57,31 +57,31 @@ pub enum Settlement {
 
 /// Sees every settled delivery (the testing support records them).
 pub(crate) trait SettleObserver: Send + Sync {
-    fn settled(&self, queue: &str, envelope: &Envelope, settlement: &Settlement);
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition);
 }
 
 /// One settled delivery, as an [`AppBuilder::on_settle`](crate::AppBuilder::on_settle) hook
 /// sees it.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub struct SettleEvent<'a> {
+pub struct SettledDelivery<'a> {
     /// The queue it was consumed from.
     pub queue: &'a str,
     /// The message as delivered.
     pub envelope: &'a Envelope,
     /// What the runtime did with it.
-    pub settlement: &'a Settlement,
+    pub disposition: &'a Disposition,
 }
 
 /// A closure as a [`SettleObserver`].
 pub(crate) struct OnSettle<F>(pub(crate) F);
 
-impl<F: Fn(SettleEvent<'_>) + Send + Sync> SettleObserver for OnSettle<F> {
-    fn settled(&self, queue: &str, envelope: &Envelope, settlement: &Settlement) {
-        (self.0)(SettleEvent {
+impl<F: Fn(SettledDelivery<'_>) + Send + Sync> SettleObserver for OnSettle<F> {
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition) {
+        (self.0)(SettledDelivery {
             queue,
             envelope,
-            settlement,
+            disposition,
         });
     }
 }
@@ -110,7 +110,7 @@ impl Drop for InFlight {
 
 /// A consumer's delivery stream, which its workers take turns to wait on; `None` once the
 /// consumer stopped.
-type SharedStream = Arc<tokio::sync::Mutex<Option<mqtransport_core::Consumer>>>;
+type SharedStream = Arc<tokio::sync::Mutex<Option<mqtransport_core::Subscription>>>;
 
 /// Tells consumers to stop: `Some(deadline)` by which in-flight handlers must finish.
 pub(crate) type Stop = watch::Receiver<Option<Instant>>;
@@ -157,7 +157,7 @@ impl ConsumerRuntime {
     }
 
     /// Starts consuming: errors (a missing queue, an exclusive lock) reach the caller here.
-    pub(crate) async fn subscribe(&self) -> Result<mqtransport_core::Consumer> {
+    pub(crate) async fn subscribe(&self) -> Result<mqtransport_core::Subscription> {
         self.transport
             .consume(self.queue(), ConsumeOptions::default().prefetch(self.prefetch))
             .await
@@ -173,7 +173,7 @@ impl ConsumerRuntime {
     pub(crate) async fn run(
         self: Arc<Self>,
         service: HandlerService,
-        stream: mqtransport_core::Consumer,
+        stream: mqtransport_core::Subscription,
         mut stop: Stop,
     ) -> Result<()> {
         let shared: SharedStream = Arc::new(tokio::sync::Mutex::new(Some(stream)));
@@ -273,14 +273,15 @@ impl ConsumerRuntime {
             acker,
             ..
         } = delivery;
-        let req = Incoming::new(
-            envelope.clone(),
-            exchange.clone(),
-            routing_key.clone(),
+        let parts = Arc::new(DeliveryParts {
+            envelope,
+            queue: self.ctx.queue.clone(),
+            exchange,
+            routing_key,
             redelivered,
             delivery_tag,
-            Arc::clone(&self.ctx),
-        );
+        });
+        let req = Incoming::new(Arc::clone(&parts), Arc::clone(&self.ctx));
         let run = async move {
             service.ready().await?;
             service.call(req).await
@@ -290,26 +291,21 @@ impl ConsumerRuntime {
             Ok(Err(e)) => Outcome::from_error(&*e),
             Err(panic) => Outcome::retry(format!("the handler panicked: {}", panic_text(&*panic))),
         };
-        let done = Done {
-            envelope,
-            exchange,
-            routing_key,
-            acker,
-        };
-        self.settle(outcome, done).await;
+        self.settle(outcome, Handled { parts, acker }).await;
     }
 
-    async fn settle(&self, outcome: Outcome, d: Done) {
-        let attempt = attempt_of(&d.envelope);
-        let envelope = d.envelope.clone();
-        let settlement = match outcome {
+    async fn settle(&self, outcome: Outcome, d: Handled) {
+        let attempt = d.parts.attempt();
+        let parts = Arc::clone(&d.parts);
+        let envelope = parts.envelope();
+        let disposition = match outcome {
             Outcome::Ack => {
                 d.settle_ack().await;
-                Settlement::Acked
+                Disposition::Acked
             }
             Outcome::Requeue => {
                 d.settle_requeue().await;
-                Settlement::Requeued
+                Disposition::Requeued
             }
             // The rare paths are boxed, so that every delivery's task stays small.
             Outcome::Retry { after, reason } => match self.retry.delay(attempt) {
@@ -321,33 +317,33 @@ impl ConsumerRuntime {
             },
             Outcome::DeadLetter { reason } => Box::pin(self.dead_letter(d, attempt, reason)).await,
         };
-        self.log(&envelope, &settlement);
+        self.log(envelope, &disposition);
         for o in &self.observers {
-            o.settled(self.queue(), &envelope, &settlement);
+            o.settled(self.queue(), envelope, &disposition);
         }
     }
 
-    fn log(&self, envelope: &Envelope, settlement: &Settlement) {
+    fn log(&self, envelope: &Envelope, disposition: &Disposition) {
         let props = envelope.properties();
         let name = props.kind.as_deref().unwrap_or("");
         let id = props.message_id.as_deref().unwrap_or("");
-        match settlement {
-            Settlement::Acked | Settlement::Requeued => {}
-            Settlement::Retried { attempt, delay, reason } => tracing::warn!(
+        match disposition {
+            Disposition::Acked | Disposition::Requeued => {}
+            Disposition::Retried { attempt, delay, reason } => tracing::warn!(
                 queue = self.queue(),
                 message = name,
                 message_id = id,
                 attempt,
                 "attempt {attempt} failed, retrying in {delay:?}: {reason}"
             ),
-            Settlement::DeadLettered { queue, reason } => tracing::warn!(
+            Disposition::DeadLettered { queue, reason } => tracing::warn!(
                 queue = self.queue(),
                 message = name,
                 message_id = id,
                 dead_letter_queue = queue.as_deref().unwrap_or("(broker)"),
                 "dead-lettered: {reason}"
             ),
-            Settlement::Returned { reason } => tracing::error!(
+            Disposition::Returned { reason } => tracing::error!(
                 queue = self.queue(),
                 message = name,
                 message_id = id,
@@ -358,8 +354,8 @@ impl ConsumerRuntime {
 
     /// Publishes a copy as the next attempt to a wait queue that dead-letters it back after
     /// `delay`, waits for the confirm, then acks the original.
-    async fn retry_later(&self, d: Done, attempt: u32, delay: Duration, reason: String) -> Settlement {
-        let mut copy = d.envelope.clone();
+    async fn retry_later(&self, d: Handled, attempt: u32, delay: Duration, reason: String) -> Disposition {
+        let mut copy = d.parts.envelope.clone();
         self.stamp(&mut copy, &d, attempt + 1, &reason);
         let sent = match self.wait_queue(delay).await {
             Ok(None) => self.publish_copy(self.ctx.queue.clone(), copy, None).await,
@@ -369,61 +365,61 @@ impl ConsumerRuntime {
         match sent {
             Ok(()) => {
                 d.settle_ack().await;
-                Settlement::Retried { attempt, delay, reason }
+                Disposition::Retried { attempt, delay, reason }
             }
             Err(e) => {
-                self.give_back(d, format!("retry of attempt {attempt} failed: {e}"))
+                self.requeue_after_failure(d, format!("retry of attempt {attempt} failed: {e}"))
                     .await
             }
         }
     }
 
     /// Moves the message to the dead-letter queue with the reason, or rejects it to the broker.
-    async fn dead_letter(&self, d: Done, attempt: u32, reason: String) -> Settlement {
+    async fn dead_letter(&self, d: Handled, attempt: u32, reason: String) -> Disposition {
         let (name, declaration) = match &self.dead_letter {
             DeadLetterTarget::Broker => {
                 d.settle_reject().await;
-                return Settlement::DeadLettered { queue: None, reason };
+                return Disposition::DeadLettered { queue: None, reason };
             }
             DeadLetterTarget::Queue { name, declaration } => (name.clone(), declaration.clone()),
         };
-        let mut copy = d.envelope.clone();
+        let mut copy = d.parts.envelope.clone();
         self.stamp(&mut copy, &d, attempt, &reason);
         // A dead letter must not expire in the dead-letter queue.
         copy.properties_mut().expiration = None;
         match self.publish_copy(name.clone(), copy, Some(&declaration)).await {
             Ok(()) => {
                 d.settle_ack().await;
-                Settlement::DeadLettered {
+                Disposition::DeadLettered {
                     queue: Some(name.to_string()),
                     reason,
                 }
             }
             Err(e) => {
-                self.give_back(d, format!("dead-lettering to '{name}' failed: {e}"))
+                self.requeue_after_failure(d, format!("dead-lettering to '{name}' failed: {e}"))
                     .await
             }
         }
     }
 
     /// After a failed retry or dead-letter publish: requeue, after a pause.
-    async fn give_back(&self, d: Done, reason: String) -> Settlement {
+    async fn requeue_after_failure(&self, d: Handled, reason: String) -> Disposition {
         tokio::time::sleep(REQUEUE_PAUSE).await;
         d.settle_requeue().await;
-        Settlement::Returned { reason }
+        Disposition::Returned { reason }
     }
 
     /// Writes the framework headers of a retry or dead-letter copy.
-    fn stamp(&self, copy: &mut Envelope, d: &Done, attempt: u32, reason: &str) {
+    fn stamp(&self, copy: &mut Envelope, d: &Handled, attempt: u32, reason: &str) {
         let queue = self.queue().to_owned();
         let headers = copy.headers_mut();
         headers.insert(headers::ATTEMPT, i64::from(attempt));
         headers.insert(headers::ERROR, truncate(reason, MAX_REASON));
         if !headers.contains_key(headers::ORIGINAL_EXCHANGE) {
-            headers.insert(headers::ORIGINAL_EXCHANGE, d.exchange.as_str());
+            headers.insert(headers::ORIGINAL_EXCHANGE, d.parts.delivered_exchange());
         }
         if !headers.contains_key(headers::ORIGINAL_ROUTING_KEY) {
-            headers.insert(headers::ORIGINAL_ROUTING_KEY, d.routing_key.as_str());
+            headers.insert(headers::ORIGINAL_ROUTING_KEY, d.parts.delivered_routing_key());
         }
         headers.insert(headers::ORIGINAL_QUEUE, FieldValue::from(queue));
     }
@@ -499,15 +495,13 @@ async fn stopped(stop: &mut Stop) {
     }
 }
 
-/// A delivery after its handler ran: what settling needs.
-struct Done {
-    envelope: Envelope,
-    exchange: ShortStr,
-    routing_key: ShortStr,
+/// A delivery whose handler has run: its parts (as delivered) and the acker that settles it.
+struct Handled {
+    parts: Arc<DeliveryParts>,
     acker: Acker,
 }
 
-impl Done {
+impl Handled {
     async fn settle_ack(self) {
         report(self.acker.ack().await, "ack");
     }

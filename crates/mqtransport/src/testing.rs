@@ -50,8 +50,8 @@ use mqtransport_memory::MemoryBroker;
 use crate::app::{AppBuilder, Running};
 use crate::message::{DecodeError, Message, decode};
 use crate::publish::{PublishObserver, Publisher, PublisherInner, Route};
+pub use crate::runtime::Disposition;
 use crate::runtime::SettleObserver;
-pub use crate::runtime::Settlement;
 
 /// How long [`TestApp::wait_idle`] waits, in tokio time.
 pub const IDLE_DEADLINE: Duration = Duration::from_secs(600);
@@ -64,7 +64,7 @@ pub struct Settled {
     /// The message as delivered.
     pub envelope: Envelope,
     /// What the runtime did.
-    pub settlement: Settlement,
+    pub disposition: Disposition,
 }
 
 impl Settled {
@@ -75,10 +75,10 @@ impl Settled {
 
     /// Why it was retried or dead-lettered.
     pub fn reason(&self) -> Option<&str> {
-        match &self.settlement {
-            Settlement::Retried { reason, .. }
-            | Settlement::DeadLettered { reason, .. }
-            | Settlement::Returned { reason } => Some(reason),
+        match &self.disposition {
+            Disposition::Retried { reason, .. }
+            | Disposition::DeadLettered { reason, .. }
+            | Disposition::Returned { reason } => Some(reason),
             _ => None,
         }
     }
@@ -121,14 +121,14 @@ struct Recorder {
 }
 
 impl SettleObserver for Recorder {
-    fn settled(&self, queue: &str, envelope: &Envelope, settlement: &Settlement) {
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition) {
         self.settled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Settled {
                 queue: queue.to_owned(),
                 envelope: envelope.clone(),
-                settlement: settlement.clone(),
+                disposition: disposition.clone(),
             });
     }
 }
@@ -286,28 +286,28 @@ impl TestApp {
             .clone()
     }
 
-    fn settled_where(&self, keep: impl Fn(&Settlement) -> bool) -> Vec<Settled> {
-        self.settled().into_iter().filter(|s| keep(&s.settlement)).collect()
+    fn settled_where(&self, keep: impl Fn(&Disposition) -> bool) -> Vec<Settled> {
+        self.settled().into_iter().filter(|s| keep(&s.disposition)).collect()
     }
 
     /// Deliveries acknowledged.
     pub fn acked(&self) -> Vec<Settled> {
-        self.settled_where(|s| matches!(s, Settlement::Acked))
+        self.settled_where(|s| matches!(s, Disposition::Acked))
     }
 
     /// Deliveries retried (each failed attempt once).
     pub fn retried(&self) -> Vec<Settled> {
-        self.settled_where(|s| matches!(s, Settlement::Retried { .. }))
+        self.settled_where(|s| matches!(s, Disposition::Retried { .. }))
     }
 
     /// Deliveries dead-lettered.
     pub fn dead_lettered(&self) -> Vec<Settled> {
-        self.settled_where(|s| matches!(s, Settlement::DeadLettered { .. }))
+        self.settled_where(|s| matches!(s, Disposition::DeadLettered { .. }))
     }
 
     /// Deliveries requeued.
     pub fn requeued(&self) -> Vec<Settled> {
-        self.settled_where(|s| matches!(s, Settlement::Requeued | Settlement::Returned { .. }))
+        self.settled_where(|s| matches!(s, Disposition::Requeued | Disposition::Returned { .. }))
     }
 
     /// Messages the app published, in order.

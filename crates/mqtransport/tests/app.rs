@@ -19,7 +19,7 @@ use garde::Validate;
 use mqtransport::middleware::{ConcurrencyLimitLayer, Next, from_fn};
 use mqtransport::prelude::*;
 use mqtransport::{
-    Backoff, DeadLetterPolicy, ErrorKind, Extension, FieldValue, FromRef, Incoming, PublishOptions, Settlement,
+    Backoff, DeadLetterPolicy, Disposition, ErrorKind, Extension, FieldValue, FromRef, Incoming, PublishOptions,
     UnknownMessage, headers,
 };
 use serde::{Deserialize, Serialize};
@@ -126,8 +126,8 @@ async fn typed_messages_reach_their_handlers(fx: Arc<Fx>) -> TestResult {
     assert_eq!(got_cancelled, Some(OrderCancelled { id: 2 }));
     assert_eq!(info.attempt(), 1);
     assert_eq!(info.queue(), q);
-    assert_eq!(info.exchange(), "");
-    assert_eq!(info.routing_key(), q);
+    assert_eq!(info.original_exchange(), "");
+    assert_eq!(info.original_routing_key(), q);
     assert_eq!(info.name(), Some("orders.created"));
     assert!(!info.redelivered());
     assert!(info.timestamp().is_some());
@@ -215,10 +215,10 @@ async fn bad_input_is_dead_lettered_with_its_reason(fx: Arc<Fx>) -> TestResult {
     let seen = settled.take(6).await?;
     let dead: Vec<_> = seen
         .iter()
-        .filter(|s| matches!(s.settlement, Settlement::DeadLettered { .. }))
+        .filter(|s| matches!(s.disposition, Disposition::DeadLettered { .. }))
         .collect();
     assert_eq!(dead.len(), 5, "{seen:#?}");
-    assert_eq!(seen.iter().filter(|s| s.settlement == Settlement::Acked).count(), 1);
+    assert_eq!(seen.iter().filter(|s| s.disposition == Disposition::Acked).count(), 1);
 
     let dlq = format!("{q}.dlq");
     let mut errors = BTreeSet::new();
@@ -262,7 +262,7 @@ async fn unknown_messages_can_be_discarded(fx: Arc<Fx>) -> TestResult {
         Envelope::new("{}").with_kind("something.else"),
     ))
     .await?;
-    assert_eq!(settled.next().await?.settlement, Settlement::Acked);
+    assert_eq!(settled.next().await?.disposition, Disposition::Acked);
     assert_eq!(conn.queue_info(&format!("{q}.dlq")).await?.message_count, 0);
     running.shutdown().await?;
     conn.close().await?;
@@ -304,8 +304,8 @@ async fn a_panicking_handler_is_retried(fx: Arc<Fx>) -> TestResult {
         .take(3)
         .await?
         .into_iter()
-        .find_map(|s| match s.settlement {
-            Settlement::Retried { attempt, reason, .. } => Some((attempt, reason)),
+        .find_map(|s| match s.disposition {
+            Disposition::Retried { attempt, reason, .. } => Some((attempt, reason)),
             _ => None,
         })
         .ok_or("no retry was reported")?;
@@ -345,20 +345,20 @@ async fn failures_retry_with_backoff_then_dead_letter(fx: Arc<Fx>) -> TestResult
     let first = settled.next().await?;
     let started = tokio::time::Instant::now();
     assert!(
-        matches!(&first.settlement, Settlement::Retried { attempt: 1, delay, reason } if *delay == Duration::from_millis(100) && reason == "payment gateway down"),
+        matches!(&first.disposition, Disposition::Retried { attempt: 1, delay, reason } if *delay == Duration::from_millis(100) && reason == "payment gateway down"),
         "{first:?}"
     );
     let second = settled.next().await?;
     assert!(
-        matches!(second.settlement, Settlement::Retried { attempt: 2, .. }),
+        matches!(second.disposition, Disposition::Retried { attempt: 2, .. }),
         "{second:?}"
     );
     let last = settled.next().await?;
     let waited = started.elapsed();
     let dlq = format!("{q}.dlq");
     assert_eq!(
-        last.settlement,
-        Settlement::DeadLettered {
+        last.disposition,
+        Disposition::DeadLettered {
             queue: Some(dlq.clone()),
             reason: "gave up after 3 attempt(s): payment gateway down".into()
         }
@@ -415,8 +415,8 @@ async fn permanent_errors_dead_letter_at_once(fx: Arc<Fx>) -> TestResult {
     orders.send(&order(4)).await?;
     let s = settled.next().await?;
     assert_eq!(
-        s.settlement,
-        Settlement::DeadLettered {
+        s.disposition,
+        Disposition::DeadLettered {
             queue: Some(format!("{q}.dlq")),
             reason: "customer ada is blocked".into()
         }
@@ -481,8 +481,8 @@ async fn requeue_redelivers_at_once(fx: Arc<Fx>) -> TestResult {
     assert!(!recv(&mut rx, "the first delivery").await?);
     assert!(recv(&mut rx, "the redelivery").await?);
     let s = settled.take(2).await?;
-    assert_eq!(s[0].settlement, Settlement::Requeued);
-    assert_eq!(s[1].settlement, Settlement::Acked);
+    assert_eq!(s[0].disposition, Disposition::Requeued);
+    assert_eq!(s[1].disposition, Disposition::Acked);
     running.shutdown().await?;
     Ok(())
 }
@@ -677,10 +677,10 @@ async fn timeouts_retry_the_message(fx: Arc<Fx>) -> TestResult {
     orders.send(&order(9)).await?;
     let first = settled.next().await?;
     assert!(
-        matches!(&first.settlement, Settlement::Retried { attempt: 1, reason, .. } if reason == "the handler timed out"),
+        matches!(&first.disposition, Disposition::Retried { attempt: 1, reason, .. } if reason == "the handler timed out"),
         "{first:?}"
     );
-    assert_eq!(settled.next().await?.settlement, Settlement::Acked);
+    assert_eq!(settled.next().await?.disposition, Disposition::Acked);
     running.shutdown().await?;
     Ok(())
 }
@@ -728,8 +728,8 @@ async fn middleware_runs_in_order_and_feeds_extractors(fx: Arc<Fx>) -> TestResul
     cancelled_p.send(&OrderCancelled { id: 10 }).await?;
     let mut seen = settled.take(2).await?;
     seen.retain(|s| s.envelope.properties().kind.as_deref() == Some("orders.cancelled"));
-    let reason = match &seen[0].settlement {
-        Settlement::DeadLettered { reason, .. } => reason.clone(),
+    let reason = match &seen[0].disposition {
+        Disposition::DeadLettered { reason, .. } => reason.clone(),
         other => return Err(format!("expected a dead letter, got {other:?}").into()),
     };
     assert!(reason.contains("no extension of type `u64`"), "{reason}");
@@ -778,7 +778,7 @@ async fn shutdown_drains_in_flight_handlers(fx: Arc<Fx>) -> TestResult {
     // ...which finishes, and its delivery is acked.
     release.add_permits(1);
     shutdown.await??;
-    assert_eq!(settled.next().await?.settlement, Settlement::Acked);
+    assert_eq!(settled.next().await?.disposition, Disposition::Acked);
     let conn = fx.conn().await?;
     assert_eq!(conn.queue_info(&q).await?.message_count, 0);
     conn.close().await?;
@@ -990,8 +990,8 @@ async fn dead_letters_can_go_to_the_broker(fx: Arc<Fx>) -> TestResult {
     let running = app.start().await?;
     orders.send(&order(13)).await?;
     assert_eq!(
-        settled.next().await?.settlement,
-        Settlement::DeadLettered {
+        settled.next().await?.disposition,
+        Disposition::DeadLettered {
             queue: None,
             reason: "no".into()
         }
@@ -1025,8 +1025,8 @@ async fn a_deleted_dead_letter_queue_is_declared_again(fx: Arc<Fx>) -> TestResul
     let running = app.start().await?;
     orders.send(&order(14)).await?;
     assert!(matches!(
-        settled.next().await?.settlement,
-        Settlement::DeadLettered { .. }
+        settled.next().await?.disposition,
+        Disposition::DeadLettered { .. }
     ));
     let dead = get(&conn, &dlq).await?;
     assert_eq!(header_str(&dead, headers::ERROR), Some("unwanted"));

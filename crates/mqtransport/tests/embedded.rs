@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mqtransport::prelude::*;
-use mqtransport::testing::{Settlement, TestApp};
+use mqtransport::testing::{Disposition, TestApp};
 use mqtransport::{Backoff, DynTransport, ErrorKind, MemoryBroker, headers};
 use serde::{Deserialize, Serialize};
 
@@ -326,8 +326,8 @@ async fn settlements_record_the_dead_letter_queue() {
         .unwrap();
     app.wait_idle().await.unwrap();
     assert_eq!(
-        app.dead_lettered()[0].settlement,
-        Settlement::DeadLettered {
+        app.dead_lettered()[0].disposition,
+        Disposition::DeadLettered {
             queue: Some("custom.parking".into()),
             reason: "not today".into()
         }

@@ -362,7 +362,7 @@ impl QueueCell {
     }
 
     /// Puts an unacknowledged message back (or dead-letters it past the delivery limit).
-    fn give_back(&self, st: &mut QueueState, mut msg: Msg, how: Return, fx: &mut Effects) {
+    fn put_back(&self, st: &mut QueueState, mut msg: Msg, how: Return, fx: &mut Effects) {
         msg.redelivered = true;
         msg.returns += 1;
         if self.config.kind == QueueType::Quorum
@@ -461,7 +461,7 @@ impl QueueCell {
                 .filter_map(|tag| slot.held.take(tag))
                 .collect();
             unread.clear();
-            self.give_back_closed(&mut st, back, fx);
+            self.put_back_closed(&mut st, back, fx);
             for (tag, msg) in slot.held.drain() {
                 let owner = Owner {
                     conn: slot.conn,
@@ -503,7 +503,7 @@ impl QueueCell {
                 returned.push(m);
             }
         }
-        self.give_back_closed(&mut st, returned, fx);
+        self.put_back_closed(&mut st, returned, fx);
         if had > 0 && st.consumers.is_empty() && self.decl.auto_delete {
             fx.auto_delete = true;
         }
@@ -537,7 +537,7 @@ impl QueueCell {
         match settle {
             Settle::Ack => {}
             Settle::Nack { requeue: true } | Settle::Reject { requeue: true } => {
-                self.give_back(&mut st, msg, Return::Requeue, fx);
+                self.put_back(&mut st, msg, Return::Requeue, fx);
             }
             Settle::Nack { requeue: false } | Settle::Reject { requeue: false } => {
                 self.dead_letter(msg, Reason::Rejected, fx);
@@ -623,10 +623,10 @@ impl QueueCell {
 
     /// Returns the messages a closed channel, connection or consumer held. Quorum queues put them
     /// at the front in their original order, classic queues at their original positions.
-    fn give_back_closed(&self, st: &mut QueueState, mut msgs: Vec<Msg>, fx: &mut Effects) {
+    fn put_back_closed(&self, st: &mut QueueState, mut msgs: Vec<Msg>, fx: &mut Effects) {
         msgs.sort_by_key(|m| std::cmp::Reverse(m.seq));
         for m in msgs {
-            self.give_back(st, m, Return::Closed, fx);
+            self.put_back(st, m, Return::Closed, fx);
         }
     }
 

@@ -9,7 +9,7 @@ use mqtransport_core::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::consumer::HandlerService;
-use crate::incoming::Incoming;
+use crate::delivery::Incoming;
 use crate::outcome::{BoxError, IntoOutcome, Outcome};
 
 /// Middleware from an async function of the delivery and the rest of the stack.

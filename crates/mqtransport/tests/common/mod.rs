@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mqtransport::testing::Settlement;
-use mqtransport::{AppBuilder, DynTransport, Envelope, MemoryBroker, SettleEvent, Transport};
+use mqtransport::testing::Disposition;
+use mqtransport::{AppBuilder, DynTransport, Envelope, MemoryBroker, SettledDelivery, Transport};
 use tokio::sync::mpsc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -199,17 +199,17 @@ macro_rules! app_suite {
 pub struct Seen {
     pub queue: String,
     pub envelope: Envelope,
-    pub settlement: Settlement,
+    pub disposition: Disposition,
 }
 
 /// A settle hook feeding a channel, and its receiving end.
-pub fn settlements() -> (impl Fn(SettleEvent<'_>) + Send + Sync + 'static, Settlements) {
+pub fn settlements() -> (impl Fn(SettledDelivery<'_>) + Send + Sync + 'static, Settlements) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let hook = move |e: SettleEvent<'_>| {
+    let hook = move |e: SettledDelivery<'_>| {
         let _ = tx.send(Seen {
             queue: e.queue.to_owned(),
             envelope: e.envelope.clone(),
-            settlement: e.settlement.clone(),
+            disposition: e.disposition.clone(),
         });
     };
     (hook, Settlements(rx))
@@ -218,7 +218,7 @@ pub fn settlements() -> (impl Fn(SettleEvent<'_>) + Send + Sync + 'static, Settl
 pub struct Settlements(mpsc::UnboundedReceiver<Seen>);
 
 impl Settlements {
-    /// The next settlement, failing after [`DEADLINE`].
+    /// The next disposition, failing after [`DEADLINE`].
     pub async fn next(&mut self) -> Result<Seen, BoxError> {
         match tokio::time::timeout(DEADLINE, self.0.recv()).await {
             Ok(Some(s)) => Ok(s),

@@ -6,7 +6,7 @@ use tower::{Layer, Service};
 use tracing::{Level, Span};
 
 use super::future::TraceFuture;
-use crate::incoming::Incoming;
+use crate::delivery::Incoming;
 use crate::outcome::Outcome;
 
 /// Makes the span of one delivery.
@@ -62,7 +62,7 @@ macro_rules! process_span {
             messaging.system = req.messaging_system(),
             messaging.operation.type = "process",
             messaging.destination.name = req.queue(),
-            messaging.rabbitmq.destination.routing_key = req.routing_key(),
+            messaging.rabbitmq.destination.routing_key = req.delivered_routing_key(),
             messaging.message.id = props.message_id.as_deref(),
             messaging.message.conversation_id = props.correlation_id.as_deref(),
             messaging.message.body.size = req.envelope().body.len(),
