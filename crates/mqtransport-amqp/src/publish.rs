@@ -92,16 +92,13 @@ impl Publisher {
     /// The publish as it goes out: its size checked, a default-exchange routing key resolved
     /// to a server-named queue's current name, its properties converted.
     fn outgoing(&self, publish: Publish) -> Result<Outgoing> {
+        publish.check_size(Capabilities::rabbitmq().max_message_size)?;
         let Publish {
             exchange,
             routing_key,
             mandatory,
             envelope,
         } = publish;
-        let max = Capabilities::rabbitmq().max_message_size;
-        if envelope.body.len() > max {
-            return Err(Error::oversized(&exchange, &routing_key, envelope.body.len(), max));
-        }
         let routing_key = if exchange.is_empty() {
             ShortStr::from(self.recording.resolve(&routing_key))
         } else {

@@ -125,6 +125,20 @@ pub struct Publish {
 }
 
 impl Publish {
+    /// Refuses a body larger than `max` bytes, before anything is sent, with an error naming
+    /// where the message was going and the limit.
+    pub fn check_size(&self, max: usize) -> Result<()> {
+        if self.envelope.body.len() > max {
+            return Err(Error::oversized(
+                &self.exchange,
+                &self.routing_key,
+                self.envelope.body.len(),
+                max,
+            ));
+        }
+        Ok(())
+    }
+
     /// Publishes `envelope` to `exchange` with `routing_key`, mandatory.
     pub fn new(exchange: impl Into<ShortStr>, routing_key: impl Into<ShortStr>, envelope: Envelope) -> Self {
         Publish {

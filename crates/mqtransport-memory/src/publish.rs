@@ -66,20 +66,13 @@ impl BrokerInner {
     /// publisher waits for them before it reports the confirmation.
     #[inline]
     pub(crate) fn publish(&self, publish: Publish, reply_to: Option<&str>) -> Result<Published> {
+        publish.check_size(self.max_message_size)?;
         let Publish {
             exchange,
             routing_key,
             mandatory,
             envelope,
         } = publish;
-        if envelope.body.len() > self.max_message_size {
-            return Err(Error::oversized(
-                &exchange,
-                &routing_key,
-                envelope.body.len(),
-                self.max_message_size,
-            ));
-        }
         self.publish_routed(exchange, routing_key, mandatory, envelope, reply_to)
     }
 
