@@ -88,7 +88,6 @@ impl AckBatch {
     }
 
     /// Takes the pending acks into `out` (its list buffer reused) and forgets the waker.
-    #[inline]
     pub(crate) fn take(&self, out: &mut Acks) {
         self.parked.store(false, Ordering::SeqCst);
         out.through = self.through.load(Ordering::Acquire) & !CLOSED;
@@ -99,7 +98,6 @@ impl AckBatch {
 
     /// Registers the parked stream's waker unless acks arrived since `applied` (then returns
     /// false and the stream looks again).
-    #[inline]
     pub(crate) fn park(&self, waker: &Waker, applied: u64) -> bool {
         let mut b = lock(&self.inner);
         if !b.acks.is_empty() {

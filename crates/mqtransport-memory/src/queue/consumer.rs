@@ -39,13 +39,11 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
-    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.msgs.is_empty()
     }
 
     /// The tags waiting here.
-    #[inline]
     pub(crate) fn tags(&self) -> std::ops::Range<u64> {
         self.first..self.first + self.msgs.len() as u64
     }
@@ -79,7 +77,6 @@ impl Inbox {
     }
 
     /// The next message with its tag and redelivered flag.
-    #[inline]
     pub(crate) fn pop(&mut self) -> Option<(u64, MsgData, bool)> {
         let data = self.msgs.pop_front()?;
         let tag = self.first;
@@ -92,7 +89,6 @@ impl Inbox {
     }
 
     /// Moves everything here into the empty `into`, in one swap.
-    #[inline]
     pub(crate) fn move_into(&mut self, into: &mut Inbox) {
         debug_assert!(into.is_empty());
         std::mem::swap(self, into);
