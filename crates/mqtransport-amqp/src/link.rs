@@ -99,6 +99,7 @@ impl Link {
             supervisor: Mutex::new(None),
         });
         let conn = link.connect_once().await?;
+        // A link nobody else knows yet cannot be closed: this always installs.
         link.install(Arc::clone(&conn), 1);
         let task = tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, restored));
         *link.supervisor.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
@@ -127,9 +128,23 @@ impl Link {
         conn.map(Arc::new).map_err(|e| failed(&e))
     }
 
-    fn install(&self, conn: Arc<Connection>, generation: u64) {
+    /// Announces `conn` as the link's connection; `false` (and nothing changes) once the link
+    /// is closed: a close that races with a reconnect wins.
+    fn install(&self, conn: Arc<Connection>, generation: u64) -> bool {
+        // The connection is in place before the link is announced up: a caller woken by the
+        // announcement finds it.
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
-        self.state.send_replace(Phase::Up(generation));
+        let installed = self.state.send_if_modified(|p| {
+            let open = !matches!(p, Phase::Closed);
+            if open {
+                *p = Phase::Up(generation);
+            }
+            open
+        });
+        if !installed {
+            *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        installed
     }
 
     pub(crate) fn state(&self) -> LinkState {
@@ -155,6 +170,7 @@ impl Link {
                 Phase::Restoring(_, c) => Arc::clone(c),
                 _ => return,
             };
+            // Refused only if the link was closed meanwhile; its supervisor then sees it.
             self.install(conn, generation);
         } else {
             self.state.send_if_modified(|p| {
@@ -291,8 +307,12 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
             };
             generation += 1;
             if restored == Restored::Nothing {
-                l.install(Arc::clone(&c), generation);
-                break c;
+                if l.install(Arc::clone(&c), generation) {
+                    break c;
+                }
+                // The application closed the link while it connected.
+                let _ = c.close(200, "OK".into()).await;
+                return;
             }
             // The transport restores what the application had (topology, consumers) before
             // the link is announced. A restore that fails or hangs (the new connection dying
