@@ -161,26 +161,27 @@ impl Link {
     /// restore failed) given up, so that the link tries a new connection. An answer for a
     /// connection the link has already given up is ignored.
     pub(crate) fn restored(&self, generation: u64, ok: bool) {
-        let current = matches!(&*self.state.borrow(), Phase::Restoring(g, _) if *g == generation);
-        if !current {
-            return;
-        }
-        if ok {
-            let conn = match &*self.state.borrow() {
-                Phase::Restoring(_, c) => Arc::clone(c),
-                _ => return,
+        self.end_restore(generation, ok);
+    }
+
+    /// Ends the restore of connection `generation` in one step under the watch's lock: up (the
+    /// connection in place first, so a caller woken by the announcement finds it) or down.
+    /// Nothing changes, and `false` is returned, unless the link is still restoring that
+    /// connection: the restore task's answer and the supervisor giving up cannot both win.
+    fn end_restore(&self, generation: u64, up: bool) -> bool {
+        self.state.send_if_modified(|p| {
+            let conn = match p {
+                Phase::Restoring(g, conn) if *g == generation => Arc::clone(conn),
+                _ => return false,
             };
-            // Refused only if the link was closed meanwhile; its supervisor then sees it.
-            self.install(conn, generation);
-        } else {
-            self.state.send_if_modified(|p| {
-                let restoring = matches!(p, Phase::Restoring(g, _) if *g == generation);
-                if restoring {
-                    *p = Phase::Down;
-                }
-                restoring
-            });
-        }
+            if up {
+                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
+                *p = Phase::Up(generation);
+            } else {
+                *p = Phase::Down;
+            }
+            true
+        })
     }
 
     /// The current connection and its generation, waiting up to `wait` for the link to be up.
@@ -326,24 +327,17 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
                 down
             });
             drop(l);
-            let answered = tokio::time::timeout(
+            let _ = tokio::time::timeout(
                 RESTORE_WAIT,
                 phases.wait_for(|p| !matches!(p, Phase::Restoring(g, _) if *g == generation)),
             )
-            .await
-            .is_ok_and(|p| p.is_ok());
-            if answered && matches!(*phases.borrow(), Phase::Up(g) | Phase::Blocked(g) if g == generation) {
+            .await;
+            let Some(l) = link.upgrade() else { return };
+            // No answer in time: given up, unless the answer lands first.
+            l.end_restore(generation, false);
+            if matches!(*phases.borrow(), Phase::Up(g) | Phase::Blocked(g) if g == generation) {
                 break c;
             }
-            let Some(l) = link.upgrade() else { return };
-            // Given up by the link (no answer in time) or by the restore task.
-            l.state.send_if_modified(|p| {
-                let restoring = matches!(p, Phase::Restoring(g, _) if *g == generation);
-                if restoring {
-                    *p = Phase::Down;
-                }
-                restoring
-            });
             if l.state() == LinkState::Closed {
                 let _ = c.close(200, "OK".into()).await;
                 return;
