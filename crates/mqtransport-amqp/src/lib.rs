@@ -91,6 +91,7 @@
 mod acker;
 mod channels;
 mod confirms;
+mod connector;
 mod consumer;
 mod convert;
 mod declare;
@@ -100,6 +101,7 @@ mod publish;
 mod recorded;
 mod restore;
 mod transport;
+mod wire;
 
 /// lapin itself, for what this crate does not cover. Its types may change with lapin's version.
 pub use lapin;

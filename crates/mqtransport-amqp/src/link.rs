@@ -7,6 +7,7 @@
 //! re-opens consumers on it, then answers with [`Link::restored`]. Until then, operations
 //! waiting for the connection keep waiting, so that none runs against a half-restored broker.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use lapin::{Connection, ConnectionProperties, Event};
 use mqtransport_core::{Error, ErrorKind, Result};
 use tokio::sync::watch;
 
-use crate::options::TlsOptions;
+use crate::connector::Dialer;
 
 /// The state of a connection, as [`crate::AmqpTransport::state`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +68,12 @@ pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Link {
     pub(crate) role: &'static str,
-    uri: String,
-    tls: Option<TlsOptions>,
+    dialer: Arc<Dialer>,
     pub(crate) url: String,
     pub(crate) name: String,
     current: Mutex<Option<(u64, Arc<Connection>)>>,
+    /// The negotiated `frame_max` of the latest connection.
+    frame_max: AtomicU32,
     state: watch::Sender<Phase>,
     /// The supervisor task, stopped by `close` so that no restore runs after it.
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -81,8 +83,7 @@ impl Link {
     /// Connects once (errors go to the caller) and starts the supervisor.
     pub(crate) async fn open(
         role: &'static str,
-        uri: String,
-        tls: Option<TlsOptions>,
+        dialer: Arc<Dialer>,
         url: String,
         name: String,
         restored: Restored,
@@ -90,11 +91,11 @@ impl Link {
         let (state, _) = watch::channel(Phase::Down);
         let link = Arc::new(Link {
             role,
-            uri,
-            tls,
+            dialer,
             url,
             name,
             current: Mutex::new(None),
+            frame_max: AtomicU32::new(mqtransport_core::DEFAULT_FRAME_MAX),
             state,
             supervisor: Mutex::new(None),
         });
@@ -108,24 +109,15 @@ impl Link {
 
     async fn connect_once(&self) -> Result<Arc<Connection>> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let failed = |e: &dyn std::fmt::Display| {
-            Error::new(
-                ErrorKind::Connection,
-                format!(
-                    "cannot connect to RabbitMQ at {} ({} connection): {e}",
-                    self.url, self.role
-                ),
-            )
-        };
-        let conn = match &self.tls {
-            None => Connection::connect(&self.uri, props).await,
-            Some(tls) => {
-                let config = tls.lapin_config()?;
-                let runtime = lapin::runtime::default_runtime().map_err(|e| failed(&e))?;
-                Connection::connect_with_config(&self.uri, props, config, runtime).await
-            }
-        };
-        conn.map(Arc::new).map_err(|e| failed(&e))
+        let conn = self.dialer.connect(props, self.role).await?;
+        self.frame_max
+            .store(conn.configuration().frame_max(), Ordering::Relaxed);
+        Ok(Arc::new(conn))
+    }
+
+    /// The negotiated `frame_max` of the latest connection (RabbitMQ's default before the first).
+    pub(crate) fn frame_max(&self) -> u32 {
+        self.frame_max.load(Ordering::Relaxed)
     }
 
     /// Announces `conn` as the link's connection; `false` (and nothing changes) once the link

@@ -92,7 +92,10 @@ impl Publisher {
     /// The publish as it goes out: its size checked, a default-exchange routing key resolved
     /// to a server-named queue's current name, its properties converted.
     fn outgoing(&self, publish: Publish) -> Result<Outgoing> {
-        publish.check_size(Capabilities::rabbitmq().max_message_size)?;
+        publish.check_size(
+            Capabilities::rabbitmq().max_message_size,
+            self.channels.publish.frame_max(),
+        )?;
         let Publish {
             exchange,
             routing_key,

@@ -12,6 +12,7 @@ use mqtransport_core::{
 };
 
 use crate::channels::Channels;
+use crate::connector::Dialer;
 use crate::consumer::{Subscriptions, to_delivery};
 use crate::convert::map_err;
 use crate::declare::{bind, check_exchange, check_queue, declare_exchange, declare_queue, unbind};
@@ -62,10 +63,10 @@ impl AmqpTransport {
 
     /// Connects with options.
     pub async fn connect_with(url: &BrokerUrl, options: AmqpOptions) -> Result<Self> {
-        let tls = match url.scheme() {
-            Scheme::Amqp => None,
+        match url.scheme() {
+            Scheme::Amqp => {}
             #[cfg(feature = "tls")]
-            Scheme::Amqps => Some(options.tls.clone()),
+            Scheme::Amqps => {}
             #[cfg(not(feature = "tls"))]
             Scheme::Amqps => {
                 return Err(Error::new(
@@ -80,21 +81,20 @@ impl AmqpTransport {
                     "the RabbitMQ transport takes amqp:// URLs, not '{url}'"
                 )));
             }
-        };
-        let uri = url.expose_secret_uri();
+        }
+        let dialer = Arc::new(Dialer::new(url, &options)?);
         let url = url.to_string();
         let suffix = unique_suffix();
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
         let consume = Link::open(
             "consume",
-            uri.clone(),
-            tls.clone(),
+            Arc::clone(&dialer),
             url.clone(),
             name("consume"),
             Restored::ByTransport,
         )
         .await?;
-        let publish = Link::open("publish", uri, tls, url.clone(), name("publish"), Restored::Nothing).await?;
+        let publish = Link::open("publish", dialer, url.clone(), name("publish"), Restored::Nothing).await?;
         let closed = Arc::new(AtomicBool::new(false));
         let recording = Arc::new(Recording::default());
         let subscriptions = Arc::new(Subscriptions::new(Arc::clone(&recording), Arc::clone(&closed)));
@@ -161,7 +161,9 @@ impl AmqpTransport {
 
 impl Transport for AmqpTransport {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::rabbitmq()
+        let mut c = Capabilities::rabbitmq();
+        c.frame_max = self.inner.channels.publish.frame_max();
+        c
     }
 
     async fn declare(&self, topology: &Topology) -> Result<Declared> {

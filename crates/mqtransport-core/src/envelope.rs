@@ -222,6 +222,16 @@ pub mod headers {
     pub const ORIGINAL_ROUTING_KEY: &str = "x-mqt-original-routing-key";
     /// The queue the message failed in.
     pub const ORIGINAL_QUEUE: &str = "x-mqt-original-queue";
+    /// Headers dropped from a retry or dead-letter copy so that it fits in a frame
+    /// (comma-separated names; see [`Properties::fit_frame`](crate::Properties::fit_frame)).
+    pub const DROPPED: &str = "x-mqt-dropped-headers";
+    /// Set by a transport on a delivery whose properties it could not read as sent (e.g. a
+    /// short string that is not UTF-8, or headers nested too deep): why. The App dead-letters
+    /// such a delivery without running a handler.
+    pub const UNREADABLE: &str = "x-mqt-unreadable";
+    /// With [`UNREADABLE`]: the delivery's property list exactly as the broker sent it, when it
+    /// fits in the frame.
+    pub const UNREADABLE_PROPERTIES: &str = "x-mqt-unreadable-properties";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Unsupported,
     /// The caller passed something invalid (a name, a URL, an option, an oversized message).
     InvalidInput,
+    /// The broker refused the credentials (a wrong user name or password). Not transient:
+    /// retrying with the same credentials fails the same way.
+    Auth,
 }
 
 impl ErrorKind {
@@ -41,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Precondition => "precondition failed",
             ErrorKind::ResourceLocked => "resource locked",
             ErrorKind::AccessRefused => "access refused",
+            ErrorKind::Auth => "authentication failed",
             ErrorKind::NotFound => "not found",
             ErrorKind::Unroutable => "unroutable",
             ErrorKind::Nacked => "nacked by the broker",

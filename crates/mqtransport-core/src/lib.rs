@@ -12,6 +12,7 @@
 pub mod envelope;
 pub mod error;
 pub mod field;
+pub mod frame_limit;
 pub mod hash;
 pub mod router;
 pub mod shortstr;
@@ -25,6 +26,8 @@ pub use envelope::{DeliveryMode, Envelope, Properties, headers};
 pub use error::{Error, ErrorKind, Result, Scope};
 #[doc(inline)]
 pub use field::{Decimal, FieldTable, FieldValue};
+#[doc(inline)]
+pub use frame_limit::{DEFAULT_FRAME_MAX, MAX_HEADER_DEPTH};
 #[doc(inline)]
 pub use router::Router;
 #[doc(inline)]

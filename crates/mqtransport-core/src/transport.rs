@@ -41,6 +41,10 @@ pub struct Capabilities {
     pub quorum_queues: bool,
     /// The largest body the broker accepts, in bytes.
     pub max_message_size: usize,
+    /// The largest content-header frame: a message's properties (mostly its headers) must fit
+    /// in [`frame_limit::max_properties_size`](crate::frame_limit::max_properties_size) of it.
+    /// RabbitMQ's negotiated `frame_max`; the embedded broker applies RabbitMQ's default.
+    pub frame_max: u32,
 }
 
 /// The pseudo-queue of RabbitMQ's direct reply-to: a requester consumes it (no-ack) and puts it
@@ -64,6 +68,7 @@ impl Capabilities {
             direct_reply_to: true,
             quorum_queues: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            frame_max: crate::DEFAULT_FRAME_MAX,
         }
     }
 }
@@ -125,9 +130,17 @@ pub struct Publish {
 }
 
 impl Publish {
-    /// Refuses a body larger than `max` bytes, before anything is sent, with an error naming
-    /// where the message was going and the limit.
-    pub fn check_size(&self, max: usize) -> Result<()> {
+    /// Refuses, before anything is sent, a body larger than `max` bytes or properties that do
+    /// not fit in a content-header frame of `frame_max` bytes (or nest headers deeper than
+    /// [`MAX_HEADER_DEPTH`](crate::MAX_HEADER_DEPTH)), with an error naming where the message
+    /// was going and the limit.
+    pub fn check_size(&self, max: usize, frame_max: u32) -> Result<()> {
+        if let Err(e) = self.envelope.properties().check_frame(frame_max) {
+            return Err(e.context(format_args!(
+                "message to exchange '{}' with routing key '{}'",
+                self.exchange, self.routing_key
+            )));
+        }
         if self.envelope.body.len() > max {
             return Err(Error::oversized(
                 &self.exchange,

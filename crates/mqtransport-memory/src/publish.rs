@@ -5,7 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use mqtransport_core::{Confirmation, DIRECT_REPLY_TO, Envelope, Error, FieldValue, Publish, Result, Scope, ShortStr};
+use mqtransport_core::{
+    Confirmation, DEFAULT_FRAME_MAX, DIRECT_REPLY_TO, Envelope, Error, FieldValue, Publish, Result, Scope, ShortStr,
+};
 
 use crate::broker::BrokerInner;
 use crate::queue::{Effects, Enqueued, MsgData, QueueCell, Route};
@@ -66,7 +68,7 @@ impl BrokerInner {
     /// publisher waits for them before it reports the confirmation.
     #[inline]
     pub(crate) fn publish(&self, publish: Publish, reply_to: Option<&str>) -> Result<Published> {
-        publish.check_size(self.max_message_size)?;
+        publish.check_size(self.max_message_size, DEFAULT_FRAME_MAX)?;
         let Publish {
             exchange,
             routing_key,
@@ -84,7 +86,8 @@ impl BrokerInner {
     pub(crate) fn publish_to_queue_in_place(&self, publish: &mut Publish) -> Option<Published> {
         let plain = publish.exchange.is_empty()
             && publish.envelope.body.len() <= self.max_message_size
-            && is_plain(&publish.envelope);
+            && is_plain(&publish.envelope)
+            && publish.envelope.properties().check_frame(DEFAULT_FRAME_MAX).is_ok();
         if !plain {
             return None;
         }

@@ -30,6 +30,7 @@ use mqtransport_core::{
 };
 
 pub mod proxy;
+pub mod raw_amqp;
 pub mod scenarios;
 
 /// How long a scenario waits for an event before it fails.

@@ -281,6 +281,12 @@ impl ConsumerRuntime {
             redelivered,
             delivery_tag,
         });
+        // A delivery the transport could not read as sent never reaches a handler: it goes to
+        // the dead-letter queue with the reason, and the queue moves on.
+        if let Some(why) = parts.envelope.header(headers::UNREADABLE) {
+            let outcome = Outcome::dead_letter(format!("unreadable message: {}", why.display_value()));
+            return self.settle(outcome, Handled { parts, acker }).await;
+        }
         let req = Incoming::new(Arc::clone(&parts), Arc::clone(&self.ctx));
         let run = async move {
             service.ready().await?;
@@ -422,6 +428,15 @@ impl ConsumerRuntime {
             headers.insert(headers::ORIGINAL_ROUTING_KEY, d.parts.delivered_routing_key());
         }
         headers.insert(headers::ORIGINAL_QUEUE, FieldValue::from(queue));
+        // The copy must reach its queue even when the stamps push it past a frame.
+        let dropped = copy.properties_mut().fit_frame(self.transport.capabilities().frame_max);
+        if !dropped.is_empty() {
+            tracing::warn!(
+                queue = self.queue(),
+                dropped = dropped.join(","),
+                "the copy's headers did not fit in a frame: dropped the largest"
+            );
+        }
     }
 
     /// The wait queue for `delay` (declared on first use), or `None` for no delay.

@@ -1,0 +1,252 @@
+//! Opening a connection: TCP (and TLS) to the broker, with the [screen](crate::wire::screen)
+//! between the broker and the AMQP client.
+//!
+//! The client (lapin) reads frames with a parser that cannot read everything RabbitMQ accepts
+//! from other clients (short strings that are not UTF-8, headers nested thousands deep), and
+//! fails the whole connection, or overflows its stack, on such a delivery. So the client never
+//! holds the broker's socket: it gets one end of a local socket pair, and a relay task of ours
+//! holds the broker's socket (and its TLS session), passing what the client writes to the
+//! broker as it is, and what the broker sends through the screen.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{Connection, ConnectionProperties};
+use mqtransport_core::{BrokerUrl, Error, ErrorKind, Result};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::screen::{Screen, Step};
+
+/// The lapin stream type of the tokio runtime.
+type ClientStream = lapin::AsyncTcpStream<async_compat::Compat<tokio::net::TcpStream>>;
+
+/// Why the relay ended a connection the client could not have made sense of.
+type Diagnosis = Arc<Mutex<Option<String>>>;
+
+/// How to reach one broker: where, how (TLS), and the settings for the AMQP client.
+pub(crate) struct Dialer {
+    /// The URL without the password, for messages.
+    pub(crate) url: String,
+    uri: AMQPUri,
+    connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+/// A query option of the URL as a number, refused with a clear message when it is not one.
+fn number<T: std::str::FromStr>(url: &BrokerUrl, key: &str) -> Result<Option<T>> {
+    match url.query(key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::invalid(format!("broker URL '{url}': {key}={v} is not a number in range"))),
+    }
+}
+
+impl Dialer {
+    /// The dialer for `url`: `heartbeat` and `connect_timeout` apply unless the URL's
+    /// `heartbeat` (seconds) or `connection_timeout` (milliseconds) query options say otherwise.
+    pub(crate) fn new(url: &BrokerUrl, options: &crate::AmqpOptions) -> Result<Self> {
+        for (key, _) in url.query_pairs() {
+            if !["heartbeat", "frame_max", "channel_max", "connection_timeout"].contains(&key) {
+                return Err(Error::invalid(format!(
+                    "broker URL '{url}': unknown option '{key}'; the RabbitMQ transport knows heartbeat, frame_max, channel_max and connection_timeout"
+                )));
+            }
+        }
+        let heartbeat: Option<u16> = number(url, "heartbeat")?;
+        let heartbeat = heartbeat.unwrap_or_else(|| u16::try_from(options.heartbeat.as_secs()).unwrap_or(u16::MAX));
+        let connect_ms: Option<u64> = number(url, "connection_timeout")?;
+        let connect_timeout = connect_ms.map_or(options.connect_timeout, Duration::from_millis);
+        let frame_max: Option<u32> = number(url, "frame_max")?;
+        if frame_max.is_some_and(|f| f != 0 && f < 4096) {
+            return Err(Error::invalid(format!(
+                "broker URL '{url}': frame_max must be 0 (no limit) or at least 4096"
+            )));
+        }
+        let uri = AMQPUri {
+            scheme: if url.scheme() == mqtransport_core::Scheme::Amqps {
+                AMQPScheme::AMQPS
+            } else {
+                AMQPScheme::AMQP
+            },
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: url.username().unwrap_or("guest").to_owned(),
+                    password: url.password().unwrap_or("guest").to_owned(),
+                },
+                host: url.host().to_owned(),
+                port: url.port().unwrap_or(5672),
+            },
+            vhost: url.vhost().to_owned(),
+            query: AMQPQueryString {
+                frame_max,
+                channel_max: number(url, "channel_max")?,
+                heartbeat: Some(heartbeat),
+                connection_timeout: None,
+                auth_mechanism: None,
+            },
+        };
+        Ok(Dialer {
+            url: url.to_string(),
+            uri,
+            connect_timeout,
+            #[cfg(feature = "tls")]
+            tls: match url.scheme() {
+                mqtransport_core::Scheme::Amqps => Some(options.tls.connector(url.host())?),
+                _ => None,
+            },
+        })
+    }
+
+    /// The `frame_max` the client asks for (`None`: the server's).
+    pub(crate) fn client_frame_max(&self) -> Option<u32> {
+        self.uri.query.frame_max.filter(|&f| f > 0)
+    }
+
+    /// Opens a connection, within the connect timeout; errors name the broker and say what
+    /// failed (an unreachable port, a server that never answers, one that is not AMQP, a
+    /// refused login, a missing virtual host).
+    pub(crate) async fn connect(self: &Arc<Self>, props: ConnectionProperties, role: &str) -> Result<Connection> {
+        let diagnosis: Diagnosis = Arc::default();
+        let runtime = lapin::runtime::default_runtime().map_err(|e| self.failed(role, ErrorKind::Connection, &e))?;
+        let dialer = Arc::clone(self);
+        let found = Arc::clone(&diagnosis);
+        let connecting = Connection::connector(
+            self.uri.clone(),
+            runtime,
+            async move |_uri, _runtime| dialer.dial(Arc::clone(&found)).await.map_err(lapin::Error::from),
+            props,
+        );
+        let ended = tokio::time::timeout(self.connect_timeout, connecting).await;
+        let diagnosed = diagnosis.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match (ended, diagnosed) {
+            (Ok(Ok(conn)), _) => Ok(conn),
+            (_, Some(why)) => Err(self.failed(role, ErrorKind::Connection, &why)),
+            (Ok(Err(e)), None) => Err(self.refused(role, &e)),
+            (Err(_), None) => Err(self.failed(
+                role,
+                ErrorKind::Timeout,
+                &format!(
+                    "no AMQP handshake within {:?}: the server accepted the connection but did not complete the \
+                     AMQP handshake (is it RabbitMQ, and is it overloaded?)",
+                    self.connect_timeout
+                ),
+            )),
+        }
+    }
+
+    fn failed(&self, role: &str, kind: ErrorKind, why: &dyn std::fmt::Display) -> Error {
+        Error::new(
+            kind,
+            format!("cannot connect to RabbitMQ at {} ({role} connection): {why}", self.url),
+        )
+    }
+
+    /// A handshake the broker refused, by kind: a wrong user name or password and a missing
+    /// virtual host are permanent; everything else is a connection error.
+    fn refused(&self, role: &str, e: &lapin::Error) -> Error {
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        if lower.contains("access_refused") || lower.contains("authentication") || lower.contains("login was refused") {
+            return self.failed(
+                role,
+                ErrorKind::Auth,
+                &format!("the broker refused the user name or password ({text})"),
+            );
+        }
+        if lower.contains("not_allowed") && lower.contains("vhost")
+            || lower.contains("vhost") && lower.contains("not found")
+        {
+            return self.failed(
+                role,
+                ErrorKind::NotFound,
+                &format!(
+                    "the virtual host '{}' does not exist or is not permitted ({text})",
+                    self.uri.vhost
+                ),
+            );
+        }
+        self.failed(role, ErrorKind::Connection, &text)
+    }
+
+    /// TCP (and TLS) to the broker, a relay task, and the client's end of the socket pair.
+    async fn dial(&self, diagnosis: Diagnosis) -> std::io::Result<ClientStream> {
+        let tcp = tokio::net::TcpStream::connect((self.uri.authority.host.as_str(), self.uri.authority.port)).await?;
+        tcp.set_nodelay(true)?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        theirs.set_nonblocking(true)?;
+        let ours = tokio::net::UnixStream::from_std(ours)?;
+        // The client's runtime knows only TCP streams: the client's end of the pair is handed
+        // over as one. It is only ever read and written, which a Unix socket does alike.
+        let theirs = tokio::net::TcpStream::from_std(std::net::TcpStream::from(OwnedFd::from(theirs)))?;
+        let screen = Screen::new(self.client_frame_max());
+        #[cfg(feature = "tls")]
+        if let Some((connector, name)) = &self.tls {
+            let tls = connector.connect(name.clone(), tcp).await?;
+            tokio::spawn(relay(tls, ours, screen, diagnosis));
+            return Ok(lapin::AsyncTcpStream::Plain(async_compat::Compat::new(theirs)));
+        }
+        tokio::spawn(relay(tcp, ours, screen, diagnosis));
+        Ok(lapin::AsyncTcpStream::Plain(async_compat::Compat::new(theirs)))
+    }
+}
+
+/// The relay of one connection: the client's bytes go to the broker as they are; the broker's
+/// go through the screen. Ends when either side closes or fails, closing both.
+async fn relay<B>(broker: B, client: tokio::net::UnixStream, mut screen: Screen, diagnosis: Diagnosis)
+where
+    B: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut from_broker, mut to_broker) = tokio::io::split(broker);
+    let (mut from_client, mut to_client) = client.into_split();
+    let outbound = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_broker).await;
+        let _ = to_broker.shutdown().await;
+    };
+    let inbound = async {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            match from_broker.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let mut ready = 0;
+            loop {
+                match screen.step(&buf[ready..]) {
+                    Step::Pass(n) => ready += n,
+                    Step::Replace { consumed, with } => {
+                        if to_client.write_all(&buf[..ready]).await.is_err()
+                            || to_client.write_all(&with).await.is_err()
+                        {
+                            return;
+                        }
+                        buf.advance(ready + consumed);
+                        ready = 0;
+                    }
+                    Step::NeedMore => break,
+                    Step::Fail(why) => {
+                        *diagnosis.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+                        return;
+                    }
+                }
+            }
+            if to_client.write_all(&buf[..ready]).await.is_err() {
+                return;
+            }
+            buf.advance(ready);
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+        }
+    };
+    tokio::select! {
+        () = outbound => {}
+        () = inbound => {}
+    }
+}

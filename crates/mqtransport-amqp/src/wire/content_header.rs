@@ -1,0 +1,276 @@
+//! The content header of a delivery, checked before the AMQP client reads it, and when it
+//! cannot be read, replaced by one it can read that says why.
+//!
+//! The replacement keeps the class, weight and body size, every property that is readable,
+//! short strings that are not UTF-8 made readable (invalid bytes become U+FFFD, cut to 255
+//! bytes), and headers that are readable. Headers that are not readable are replaced. Into the
+//! headers go [`headers::UNREADABLE`] with the reason and, when the frame can hold them,
+//! [`headers::UNREADABLE_PROPERTIES`] with the property list exactly as the broker sent it.
+
+use mqtransport_core::headers;
+
+use super::table::{Unreadable, check_table, put_bytes_entry, put_long_string_entry, put_short_string, short_string};
+
+/// The basic class's properties in the order of their flag bits (bit 15 first).
+const PROPERTIES: [(&str, Kind); 14] = [
+    ("content_type", Kind::Short),
+    ("content_encoding", Kind::Short),
+    ("headers", Kind::Table),
+    ("delivery_mode", Kind::Octet),
+    ("priority", Kind::Octet),
+    ("correlation_id", Kind::Short),
+    ("reply_to", Kind::Short),
+    ("expiration", Kind::Short),
+    ("message_id", Kind::Short),
+    ("timestamp", Kind::Timestamp),
+    ("type", Kind::Short),
+    ("user_id", Kind::Short),
+    ("app_id", Kind::Short),
+    ("cluster_id", Kind::Short),
+];
+
+/// The flag bit of the headers property.
+const HEADERS_FLAG: u16 = 1 << 13;
+/// Class id, weight and body size precede the property flags.
+const FIXED: usize = 12;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Short,
+    Table,
+    Octet,
+    Timestamp,
+}
+
+/// One property as found in the payload.
+struct Found {
+    index: usize,
+    range: std::ops::Range<usize>,
+    problem: Option<Unreadable>,
+}
+
+/// Reads the property list of a content-header `payload` (the frame without its 7-byte header
+/// and end octet); `Ok` when the AMQP client can read all of it.
+pub(crate) fn check(payload: &[u8]) -> Result<(), Unreadable> {
+    let (found, rest) = scan(payload);
+    if let Some(p) = found.into_iter().find_map(|f| f.problem) {
+        return Err(p);
+    }
+    rest
+}
+
+/// The properties of `payload`, each with its problem if any; and whether the list as a
+/// whole is readable (no unknown flags, nothing cut short, nothing left over).
+fn scan(payload: &[u8]) -> (Vec<Found>, Result<(), Unreadable>) {
+    let mut found = Vec::new();
+    let Some(flags) = payload.get(FIXED..FIXED + 2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return (found, Err(Unreadable("the content header is cut short".into())));
+    };
+    if flags & 0b11 != 0 {
+        return (
+            found,
+            Err(Unreadable(format!(
+                "the property flags {flags:#06x} name unknown properties"
+            ))),
+        );
+    }
+    let mut at = FIXED + 2;
+    for (index, (name, kind)) in PROPERTIES.iter().enumerate() {
+        if flags & (1 << (15 - index)) == 0 {
+            continue;
+        }
+        let start = at;
+        let (end, problem) = match kind {
+            Kind::Short => match short_string(payload, at) {
+                Some((s, end)) => (
+                    end,
+                    std::str::from_utf8(s)
+                        .err()
+                        .map(|_| Unreadable(format!("the property {name} is not valid UTF-8"))),
+                ),
+                None => return (found, Err(Unreadable(format!("the property {name} is cut short")))),
+            },
+            Kind::Table => match check_table(payload, at, "the headers") {
+                Ok(end) => (end, None),
+                Err(problem) => {
+                    // The table's own length still says where the next property starts.
+                    let len = payload
+                        .get(at..at + 4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                    match len.map(|l| at + 4 + l).filter(|&e| e <= payload.len()) {
+                        Some(end) => (end, Some(problem)),
+                        None => return (found, Err(problem)),
+                    }
+                }
+            },
+            Kind::Octet | Kind::Timestamp => {
+                let end = at + if *kind == Kind::Octet { 1 } else { 8 };
+                if end > payload.len() {
+                    return (found, Err(Unreadable(format!("the property {name} is cut short"))));
+                }
+                (end, None)
+            }
+        };
+        found.push(Found {
+            index,
+            range: start..end,
+            problem,
+        });
+        at = end;
+    }
+    let rest = if at == payload.len() {
+        Ok(())
+    } else {
+        Err(Unreadable("the content header has bytes after its properties".into()))
+    };
+    (found, rest)
+}
+
+/// A content-header payload the AMQP client can read, standing in for `payload`, which it
+/// cannot (`reason` says why), at most `max_payload` bytes long when that is possible.
+pub(crate) fn replace(payload: &[u8], reason: &str, max_payload: usize) -> Vec<u8> {
+    let (found, _) = scan(payload);
+    let original = payload.get(FIXED..).unwrap_or_default();
+    let with_original = build(payload, &found, reason, Some(original));
+    if with_original.len() <= max_payload {
+        return with_original;
+    }
+    build(payload, &found, reason, None)
+}
+
+fn build(payload: &[u8], found: &[Found], reason: &str, original: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + reason.len() + 64);
+    out.extend_from_slice(payload.get(..FIXED).unwrap_or(&[0; FIXED]));
+    let mut flags = HEADERS_FLAG;
+    for f in found {
+        flags |= 1 << (15 - f.index);
+    }
+    out.extend_from_slice(&flags.to_be_bytes());
+    let mut headers_written = false;
+    let put_headers = |out: &mut Vec<u8>, readable: Option<&[u8]>| {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if let Some(table) = readable {
+            out.extend_from_slice(table.get(4..).unwrap_or_default());
+        }
+        put_long_string_entry(out, headers::UNREADABLE, reason.as_bytes());
+        if let Some(original) = original {
+            put_bytes_entry(out, headers::UNREADABLE_PROPERTIES, original);
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    };
+    for f in found {
+        if f.index > 2 && !headers_written {
+            put_headers(&mut out, None);
+            headers_written = true;
+        }
+        let bytes = &payload[f.range.clone()];
+        match PROPERTIES[f.index].1 {
+            Kind::Table => {
+                put_headers(&mut out, f.problem.is_none().then_some(bytes));
+                headers_written = true;
+            }
+            Kind::Short if f.problem.is_some() => {
+                put_short_string(&mut out, &String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()));
+            }
+            _ => out.extend_from_slice(bytes),
+        }
+    }
+    if !headers_written {
+        put_headers(&mut out, None);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::tests::{nested, table};
+    use super::*;
+
+    /// A content header payload: class 60, weight 0, body size 5, then `flags` and `list`.
+    fn payload(flags: u16, list: &[u8]) -> Vec<u8> {
+        let mut p = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        p.extend_from_slice(&flags.to_be_bytes());
+        p.extend_from_slice(list);
+        p
+    }
+
+    /// Reads a payload with the AMQP client's own parser.
+    fn client_reads(p: &[u8]) -> Option<lapin::BasicProperties> {
+        use lapin::protocol::basic::parse_properties;
+        parse_properties(&p[FIXED..]).ok().map(|(_, props)| props)
+    }
+
+    #[test]
+    fn a_readable_header_passes() {
+        // content_type "a/b", delivery_mode 2, message_id "m1"
+        let p = payload(0x8000 | 0x1000 | 0x0080, b"\x03a/b\x02\x02m1");
+        assert_eq!(check(&p), Ok(()));
+        assert!(client_reads(&p).is_some());
+    }
+
+    #[test]
+    fn a_message_id_that_is_not_utf8_becomes_readable_and_says_so() {
+        let p = payload(0x1000 | 0x0080, b"\x02\x03\xff\xfeA");
+        let e = check(&p).unwrap_err();
+        assert_eq!(e.0, "the property message_id is not valid UTF-8");
+        assert!(client_reads(&p).is_none(), "the client would fail on it");
+        let r = replace(&p, &e.0, 131_064);
+        assert_eq!(check(&r), Ok(()));
+        let props = client_reads(&r).expect("the replacement is readable");
+        assert_eq!(
+            props.message_id().as_ref().map(|s| s.as_str()),
+            Some("\u{fffd}\u{fffd}A")
+        );
+        assert_eq!(props.delivery_mode(), &Some(2));
+        let h = props.headers().as_ref().expect("headers");
+        let reason = h.inner().get(headers::UNREADABLE).expect("the reason");
+        assert_eq!(reason.as_long_string().map(|s| s.to_string()), Some(e.0.clone()));
+        let original = h.inner().get(headers::UNREADABLE_PROPERTIES).expect("the original");
+        assert_eq!(
+            original.as_byte_array().map(|b| b.as_slice().to_vec()),
+            Some(p[FIXED..].to_vec())
+        );
+    }
+
+    #[test]
+    fn headers_nested_too_deep_are_replaced_and_what_follows_kept() {
+        let mut list = nested(2_500);
+        list.extend_from_slice(b"\x02ok");
+        let p = payload(HEADERS_FLAG | 0x0080, &list);
+        let e = check(&p).unwrap_err();
+        assert!(e.0.contains("deeper than 64"), "{e:?}");
+        // Too large to carry the original in a 4 KiB frame: only the reason goes.
+        let r = replace(&p, &e.0, 4096 - 8);
+        assert!(r.len() <= 4096 - 8);
+        let props = client_reads(&r).expect("readable");
+        assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some("ok"));
+        let h = props.headers().as_ref().expect("headers");
+        assert!(h.inner().contains_key(headers::UNREADABLE));
+        assert!(!h.inner().contains_key(headers::UNREADABLE_PROPERTIES));
+    }
+
+    #[test]
+    fn readable_headers_are_kept_beside_the_reason() {
+        let mut entries = Vec::new();
+        put_long_string_entry(&mut entries, "tenant", b"t1");
+        let mut list = table(&entries);
+        list.extend_from_slice(b"\x01\xff");
+        let p = payload(HEADERS_FLAG | 0x0020, &list);
+        let r = replace(&p, "the property type is not valid UTF-8", 131_064);
+        let props = client_reads(&r).expect("readable");
+        let h = props.headers().as_ref().expect("headers");
+        assert!(h.inner().contains_key("tenant") && h.inner().contains_key(headers::UNREADABLE));
+        assert_eq!(props.kind().as_ref().map(|s| s.as_str()), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn unknown_flags_and_truncation_are_unreadable() {
+        assert!(check(&payload(0x0001, b"")).is_err());
+        assert!(check(&payload(0x0080, b"\x05ab")).is_err());
+        assert!(check(&payload(0x0080, b"\x01ab")).is_err(), "bytes left over");
+        let r = replace(&payload(0x0080, b"\x05ab"), "cut short", 131_064);
+        assert!(client_reads(&r).is_some());
+    }
+}
