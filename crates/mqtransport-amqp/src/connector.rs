@@ -147,31 +147,33 @@ impl Dialer {
         )
     }
 
-    /// A handshake the broker refused, by kind: a wrong user name or password and a missing
-    /// virtual host are permanent; everything else is a connection error.
+    /// A handshake the broker refused, by kind: a wrong user name or password (403) and a
+    /// missing or forbidden virtual host (530) are permanent; everything else is a connection
+    /// error.
     fn refused(&self, role: &str, e: &lapin::Error) -> Error {
-        let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("access_refused") || lower.contains("authentication") || lower.contains("login was refused") {
-            return self.failed(
-                role,
-                ErrorKind::Auth,
-                &format!("the broker refused the user name or password ({text})"),
-            );
+        if let lapin::ErrorKind::ProtocolError(amqp) = e.kind() {
+            match amqp.get_id() {
+                403 => {
+                    return self.failed(
+                        role,
+                        ErrorKind::Auth,
+                        &format!("the broker refused the user name or password ({e})"),
+                    );
+                }
+                530 => {
+                    return self.failed(
+                        role,
+                        ErrorKind::NotFound,
+                        &format!(
+                            "the virtual host '{}' does not exist or the user may not use it ({e})",
+                            self.uri.vhost
+                        ),
+                    );
+                }
+                _ => {}
+            }
         }
-        if lower.contains("not_allowed") && lower.contains("vhost")
-            || lower.contains("vhost") && lower.contains("not found")
-        {
-            return self.failed(
-                role,
-                ErrorKind::NotFound,
-                &format!(
-                    "the virtual host '{}' does not exist or is not permitted ({text})",
-                    self.uri.vhost
-                ),
-            );
-        }
-        self.failed(role, ErrorKind::Connection, &text)
+        self.failed(role, ErrorKind::Connection, e)
     }
 
     /// TCP (and TLS) to the broker, a relay task, and the client's end of the socket pair.
@@ -248,5 +250,34 @@ where
     tokio::select! {
         () = outbound => {}
         () = inbound => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dialer(url: &str) -> Dialer {
+        Dialer::new(&BrokerUrl::parse(url).unwrap(), &crate::AmqpOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn the_heartbeat_and_connect_timeout_default_to_ten_seconds_unless_the_url_says() {
+        let d = dialer("amqp://u:p@rabbit/");
+        assert_eq!(d.uri.query.heartbeat, Some(10));
+        assert_eq!(d.connect_timeout, Duration::from_secs(10));
+        let d = dialer("amqp://u:p@rabbit/?heartbeat=3&connection_timeout=2500&frame_max=8192");
+        assert_eq!(d.uri.query.heartbeat, Some(3));
+        assert_eq!(d.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(d.client_frame_max(), Some(8192));
+    }
+
+    #[test]
+    fn credentials_and_vhost_come_from_the_parsed_url_verbatim() {
+        let d = dialer("amqp://app:a%2Fb%3Fc%40d@rabbit:5673/prod%2Forders");
+        assert_eq!(d.uri.authority.userinfo.password, "a/b?c@d");
+        assert_eq!((d.uri.authority.host.as_str(), d.uri.authority.port), ("rabbit", 5673));
+        assert_eq!(d.uri.vhost, "prod/orders");
+        assert!(!d.url.contains("a/b?c@d") && !d.url.contains("a%2Fb"));
     }
 }

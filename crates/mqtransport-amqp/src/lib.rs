@@ -110,4 +110,4 @@ pub use link::LinkState;
 #[doc(inline)]
 pub use options::{AmqpOptions, TlsOptions, Unconfirmed};
 #[doc(inline)]
-pub use transport::AmqpTransport;
+pub use transport::{AmqpTransport, ConnectionStates};

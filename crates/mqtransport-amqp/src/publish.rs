@@ -72,18 +72,39 @@ impl Publisher {
         let outgoing = Arc::new(self.outgoing(publish)?);
         let deadline = Instant::now() + self.confirm_timeout;
         let _place = self.take_place(&outgoing, deadline).await?;
+        // Once an attempt was lost after sending, the message may be in its queue whatever
+        // happens next: every later failure says its outcome is unknown.
+        let mut lost_before = false;
+        let unknown_if_lost = |e: Error, lost_before: bool| if lost_before { e.outcome_unknown() } else { e };
         loop {
-            let ch = self.pick_channel(&outgoing, deadline).await?;
+            let ch = match self.pick_channel(&outgoing, deadline).await {
+                Ok(ch) => ch,
+                Err(e) => return Err(unknown_if_lost(e, lost_before)),
+            };
             let lost = match self.attempt(&ch, &outgoing, deadline).await {
                 Attempt::PublishOutcome(confirmation) => return Ok(confirmation),
-                Attempt::Failed(e) => return Err(e),
+                Attempt::Failed(e) => return Err(unknown_if_lost(e, lost_before)),
                 Attempt::Lost(e) => e,
             };
-            if self.unconfirmed == Unconfirmed::Fail || self.channels.check_open().is_err() {
-                return Err(lost);
+            lost_before = true;
+            if let Err(closed) = self.channels.check_open() {
+                return Err(closed.outcome_unknown());
+            }
+            if self.unconfirmed == Unconfirmed::Fail {
+                return Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "{} was not confirmed when its connection was lost, and is not sent again (Unconfirmed::Fail): {}",
+                        describe(&outgoing),
+                        lost.message()
+                    ),
+                )
+                .outcome_unknown());
             }
             if Instant::now() >= deadline {
-                return Err(self.timed_out(&outgoing, &format!("lost with its connection: {}", lost.message())));
+                return Err(self
+                    .timed_out(&outgoing, &format!("lost with its connection: {}", lost.message()))
+                    .outcome_unknown());
             }
             self.await_new_connection(&ch, deadline).await;
         }
@@ -204,7 +225,7 @@ impl Publisher {
         let settled = tokio::select! {
             biased;
             sent = tokio::time::timeout_at(deadline, sending) => match sent {
-                Err(_) => return Attempt::Failed(self.timed_out(outgoing, "sending it")),
+                Err(_) => return Attempt::Failed(self.timed_out(outgoing, "sending it").outcome_unknown()),
                 Ok(Ok(settled)) => settled,
                 Ok(Err(e)) => return self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
             },
@@ -216,7 +237,10 @@ impl Publisher {
             () = &mut lost => return Attempt::Lost(lost_error()),
         };
         match settled {
-            Err(_) => Attempt::Failed(self.timed_out(outgoing, "sent, waiting for its confirm")),
+            Err(_) => Attempt::Failed(
+                self.timed_out(outgoing, "sent, waiting for its confirm")
+                    .outcome_unknown(),
+            ),
             Ok(Ok(PublishOutcome::Confirmed)) => Attempt::PublishOutcome(Confirmation::Confirmed),
             Ok(Ok(PublishOutcome::Returned { reply_code, reply_text })) => {
                 Attempt::PublishOutcome(Confirmation::Returned { reply_code, reply_text })

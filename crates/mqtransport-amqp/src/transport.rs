@@ -22,6 +22,15 @@ use crate::publish::Publisher;
 use crate::recorded::Recording;
 use crate::restore::Restorer;
 
+/// The state of each connection of an [`AmqpTransport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionStates {
+    /// The consuming connection: consumers, declarations, gets and acks.
+    pub consume: LinkState,
+    /// The publishing connection.
+    pub publish: LinkState,
+}
+
 /// A connection to RabbitMQ (one connection for consuming and one for publishing), supervised
 /// and recovered by the transport. Clones share the connections.
 #[derive(Clone)]
@@ -130,8 +139,10 @@ impl AmqpTransport {
         })
     }
 
-    /// The state of the connections: `Blocked` when the broker blocked publishing, `Down` while
-    /// either connection is being recovered, `Closed` after [`close`](Transport::close).
+    /// The state of the connections combined: `Blocked` when the broker blocked publishing,
+    /// `Down` while either connection is being recovered, `Closed` after
+    /// [`close`](Transport::close), else `Up` with the consuming connection's count of
+    /// connects. [`connection_states`](Self::connection_states) shows each connection.
     pub fn state(&self) -> LinkState {
         let c = &self.inner.channels;
         match (c.consume.state(), c.publish.state()) {
@@ -139,6 +150,18 @@ impl AmqpTransport {
             (LinkState::Down, _) | (_, LinkState::Down) => LinkState::Down,
             (_, LinkState::Blocked(g)) | (LinkState::Blocked(g), _) => LinkState::Blocked(g),
             (LinkState::Up(g), LinkState::Up(_)) => LinkState::Up(g),
+        }
+    }
+
+    /// The state of each of the two connections: the consuming one (consumers, declarations,
+    /// acks) and the publishing one. Each `Up(n)` counts that connection's connects, so a
+    /// publishing connection that keeps being replaced shows here even while the consuming
+    /// one stays up. [`state`](Self::state) is their combination.
+    pub fn connection_states(&self) -> ConnectionStates {
+        let c = &self.inner.channels;
+        ConnectionStates {
+            consume: c.consume.state(),
+            publish: c.publish.state(),
         }
     }
 

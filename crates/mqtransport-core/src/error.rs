@@ -89,6 +89,7 @@ struct Inner {
     reply_code: Option<u16>,
     scope: Option<Scope>,
     source: Option<Source>,
+    outcome_unknown: bool,
 }
 
 impl Error {
@@ -100,6 +101,7 @@ impl Error {
             reply_code: None,
             scope: None,
             source: None,
+            outcome_unknown: false,
         }))
     }
 
@@ -184,6 +186,29 @@ impl Error {
         self.0.scope
     }
 
+    /// The same error, marked as a publish whose outcome is unknown: it was sent, and may
+    /// have reached the broker (and its queues) even though no confirm came back in time, e.g.
+    /// after a confirm was lost with its connection or held up by `connection.blocked`.
+    pub fn outcome_unknown(mut self) -> Self {
+        self.0.outcome_unknown = true;
+        self
+    }
+
+    /// Whether this failed publish may nevertheless have been delivered (see
+    /// [`outcome_unknown`](Self::outcome_unknown)). Publishing it again may deliver it twice:
+    /// retry only where consumers tolerate duplicates (e.g. by message id). `false` means the
+    /// message was certainly not enqueued (refused before sending, or rejected by the broker).
+    ///
+    /// ```
+    /// use mqtransport_core::{Error, ErrorKind};
+    /// let e = Error::new(ErrorKind::Timeout, "no confirm within 30s").outcome_unknown();
+    /// assert!(e.is_outcome_unknown() && e.is_transient());
+    /// assert!(!Error::invalid("too large").is_outcome_unknown());
+    /// ```
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.0.outcome_unknown
+    }
+
     /// Whether trying the same operation again later may succeed: connection loss, timeouts,
     /// negative confirms and closed channels are transient; a precondition failure, a missing
     /// queue or invalid input will fail the same way again.
@@ -219,9 +244,13 @@ impl fmt::Debug for Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.reply_code {
-            Some(code) => write!(f, "{} ({code}): {}", self.0.kind, self.0.message),
-            None => write!(f, "{}: {}", self.0.kind, self.0.message),
+            Some(code) => write!(f, "{} ({code}): {}", self.0.kind, self.0.message)?,
+            None => write!(f, "{}: {}", self.0.kind, self.0.message)?,
         }
+        if self.0.outcome_unknown {
+            f.write_str(" (outcome unknown: the message may have been delivered)")?;
+        }
+        Ok(())
     }
 }
 

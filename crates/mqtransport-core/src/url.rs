@@ -206,6 +206,17 @@ impl FromStr for BrokerUrl {
                 )));
             }
         };
+        // The authority ends at the first '/' or '?'. An '@' after it means a user name or
+        // password holds one of those unencoded: parsing on would take part of the password
+        // for the host and port, so the URL is refused.
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if rest.rfind('@').is_some_and(|at| at > authority_end) {
+            return Err(Error::invalid(format!(
+                "broker URL '{redacted}': an '@' follows the first '/' or '?', so the user name or password \
+                 seems to hold an unencoded '/', '?' or '#'; percent-encode them ('/' as %2F, '?' as %3F, \
+                 '#' as %23, '@' as %40)"
+            )));
+        }
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),

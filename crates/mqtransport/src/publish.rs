@@ -319,6 +319,12 @@ impl Publisher {
     /// Publishes `message` to `route` and succeeds only if the broker confirmed it: a returned
     /// or nacked message is an error ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming
     /// the message and the route. [`publish`](Self::publish) returns the confirmation instead.
+    ///
+    /// A failure whose [`Error::is_outcome_unknown`] is true (a confirm lost with its
+    /// connection, or not back within the confirm timeout, e.g. while the broker blocks
+    /// publishers) may still have delivered the message: sending it again may deliver it
+    /// twice. Retry such a failure only where consumers tolerate duplicates (e.g. by message
+    /// id); every other failure means the message was not enqueued.
     pub async fn send<M: Message>(&self, route: &Route, message: &M) -> Result<()> {
         let publish = self.build(route, message, &PublishOptions::default(), self.inner.validate)?;
         self.publish_confirmed(publish, M::NAME).await
@@ -490,6 +496,12 @@ impl<M: Message> Producer<M> {
     /// Publishes `message` and succeeds only if the broker confirmed it: a returned or nacked
     /// message is an error ([`ErrorKind::Unroutable`], [`ErrorKind::Nacked`]) naming the message
     /// and the route. [`publish`](Self::publish) returns the confirmation instead.
+    ///
+    /// A failure whose [`Error::is_outcome_unknown`] is true (a confirm lost with its
+    /// connection, or not back within the confirm timeout, e.g. while the broker blocks
+    /// publishers) may still have delivered the message: sending it again may deliver it
+    /// twice. Retry such a failure only where consumers tolerate duplicates (e.g. by message
+    /// id); every other failure means the message was not enqueued.
     pub async fn send(&self, message: &M) -> Result<()> {
         let publish = self.to_publish(message, &PublishOptions::default())?;
         self.publisher.publish_confirmed(publish, M::NAME).await

@@ -273,4 +273,118 @@ mod tests {
         let r = replace(&payload(0x0080, b"\x05ab"), "cut short", 131_064);
         assert!(client_reads(&r).is_some());
     }
+
+    mod properties {
+        use super::*;
+        use crate::convert::{from_properties, to_properties};
+        use bytes::Bytes;
+        use mqtransport_core::{Decimal, DeliveryMode, FieldTable, FieldValue, Properties};
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        fn value() -> impl Strategy<Value = FieldValue> {
+            let leaf = prop_oneof![
+                any::<bool>().prop_map(FieldValue::Bool),
+                any::<i8>().prop_map(FieldValue::I8),
+                any::<u8>().prop_map(FieldValue::U8),
+                any::<i16>().prop_map(FieldValue::I16),
+                any::<u16>().prop_map(FieldValue::U16),
+                any::<i32>().prop_map(FieldValue::I32),
+                any::<u32>().prop_map(FieldValue::U32),
+                any::<i64>().prop_map(FieldValue::I64),
+                (-1e9f64..1e9).prop_map(FieldValue::F64),
+                (any::<u8>(), any::<u32>()).prop_map(|(scale, value)| FieldValue::Decimal(Decimal { scale, value })),
+                proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| FieldValue::LongString(Bytes::from(b))),
+                proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| FieldValue::Bytes(Bytes::from(b))),
+                any::<u64>().prop_map(FieldValue::Timestamp),
+                Just(FieldValue::Void),
+            ];
+            leaf.prop_recursive(6, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(FieldValue::Array),
+                    proptest::collection::btree_map("\\PC{1,12}", inner, 0..6)
+                        .prop_map(|m| FieldValue::Table(table(m))),
+                ]
+            })
+        }
+
+        fn table(m: BTreeMap<String, FieldValue>) -> FieldTable {
+            let mut t = FieldTable::new();
+            for (k, v) in m {
+                t.insert(k, v);
+            }
+            t
+        }
+
+        fn short() -> impl Strategy<Value = Option<String>> {
+            proptest::option::of("\\PC{0,40}".prop_filter("fits a short string", |s| s.len() <= 255))
+        }
+
+        prop_compose! {
+            fn props()(
+                content_type in short(), message_id in short(), kind in short(), reply_to in short(),
+                headers in proptest::option::of(proptest::collection::btree_map("\\PC{1,12}", value(), 0..8)),
+                persistent in proptest::option::of(any::<bool>()), priority in proptest::option::of(0u8..10),
+                timestamp in proptest::option::of(any::<u64>()),
+            ) -> Properties {
+                let mut p = Properties::default();
+                p.content_type = content_type;
+                p.message_id = message_id;
+                p.kind = kind;
+                p.reply_to = reply_to;
+                p.headers = headers.map(table);
+                p.delivery_mode = persistent.map(|b| if b { DeliveryMode::Persistent } else { DeliveryMode::Transient });
+                p.priority = priority;
+                p.timestamp = timestamp;
+                p
+            }
+        }
+
+        /// A content-header payload of `p` as the AMQP client encodes it.
+        fn encode(p: &Properties) -> Vec<u8> {
+            let lapin_props = to_properties(p).expect("convertible");
+            let list = lapin::protocol::basic::gen_properties(&lapin_props)(Vec::new().into())
+                .expect("encodes")
+                .write;
+            let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+            payload.extend_from_slice(&list);
+            payload
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+
+            /// What the client encodes, the screen lets through, and it reads back exactly.
+            #[test]
+            fn client_encoded_properties_pass_and_round_trip(p in props()) {
+                let payload = encode(&p);
+                prop_assert_eq!(check(&payload), Ok(()));
+                let back = client_reads(&payload).expect("the client reads its own encoding");
+                let back = from_properties(&back).unwrap_or_default();
+                prop_assert_eq!(back, p);
+            }
+
+            /// Corrupted bytes: what the screen lets through, the client reads; what it stops,
+            /// its replacement the client reads. Never a panic.
+            #[test]
+            fn corrupted_headers_are_read_or_replaced(p in props(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4), cut in any::<usize>()) {
+                let mut payload = encode(&p);
+                for (at, byte) in flips {
+                    let i = FIXED + at % (payload.len() - FIXED);
+                    payload[i] = byte;
+                }
+                if cut % 4 == 0 {
+                    payload.truncate(FIXED + cut % (payload.len() - FIXED + 1));
+                }
+                match check(&payload) {
+                    Ok(()) => prop_assert!(client_reads(&payload).is_some(), "passed but unreadable: {:?}", payload),
+                    Err(why) => {
+                        let replaced = replace(&payload, &why.0, 131_064);
+                        prop_assert_eq!(check(&replaced), Ok(()));
+                        prop_assert!(client_reads(&replaced).is_some());
+                    }
+                }
+            }
+        }
+    }
 }
