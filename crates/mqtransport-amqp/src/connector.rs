@@ -206,9 +206,11 @@ where
     B: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut from_broker, mut to_broker) = tokio::io::split(broker);
-    let (mut from_client, mut to_client) = client.into_split();
+    let (from_client, mut to_client) = client.into_split();
     let outbound = async {
-        let _ = tokio::io::copy(&mut from_client, &mut to_broker).await;
+        // As much as the client has written goes to the broker in one write.
+        let mut from_client = tokio::io::BufReader::with_capacity(64 * 1024, from_client);
+        let _ = tokio::io::copy_buf(&mut from_client, &mut to_broker).await;
         let _ = to_broker.shutdown().await;
     };
     let inbound = async {
