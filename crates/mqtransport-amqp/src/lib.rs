@@ -81,12 +81,46 @@
 //!   [`AmqpTransport::state`].
 //! - TLS (`amqps://`) with the `tls` feature: rustls with the ring provider, a private CA file
 //!   and client certificates ([`TlsOptions`]).
+//! - Frames from the broker are read by code of our own before lapin reads them. RabbitMQ
+//!   accepts from other clients what lapin's parser cannot read (a `type`, `message_id` or
+//!   header name that is not UTF-8; headers nested thousands deep, on which a recursive parser
+//!   overflows its stack), and one such message would otherwise stop its queue. So lapin never
+//!   holds the broker's socket: it gets one end of a local socket pair, and a relay task holds
+//!   the socket (and the TLS session), passes what lapin writes as it is, and passes what the
+//!   broker sends through a screen: body frames stream through; every method and content header
+//!   is checked without recursion, headers no deeper than
+//!   [`MAX_HEADER_DEPTH`](mqtransport_core::MAX_HEADER_DEPTH). A content header lapin cannot
+//!   read is replaced by a readable one (invalid bytes as U+FFFD, unreadable headers dropped)
+//!   whose headers say why (`x-mqt-unreadable`) and keep the original property list
+//!   (`x-mqt-unreadable-properties`, when the frame holds it); the App dead-letters such a
+//!   delivery without running a handler. The relay costs one more hop per direction (about
+//!   0.1 ms on a request/reply round trip here).
+//! - Limits: properties that do not fit in a content-header frame of the negotiated
+//!   `frame_max` are refused before sending ([`ErrorKind::InvalidInput`], naming the limit),
+//!   instead of RabbitMQ closing the connection. The heartbeat is 10 s
+//!   ([`AmqpOptions::heartbeat`]): a dead peer is noticed within about 20 s. Connecting gives
+//!   up after [`AmqpOptions::connect_timeout`] (10 s). The URL takes `heartbeat` (s),
+//!   `connection_timeout` (ms), `frame_max` and `channel_max`; other options are refused.
+//! - Errors: a refused login is [`ErrorKind::Auth`], a missing virtual host
+//!   [`ErrorKind::NotFound`], neither transient; a publish that may have been delivered
+//!   although it failed (its confirm lost or late) is marked
+//!   [`Error::is_outcome_unknown`](mqtransport_core::Error::is_outcome_unknown).
 //!
 //! Headers travel losslessly in type and value; their order does not survive (lapin decodes
 //! tables sorted by key), and RabbitMQ has no unsigned 64-bit type (such values that fit are sent
 //! signed, larger ones are refused naming the header).
 //!
-//! Capabilities: those of RabbitMQ 3.x ([`Capabilities::rabbitmq`]).
+//! Capabilities: those of RabbitMQ 3.x ([`Capabilities::rabbitmq`]), with the negotiated
+//! `frame_max`.
+//!
+//! [`Capabilities::rabbitmq`]: mqtransport_core::Capabilities::rabbitmq
+//! [`Confirmation::Returned`]: mqtransport_core::Confirmation::Returned
+//! [`ErrorKind::Auth`]: mqtransport_core::ErrorKind::Auth
+//! [`ErrorKind::Closed`]: mqtransport_core::ErrorKind::Closed
+//! [`ErrorKind::InvalidInput`]: mqtransport_core::ErrorKind::InvalidInput
+//! [`ErrorKind::NotFound`]: mqtransport_core::ErrorKind::NotFound
+//! [`ErrorKind::Timeout`]: mqtransport_core::ErrorKind::Timeout
+//! [`Subscription`]: mqtransport_core::Subscription
 
 mod acker;
 mod channels;

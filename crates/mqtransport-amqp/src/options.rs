@@ -13,7 +13,7 @@ pub enum Unconfirmed {
     /// Send it again on the new connection (at-least-once: it may arrive twice).
     #[default]
     Resend,
-    /// Fail the publish with an [`ErrorKind::Connection`] error marked
+    /// Fail the publish with an [`ErrorKind::Connection`](mqtransport_core::ErrorKind::Connection) error marked
     /// [`is_outcome_unknown`](mqtransport_core::Error::is_outcome_unknown) (it may have been
     /// enqueued before the loss); the caller decides.
     Fail,

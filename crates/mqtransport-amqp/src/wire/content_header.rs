@@ -131,14 +131,20 @@ fn scan(payload: &[u8]) -> (Vec<Found>, Result<(), Unreadable>) {
 pub(crate) fn replace(payload: &[u8], reason: &str, max_payload: usize) -> Vec<u8> {
     let (found, _) = scan(payload);
     let original = payload.get(FIXED..).unwrap_or_default();
-    let with_original = build(payload, &found, reason, Some(original));
+    let with_original = build(payload, &found, reason, Some(original), true);
     if with_original.len() <= max_payload {
         return with_original;
     }
-    build(payload, &found, reason, None)
+    let with_headers = build(payload, &found, reason, None, true);
+    if with_headers.len() <= max_payload {
+        return with_headers;
+    }
+    build(payload, &found, reason, None, false)
 }
 
-fn build(payload: &[u8], found: &[Found], reason: &str, original: Option<&[u8]>) -> Vec<u8> {
+/// The replacement: readable properties kept, readable headers kept when `keep_headers`, the
+/// reason and (when given) the original property list added to the headers.
+fn build(payload: &[u8], found: &[Found], reason: &str, original: Option<&[u8]>, keep_headers: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + reason.len() + 64);
     out.extend_from_slice(payload.get(..FIXED).unwrap_or(&[0; FIXED]));
     let mut flags = HEADERS_FLAG;
@@ -168,7 +174,7 @@ fn build(payload: &[u8], found: &[Found], reason: &str, original: Option<&[u8]>)
         let bytes = &payload[f.range.clone()];
         match PROPERTIES[f.index].1 {
             Kind::Table => {
-                put_headers(&mut out, f.problem.is_none().then_some(bytes));
+                put_headers(&mut out, (keep_headers && f.problem.is_none()).then_some(bytes));
                 headers_written = true;
             }
             Kind::Short if f.problem.is_some() => {
@@ -263,6 +269,21 @@ mod tests {
         let h = props.headers().as_ref().expect("headers");
         assert!(h.inner().contains_key("tenant") && h.inner().contains_key(headers::UNREADABLE));
         assert_eq!(props.kind().as_ref().map(|s| s.as_str()), Some("\u{fffd}"));
+    }
+
+    #[test]
+    fn a_replacement_always_fits_the_frame() {
+        let mut entries = Vec::new();
+        put_long_string_entry(&mut entries, "big", &[b'b'; 3900]);
+        let mut list = table(&entries);
+        list.extend_from_slice(b"\x01\xff");
+        let p = payload(HEADERS_FLAG | 0x0080, &list);
+        assert!(p.len() <= 4088);
+        let r = replace(&p, &"r".repeat(300), 4088);
+        assert!(r.len() <= 4088, "{}", r.len());
+        let props = client_reads(&r).expect("readable");
+        let h = props.headers().as_ref().expect("headers");
+        assert!(h.inner().contains_key(headers::UNREADABLE) && !h.inner().contains_key("big"));
     }
 
     #[test]

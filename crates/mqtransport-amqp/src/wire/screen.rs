@@ -50,8 +50,9 @@ fn layout(class: u16, method: u16) -> Option<&'static [u8]> {
 pub(crate) struct Screen {
     /// Bytes of a pass-through frame not yet handed on.
     passing: usize,
-    /// The connection's `frame_max`: the server's (from `connection.tune`), lowered to the
-    /// client's own limit when it asks for one.
+    /// The connection's `frame_max`: AMQP's minimum until `connection.tune`, then the
+    /// server's, lowered to the client's own limit when it asks for one. No frame may be
+    /// larger, so no frame makes the screen hold more than this.
     frame_max: u32,
     client_frame_max: Option<u32>,
     /// The first bytes have been seen to be an AMQP frame.
@@ -95,6 +96,12 @@ impl Screen {
         let channel = u16::from_be_bytes([head[1], head[2]]);
         let size = u32::from_be_bytes([head[3], head[4], head[5], head[6]]) as usize;
         let total = 7 + size + 1;
+        if total > self.frame_max as usize && kind != HEARTBEAT {
+            return Step::Fail(format!(
+                "the server sent a frame of {total} bytes, more than the connection's frame_max of {}",
+                self.frame_max
+            ));
+        }
         match kind {
             BODY | HEARTBEAT => {
                 self.passing = total;
@@ -357,6 +364,14 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("or\u{fffd}ders"), "{text}");
         assert!(text.contains("the delivery's routing key is not valid UTF-8"), "{text}");
+    }
+
+    #[test]
+    fn a_frame_larger_than_frame_max_ends_the_connection() {
+        let mut input = tune(8192);
+        input.extend(frame(METHOD, 1, &[0; 9000]));
+        let e = run(&input, 4096).unwrap_err();
+        assert!(e.contains("more than the connection's frame_max of 8192"), "{e}");
     }
 
     #[test]
