@@ -178,6 +178,22 @@ async fn a_header_too_large_for_a_frame_is_refused_before_sending(fx: Arc<Fx>) -
         .await?
         .into_result("", &q)?;
     assert_eq!(get(&conn, &q).await?.body.as_ref(), b"after");
+    // The limit is exact: properties of exactly the largest size go through (RabbitMQ takes
+    // them), one byte more is refused.
+    let max = mqtransport::core::frame_limit::max_properties_size(frame_max);
+    // A table holding one long string: 4 (table) + 1 + 4 ("blob") + 1 + 4 + n.
+    let exact = Envelope::new("exact").with_header("blob", "b".repeat(max - 14));
+    assert_eq!(exact.properties().encoded_size()?, max);
+    conn.publish(Publish::to_queue(q.as_str(), exact))
+        .await?
+        .into_result("", &q)?;
+    assert_eq!(get(&conn, &q).await?.body.as_ref(), b"exact");
+    let over = Envelope::new("over").with_header("blob", "b".repeat(max - 13));
+    let e = conn
+        .publish(Publish::to_queue(q.as_str(), over))
+        .await
+        .expect_err("one byte over");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
     // Headers nested too deep are refused the same way.
     let mut deep = FieldValue::I32(1);
     for _ in 0..100 {
