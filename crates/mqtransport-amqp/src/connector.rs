@@ -235,6 +235,7 @@ where
                     }
                     Step::NeedMore => break,
                     Step::Fail(why) => {
+                        tracing::warn!("closing the connection to the broker: {why}");
                         *diagnosis.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
                         return;
                     }

@@ -193,6 +193,10 @@ impl Screen {
             (Err(e), None) => e.0,
             (Err(e), Some(m)) => format!("{m}; {}", e.0),
         };
+        tracing::warn!(
+            channel,
+            "a delivery's properties cannot be read as sent, passed on marked unreadable: {reason}"
+        );
         let max_payload = (self.frame_max as usize).saturating_sub(8);
         Step::Replace {
             consumed: total,
