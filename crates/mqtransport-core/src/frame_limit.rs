@@ -154,11 +154,7 @@ impl Properties {
         };
         if let Some(reason) = table.get(headers::ERROR).and_then(FieldValue::as_str) {
             if reason.len() > 256 {
-                let mut end = 256;
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let cut = format!("{}…", &reason[..end]);
+                let cut = format!("{}…", char_prefix(reason, 256));
                 table.insert(headers::ERROR, cut);
             }
         }
@@ -192,11 +188,24 @@ fn truncate_list(list: &str) -> String {
     if list.len() <= 1024 {
         return list.to_owned();
     }
-    let mut end = 1024;
-    while !list.is_char_boundary(end) {
+    format!("{},…", char_prefix(list, 1024))
+}
+
+/// The longest prefix of `text` that is at most `max` bytes and ends at a character boundary,
+/// for cutting text to a size the wire allows.
+///
+/// ```
+/// use mqtransport_core::frame_limit::char_prefix;
+/// assert_eq!(char_prefix("héllo", 2), "h"); // 'é' takes two bytes
+/// assert_eq!(char_prefix("héllo", 3), "hé");
+/// assert_eq!(char_prefix("hi", 10), "hi");
+/// ```
+pub fn char_prefix(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{},…", &list[..end])
+    &text[..end]
 }
 
 #[cfg(test)]

@@ -542,11 +542,7 @@ fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    format!("{}…", mqtransport_core::frame_limit::char_prefix(text, max))
 }
 
 /// The message of a panic payload.

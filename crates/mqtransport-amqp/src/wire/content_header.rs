@@ -191,8 +191,9 @@ fn build(payload: &[u8], found: &[Found], reason: &str, original: Option<&[u8]>,
 
 #[cfg(test)]
 mod tests {
-    use super::super::table::tests::{nested, table};
+    use super::super::table::tests::table;
     use super::*;
+    use mqtransport_testkit::raw_amqp::nested_table as nested;
 
     /// A content header payload: class 60, weight 0, body size 5, then `flags` and `list`.
     fn payload(flags: u16, list: &[u8]) -> Vec<u8> {

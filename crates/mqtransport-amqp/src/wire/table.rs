@@ -5,6 +5,7 @@
 //! can exhaust the thread's stack.
 
 use mqtransport_core::MAX_HEADER_DEPTH;
+use mqtransport_core::frame_limit::char_prefix;
 
 /// Why bytes from the broker cannot be read by the AMQP client (a sentence for a header).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +121,9 @@ pub(crate) fn check_table(buf: &[u8], pos: usize, what: &str) -> Result<usize, U
 
 /// Appends a short string: `s` cut to 255 bytes at a character boundary.
 pub(crate) fn put_short_string(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(255);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.push(end as u8);
-    out.extend_from_slice(&s.as_bytes()[..end]);
+    let s = char_prefix(s, 255);
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Appends a table entry whose value is a long string (`'S'`).
@@ -147,25 +145,12 @@ pub(crate) fn put_bytes_entry(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use mqtransport_testkit::raw_amqp::nested_table as nested;
 
     /// A table of `entries` (already encoded), with its length prefix.
     pub(crate) fn table(entries: &[u8]) -> Vec<u8> {
         let mut t = (entries.len() as u32).to_be_bytes().to_vec();
         t.extend_from_slice(entries);
-        t
-    }
-
-    /// A header table nested `depth` levels deep (the outermost counts as one).
-    pub(crate) fn nested(depth: usize) -> Vec<u8> {
-        let innermost = table(b"\x01kI\x00\x00\x00\x01");
-        let mut t = Vec::with_capacity(innermost.len() + 7 * depth);
-        // Each outer level is its length, then one entry "n" holding the level inside.
-        for level in 1..depth {
-            let inside = innermost.len() + 7 * (depth - 1 - level);
-            t.extend_from_slice(&((3 + inside) as u32).to_be_bytes());
-            t.extend_from_slice(b"\x01nF");
-        }
-        t.extend_from_slice(&innermost);
         t
     }
 
