@@ -51,28 +51,31 @@ struct Found {
 
 /// Reads the property list of a content-header `payload` (the frame without its 7-byte header
 /// and end octet); `Ok` when the AMQP client can read all of it.
+///
+/// Every delivery passes here: nothing is allocated unless something is unreadable.
 pub(crate) fn check(payload: &[u8]) -> Result<(), Unreadable> {
-    let (found, rest) = scan(payload);
-    if let Some(p) = found.into_iter().find_map(|f| f.problem) {
-        return Err(p);
+    let mut first = None;
+    let whole = scan(payload, &mut |f| {
+        if first.is_none() {
+            first = f.problem;
+        }
+    });
+    match first {
+        Some(problem) => Err(problem),
+        None => whole,
     }
-    rest
 }
 
-/// The properties of `payload`, each with its problem if any; and whether the list as a
-/// whole is readable (no unknown flags, nothing cut short, nothing left over).
-fn scan(payload: &[u8]) -> (Vec<Found>, Result<(), Unreadable>) {
-    let mut found = Vec::new();
+/// Hands each property of `payload` to `each`, with its problem if any; returns whether the
+/// list as a whole is readable (no unknown flags, nothing cut short, nothing left over).
+fn scan(payload: &[u8], each: &mut dyn FnMut(Found)) -> Result<(), Unreadable> {
     let Some(flags) = payload.get(FIXED..FIXED + 2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return (found, Err(Unreadable("the content header is cut short".into())));
+        return Err(Unreadable("the content header is cut short".into()));
     };
     if flags & 0b11 != 0 {
-        return (
-            found,
-            Err(Unreadable(format!(
-                "the property flags {flags:#06x} name unknown properties"
-            ))),
-        );
+        return Err(Unreadable(format!(
+            "the property flags {flags:#06x} name unknown properties"
+        )));
     }
     let mut at = FIXED + 2;
     for (index, (name, kind)) in PROPERTIES.iter().enumerate() {
@@ -88,7 +91,7 @@ fn scan(payload: &[u8]) -> (Vec<Found>, Result<(), Unreadable>) {
                         .err()
                         .map(|_| Unreadable(format!("the property {name} is not valid UTF-8"))),
                 ),
-                None => return (found, Err(Unreadable(format!("the property {name} is cut short")))),
+                None => return Err(Unreadable(format!("the property {name} is cut short"))),
             },
             Kind::Table => match check_table(payload, at, "the headers") {
                 Ok(end) => (end, None),
@@ -99,37 +102,38 @@ fn scan(payload: &[u8]) -> (Vec<Found>, Result<(), Unreadable>) {
                         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
                     match len.map(|l| at + 4 + l).filter(|&e| e <= payload.len()) {
                         Some(end) => (end, Some(problem)),
-                        None => return (found, Err(problem)),
+                        None => return Err(problem),
                     }
                 }
             },
             Kind::Octet | Kind::Timestamp => {
                 let end = at + if *kind == Kind::Octet { 1 } else { 8 };
                 if end > payload.len() {
-                    return (found, Err(Unreadable(format!("the property {name} is cut short"))));
+                    return Err(Unreadable(format!("the property {name} is cut short")));
                 }
                 (end, None)
             }
         };
-        found.push(Found {
+        each(Found {
             index,
             range: start..end,
             problem,
         });
         at = end;
     }
-    let rest = if at == payload.len() {
+    if at == payload.len() {
         Ok(())
     } else {
         Err(Unreadable("the content header has bytes after its properties".into()))
-    };
-    (found, rest)
+    }
 }
 
 /// A content-header payload the AMQP client can read, standing in for `payload`, which it
 /// cannot (`reason` says why), at most `max_payload` bytes long when that is possible.
 pub(crate) fn replace(payload: &[u8], reason: &str, max_payload: usize) -> Vec<u8> {
-    let (found, _) = scan(payload);
+    let mut found = Vec::new();
+    // What is unreadable as a whole is already in `reason`; the properties read are kept.
+    let _ = scan(payload, &mut |f| found.push(f));
     let original = payload.get(FIXED..).unwrap_or_default();
     let with_original = build(payload, &found, reason, Some(original), true);
     if with_original.len() <= max_payload {
