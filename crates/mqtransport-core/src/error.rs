@@ -106,8 +106,14 @@ impl Error {
     }
 
     /// An error the broker reported with an AMQP reply code, e.g. `404` and
-    /// `"NOT_FOUND - no queue 'q' in vhost '/'"`. The kind is derived from the code.
+    /// `"NOT_FOUND - no queue 'q' in vhost '/'"`. The kind is derived from the code. A reply
+    /// text is an AMQP short string: one longer than 255 bytes is cut to 252 and `...`, as
+    /// RabbitMQ sends it.
     pub fn broker(reply_code: u16, text: impl Into<String>, scope: Scope) -> Self {
+        let mut text = text.into();
+        if text.len() > 255 {
+            text = format!("{}...", crate::frame_limit::char_prefix(&text, 252));
+        }
         let kind = match reply_code {
             403 => ErrorKind::AccessRefused,
             404 => ErrorKind::NotFound,
@@ -284,6 +290,16 @@ mod tests {
         );
         assert_eq!(Error::broker(403, "x", Scope::Channel).kind(), ErrorKind::AccessRefused);
         assert!(Error::new(ErrorKind::Timeout, "confirm").is_transient());
+    }
+
+    #[test]
+    fn a_reply_text_is_cut_like_a_short_string() {
+        let exact = "x".repeat(255);
+        assert_eq!(Error::broker(404, exact.clone(), Scope::Channel).message(), exact);
+        let long = format!("{}é{}", "x".repeat(251), "y".repeat(10));
+        let cut = Error::broker(404, long, Scope::Channel);
+        assert_eq!(cut.message(), format!("{}...", "x".repeat(251)));
+        assert!(cut.message().len() <= 255);
     }
 
     /// The hot paths return `Result`s that succeed: an error must not make them larger than

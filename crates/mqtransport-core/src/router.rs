@@ -453,9 +453,34 @@ impl Router {
 
     /// Routes a message published to `exchange` with routing keys `keys` (the routing key, then
     /// any `CC`/`BCC` keys) and `headers`. Follows exchange-to-exchange bindings, each exchange
-    /// once; if nothing matched, tries the alternate exchange. Publishing to a missing exchange is
+    /// once; an exchange none of whose bindings matched passes the message to its own alternate
+    /// exchange, as RabbitMQ does (so an exchange that matched only a binding to an exchange
+    /// without queues does not use its alternate). Publishing to a missing exchange is
     /// `NOT_FOUND`, to an internal one `ACCESS_REFUSED`.
     pub fn route<'a>(&'a self, exchange: &str, keys: &[&'a str], headers: Option<&FieldTable>) -> Result<Routed<'a>> {
+        if let Some(entry) = self.exchanges.get(exchange)
+            && entry.exchange.internal
+        {
+            return Err(Error::broker(
+                403,
+                format!(
+                    "ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    self.vhost
+                ),
+                Scope::Channel,
+            ));
+        }
+        self.route_dead_letter(exchange, keys, headers)
+    }
+
+    /// [`route`](Self::route) for a dead letter: its exchange may be internal (only publishing
+    /// to an internal exchange is refused).
+    pub fn route_dead_letter<'a>(
+        &'a self,
+        exchange: &str,
+        keys: &[&'a str],
+        headers: Option<&FieldTable>,
+    ) -> Result<Routed<'a>> {
         if exchange.is_empty() {
             let mut queues: Vec<&'a str> = keys.to_vec();
             queues.sort_unstable();
@@ -468,83 +493,65 @@ impl Router {
         let Some(entry) = self.exchanges.get(exchange) else {
             return Err(self.not_found(exchange));
         };
-        if entry.exchange.internal {
-            return Err(Error::broker(
-                403,
-                format!(
-                    "ACCESS_REFUSED - cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                    self.vhost
-                ),
-                Scope::Channel,
-            ));
-        }
-        let mut visited: Vec<&'a str> = Vec::new();
-        let mut out: Vec<&'a Destination> = Vec::new();
         let mut queues: Vec<&'a str> = Vec::new();
-        let mut next: Option<&'a Entry> = Some(entry);
-        // The exchange itself, then (while nothing matched) its alternate exchange chain.
-        while let Some(e) = next.take() {
-            self.walk(e, keys, headers, &mut visited, &mut out, &mut queues);
-            if !queues.is_empty() {
-                break;
+        let mut visited: Vec<&'a str> = vec![entry.exchange.name.as_str()];
+        let mut work: Vec<&'a Entry> = vec![entry];
+        let mut matched: Vec<&'a Destination> = Vec::new();
+        while let Some(e) = work.pop() {
+            matched.clear();
+            e.matching(keys, headers, &mut matched);
+            let alternate = if matched.is_empty() {
+                e.exchange.alternate()
+            } else {
+                None
+            };
+            let next_exchanges = matched
+                .iter()
+                .filter_map(|d| match d {
+                    Destination::Queue(q) => {
+                        queues.push(q);
+                        None
+                    }
+                    Destination::Exchange(x) => Some(x.as_str()),
+                })
+                .chain(alternate);
+            for name in next_exchanges {
+                if let Some(next) = self.exchanges.get(name)
+                    && !visited.contains(&next.exchange.name.as_str())
+                {
+                    visited.push(&next.exchange.name);
+                    work.push(next);
+                }
             }
-            next = e
-                .exchange
-                .alternate()
-                .and_then(|ae| self.exchanges.get(ae))
-                .filter(|ae| !visited.contains(&ae.exchange.name.as_str()));
         }
         queues.sort_unstable();
         queues.dedup();
         Ok(Routed { queues, by_name: None })
     }
+}
 
-    fn walk<'a>(
-        &'a self,
-        entry: &'a Entry,
-        keys: &[&'a str],
-        headers: Option<&FieldTable>,
-        visited: &mut Vec<&'a str>,
-        out: &mut Vec<&'a Destination>,
-        queues: &mut Vec<&'a str>,
-    ) {
-        let mut stack = vec![entry];
-        visited.push(&entry.exchange.name);
-        while let Some(e) = stack.pop() {
-            out.clear();
-            match &e.table {
-                Table::Direct(map) => {
-                    for k in keys {
-                        if let Some(d) = map.get(*k) {
-                            out.extend(d.iter());
-                        }
+impl Entry {
+    /// Appends to `out` the destinations of this exchange's bindings that match.
+    fn matching<'a>(&'a self, keys: &[&str], headers: Option<&FieldTable>, out: &mut Vec<&'a Destination>) {
+        match &self.table {
+            Table::Direct(map) => {
+                for k in keys {
+                    if let Some(d) = map.get(*k) {
+                        out.extend(d.iter());
                     }
-                }
-                Table::Fanout(list) => out.extend(list.iter()),
-                Table::Topic(trie) => {
-                    let mut split: Vec<&str> = Vec::new();
-                    for k in keys {
-                        split.clear();
-                        split.extend(words(k));
-                        trie.collect(&split, out);
-                    }
-                }
-                Table::Headers(list) => {
-                    out.extend(list.iter().filter(|b| b.matches(headers)).map(|b| &b.destination));
                 }
             }
-            for d in out.iter() {
-                match d {
-                    Destination::Queue(q) => queues.push(q),
-                    Destination::Exchange(x) => {
-                        if !visited.contains(&x.as_str())
-                            && let Some(next) = self.exchanges.get(x)
-                        {
-                            visited.push(&next.exchange.name);
-                            stack.push(next);
-                        }
-                    }
+            Table::Fanout(list) => out.extend(list.iter()),
+            Table::Topic(trie) => {
+                let mut split: Vec<&str> = Vec::new();
+                for k in keys {
+                    split.clear();
+                    split.extend(words(k));
+                    trie.collect(&split, out);
                 }
+            }
+            Table::Headers(list) => {
+                out.extend(list.iter().filter(|b| b.matches(headers)).map(|b| &b.destination));
             }
         }
     }
@@ -752,6 +759,21 @@ mod tests {
         r.bind(&Binding::queue("k", "main", "k"))?;
         assert_eq!(r.route("main", &["k"], None)?.queues(), ["k"]);
         assert_eq!(r.route("main", &["z"], None)?.queues(), ["unrouted"]);
+        // An exchange whose binding matched an exchange without queues does not use its
+        // alternate; the exchange that matched nothing uses its own.
+        r.declare_exchange(&Exchange::fanout("empty"))?;
+        r.bind(&Binding::exchange("empty", "main", "to-empty"))?;
+        assert!(r.route("main", &["to-empty"], None)?.is_empty());
+        r.declare_exchange(&Exchange::fanout("ae2"))?;
+        r.bind(&Binding::queue("unrouted2", "ae2", ""))?;
+        r.declare_exchange(&Exchange::direct("inner").alternate_exchange("ae2"))?;
+        r.bind(&Binding::exchange("inner", "main", "to-inner"))?;
+        assert_eq!(r.route("main", &["to-inner"], None)?.queues(), ["unrouted2"]);
+        // Dead letters may go to an internal exchange.
+        r.declare_exchange(&Exchange::fanout("hidden").internal())?;
+        r.bind(&Binding::queue("dlq", "hidden", ""))?;
+        assert_eq!(r.route("hidden", &["k"], None).unwrap_err().reply_code(), Some(403));
+        assert_eq!(r.route_dead_letter("hidden", &["k"], None)?.queues(), ["dlq"]);
         Ok(())
     }
 

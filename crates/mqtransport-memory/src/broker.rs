@@ -191,6 +191,7 @@ impl BrokerInner {
                 return Err(self.locked(&q.name));
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
+            existing.touch();
             return Ok(existing.info());
         }
         let name = if q.name.is_empty() {
@@ -240,7 +241,9 @@ impl BrokerInner {
         if name == DIRECT_REPLY_TO {
             return Ok(reply_info());
         }
-        Ok(self.queue_for(conn, name)?.info())
+        let q = self.queue_for(conn, name)?;
+        q.touch();
+        Ok(q.info())
     }
 
     /// Deletes a queue: its consumers are cancelled, its messages discarded.
@@ -329,7 +332,7 @@ impl BrokerInner {
                 let keys: Vec<&str> = dl.routing_keys.iter().map(ShortStr::as_str).collect();
                 match topo
                     .router
-                    .route(&dl.exchange, &keys, dl.envelope.properties().headers.as_ref())
+                    .route_dead_letter(&dl.exchange, &keys, dl.envelope.properties().headers.as_ref())
                 {
                     Ok(routed) => routed
                         .queues()
@@ -342,7 +345,12 @@ impl BrokerInner {
             };
             let mut keys = dl.routing_keys.into_iter();
             let data = MsgData {
-                route: Route::routed(dl.exchange, keys.next().unwrap_or_default(), keys.collect()),
+                route: Route::routed(
+                    dl.exchange,
+                    keys.next().unwrap_or_default(),
+                    keys.collect(),
+                    Box::default(),
+                ),
                 envelope: dl.envelope,
             };
             for q in targets {

@@ -185,7 +185,7 @@ impl BrokerInner {
         // Copies share the body, the properties and the names: cloning allocates nothing.
         let data = MsgData {
             envelope,
-            route: Route::routed(exchange, routing_key, cc.into_boxed_slice()),
+            route: Route::routed(exchange, routing_key, cc.into_boxed_slice(), bcc.into_boxed_slice()),
         };
         let mut nacked = false;
         let mut ahead = None;

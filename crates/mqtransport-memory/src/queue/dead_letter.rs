@@ -38,8 +38,10 @@ pub(crate) struct DeadLetter {
 
 impl DeadLetter {
     /// `data`, dead in queue `queue` (whose name is `key` as a routing key) for `reason`, on
-    /// its way to exchange `dlx`: routed by `dlrk` if the queue sets one, else by the keys it
-    /// was published with (its `CC` keys too); its `expiration` removed and its death recorded.
+    /// its way to exchange `dlx`: routed by `dlrk` if the queue sets one (and then without its
+    /// `CC` header), else by every key it was published with (`CC` and `BCC` keys too); its
+    /// `expiration` removed and its death recorded with the routing key and `CC` keys, as
+    /// RabbitMQ 3.10 does.
     pub(crate) fn of(
         data: MsgData,
         reason: Reason,
@@ -49,15 +51,21 @@ impl DeadLetter {
         dlrk: Option<&str>,
     ) -> Self {
         let MsgData { mut envelope, route } = data;
-        let (exchange, routing_key, cc) = route.parts(key);
-        let mut keys = Vec::with_capacity(1 + cc.len());
+        let (exchange, routing_key, cc, bcc) = route.parts(key);
+        let mut keys = Vec::with_capacity(1 + cc.len() + bcc.len());
         keys.push(routing_key.clone());
         keys.extend(cc.iter().cloned());
         let expiration = envelope.properties_mut().expiration.take();
         record_death(envelope.headers_mut(), queue, reason, exchange, &keys, expiration);
         let routing_keys = match dlrk {
-            Some(k) => vec![ShortStr::from(k)],
-            None => keys,
+            Some(k) => {
+                envelope.headers_mut().remove("CC");
+                vec![ShortStr::from(k)]
+            }
+            None => {
+                keys.extend(bcc.iter().cloned());
+                keys
+            }
         };
         DeadLetter {
             exchange: ShortStr::from(dlx),

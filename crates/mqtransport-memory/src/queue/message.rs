@@ -34,23 +34,30 @@ pub(crate) struct Route(Option<Arc<Routed>>);
 pub(crate) struct Routed {
     exchange: ShortStr,
     routing_key: ShortStr,
-    /// `CC` keys (for `x-death` routing keys).
+    /// `CC` keys: recorded in `x-death`, and dead letters are routed by them.
     cc: Box<[ShortStr]>,
+    /// `BCC` keys (gone from the headers): dead letters are routed by them too.
+    bcc: Box<[ShortStr]>,
 }
 
 impl Route {
     /// The default exchange, to the queue the routing key names.
     pub(crate) const TO_QUEUE: Route = Route(None);
 
-    /// A message published to `exchange` with `routing_key` (and `cc` keys). A thread that
+    /// A message published to `exchange` with `routing_key` (and `cc` and `bcc` keys). A thread that
     /// publishes again with the exchange and key of its last routed publish shares that route
     /// instead of allocating one: a producer usually repeats them.
-    pub(crate) fn routed(exchange: ShortStr, routing_key: ShortStr, cc: Box<[ShortStr]>) -> Route {
+    pub(crate) fn routed(
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        cc: Box<[ShortStr]>,
+        bcc: Box<[ShortStr]>,
+    ) -> Route {
         thread_local! {
-            /// This thread's last route without `CC` keys.
+            /// This thread's last route without `CC` or `BCC` keys.
             static LAST: std::cell::RefCell<Option<Arc<Routed>>> = const { std::cell::RefCell::new(None) };
         }
-        if cc.is_empty() {
+        if cc.is_empty() && bcc.is_empty() {
             let shared = LAST.with(|last| {
                 let mut last = last.try_borrow_mut().ok()?;
                 if !last
@@ -61,6 +68,7 @@ impl Route {
                         exchange: exchange.clone(),
                         routing_key: routing_key.clone(),
                         cc: Box::default(),
+                        bcc: Box::default(),
                     }));
                 }
                 last.clone()
@@ -73,6 +81,7 @@ impl Route {
             exchange,
             routing_key,
             cc,
+            bcc,
         })))
     }
 
@@ -86,16 +95,20 @@ impl Route {
         }
     }
 
-    /// The exchange, routing key and `CC` keys of a message held by the queue `queue`.
+    /// The exchange, routing key, `CC` keys and `BCC` keys of a message held by the queue
+    /// `queue`.
     #[inline]
-    pub(crate) fn parts<'a>(&'a self, queue: &'a ShortStr) -> (&'a ShortStr, &'a ShortStr, &'a [ShortStr]) {
+    pub(crate) fn parts<'a>(&'a self, queue: &'a ShortStr) -> RouteParts<'a> {
         static EMPTY: ShortStr = ShortStr::EMPTY;
         match &self.0 {
-            None => (&EMPTY, queue, &[]),
-            Some(r) => (&r.exchange, &r.routing_key, &r.cc),
+            None => (&EMPTY, queue, &[], &[]),
+            Some(r) => (&r.exchange, &r.routing_key, &r.cc, &r.bcc),
         }
     }
 }
+
+/// The exchange, routing key, `CC` keys and `BCC` keys of a route.
+pub(crate) type RouteParts<'a> = (&'a ShortStr, &'a ShortStr, &'a [ShortStr], &'a [ShortStr]);
 
 /// A message in one queue.
 #[derive(Debug, Clone)]

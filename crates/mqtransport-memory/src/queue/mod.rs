@@ -182,15 +182,12 @@ impl QueueCell {
     }
 
     fn enqueue_locked(&self, st: &mut QueueState, data: MsgData, fx: &mut Effects) -> Enqueued {
-        // The clock is read only when something here can expire.
-        let timed = self.config.ttl.is_some()
-            || self.config.expires.is_some()
-            || data.envelope.properties().expiration.is_some();
-        let now = timed.then(Instant::now);
-        if let Some(now) = now {
-            st.last_used = now;
-        }
-        let expires_at = now.and_then(|now| self.config.expires_at(&data.envelope, now));
+        // The clock is read only when the message can expire. A publish does not use the queue
+        // (RabbitMQ's `x-expires` counts consumers, `basic.get` and declares only).
+        let timed = self.config.ttl.is_some() || data.envelope.properties().expiration.is_some();
+        let expires_at = timed
+            .then(Instant::now)
+            .and_then(|now| self.config.expires_at(&data.envelope, now));
         let body = data.envelope.body.len();
         let over = |st: &QueueState| {
             self.config.max_len.is_some_and(|m| st.ready.len() >= m)
@@ -237,7 +234,8 @@ impl QueueCell {
     }
 
     /// Removes expired messages at the head: expiry is only ever checked at the head. The clock
-    /// is read only if the head can expire.
+    /// is read only if the head can expire. A head left with a deadline gets the timer, which
+    /// may have stopped while the head could not expire.
     fn expire_heads(&self, st: &mut QueueState, fx: &mut Effects) {
         if st.ready.timed == 0 {
             return;
@@ -245,6 +243,9 @@ impl QueueCell {
         let mut now = None;
         while let Some(t) = st.ready.head().and_then(|m| m.expires_at) {
             if t > *now.get_or_insert_with(Instant::now) {
+                if !st.timer_running || st.timer_next.is_none_or(|next| t < next) {
+                    self.ensure_timer(st, fx);
+                }
                 break;
             }
             if let Some(m) = st.ready.pop_front() {
@@ -372,16 +373,17 @@ impl QueueCell {
             self.dead_letter(msg, Reason::DeliveryLimit, fx);
             return;
         }
-        if msg.expires_at.is_some_and(|t| t <= Instant::now()) {
-            self.dead_letter(msg, Reason::Expired, fx);
-            return;
-        }
+        // An expired message goes back too: like any other, it expires when it reaches the
+        // head (the dispatch that follows looks there). A length limit applies to it only by
+        // dropping the head: `reject-publish` refuses publishes, not returns.
         match (self.config.kind, how) {
             (QueueType::Quorum, Return::Requeue) => st.ready.push_back(msg),
             (QueueType::Quorum, Return::Closed) => st.ready.push_front(msg),
             (QueueType::Classic, _) => st.ready.insert_by_seq(msg),
         }
-        self.enforce_max_length(st, fx);
+        if self.config.overflow == Overflow::DropHead {
+            self.enforce_max_length(st, fx);
+        }
     }
 
     /// Adds a consumer and hands it what is ready. Refused (404) if the queue was deleted, and
@@ -470,8 +472,8 @@ impl QueueCell {
                 st.unacked.insert(owner.unacked_key(tag), (msg, slot.conn));
             }
         }
-        if st.consumers.is_empty() && self.decl.auto_delete && !is_reply {
-            fx.auto_delete = true;
+        if st.consumers.is_empty() && !is_reply {
+            self.unused_since_now(&mut st, fx);
         }
         self.dispatch(&mut st, fx);
         true
@@ -504,10 +506,29 @@ impl QueueCell {
             }
         }
         self.put_back_closed(&mut st, returned, fx);
-        if had > 0 && st.consumers.is_empty() && self.decl.auto_delete {
-            fx.auto_delete = true;
+        if had > 0 && st.consumers.is_empty() {
+            self.unused_since_now(&mut st, fx);
         }
         self.dispatch(&mut st, fx);
+    }
+
+    /// The queue has just lost its last consumer: an auto-delete queue goes, and the
+    /// `x-expires` idle time starts now.
+    fn unused_since_now(&self, st: &mut QueueState, fx: &mut Effects) {
+        if self.decl.auto_delete {
+            fx.auto_delete = true;
+        }
+        if self.config.expires.is_some() {
+            st.last_used = Instant::now();
+            self.ensure_timer(st, fx);
+        }
+    }
+
+    /// A declare (active or passive) uses the queue: its `x-expires` idle time starts again.
+    pub(crate) fn touch(&self) {
+        if self.config.expires.is_some() {
+            self.lock().last_used = Instant::now();
+        }
     }
 
     /// Settles delivery `tag` of `owner` on the locked path (a nack or reject, an ack of a
@@ -700,6 +721,7 @@ impl QueueCell {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        st.timer_next = next;
         if next.is_none() {
             st.timer_running = false;
         }

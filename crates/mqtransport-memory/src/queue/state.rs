@@ -33,6 +33,8 @@ pub(crate) struct QueueState {
     pub(super) deleted: bool,
     /// The broker runs a timer task for this queue.
     pub(super) timer_running: bool,
+    /// When the running timer looks at the queue next, as its last look decided.
+    pub(super) timer_next: Option<Instant>,
     /// Last time the queue was used (for `x-expires`).
     pub(super) last_used: Instant,
     /// Messages taken from the intake in one swap and not yet numbered nor delivered: they
@@ -51,6 +53,7 @@ impl QueueState {
             next_seq: 0,
             deleted: false,
             timer_running: false,
+            timer_next: None,
             last_used: Instant::now(),
             fresh: VecDeque::new(),
         }

@@ -152,3 +152,94 @@ pub async fn retry_loop_counts_deaths(c: Ctx) -> TestResult {
     d.ack().await?;
     Ok(())
 }
+
+/// An internal exchange takes dead letters: only publishing to it directly is refused.
+pub async fn internal_dead_letter_exchange_delivers(c: Ctx) -> TestResult {
+    let (dlx, dlq, q) = (c.exchange("dlx"), c.queue("dlq"), c.queue("q"));
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::fanout(&dlx).internal())
+            .queue(Queue::durable(&dlq))
+            .queue(Queue::durable(&q).dead_letter_exchange(&dlx))
+            .bind(Binding::queue(&dlq, &dlx, "")),
+    )
+    .await?;
+    c.send(&q, "dead").await?;
+    get_one(&c, &q).await?.reject(false).await?;
+    c.wait_count(&dlq, 1).await?;
+    check_eq!(c.drain(&dlq).await?, vec!["dead".to_owned()]);
+    Ok(())
+}
+
+/// Dead letters are routed by every key the message was published with: its routing key and
+/// its `CC` and `BCC` keys.
+pub async fn dead_letters_route_by_bcc_keys(c: Ctx) -> TestResult {
+    let (x, dlx) = (c.exchange("x"), c.exchange("dlx"));
+    let (q, dlq) = (c.queue("q"), c.queue("dlq"));
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::direct(&x))
+            .exchange(Exchange::direct(&dlx))
+            .queue(Queue::durable(&q).dead_letter_exchange(&dlx))
+            .queue(Queue::durable(&dlq))
+            .bind(Binding::queue(&q, &x, "k"))
+            .bind(Binding::queue(&dlq, &dlx, "hidden")),
+    )
+    .await?;
+    let m = env("bcc").with_header("BCC", FieldValue::Array(vec!["hidden".into()]));
+    c.publish(&x, "k", m).await?;
+    get_one(&c, &q).await?.reject(false).await?;
+    c.wait_count(&dlq, 1).await?;
+    let d = get_one(&c, &dlq).await?;
+    check_eq!(body(&d), "bcc");
+    // The death records the routing key and CC keys only: BCC keys stay hidden.
+    check_eq!(
+        deaths(&d)[0].get("routing-keys"),
+        Some(&FieldValue::Array(vec!["k".into()]))
+    );
+    check!(d.envelope.header("BCC").is_none());
+    d.ack().await?;
+    Ok(())
+}
+
+/// With `x-dead-letter-routing-key` a dead letter loses its `CC` header (it is routed by that
+/// key alone); without it the header stays.
+pub async fn dead_letter_routing_key_removes_cc(c: Ctx) -> TestResult {
+    let (x, q, keyed, dlq) = (c.exchange("x"), c.queue("q"), c.queue("keyed"), c.queue("dlq"));
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::direct(&x))
+            .queue(Queue::durable(&dlq))
+            .queue(Queue::durable(&q).dead_letter_exchange(""))
+            .queue(
+                Queue::durable(&keyed)
+                    .dead_letter_exchange("")
+                    .dead_letter_routing_key(&dlq),
+            )
+            .bind(Binding::queue(&q, &x, "k"))
+            .bind(Binding::queue(&keyed, &x, "cc")),
+    )
+    .await?;
+    // To `q` by its key and to `keyed` by the CC key; `q`'s dead letter routes by "k" and "cc"
+    // through the default exchange, which has no such queues.
+    let m = env("cc").with_header("CC", FieldValue::Array(vec!["cc".into()]));
+    c.publish(&x, "k", m).await?;
+    let d = get_one(&c, &q).await?;
+    check!(d.envelope.header("CC").is_some());
+    d.reject(false).await?;
+    get_one(&c, &keyed).await?.reject(false).await?;
+    c.wait_count(&dlq, 1).await?;
+    let d = get_one(&c, &dlq).await?;
+    check_eq!(d.routing_key.as_str(), dlq.as_str());
+    check!(
+        d.envelope.header("CC").is_none(),
+        "CC kept: {:?}",
+        d.envelope.properties().headers
+    );
+    check_eq!(
+        deaths(&d)[0].get("routing-keys"),
+        Some(&FieldValue::Array(vec!["k".into(), "cc".into()]))
+    );
+    d.ack().await?;
+    Ok(())
+}

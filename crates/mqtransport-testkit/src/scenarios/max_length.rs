@@ -74,3 +74,49 @@ pub async fn max_length_bytes_counts_bodies(c: Ctx) -> TestResult {
     );
     Ok(())
 }
+
+/// A requeued message goes back even above a `reject-publish` (or `-dlx`) limit: the limit
+/// refuses publishes, not returns.
+pub async fn requeue_goes_back_above_a_reject_publish_limit(c: Ctx) -> TestResult {
+    let (dlx, dlq) = dlx_pair(&c);
+    for overflow in [Overflow::RejectPublish, Overflow::RejectPublishDlx] {
+        let q = c.queue(&format!("{overflow:?}"));
+        let t = Topology::new().queue(
+            Queue::durable(&q)
+                .max_length(1)
+                .overflow(overflow)
+                .dead_letter_exchange(&dlx),
+        );
+        c.declare(with_dlq(t, &dlx, &dlq)).await?;
+        c.send(&q, "m0").await?;
+        let held = get_one(&c, &q).await?;
+        c.send(&q, "m1").await?;
+        held.nack(true).await?;
+        c.wait_count(&q, 2).await?;
+        check_eq!(c.drain(&q).await?, vec!["m0".to_owned(), "m1".to_owned()]);
+    }
+    c.conn().ping().await?;
+    check_eq!(c.count(&dlq).await?, 0);
+    Ok(())
+}
+
+/// A requeued message that takes a drop-head queue over its limit drops the head.
+pub async fn requeue_above_a_drop_head_limit_drops_the_head(c: Ctx) -> TestResult {
+    let (dlx, dlq) = dlx_pair(&c);
+    let q = c.queue("q");
+    let t = Topology::new().queue(Queue::durable(&q).max_length(1).dead_letter_exchange(&dlx));
+    c.declare(with_dlq(t, &dlx, &dlq)).await?;
+    c.send(&q, "m0").await?;
+    let held = get_one(&c, &q).await?;
+    c.send(&q, "m1").await?;
+    held.nack(true).await?;
+    c.wait_count(&dlq, 1).await?;
+    let d = get_one(&c, &dlq).await?;
+    check_eq!(
+        (body(&d), text(&deaths(&d)[0], "reason")),
+        ("m0".to_owned(), Some("maxlen"))
+    );
+    d.ack().await?;
+    check_eq!(c.drain(&q).await?, vec!["m1".to_owned()]);
+    Ok(())
+}

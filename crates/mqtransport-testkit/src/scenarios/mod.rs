@@ -10,6 +10,7 @@ mod consumers;
 mod dead_letters;
 mod declare;
 mod direct_reply;
+mod expires;
 mod lifetimes;
 mod max_length;
 mod priorities;
@@ -24,6 +25,7 @@ pub use consumers::*;
 pub use dead_letters::*;
 pub use declare::*;
 pub use direct_reply::*;
+pub use expires::*;
 pub use lifetimes::*;
 pub use max_length::*;
 pub use priorities::*;
@@ -110,6 +112,19 @@ macro_rules! __for_each_scenario {
             delete_queue_conditions
             basic_get_reports_message_count
             properties_and_headers_round_trip
+            alternate_exchange_is_skipped_when_a_binding_matched
+            downstream_exchange_uses_its_own_alternate
+            reply_texts_are_cut_at_255_bytes
+            queue_expiry_ignores_publishes
+            queue_expires_after_its_last_consumer_leaves
+            passive_declare_keeps_a_queue_alive
+            requeue_goes_back_above_a_reject_publish_limit
+            requeue_above_a_drop_head_limit_drops_the_head
+            internal_dead_letter_exchange_delivers
+            dead_letters_route_by_bcc_keys
+            dead_letter_routing_key_removes_cc
+            expired_message_requeued_behind_another_waits_for_the_head
+            expiry_reaches_a_message_that_becomes_the_head
         }
     };
 }

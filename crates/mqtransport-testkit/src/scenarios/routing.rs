@@ -342,3 +342,62 @@ pub async fn exchange_delete_if_unused(c: Ctx) -> TestResult {
     c.conn().delete_exchange(&x, false).await?;
     Ok(())
 }
+
+/// An exchange whose binding matched (here to an exchange with no queues) does not use its
+/// alternate exchange: the message is unroutable and returned.
+pub async fn alternate_exchange_is_skipped_when_a_binding_matched(c: Ctx) -> TestResult {
+    let (ae, main, empty, qae) = (c.exchange("ae"), c.exchange("main"), c.exchange("empty"), c.queue("ae"));
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::fanout(&ae))
+            .exchange(Exchange::direct(&main).alternate_exchange(&ae))
+            .exchange(Exchange::fanout(&empty))
+            .queue(Queue::durable(&qae))
+            .bind(Binding::queue(&qae, &ae, ""))
+            .bind(Binding::exchange(&empty, &main, "k")),
+    )
+    .await?;
+    let got = c.publish(&main, "k", env("nowhere")).await?;
+    check!(
+        matches!(got, Confirmation::Returned { reply_code: 312, .. }),
+        "expected a return, got {got:?}"
+    );
+    check_eq!(c.publish(&main, "other", env("to-ae")).await?, Confirmation::Confirmed);
+    check_eq!(c.drain(&qae).await?, vec!["to-ae".to_owned()]);
+    Ok(())
+}
+
+/// An exchange reached through an exchange-to-exchange binding that routes nothing uses its
+/// own alternate exchange.
+pub async fn downstream_exchange_uses_its_own_alternate(c: Ctx) -> TestResult {
+    let (main, inner, ae, qae) = (c.exchange("main"), c.exchange("inner"), c.exchange("ae"), c.queue("ae"));
+    c.declare(
+        Topology::new()
+            .exchange(Exchange::fanout(&ae))
+            .exchange(Exchange::direct(&main))
+            .exchange(Exchange::direct(&inner).alternate_exchange(&ae))
+            .queue(Queue::durable(&qae))
+            .bind(Binding::queue(&qae, &ae, ""))
+            .bind(Binding::exchange(&inner, &main, "k")),
+    )
+    .await?;
+    check_eq!(c.publish(&main, "k", env("via-inner")).await?, Confirmation::Confirmed);
+    let d = get_one(&c, &qae).await?;
+    check_eq!(
+        (d.exchange.as_str(), d.routing_key.as_str(), body(&d)),
+        (main.as_str(), "k", "via-inner".to_owned())
+    );
+    d.ack().await?;
+    Ok(())
+}
+
+/// A reply text longer than an AMQP short string is cut to 252 bytes and `...`, as RabbitMQ
+/// sends it.
+pub async fn reply_texts_are_cut_at_255_bytes(c: Ctx) -> TestResult {
+    let taken = c.exchange("").len();
+    let x = c.exchange(&"n".repeat(250 - taken));
+    let e = expect_err(c.conn().publish(Publish::new(&x, "k", env("m"))).await, 404, "publish")?;
+    let full = format!("NOT_FOUND - no exchange '{x}' in vhost '/'");
+    check_eq!(e.message(), format!("{}...", &full[..252]));
+    Ok(())
+}

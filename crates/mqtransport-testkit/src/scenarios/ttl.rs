@@ -82,3 +82,52 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
     check!(e.message().ends_with("{value_negative,-1}"), "{e}");
     Ok(())
 }
+
+/// An expired message requeued behind an unexpired one stays until it reaches the head.
+pub async fn expired_message_requeued_behind_another_waits_for_the_head(c: Ctx) -> TestResult {
+    let (dlx, dlq) = dlx_pair(&c);
+    let q = c.queue("q");
+    c.declare(with_dlq(
+        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
+    c.publish("", &q, env("first")).await?;
+    c.publish("", &q, env("short").with_expiration(Duration::from_millis(300)))
+        .await?;
+    let first = get_one(&c, &q).await?;
+    let short = get_one(&c, &q).await?;
+    first.nack(true).await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    short.nack(true).await?;
+    c.wait_count(&q, 2).await?;
+    check_eq!(c.count(&dlq).await?, 0);
+    let head = get_one(&c, &q).await?;
+    check_eq!(body(&head), "first");
+    head.ack().await?;
+    c.wait_count(&dlq, 1).await?;
+    check_eq!(c.count(&q).await?, 0);
+    check_eq!(c.drain(&dlq).await?, vec!["short".to_owned()]);
+    Ok(())
+}
+
+/// A message with a deadline behind one without expires when it becomes the head, with no
+/// one looking at the queue.
+pub async fn expiry_reaches_a_message_that_becomes_the_head(c: Ctx) -> TestResult {
+    let (dlx, dlq) = dlx_pair(&c);
+    let q = c.queue("q");
+    c.declare(with_dlq(
+        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
+    c.publish("", &q, env("first")).await?;
+    c.publish("", &q, env("timed").with_expiration(Duration::from_millis(500)))
+        .await?;
+    get_one(&c, &q).await?.ack().await?;
+    c.wait_count(&dlq, 1).await?;
+    check_eq!(c.count(&q).await?, 0);
+    Ok(())
+}
