@@ -33,7 +33,7 @@
 //! | exchanges | default, `amq.*`, direct, fanout, topic, headers, exchange-to-exchange, alternate exchange, internal, auto-delete |
 //! | queues | classic and quorum; durable, exclusive (owned by the connection), auto-delete, server-named (`amq.gen-…`), `x-expires` |
 //! | declare | idempotent; inequivalent re-declare → 406, exclusive conflicts → 405, reserved names → 403, as RabbitMQ 3.10 |
-//! | consumers | round-robin, per-consumer prefetch, no-ack, exclusive consumers |
+//! | consumers | round-robin, per-consumer prefetch, no-ack, exclusive consumers, consumer priorities (`x-priority`), single active consumer (`x-single-active-consumer`) |
 //! | settling | ack, nack / reject with requeue (classic: original position; quorum: back, or front on close), drop = requeue |
 //! | TTL | `x-message-ttl`, per-message `expiration`, head-of-line expiry on tokio's clock |
 //! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx |
@@ -43,8 +43,10 @@
 //! | RPC | `amq.rabbitmq.reply-to` direct reply-to |
 //! | other | purge, delete (`if_unused`/`if_empty`), `basic.get` with message count |
 //!
-//! Not implemented: consumer priorities, single active consumer, global QoS, transactions,
-//! streams. Time comes from tokio's clock, so tests can run with a paused clock.
+//! Not implemented, and refused rather than ignored: stream queues (`x-queue-type: stream` is
+//! refused at declare with RabbitMQ's `unsupported queue type` error). Global QoS and
+//! transactions cannot be asked for through the `Transport` contract. Time comes from tokio's
+//! clock, so tests can run with a paused clock.
 
 mod broker;
 mod conn;

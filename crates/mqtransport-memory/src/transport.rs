@@ -15,7 +15,7 @@ use mqtransport_core::{
 use crate::broker::BrokerInner;
 use crate::conn::Conn;
 use crate::publish::Published;
-use crate::queue::{AckBatch, ConsumerSlot, Effects, Owner, QueueCell};
+use crate::queue::{AckBatch, ConsumerSlot, Effects, Owner, QueueCell, priority_of};
 use crate::stream::{DeliveryStream, QueueAck};
 use crate::sync::lock;
 
@@ -83,9 +83,11 @@ impl MemoryTransport {
             .consumer_tag
             .clone()
             .unwrap_or_else(|| format!("amq.ctag-mqt-{id}"));
+        let priority = priority_of(&options.arguments, &queue.name, &self.conn.broker.vhost)?;
         let acks = Arc::new(AckBatch::default());
         let mut fx = Effects::default();
-        let added = queue.add_consumer(ConsumerSlot::new(id, self.conn.id, options, Arc::clone(&acks)), &mut fx);
+        let slot = ConsumerSlot::new(id, self.conn.id, options, priority, Arc::clone(&acks));
+        let added = queue.add_consumer(slot, &mut fx);
         self.conn.broker.apply(&queue, fx);
         added?;
         let owner = Owner {

@@ -19,6 +19,8 @@ pub(crate) struct Config {
     pub(crate) delivery_limit: Option<u32>,
     pub(crate) max_priority: Option<u8>,
     pub(crate) expires: Option<Duration>,
+    /// `x-single-active-consumer`.
+    pub(crate) single_active: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,7 @@ impl Config {
             delivery_limit: int("x-delivery-limit").map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
             max_priority: int("x-max-priority").map(|v| u8::try_from(v).unwrap_or(u8::MAX)),
             expires: int("x-expires").map(Duration::from_millis),
+            single_active: args.get("x-single-active-consumer") == Some(&FieldValue::Bool(true)),
         }
     }
 

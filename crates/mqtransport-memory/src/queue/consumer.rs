@@ -5,8 +5,28 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
 
+use mqtransport_core::{Error, FieldTable, Result, Scope};
+
 use super::ack_batch::{AckBatch, Acks};
 use super::message::{Msg, MsgData};
+
+/// The consumer priority that `x-priority` in a consumer's arguments asks for on queue `queue`
+/// (0 without it), or RabbitMQ's 406 when it is not an integer.
+pub(crate) fn priority_of(arguments: &FieldTable, queue: &str, vhost: &str) -> Result<i64> {
+    match arguments.get("x-priority") {
+        None => Ok(0),
+        Some(v) => v.as_i64().ok_or_else(|| {
+            Error::broker(
+                406,
+                format!(
+                    "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
+                    v.type_name()
+                ),
+                Scope::Channel,
+            )
+        }),
+    }
+}
 
 /// Who holds an unacknowledged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +225,9 @@ pub(crate) struct ConsumerSlot {
     pub(crate) no_ack: bool,
     /// An exclusive consumer: no other may consume from the queue meanwhile.
     pub(crate) exclusive: bool,
+    /// Its consumer priority (`x-priority`, default 0): consumers of the highest priority with
+    /// credit are served first.
+    pub(crate) priority: i64,
     pub(crate) next_tag: u64,
     /// Handed and not yet settled (empty for a no-ack consumer).
     pub(crate) held: Held,
@@ -214,14 +237,17 @@ pub(crate) struct ConsumerSlot {
 }
 
 impl ConsumerSlot {
-    /// A new consumer.
+    /// A new consumer, with the priority its arguments give (checked by
+    /// [`priority_of`]).
     pub(crate) fn new(
         id: u64,
         conn: u64,
         options: &mqtransport_core::ConsumeOptions,
+        priority: i64,
         acks: Arc<AckBatch>,
     ) -> ConsumerSlot {
         ConsumerSlot {
+            priority,
             id,
             conn,
             prefetch: u32::from(options.prefetch),

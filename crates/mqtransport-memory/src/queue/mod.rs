@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 pub(crate) use ack_batch::{AckBatch, Acks};
 use config::{Config, Overflow};
-pub(crate) use consumer::{ConsumerSlot, Inbox, Owner};
+pub(crate) use consumer::{ConsumerSlot, Inbox, Owner, priority_of};
 use dead_letter::Reason;
 pub(crate) use dead_letter::{DeadLetter, is_cycle};
 pub(crate) use effects::Effects;
@@ -74,7 +74,7 @@ impl QueueCell {
         let fast =
             config.ttl.is_none() && config.max_len.is_none() && config.max_bytes.is_none() && config.expires.is_none();
         Arc::new_cyclic(|me| QueueCell {
-            state: Mutex::new(QueueState::new(config.max_priority)),
+            state: Mutex::new(QueueState::new(config.max_priority, config.single_active)),
             key: ShortStr::from(name.as_str()),
             name,
             decl,
@@ -132,8 +132,9 @@ impl QueueCell {
         self.intake.left(st.fresh.len(), took);
     }
 
-    /// Keeps the flow control's count of consumers.
-    fn consumers_changed(&self, st: &QueueState) {
+    /// Keeps the flow control's count of consumers, and whether any has a priority.
+    fn consumers_changed(&self, st: &mut QueueState) {
+        st.prioritized = st.consumers.iter().any(|s| s.priority != 0);
         if self.fast {
             self.intake.set_consumers(st.consumers.len());
         }
@@ -286,7 +287,7 @@ impl QueueCell {
             }
             // A lone consumer is handed as many as its credit allows at once; several share the
             // messages round-robin, one at a time.
-            let n = if st.consumers.len() == 1 {
+            let n = if st.one_served() {
                 st.consumers[i].credit().min(st.fresh.len())
             } else {
                 1
@@ -399,7 +400,7 @@ impl QueueCell {
             return Err(replies::in_exclusive_use(&self.name, &self.vhost));
         }
         st.consumers.push(slot);
-        self.consumers_changed(&st);
+        self.consumers_changed(&mut st);
         self.dispatch(&mut st, fx);
         Ok(())
     }
@@ -594,7 +595,7 @@ impl QueueCell {
             for slot in st.consumers.drain(..) {
                 fx.wake.extend(slot.waker);
             }
-            self.consumers_changed(&st);
+            self.consumers_changed(&mut st);
             st.unacked.clear();
             u32::try_from(st.ready.clear()).unwrap_or(u32::MAX)
         };

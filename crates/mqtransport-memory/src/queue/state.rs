@@ -27,7 +27,12 @@ pub(crate) struct QueueState {
     /// deliveries and those of consumers that went away while their deliveries were out; with
     /// the connection that holds them.
     pub(super) unacked: FxHashMap<(u64, u64), (Msg, u64)>,
+    /// In the order they were added: with a single active consumer, the first is the active one.
     pub(super) consumers: Vec<ConsumerSlot>,
+    /// Whether any consumer has a priority other than 0 (see [`next_consumer`](Self::next_consumer)).
+    pub(super) prioritized: bool,
+    /// `x-single-active-consumer`: only the first consumer is served.
+    pub(super) single_active: bool,
     pub(super) rr_next: usize,
     pub(super) next_seq: u64,
     pub(super) deleted: bool,
@@ -44,11 +49,13 @@ pub(crate) struct QueueState {
 }
 
 impl QueueState {
-    pub(super) fn new(max_priority: Option<u8>) -> Self {
+    pub(super) fn new(max_priority: Option<u8>, single_active: bool) -> Self {
         QueueState {
             ready: Ready::new(max_priority),
             unacked: FxHashMap::default(),
             consumers: Vec::new(),
+            prioritized: false,
+            single_active,
             rr_next: 0,
             next_seq: 0,
             deleted: false,
@@ -79,12 +86,34 @@ impl QueueState {
         }
     }
 
-    /// The index of the next consumer with credit, round-robin from the last one served.
+    /// The index of the next consumer with credit, round-robin from the last one served, among
+    /// the consumers of the highest priority that have credit, as RabbitMQ chooses. With a
+    /// single active consumer, only the first consumer is ever chosen.
     #[inline]
     pub(super) fn next_consumer(&self) -> Option<usize> {
+        if self.single_active {
+            return self.consumers.first().filter(|s| s.has_credit()).map(|_| 0);
+        }
         let n = self.consumers.len();
         let start = if self.rr_next < n { self.rr_next } else { 0 };
-        (start..n).chain(0..start).find(|&i| self.consumers[i].has_credit())
+        let mut order = (start..n).chain(0..start);
+        if !self.prioritized {
+            return order.find(|&i| self.consumers[i].has_credit());
+        }
+        let top = self
+            .consumers
+            .iter()
+            .filter(|s| s.has_credit())
+            .map(|s| s.priority)
+            .max()?;
+        order.find(|&i| self.consumers[i].priority == top && self.consumers[i].has_credit())
+    }
+
+    /// Whether the next consumer may be handed every message its credit allows at once: it is
+    /// the only one that can be served.
+    #[inline]
+    pub(super) fn one_served(&self) -> bool {
+        self.consumers.len() == 1 || self.single_active
     }
 
     /// Ready messages, unsettled deliveries (counting acks not yet applied), consumers.

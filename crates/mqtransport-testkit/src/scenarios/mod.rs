@@ -6,6 +6,7 @@ use mqtransport_core::{Binding, Delivery, Envelope, Error, Exchange, FieldTable,
 use crate::{Ctx, Failure};
 
 mod cc_bcc;
+mod consumer_choice;
 mod consumers;
 mod dead_letters;
 mod declare;
@@ -21,6 +22,7 @@ mod routing;
 mod ttl;
 
 pub use cc_bcc::*;
+pub use consumer_choice::*;
 pub use consumers::*;
 pub use dead_letters::*;
 pub use declare::*;
@@ -125,6 +127,9 @@ macro_rules! __for_each_scenario {
             dead_letter_routing_key_removes_cc
             expired_message_requeued_behind_another_waits_for_the_head
             expiry_reaches_a_message_that_becomes_the_head
+            consumer_priority_serves_the_highest_first
+            consumer_priority_must_be_an_integer
+            single_active_consumer_takes_everything_until_it_leaves
         }
     };
 }
