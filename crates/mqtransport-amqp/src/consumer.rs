@@ -17,7 +17,7 @@ use futures_core::Stream;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use mqtransport_core::{
-    AckHandle, Acker, ConsumeOptions, DIRECT_REPLY_TO, Delivery, Envelope, Error, ErrorKind, Result, ShortStr,
+    AckHandle, Acker, ConsumeOptions, DIRECT_REPLY_TO, Delivery, Envelope, Error, ErrorKind, Result, Settle, ShortStr,
 };
 use tokio::sync::watch;
 
@@ -337,6 +337,36 @@ async fn recover(subscriptions: Weak<Subscriptions>, spec: Arc<ConsumerSpec>, en
     subscribe_and_install(subscriptions, spec, conn, queue).await;
 }
 
+/// Cancels a consumer the application dropped, then returns to the queue what the broker had
+/// pushed to it and the application never read, as the embedded broker does: lapin ends the
+/// consumer's stream after `basic.cancel-ok`, so what it yields until then was never handed
+/// out. Bounded by [`UNREAD_RETURN_DEADLINE`]: what is left after it waits for the channel to
+/// close, when the broker returns it anyway.
+async fn cancel_and_return_unread(live: Live, tag: String, no_ack: bool) {
+    use futures_util::StreamExt;
+    let Live {
+        mut consumer,
+        ack,
+        channel,
+        ..
+    } = live;
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    if no_ack {
+        return;
+    }
+    let _ = tokio::time::timeout(UNREAD_RETURN_DEADLINE, async {
+        while let Some(Ok(d)) = consumer.next().await {
+            let _ = ack.settle(d.delivery_tag, Settle::Nack { requeue: true });
+        }
+    })
+    .await;
+}
+
+/// How long a cancelled consumer's unread deliveries are waited for.
+const UNREAD_RETURN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A lapin delivery as a core [`Delivery`] settled through `acker`.
 pub(crate) fn to_delivery(d: lapin::message::Delivery, acker: Acker) -> Delivery {
     let mut envelope = Envelope::new(Bytes::from(d.data));
@@ -401,14 +431,11 @@ impl Drop for RecoveringStream {
         if let Some(s) = self.subscriptions.upgrade() {
             s.forget(&self.spec);
         }
-        let ch = self.spec.state().live.take().map(|l| l.channel);
-        if let (Some(ch), Ok(rt)) = (ch, tokio::runtime::Handle::try_current()) {
+        let live = self.spec.state().live.take();
+        if let (Some(live), Ok(rt)) = (live, tokio::runtime::Handle::try_current()) {
             let tag = self.spec.tag.clone();
-            rt.spawn(async move {
-                let _ = ch
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
-            });
+            let no_ack = self.spec.options.no_ack;
+            rt.spawn(cancel_and_return_unread(live, tag, no_ack));
         }
     }
 }

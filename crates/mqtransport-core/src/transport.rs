@@ -439,7 +439,9 @@ impl Delivery {
 }
 
 /// A stream of deliveries from one queue. Dropping it cancels the consumer; deliveries already
-/// received stay valid and must still be settled (or are requeued when dropped).
+/// received stay valid and must still be settled (or are requeued when dropped). Deliveries the
+/// broker had pushed to the consumer (up to its prefetch) that the stream never yielded go back
+/// to the queue at once, marked redelivered.
 ///
 /// The stream yields an error and ends if the broker cancels the consumer (its queue was deleted)
 /// or the connection closes.

@@ -151,13 +151,29 @@ impl BrokerInner {
     }
 
     pub(crate) fn declare(self: &Arc<Self>, conn: u64, topology: &Topology) -> Result<Declared> {
+        // Counting a queue's messages hands consumers what they can take first; the effects of
+        // that are applied once the topology lock is released.
+        let mut observed = Vec::new();
+        let declared = self.declare_locked(conn, topology, &mut observed);
+        for (q, fx) in observed {
+            self.apply(&q, fx);
+        }
+        declared
+    }
+
+    fn declare_locked(
+        self: &Arc<Self>,
+        conn: u64,
+        topology: &Topology,
+        observed: &mut Vec<(Arc<QueueCell>, Effects)>,
+    ) -> Result<Declared> {
         let mut topo = self.write();
         for x in &topology.exchanges {
             topo.router.declare_exchange(x)?;
         }
         let mut declared = Declared::default();
         for q in &topology.queues {
-            declared.queues.push(self.declare_queue(&mut topo, conn, q)?);
+            declared.queues.push(self.declare_queue(&mut topo, conn, q, observed)?);
         }
         let last_server_named = declared.last_server_named(topology).map(str::to_owned);
         for b in &topology.bindings {
@@ -181,7 +197,13 @@ impl BrokerInner {
         Ok(declared)
     }
 
-    fn declare_queue(self: &Arc<Self>, topo: &mut Topo, conn: u64, q: &Queue) -> Result<QueueInfo> {
+    fn declare_queue(
+        self: &Arc<Self>,
+        topo: &mut Topo,
+        conn: u64,
+        q: &Queue,
+        observed: &mut Vec<(Arc<QueueCell>, Effects)>,
+    ) -> Result<QueueInfo> {
         if q.name == DIRECT_REPLY_TO {
             return Ok(reply_info());
         }
@@ -192,7 +214,10 @@ impl BrokerInner {
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
             existing.touch();
-            return Ok(existing.info());
+            let mut fx = Effects::default();
+            let info = existing.info(&mut fx);
+            observed.push((Arc::clone(existing), fx));
+            return Ok(info);
         }
         let name = if q.name.is_empty() {
             self.generate_name()
@@ -243,7 +268,10 @@ impl BrokerInner {
         }
         let q = self.queue_for(conn, name)?;
         q.touch();
-        Ok(q.info())
+        let mut fx = Effects::default();
+        let info = q.info(&mut fx);
+        self.apply(&q, fx);
+        Ok(info)
     }
 
     /// Deletes a queue: its consumers are cancelled, its messages discarded.
@@ -254,7 +282,10 @@ impl BrokerInner {
         if q.owner.is_some_and(|o| o != conn) {
             return Err(self.locked(name));
         }
-        q.check_deletable(if_unused, if_empty)?;
+        let mut fx = Effects::default();
+        let deletable = q.check_deletable(if_unused, if_empty, &mut fx);
+        self.apply(&q, fx);
+        deletable?;
         Ok(self.remove_queue(&q))
     }
 

@@ -39,6 +39,7 @@
 //! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx |
 //! | dead letters | `x-dead-letter-exchange`/`-routing-key`, `x-death` history as RabbitMQ writes it, cycle detection, quorum `x-delivery-limit` |
 //! | publishing | confirms, mandatory returns, nacks from full queues, `CC`/`BCC`, priorities (`x-max-priority`) |
+//! | push | a consumer holds up to its prefetch whether or not its stream is read: counts, `basic.get`, purge, delete and connection close see those messages as RabbitMQ does (unacked, not ready; redelivered when returned). Messages are moved to a consumer when it or an observer looks, not when published, so a publisher is still paced by what consumers take |
 //! | flow control | a publisher [`FLOW_LIMIT`] messages ahead of a queue's consumers waits for them to take some, like RabbitMQ's credit flow; never more than [`FLOW_GRACE`] while they take nothing |
 //! | RPC | `amq.rabbitmq.reply-to` direct reply-to |
 //! | other | purge, delete (`if_unused`/`if_empty`), `basic.get` with message count |
@@ -136,7 +137,10 @@ impl MemoryBroker {
     /// What `queue` holds right now, including what AMQP's `queue.declare-ok` does not tell:
     /// deliveries handed to consumers and not yet settled. `None` if there is no such queue.
     pub fn queue_stats(&self, queue: &str) -> Option<QueueStats> {
-        let (ready, unacked, consumers) = self.inner.queue_cell(queue)?.counts();
+        let q = self.inner.queue_cell(queue)?;
+        let mut fx = queue::Effects::default();
+        let (ready, unacked, consumers) = q.counts(&mut fx);
+        self.inner.apply(&q, fx);
         Some(QueueStats {
             ready,
             unacked,

@@ -143,7 +143,10 @@ impl Transport for MemoryTransport {
     async fn purge(&self, queue: &str) -> Result<u32> {
         self.conn.check_open()?;
         let q = self.conn.broker.queue_for(self.conn.id, queue)?;
-        Ok(u32::try_from(q.purge()).unwrap_or(u32::MAX))
+        let mut fx = Effects::default();
+        let purged = q.purge(&mut fx);
+        self.conn.broker.apply(&q, fx);
+        Ok(u32::try_from(purged).unwrap_or(u32::MAX))
     }
 
     fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send {

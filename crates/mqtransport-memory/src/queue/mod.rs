@@ -112,6 +112,20 @@ impl QueueCell {
         st
     }
 
+    /// Takes the queue's lock for a look from outside (counts, `basic.get`, purge, delete,
+    /// connection close), having first handed consumers with credit what they can take.
+    ///
+    /// RabbitMQ pushes messages to a consumer up to its prefetch as they arrive, whether or not
+    /// the application reads them. The embedded broker hands messages published through the
+    /// intake out when a consumer's stream asks for them, which keeps memory flat (see
+    /// [`crate::flow`]); every observer of the queue looks through this lock, so it sees what
+    /// RabbitMQ's would: those messages held by the consumers, not ready.
+    fn lock_observed(&self, fx: &mut Effects) -> MutexGuard<'_, QueueState> {
+        let mut st = self.lock();
+        self.dispatch(&mut st, fx);
+        st
+    }
+
     /// Takes the queue's lock to serve consumers: messages from the intake may stay unnumbered
     /// in `fresh`, from where [`dispatch`](Self::dispatch) hands them out without passing them
     /// through `ready`.
@@ -347,9 +361,8 @@ impl QueueCell {
         no_ack: bool,
         fx: &mut Effects,
     ) -> Option<(Msg, Envelope, u64, u32)> {
-        let st = &mut *self.lock();
+        let st = &mut *self.lock_observed(fx);
         st.last_used = Instant::now();
-        self.expire_heads(st, fx);
         let msg = st.ready.pop_front()?;
         // What follows the taken head may have expired behind it.
         self.expire_heads(st, fx);
@@ -482,7 +495,7 @@ impl QueueCell {
 
     /// Requeues what connection `conn` holds and removes its consumers (connection close).
     pub(crate) fn release_connection(&self, conn: u64, fx: &mut Effects) {
-        let mut st = self.lock();
+        let mut st = self.lock_observed(fx);
         let had = st.consumers.len();
         let mut returned = Vec::new();
         let mut i = 0;
@@ -570,13 +583,13 @@ impl QueueCell {
     }
 
     /// Removes every ready message; how many there were.
-    pub(crate) fn purge(&self) -> usize {
-        self.lock().ready.clear()
+    pub(crate) fn purge(&self, fx: &mut Effects) -> usize {
+        self.lock_observed(fx).ready.clear()
     }
 
     /// Refuses a delete that `if_unused` or `if_empty` forbid, as RabbitMQ does (406).
-    pub(crate) fn check_deletable(&self, if_unused: bool, if_empty: bool) -> Result<()> {
-        let st = self.lock();
+    pub(crate) fn check_deletable(&self, if_unused: bool, if_empty: bool, fx: &mut Effects) -> Result<()> {
+        let st = self.lock_observed(fx);
         if if_unused && !st.consumers.is_empty() {
             return Err(replies::in_use(&self.name, &self.vhost));
         }
@@ -590,7 +603,7 @@ impl QueueCell {
     /// cancelled and woken (their streams end), its messages discarded; how many were ready.
     pub(crate) fn mark_deleted(&self, fx: &mut Effects) -> u32 {
         let count = {
-            let mut st = self.lock();
+            let mut st = self.lock_observed(fx);
             st.deleted = true;
             for slot in st.consumers.drain(..) {
                 fx.wake.extend(slot.waker);
@@ -609,8 +622,8 @@ impl QueueCell {
     }
 
     /// The queue as `queue.declare-ok` reports it: ready messages and consumers.
-    pub(crate) fn info(&self) -> QueueInfo {
-        let st = self.lock();
+    pub(crate) fn info(&self, fx: &mut Effects) -> QueueInfo {
+        let st = self.lock_observed(fx);
         QueueInfo {
             name: self.name.clone(),
             message_count: u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
@@ -619,8 +632,8 @@ impl QueueCell {
     }
 
     /// Ready messages, unsettled deliveries (counting acks not yet applied), consumers.
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
-        self.lock().counts()
+    pub(crate) fn counts(&self, fx: &mut Effects) -> (usize, usize, usize) {
+        self.lock_observed(fx).counts()
     }
 
     /// Applies the acks of consumer `consumer`, which is still in the queue.

@@ -48,7 +48,9 @@ pub async fn consumer_priority_must_be_an_integer(c: Ctx) -> TestResult {
     let e = expect_err(c.conn().consume(&q, o).await, 406, "x-priority as a string")?;
     check_eq!(
         e.message(),
-        format!("PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{q}' in vhost '/': \"expected integer, got longstr\"")
+        format!(
+            "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{q}' in vhost '/': \"expected integer, got longstr\""
+        )
     );
     Ok(())
 }

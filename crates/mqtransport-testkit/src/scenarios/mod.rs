@@ -16,6 +16,7 @@ mod lifetimes;
 mod max_length;
 mod priorities;
 mod purge_delete_get;
+mod push;
 mod quorum;
 mod round_trip;
 mod routing;
@@ -32,6 +33,7 @@ pub use lifetimes::*;
 pub use max_length::*;
 pub use priorities::*;
 pub use purge_delete_get::*;
+pub use push::*;
 pub use quorum::*;
 pub use round_trip::*;
 pub use routing::*;
@@ -130,6 +132,9 @@ macro_rules! __for_each_scenario {
             consumer_priority_serves_the_highest_first
             consumer_priority_must_be_an_integer
             single_active_consumer_takes_everything_until_it_leaves
+            deliveries_are_pushed_to_consumers_that_do_not_read
+            purge_and_delete_leave_what_consumers_hold
+            cancelled_consumer_returns_unread_deliveries
         }
     };
 }
