@@ -24,7 +24,6 @@ use tokio::sync::watch;
 use crate::acker::ChannelAck;
 use crate::confirms::Confirming;
 use crate::convert::{from_properties, map_err, to_table};
-use crate::declare::{bind, declare_queue};
 use crate::recorded::Recording;
 
 /// The consumers the application holds, and what their recovery needs.
@@ -304,35 +303,14 @@ async fn subscribe_and_install(
 }
 
 /// A subscription ended. If the connection is gone, the reconnect resubscribes. Otherwise the
-/// broker cancelled it (its queue was deleted) or closed its channel (a consumer timeout; a
-/// refused request published on the direct reply-to channel): resume, declaring the queue again
-/// first if it is part of the recorded topology.
+/// broker cancelled it or closed its channel: subscribe again. A queue that still exists (a
+/// consumer timeout closed the channel; a refused request published on the direct reply-to
+/// channel) is consumed again; a deleted one ends the stream with `NotFound`, as on every
+/// transport (the `Subscription` contract), even if this transport declared it.
 async fn recover(subscriptions: Weak<Subscriptions>, spec: Arc<ConsumerSpec>, ended: Live) {
     let Live { conn, queue, .. } = ended;
     if spec.is_over() || !conn.status().connected() {
         return;
-    }
-    let Some(s) = subscriptions.upgrade() else { return };
-    let recorded = s.recording.queue_with_bindings(&queue);
-    drop(s);
-    if let Some((q, bindings)) = recorded {
-        let redeclared = async {
-            let ch = conn
-                .create_channel()
-                .await
-                .map_err(|e| map_err(&e, "re-declaring a deleted queue"))?;
-            declare_queue(&ch, &q).await?;
-            for b in &bindings {
-                bind(&ch, b).await?;
-            }
-            let _ = ch.close(200, "OK".into()).await;
-            Ok::<(), Error>(())
-        }
-        .await;
-        if let Err(e) = redeclared {
-            spec.finish(e);
-            return;
-        }
     }
     subscribe_and_install(subscriptions, spec, conn, queue).await;
 }

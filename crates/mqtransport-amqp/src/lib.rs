@@ -72,10 +72,11 @@
 //!   re-sends publishes that were unconfirmed at the loss ([`Unconfirmed`]). Publishes during an
 //!   outage wait up to the confirm timeout, then fail with [`ErrorKind::Timeout`]. Deliveries
 //!   unacknowledged at the loss come back redelivered; settling the old ones reports
-//!   [`ErrorKind::Closed`]. A consumer cancelled by the broker (its queue deleted) or whose
-//!   channel the broker closed (a consumer timeout; a refused request on the direct reply-to
-//!   channel) is resumed, after declaring the queue again if this transport declared it; a
-//!   queue that is gone and was not declared here ends the stream with [`ErrorKind::NotFound`].
+//!   [`ErrorKind::Closed`]. A consumer cancelled by the broker or whose channel the broker
+//!   closed (a consumer timeout; a refused request on the direct reply-to channel) is resumed
+//!   while its queue exists; a queue that was deleted ends the stream with
+//!   [`ErrorKind::NotFound`], as on every transport, even one this transport declared (it is
+//!   declared again only with the rest of the topology after a reconnect).
 //!   This starts when the stream is next polled (a consumer being awaited is woken at once), or
 //!   for the reply consumer when a request needs its channel. `connection.blocked` shows in
 //!   [`AmqpTransport::state`].

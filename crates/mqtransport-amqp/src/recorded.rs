@@ -142,19 +142,6 @@ impl Recording {
         }
     }
 
-    /// The recorded declaration of `queue` and its bindings, if this transport declared it.
-    pub(crate) fn queue_with_bindings(&self, queue: &str) -> Option<(Queue, Vec<Binding>)> {
-        let r = self.lock();
-        let q = r.queues.iter().find(|q| q.name == queue).cloned()?;
-        let bindings = r
-            .bindings
-            .iter()
-            .filter(|b| matches!(&b.destination, Destination::Queue(d) if *d == queue))
-            .cloned()
-            .collect();
-        Some((q, bindings))
-    }
-
     /// Declares everything recorded again on `ch` (a new connection's), giving server-named
     /// queues new names. `still_wanted` is asked between queues: an `Err` stops the restore.
     pub(crate) async fn redeclare(&self, ch: &Channel, still_wanted: impl Fn() -> Result<()>) -> Result<()> {

@@ -443,8 +443,10 @@ impl Delivery {
 /// broker had pushed to the consumer (up to its prefetch) that the stream never yielded go back
 /// to the queue at once, marked redelivered.
 ///
-/// The stream yields an error and ends if the broker cancels the consumer (its queue was deleted)
-/// or the connection closes.
+/// The stream yields an error and ends if the consumer's queue is deleted (an
+/// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) error, on every transport, whoever
+/// declared the queue: no transport declares it again behind the application's back) or the
+/// connection closes for good.
 pub struct Subscription {
     tag: String,
     inner: Pin<Box<dyn Stream<Item = Result<Delivery>> + Send>>,

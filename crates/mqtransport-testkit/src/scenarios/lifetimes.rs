@@ -55,23 +55,35 @@ pub async fn auto_delete_queue_goes_with_last_consumer(c: Ctx) -> TestResult {
     .await
 }
 
-/// Deleting a queue ends its consumers' streams.
+/// Deleting a queue ends its consumers' streams with `NotFound`, then nothing more: also a
+/// consumer on a connection that declared the queue itself (no transport declares it again
+/// behind the application's back).
 pub async fn deleting_a_queue_cancels_its_consumers(c: Ctx) -> TestResult {
     let q = c.queue("q");
-    c.declare(Topology::new().queue(Queue::durable(&q))).await?;
     let other = c.connect().await?;
+    other.declare(&Topology::new().queue(Queue::durable(&q))).await?;
     let mut consumer = other.consume(&q, ConsumeOptions::default()).await?;
     c.conn().delete_queue(&q, DeleteQueue::default()).await?;
     let ended = tokio::time::timeout(crate::DEADLINE, async {
         use futures_util::StreamExt;
         loop {
             match consumer.next().await {
-                None | Some(Err(_)) => return true,
+                None => return Err("ended without an error".to_owned()),
+                Some(Err(e)) if e.kind() == ErrorKind::NotFound => return Ok(consumer.next().await.is_none()),
+                Some(Err(e)) => return Err(format!("ended with {e}")),
                 Some(Ok(_)) => continue,
             }
         }
     })
     .await;
-    check!(ended.is_ok(), "the consumer did not end after its queue was deleted");
+    match ended {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return Err(Failure("the stream went on after its NotFound".into())),
+        Ok(Err(e)) => return Err(Failure(format!("the consumer of a deleted queue {e}"))),
+        Err(_) => return Err(Failure("the consumer did not end after its queue was deleted".into())),
+    }
+    // The queue stays deleted.
+    let probe = c.publish("", &q, env("probe")).await?;
+    check!(matches!(probe, Confirmation::Returned { .. }), "{probe:?}");
     Ok(())
 }
