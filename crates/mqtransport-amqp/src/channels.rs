@@ -137,6 +137,22 @@ impl Channels {
         Ok(ch)
     }
 
+    /// Stops publishing on `ch`, which the broker closed: the next publish opens a new
+    /// publisher channel, even if lapin has not yet seen the close.
+    pub(crate) async fn discard_publisher(&self, ch: &Arc<Confirming>) {
+        {
+            let mut cached = self.publisher_cached.lock().unwrap_or_else(PoisonError::into_inner);
+            if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, ch)) {
+                *cached = None;
+            }
+        }
+        let mut slot = self.publisher.lock().await;
+        if slot.confirming.as_ref().is_some_and(|c| Arc::ptr_eq(c, ch)) {
+            slot.channel = None;
+            slot.confirming = None;
+        }
+    }
+
     /// The channel in `slot` for the link's current connection, opened when missing, lost, or
     /// closed by an error.
     async fn slot<'a>(

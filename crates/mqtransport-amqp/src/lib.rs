@@ -134,6 +134,7 @@ mod link;
 mod options;
 mod publish;
 mod recorded;
+mod refusals;
 mod restore;
 mod transport;
 mod wire;

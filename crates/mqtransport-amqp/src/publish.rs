@@ -18,8 +18,10 @@ use crate::channels::Channels;
 use crate::confirms::{Confirming, Outgoing, PublishOutcome};
 use crate::consumer::Subscriptions;
 use crate::convert::{map_err, to_properties};
+use crate::declare::check_exchange;
 use crate::options::{AmqpOptions, Unconfirmed};
 use crate::recorded::Recording;
+use crate::refusals::{Blame, KnownExchanges, blame};
 
 /// Publishes with confirms, within a bounded window of unconfirmed publishes.
 pub(crate) struct Publisher {
@@ -31,14 +33,22 @@ pub(crate) struct Publisher {
     confirm_timeout: Duration,
     unconfirmed: Unconfirmed,
     max_unconfirmed: usize,
+    /// Exchanges that need no check before a publish (see [`crate::refusals`]).
+    known: KnownExchanges,
 }
+
+/// How many times one publish may be sent again after other publishes' refusals closed its
+/// channel, before it fails with the last refusal.
+const MAX_REFUSALS: u8 = 3;
 
 /// How one attempt to publish ended, when it did not end the publish.
 enum Attempt {
     /// Done: confirmed, returned or nacked.
     PublishOutcome(Confirmation),
-    /// The broker refused it, or its time ran out: the publish fails with this.
+    /// Its time ran out, or the channel failed: the publish fails with this.
     Failed(Error),
+    /// The broker closed the channel with this refusal: this publish's or another's.
+    Refused(Error),
     /// Lost with its connection: it may be sent again.
     Lost(Error),
 }
@@ -59,6 +69,7 @@ impl Publisher {
             confirm_timeout: options.confirm_timeout,
             unconfirmed: options.unconfirmed,
             max_unconfirmed,
+            known: KnownExchanges::default(),
         }
     }
 
@@ -70,8 +81,10 @@ impl Publisher {
     pub(crate) async fn publish(&self, publish: Publish) -> Result<Confirmation> {
         self.channels.check_open()?;
         let outgoing = Arc::new(self.outgoing(publish)?);
+        self.check_exchange(&outgoing).await?;
         let deadline = Instant::now() + self.confirm_timeout;
         let _place = self.take_place(&outgoing, deadline).await?;
+        let mut refusals = 0u8;
         // Once an attempt was lost after sending, the message may be in its queue whatever
         // happens next: every later failure says its outcome is unknown.
         let mut lost_before = false;
@@ -84,6 +97,38 @@ impl Publisher {
             let lost = match self.attempt(&ch, &outgoing, deadline).await {
                 Attempt::PublishOutcome(confirmation) => return Ok(confirmation),
                 Attempt::Failed(e) => return Err(unknown_if_lost(e, lost_before)),
+                Attempt::Refused(e) => {
+                    refusals += 1;
+                    let blamed = blame(&e, &outgoing);
+                    if blamed == Blame::This || (blamed == Blame::Unknown && refusals > 1) || refusals > MAX_REFUSALS {
+                        if e.reply_code() == Some(404) {
+                            self.known.forget(&outgoing.exchange);
+                        }
+                        return Err(unknown_if_lost(e, lost_before));
+                    }
+                    // Another publish's refusal closed the channel under this one, which the
+                    // broker may have taken before the close: like a publish lost with its
+                    // connection, it is sent again on a new channel.
+                    self.channels.discard_publisher(&ch).await;
+                    lost_before = true;
+                    if self.unconfirmed == Unconfirmed::Fail {
+                        return Err(Error::new(
+                            ErrorKind::Connection,
+                            format!(
+                                "{} was not confirmed: another message's refusal closed its channel ({}), and it is not sent again (Unconfirmed::Fail)",
+                                describe(&outgoing),
+                                e.message()
+                            ),
+                        )
+                        .outcome_unknown());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(self
+                            .timed_out(&outgoing, "its channel was closed by another message's refusal")
+                            .outcome_unknown());
+                    }
+                    continue;
+                }
                 Attempt::Lost(e) => e,
             };
             lost_before = true;
@@ -128,6 +173,7 @@ impl Publisher {
         } else {
             routing_key
         };
+        mqtransport_core::publish_rules::check(envelope.properties())?;
         let properties = to_properties(envelope.properties())?;
         Ok(Outgoing {
             exchange,
@@ -136,6 +182,19 @@ impl Publisher {
             body: envelope.body,
             properties,
         })
+    }
+
+    /// Before the first publish to an exchange this transport has not seen: a passive declare
+    /// on the declarations channel, so that a missing exchange fails this publish alone
+    /// instead of closing the publishing channel under its neighbours.
+    async fn check_exchange(&self, outgoing: &Outgoing) -> Result<()> {
+        if self.known.knows(&outgoing.exchange) {
+            return Ok(());
+        }
+        let slot = self.channels.admin().await?;
+        check_exchange(slot.channel()?, &outgoing.exchange).await?;
+        self.known.learn(&outgoing.exchange);
+        Ok(())
     }
 
     /// A place in the window of unconfirmed publishes, held until the publish settles.
@@ -264,11 +323,11 @@ impl Publisher {
         }
     }
 
-    /// A failed send or confirm: refused by the broker on this channel (404, 406, 403), it is
-    /// not worth sending again; anything else was lost with the connection.
+    /// A failed send or confirm: a refusal that closed the channel (404, 406, 403), which may
+    /// be another publish's; anything else was lost with the connection.
     fn failed(&self, e: Error) -> Attempt {
         if e.scope() == Some(Scope::Channel) {
-            Attempt::Failed(e)
+            Attempt::Refused(e)
         } else {
             Attempt::Lost(e)
         }

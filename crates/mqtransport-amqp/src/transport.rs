@@ -299,6 +299,13 @@ impl Transport for AmqpTransport {
 
     async fn get(&self, queue: &str, no_ack: bool) -> Result<Option<Delivery>> {
         let queue = self.resolve(queue);
+        // A get on a missing queue would close the get channel, and with it return every
+        // earlier delivery taken with get and not yet settled: the queue is checked on the
+        // declarations channel first. (Only a queue deleted between the two can still close it.)
+        {
+            let admin = self.inner.channels.admin().await?;
+            check_queue(admin.channel()?, &queue).await?;
+        }
         let slot = self.inner.channels.getter().await?;
         // Settles of earlier gets go out first, as they would in order on one channel.
         if let Some(ack) = slot.ack() {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod field;
 pub mod frame_limit;
 pub mod hash;
+pub mod publish_rules;
 pub mod router;
 pub mod shortstr;
 pub mod topology;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 
 use mqtransport_core::{
     Confirmation, DEFAULT_FRAME_MAX, DIRECT_REPLY_TO, Envelope, Error, FieldValue, Publish, Result, Scope, ShortStr,
+    publish_rules,
 };
 
 use crate::broker::BrokerInner;
@@ -126,7 +127,7 @@ impl BrokerInner {
         reply_to: Option<&str>,
     ) -> Result<Published> {
         if let Some(e) = &envelope.properties().expiration {
-            check_expiration(e)?;
+            mqtransport_core::publish_rules::check_expiration(e)?;
         }
         if envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             match reply_to {
@@ -326,32 +327,6 @@ fn has_cc_or_bcc(envelope: &Envelope) -> bool {
         .is_some_and(|h| h.contains_key("CC") || h.contains_key("BCC"))
 }
 
-/// Validates an `expiration` property as RabbitMQ does.
-fn check_expiration(e: &str) -> Result<()> {
-    let invalid = |why: String| {
-        Error::broker(
-            406,
-            format!("PRECONDITION_FAILED - invalid expiration '{e}': {why}"),
-            Scope::Channel,
-        )
-    };
-    let digits_end = e
-        .char_indices()
-        .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
-        .map_or(e.len(), |(i, _)| i);
-    let (num, rest) = e.split_at(digits_end);
-    let Ok(n) = num.parse::<i64>() else {
-        return Err(invalid("no_integer".into()));
-    };
-    if !rest.is_empty() {
-        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
-    }
-    if n < 0 {
-        return Err(invalid(format!("{{value_negative,{n}}}")));
-    }
-    Ok(())
-}
-
 /// Takes the `CC` and `BCC` routing keys from the headers; `BCC` is removed from the message.
 fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)> {
     // Only touch (and so copy-on-write) the properties when there is something to take.
@@ -361,22 +336,19 @@ fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)
     let Some(headers) = envelope.properties_mut().headers.as_mut() else {
         return Ok((Vec::new(), Vec::new()));
     };
-    let keys = |name: &str, v: Option<&FieldValue>| -> Result<Vec<ShortStr>> {
+    for name in ["CC", "BCC"] {
+        if let Some(v) = headers.get(name) {
+            publish_rules::check_routing_header(name, v)?;
+        }
+    }
+    let keys = |v: Option<&FieldValue>| -> Vec<ShortStr> {
         match v {
-            None => Ok(Vec::new()),
-            Some(FieldValue::Array(a)) => Ok(a.iter().filter_map(|k| k.as_str().map(ShortStr::from)).collect()),
-            Some(other) => Err(Error::broker(
-                406,
-                format!(
-                    "PRECONDITION_FAILED - invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
-                    other.type_name()
-                ),
-                Scope::Channel,
-            )),
+            Some(FieldValue::Array(a)) => a.iter().filter_map(|k| k.as_str().map(ShortStr::from)).collect(),
+            _ => Vec::new(),
         }
     };
-    let cc = keys("CC", headers.get("CC"))?;
-    let bcc = keys("BCC", headers.get("BCC"))?;
+    let cc = keys(headers.get("CC"));
+    let bcc = keys(headers.get("BCC"));
     if !bcc.is_empty() || headers.contains_key("BCC") {
         headers.remove("BCC");
     }

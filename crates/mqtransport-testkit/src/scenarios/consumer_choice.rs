@@ -14,7 +14,9 @@ fn with_priority(prefetch: u16, priority: i64) -> ConsumeOptions {
 pub async fn consumer_priority_serves_the_highest_first(c: Ctx) -> TestResult {
     let q = c.queue("q");
     c.declare(Topology::new().queue(Queue::durable(&q))).await?;
-    let mut low = c.conn().consume(&q, with_priority(10, 1)).await?;
+    // The low consumer's prefetch is what it takes here: when the high one acks, the next
+    // message can only go to it, whenever the ack reaches the broker.
+    let mut low = c.conn().consume(&q, with_priority(3, 1)).await?;
     let mut high = c.conn().consume(&q, with_priority(2, 10)).await?;
     for i in 0..5 {
         c.send(&q, &format!("m{i}")).await?;
@@ -29,7 +31,8 @@ pub async fn consumer_priority_serves_the_highest_first(c: Ctx) -> TestResult {
     }
     check_eq!(to_high.iter().map(body).collect::<Vec<_>>(), vec!["m0", "m1"]);
     check_eq!(to_low.iter().map(body).collect::<Vec<_>>(), vec!["m2", "m3", "m4"]);
-    // Credit back on the high consumer: the next message is its own again.
+    // Credit back on the high consumer, none left on the low one: the next message is the
+    // high one's.
     to_high.remove(0).ack().await?;
     c.send(&q, "m5").await?;
     check_eq!(body(&c.next(&mut high).await?), "m5");
