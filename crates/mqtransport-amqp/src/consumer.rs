@@ -17,7 +17,8 @@ use futures_core::Stream;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use mqtransport_core::{
-    AckHandle, Acker, ConsumeOptions, DIRECT_REPLY_TO, Delivery, Envelope, Error, ErrorKind, Result, Settle, ShortStr,
+    AckHandle, Acker, ConsumeOptions, DIRECT_REPLY_TO, Delivery, Envelope, Error, ErrorKind, Result, Scope, Settle,
+    ShortStr,
 };
 use tokio::sync::watch;
 
@@ -134,10 +135,32 @@ impl Subscriptions {
             cancelled: AtomicBool::new(false),
             state: Mutex::default(),
         });
+        // Requests go out on the reply consumer's channel, so a connection has one reply
+        // consumer, as on the embedded broker. It is registered before it subscribes, so that
+        // two started at once cannot both pass.
+        if spec.is_reply_consumer() {
+            let mut specs = self.specs();
+            if specs.iter().any(|s| s.is_reply_consumer() && !s.is_over()) {
+                return Err(Error::broker(
+                    406,
+                    "PRECONDITION_FAILED - reply consumer already set",
+                    Scope::Channel,
+                ));
+            }
+            specs.push(Arc::clone(&spec));
+        }
         let resolved = self.recording.resolve(queue);
-        let (ch, consumer) = subscribe(&conn, &spec, &resolved).await?;
+        let (ch, consumer) = match subscribe(&conn, &spec, &resolved).await {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                self.specs().retain(|s| !Arc::ptr_eq(s, &spec));
+                return Err(e);
+            }
+        };
         self.install(&spec, ch, consumer, conn, resolved);
-        self.specs().push(Arc::clone(&spec));
+        if !spec.is_reply_consumer() {
+            self.specs().push(Arc::clone(&spec));
+        }
         let stream = RecoveringStream {
             spec,
             subscriptions: Arc::downgrade(self),
@@ -230,6 +253,11 @@ impl Subscriptions {
     /// Forgets a consumer the application dropped; an auto-delete queue that lost its last
     /// consumer is forgotten too.
     fn forget(&self, spec: &Arc<ConsumerSpec>) {
+        if spec.is_reply_consumer() {
+            // A request now fails at once (no reply consumer) instead of going out on the
+            // channel of one that is gone.
+            self.reply.send_replace(None);
+        }
         let still_consumed = {
             let mut specs = self.specs();
             specs.retain(|s| !Arc::ptr_eq(s, spec));

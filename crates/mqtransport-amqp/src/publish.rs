@@ -222,7 +222,14 @@ impl Publisher {
             loop {
                 let current = replies.borrow_and_update().clone();
                 match current {
-                    None => break,
+                    // RabbitMQ would close the channel the request went out on.
+                    None => {
+                        return Err(Error::broker(
+                            406,
+                            "PRECONDITION_FAILED - fast reply consumer does not exist",
+                            Scope::Channel,
+                        ));
+                    }
                     Some(ch) if ch.channel.status().connected() => return Ok(ch),
                     // The reply channel was closed under its consumer (a refused request
                     // closes it): resume the consumer, whose new channel takes the request.

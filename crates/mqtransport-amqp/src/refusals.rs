@@ -72,6 +72,11 @@ pub(crate) fn blame(refusal: &Error, outgoing: &Outgoing) -> Blame {
         Some(403) if text.starts_with("ACCESS_REFUSED - cannot publish to internal exchange '") => {
             by(names("exchange", &outgoing.exchange))
         }
+        Some(406) if text == "PRECONDITION_FAILED - fast reply consumer does not exist" => by(outgoing
+            .properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == mqtransport_core::DIRECT_REPLY_TO)),
         Some(406) if text.starts_with("PRECONDITION_FAILED - invalid expiration '") => {
             let expiration = outgoing.properties.expiration().as_ref().map(|e| e.as_str());
             by(expiration.is_some_and(|e| names("expiration", e)))

@@ -93,3 +93,30 @@ pub async fn a_refused_request_keeps_the_reply_consumer(c: Ctx) -> TestResult {
     );
     Ok(())
 }
+
+/// A connection has one direct reply-to consumer: a second one is refused, and requests go on
+/// reaching their queue and getting their replies; once the first is dropped, a new one works.
+pub async fn a_second_reply_consumer_is_refused(c: Ctx) -> TestResult {
+    let q = c.queue("rpc");
+    c.declare(Topology::new().queue(Queue::durable(&q))).await?;
+    let client = c.connect().await?;
+    let no_ack = || ConsumeOptions::default().no_ack(true);
+    let mut replies = client.consume("amq.rabbitmq.reply-to", no_ack()).await?;
+    let e = expect_err(
+        client.consume("amq.rabbitmq.reply-to", no_ack()).await,
+        406,
+        "a second reply consumer",
+    )?;
+    check_eq!(e.message(), "PRECONDITION_FAILED - reply consumer already set");
+    let (r, _) = direct_reply_round_trip(&c, &client, &mut replies, &q, "req-3").await?;
+    check_eq!(body(&r), "4");
+    drop(replies);
+    client.ping().await?;
+    let mut again = client.consume("amq.rabbitmq.reply-to", no_ack()).await?;
+    let (r, _) = direct_reply_round_trip(&c, &client, &mut again, &q, "req-4").await?;
+    check_eq!(
+        (body(&r), r.envelope.properties().correlation_id.as_deref()),
+        ("4".to_owned(), Some("req-4"))
+    );
+    Ok(())
+}

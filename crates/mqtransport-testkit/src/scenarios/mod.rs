@@ -112,6 +112,7 @@ macro_rules! __for_each_scenario {
             cc_and_bcc_headers_add_routes
             direct_reply_to_round_trip
             a_refused_request_keeps_the_reply_consumer
+            a_second_reply_consumer_is_refused
             purge_removes_ready_messages_only
             delete_queue_conditions
             basic_get_reports_message_count
