@@ -30,14 +30,14 @@
 //!
 //! | feature | notes |
 //! |---|---|
-//! | exchanges | default, `amq.*`, direct, fanout, topic, headers, exchange-to-exchange, alternate exchange, internal, auto-delete |
-//! | queues | classic and quorum; durable, exclusive (owned by the connection), auto-delete, server-named (`amq.gen-…`), `x-expires` |
+//! | exchanges | default, `amq.*`, direct, fanout, topic, headers, exchange-to-exchange, alternate exchange (used by an exchange none of whose bindings matched, as RabbitMQ does), internal, auto-delete |
+//! | queues | classic and quorum; durable, exclusive (owned by the connection), auto-delete, server-named (`amq.gen-…`), `x-expires` (idle: no consumer, no `basic.get`, no declare; publishing is not use) |
 //! | declare | idempotent; inequivalent re-declare → 406, exclusive conflicts → 405, reserved names → 403, as RabbitMQ 3.10 |
 //! | consumers | round-robin, per-consumer prefetch, no-ack, exclusive consumers, consumer priorities (`x-priority`), single active consumer (`x-single-active-consumer`) |
 //! | settling | ack, nack / reject with requeue (classic: original position; quorum: back, or front on close), drop = requeue |
 //! | TTL | `x-message-ttl`, per-message `expiration`, head-of-line expiry on tokio's clock |
-//! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx |
-//! | dead letters | `x-dead-letter-exchange`/`-routing-key`, `x-death` history as RabbitMQ writes it, cycle detection, quorum `x-delivery-limit` |
+//! | limits | `x-max-length`, `x-max-length-bytes`; drop-head, reject-publish, reject-publish-dlx (a requeued message goes back above a reject-publish limit; drop-head drops the head for it) |
+//! | dead letters | `x-dead-letter-exchange` (internal ones too)/`-routing-key` (which removes `CC`), routed by the routing key and `CC` and `BCC` keys, `x-death` history as RabbitMQ writes it, cycle detection, quorum `x-delivery-limit` |
 //! | publishing | confirms, mandatory returns, nacks from full queues, `CC`/`BCC`, priorities (`x-max-priority`) |
 //! | push | a consumer holds up to its prefetch whether or not its stream is read: counts, `basic.get`, purge, delete and connection close see those messages as RabbitMQ does (unacked, not ready; redelivered when returned). Messages are moved to a consumer when it or an observer looks, not when published, so a publisher is still paced by what consumers take |
 //! | flow control | a publisher [`FLOW_LIMIT`] messages ahead of a queue's consumers waits for them to take some, like RabbitMQ's credit flow; never more than [`FLOW_GRACE`] while they take nothing |
