@@ -19,14 +19,7 @@ fn broker_url() -> String {
 
 async fn connect() -> Option<AmqpTransport> {
     let url = BrokerUrl::parse(&broker_url()).expect("MQT_TEST_AMQP_URL parses");
-    match AmqpTransport::connect(&url).await {
-        Ok(t) => Some(t),
-        Err(e) if !mqtransport_testkit::brokers_required() => {
-            println!("SKIPPED: RabbitMQ not reachable at {url} ({e})");
-            None
-        }
-        Err(e) => panic!("RabbitMQ not reachable at {url}: {e}"),
-    }
+    mqtransport_testkit::reachable_or_skip("RabbitMQ", &url.to_string(), AmqpTransport::connect(&url).await)
 }
 
 fn unique(base: &str) -> String {

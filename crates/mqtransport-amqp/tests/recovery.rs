@@ -25,14 +25,7 @@ fn broker_url() -> String {
 /// and not required.
 async fn direct() -> Option<AmqpTransport> {
     let url = BrokerUrl::parse(&broker_url()).expect("MQT_TEST_AMQP_URL parses");
-    match AmqpTransport::connect(&url).await {
-        Ok(t) => Some(t),
-        Err(e) if !mqtransport_testkit::brokers_required() => {
-            println!("SKIPPED: RabbitMQ not reachable at {url} ({e})");
-            None
-        }
-        Err(e) => panic!("RabbitMQ not reachable at {url}: {e}"),
-    }
+    mqtransport_testkit::reachable_or_skip("RabbitMQ", &url.to_string(), AmqpTransport::connect(&url).await)
 }
 
 /// The broker URL rewritten to go through `proxy`, with a short heartbeat.

@@ -273,6 +273,20 @@ pub fn brokers_required() -> bool {
     std::env::var("MQT_REQUIRE_BROKERS").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// The connection `connected` opened to `service` at `url`, or `None` after printing
+/// `SKIPPED: …` when the broker is unreachable and not required (see [`brokers_required`]).
+/// Panics when it is required, or when connecting failed for another reason than reach.
+pub fn reachable_or_skip<T>(service: &str, url: &str, connected: mqtransport_core::Result<T>) -> Option<T> {
+    match connected {
+        Ok(t) => Some(t),
+        Err(e) if !brokers_required() && e.kind() == mqtransport_core::ErrorKind::Connection => {
+            println!("SKIPPED: {service} not reachable at {url} ({e})");
+            None
+        }
+        Err(e) => panic!("{service} at {url}: cannot connect: {e}"),
+    }
+}
+
 /// Runs one scenario against `connector`: connects (or skips), runs, cleans up, and panics with
 /// the failure if there was one.
 pub async fn run<C, F, Fut>(connector: C, name: &str, scenario: F)

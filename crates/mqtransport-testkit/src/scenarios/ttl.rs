@@ -2,6 +2,19 @@
 
 use super::prelude::*;
 
+/// Declares a queue `q` whose dead letters go to a queue `dlq`; returns both names.
+async fn dead_lettering_queue(c: &Ctx) -> Result<(String, String), Failure> {
+    let (dlx, dlq) = dlx_pair(c);
+    let q = c.queue("q");
+    c.declare(with_dlq(
+        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
+        &dlx,
+        &dlq,
+    ))
+    .await?;
+    Ok((q, dlq))
+}
+
 /// `x-message-ttl` expires messages, dead-lettered with reason `expired`.
 pub async fn queue_ttl_expires_messages(c: Ctx) -> TestResult {
     let (dlx, dlq) = dlx_pair(&c);
@@ -46,14 +59,7 @@ pub async fn lower_ttl_wins(c: Ctx) -> TestResult {
 
 /// Expiry is checked at the head only: a short TTL behind a long one waits.
 pub async fn expiry_is_checked_at_the_head(c: Ctx) -> TestResult {
-    let (dlx, dlq) = dlx_pair(&c);
-    let q = c.queue("q");
-    c.declare(with_dlq(
-        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
-        &dlx,
-        &dlq,
-    ))
-    .await?;
+    let (q, dlq) = dead_lettering_queue(&c).await?;
     c.publish("", &q, env("long").with_expiration(Duration::from_millis(3000)))
         .await?;
     c.publish("", &q, env("short").with_expiration(Duration::from_millis(200)))
@@ -85,14 +91,7 @@ pub async fn invalid_expiration_is_refused(c: Ctx) -> TestResult {
 
 /// An expired message requeued behind an unexpired one stays until it reaches the head.
 pub async fn expired_message_requeued_behind_another_waits_for_the_head(c: Ctx) -> TestResult {
-    let (dlx, dlq) = dlx_pair(&c);
-    let q = c.queue("q");
-    c.declare(with_dlq(
-        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
-        &dlx,
-        &dlq,
-    ))
-    .await?;
+    let (q, dlq) = dead_lettering_queue(&c).await?;
     c.publish("", &q, env("first")).await?;
     c.publish("", &q, env("short").with_expiration(Duration::from_millis(300)))
         .await?;
@@ -115,14 +114,7 @@ pub async fn expired_message_requeued_behind_another_waits_for_the_head(c: Ctx) 
 /// A message with a deadline behind one without expires when it becomes the head, with no
 /// one looking at the queue.
 pub async fn expiry_reaches_a_message_that_becomes_the_head(c: Ctx) -> TestResult {
-    let (dlx, dlq) = dlx_pair(&c);
-    let q = c.queue("q");
-    c.declare(with_dlq(
-        Topology::new().queue(Queue::durable(&q).dead_letter_exchange(&dlx)),
-        &dlx,
-        &dlq,
-    ))
-    .await?;
+    let (q, dlq) = dead_lettering_queue(&c).await?;
     c.publish("", &q, env("first")).await?;
     c.publish("", &q, env("timed").with_expiration(Duration::from_millis(500)))
         .await?;
