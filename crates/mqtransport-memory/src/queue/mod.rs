@@ -12,6 +12,7 @@ mod config;
 mod consumer;
 mod dead_letter;
 mod effects;
+mod expiry;
 mod intake;
 mod message;
 mod ready;
@@ -33,7 +34,7 @@ pub(crate) use dead_letter::{DeadLetter, is_cycle};
 pub(crate) use effects::Effects;
 use intake::IntakeCell;
 pub(crate) use message::{Msg, MsgData, Route};
-pub(crate) use state::{Enqueued, Refill, TimerTick};
+pub(crate) use state::{Enqueued, Refill};
 use state::{QueueState, Return};
 
 use crate::flow::{self, Stalls};
@@ -526,25 +527,6 @@ impl QueueCell {
         self.dispatch(&mut st, fx);
     }
 
-    /// The queue has just lost its last consumer: an auto-delete queue goes, and the
-    /// `x-expires` idle time starts now.
-    fn unused_since_now(&self, st: &mut QueueState, fx: &mut Effects) {
-        if self.decl.auto_delete {
-            fx.auto_delete = true;
-        }
-        if self.config.expires.is_some() {
-            st.last_used = Instant::now();
-            self.ensure_timer(st, fx);
-        }
-    }
-
-    /// A declare (active or passive) uses the queue: its `x-expires` idle time starts again.
-    pub(crate) fn touch(&self) {
-        if self.config.expires.is_some() {
-            self.lock().last_used = Instant::now();
-        }
-    }
-
     /// Settles delivery `tag` of `owner` on the locked path (a nack or reject, an ack of a
     /// `basic.get`, or one a consumer's batch no longer takes). An unknown tag is RabbitMQ's
     /// 406; settling a delivery of a deleted queue is accepted and does nothing.
@@ -677,73 +659,6 @@ impl QueueCell {
             self.config.dlrk.as_deref(),
         );
         fx.dead.push(dead);
-    }
-
-    /// Wakes the running timer, or asks for one to be started ([`Effects::start_timer`]).
-    fn ensure_timer(&self, st: &mut QueueState, fx: &mut Effects) {
-        if st.timer_running {
-            self.timer.notify_one();
-            return;
-        }
-        st.timer_running = true;
-        fx.start_timer = true;
-    }
-
-    /// Whether the broker must start the timer of this new queue (one with `x-expires`); it
-    /// counts as running from now on.
-    pub(crate) fn claim_timer(&self) -> bool {
-        let mut st = self.lock();
-        if self.config.expires.is_none() || st.timer_running {
-            return false;
-        }
-        st.timer_running = true;
-        true
-    }
-
-    /// The timer the broker was asked to start could not be (no tokio runtime here): the next
-    /// message that can expire asks again.
-    pub(crate) fn timer_not_started(&self) {
-        self.lock().timer_running = false;
-    }
-
-    /// What the timer task waits on besides its deadline.
-    pub(crate) fn timer_notify(&self) -> Arc<Notify> {
-        Arc::clone(&self.timer)
-    }
-
-    /// The timer's look at the queue at `now`: expires messages at the head, and says the next
-    /// instant to look again (`None`: the timer stops) and whether the queue itself expired.
-    pub(crate) fn timer_tick(&self, now: Instant) -> TimerTick {
-        let mut fx = Effects::default();
-        let mut st = self.lock();
-        if st.deleted {
-            st.timer_running = false;
-            return TimerTick {
-                next: None,
-                queue_expired: false,
-                fx,
-            };
-        }
-        self.expire_heads(&mut st, &mut fx);
-        let head = st.ready.head().and_then(|m| m.expires_at);
-        let idle = self
-            .config
-            .expires
-            .filter(|_| st.consumers.is_empty())
-            .map(|e| st.last_used + e);
-        let next = match (head, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        st.timer_next = next;
-        if next.is_none() {
-            st.timer_running = false;
-        }
-        TimerTick {
-            next,
-            queue_expired: idle.is_some_and(|t| t <= now),
-            fx,
-        }
     }
 }
 
