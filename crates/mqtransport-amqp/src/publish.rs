@@ -37,6 +37,33 @@ pub(crate) struct Publisher {
     known: KnownExchanges,
 }
 
+/// How an attempt that did not settle the publish ended, when it may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupted {
+    /// Lost with its connection: sent again once the link has a new one.
+    WithConnection,
+    /// Another publish's refusal closed its channel: sent again on a new channel at once.
+    ByRefusal,
+}
+
+impl Interrupted {
+    /// When the publish went unconfirmed, for errors.
+    fn when(self) -> &'static str {
+        match self {
+            Interrupted::WithConnection => "when its connection was lost",
+            Interrupted::ByRefusal => "when another message's refusal closed its channel",
+        }
+    }
+
+    /// What held it up, for a timeout.
+    fn stage(self) -> &'static str {
+        match self {
+            Interrupted::WithConnection => "lost with its connection",
+            Interrupted::ByRefusal => "its channel was closed by another message's refusal",
+        }
+    }
+}
+
 /// How many times one publish may be sent again after other publishes' refusals closed its
 /// channel, before it fails with the last refusal.
 const MAX_REFUSALS: u8 = 3;
@@ -94,7 +121,7 @@ impl Publisher {
                 Ok(ch) => ch,
                 Err(e) => return Err(unknown_if_lost(e, lost_before)),
             };
-            let lost = match self.attempt(&ch, &outgoing, deadline).await {
+            let (lost, how) = match self.attempt(&ch, &outgoing, deadline).await {
                 Attempt::PublishOutcome(confirmation) => return Ok(confirmation),
                 Attempt::Failed(e) => return Err(unknown_if_lost(e, lost_before)),
                 Attempt::Refused(e) => {
@@ -108,28 +135,11 @@ impl Publisher {
                     }
                     // Another publish's refusal closed the channel under this one, which the
                     // broker may have taken before the close: like a publish lost with its
-                    // connection, it is sent again on a new channel.
+                    // connection, it is sent again, on a new channel.
                     self.channels.discard_publisher(&ch).await;
-                    lost_before = true;
-                    if self.unconfirmed == Unconfirmed::Fail {
-                        return Err(Error::new(
-                            ErrorKind::Connection,
-                            format!(
-                                "{} was not confirmed: another message's refusal closed its channel ({}), and it is not sent again (Unconfirmed::Fail)",
-                                describe(&outgoing),
-                                e.message()
-                            ),
-                        )
-                        .outcome_unknown());
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(self
-                            .timed_out(&outgoing, "its channel was closed by another message's refusal")
-                            .outcome_unknown());
-                    }
-                    continue;
+                    (e, Interrupted::ByRefusal)
                 }
-                Attempt::Lost(e) => e,
+                Attempt::Lost(e) => (e, Interrupted::WithConnection),
             };
             lost_before = true;
             if let Err(closed) = self.channels.check_open() {
@@ -139,8 +149,9 @@ impl Publisher {
                 return Err(Error::new(
                     ErrorKind::Connection,
                     format!(
-                        "{} was not confirmed when its connection was lost, and is not sent again (Unconfirmed::Fail): {}",
+                        "{} was not confirmed {}, and is not sent again (Unconfirmed::Fail): {}",
                         describe(&outgoing),
+                        how.when(),
                         lost.message()
                     ),
                 )
@@ -148,10 +159,12 @@ impl Publisher {
             }
             if Instant::now() >= deadline {
                 return Err(self
-                    .timed_out(&outgoing, &format!("lost with its connection: {}", lost.message()))
+                    .timed_out(&outgoing, &format!("{}: {}", how.stage(), lost.message()))
                     .outcome_unknown());
             }
-            self.await_new_connection(&ch, deadline).await;
+            if how == Interrupted::WithConnection {
+                self.await_new_connection(&ch, deadline).await;
+            }
         }
     }
 

@@ -4,10 +4,9 @@
 //! same error, although most of them were not refused (and some were even enqueued).
 //!
 //! So the publisher first checks what it can before sending ([`publish_rules`] for the
-//! properties; a passive declare, once per exchange, for an exchange this transport did not
-//! declare), and when the channel is closed all the same (an exchange deleted since), it
-//! [`blame`]s the refusal on the publishes it names and sends the others again on a new
-//! channel, as after a lost connection.
+//! properties; a passive declare before the first publish to each exchange), and when the
+//! channel is closed all the same (an exchange deleted since), it [`blame`]s the refusal on the
+//! publishes it names and sends the others again on a new channel, as after a lost connection.
 //!
 //! [`publish_rules`]: mqtransport_core::publish_rules
 
@@ -19,7 +18,7 @@ use mqtransport_core::topology::BUILTIN_EXCHANGES;
 
 use crate::confirms::Outgoing;
 
-/// Exchanges known to exist: seen by a passive declare, or published to with success.
+/// Exchanges known to exist: seen by a passive declare before a first publish to them.
 #[derive(Default)]
 pub(crate) struct KnownExchanges(Mutex<FxHashSet<String>>);
 

@@ -14,18 +14,24 @@
 
 use crate::envelope::Properties;
 use crate::error::{Error, Result, Scope};
-use crate::field::FieldValue;
+use crate::field::{FieldTable, FieldValue};
 
 /// Checks everything this module knows RabbitMQ refuses in `properties`.
 pub fn check(properties: &Properties) -> Result<()> {
     if let Some(e) = &properties.expiration {
         check_expiration(e)?;
     }
-    if let Some(headers) = &properties.headers {
-        for name in ["CC", "BCC"] {
-            if let Some(v) = headers.get(name) {
-                check_routing_header(name, v)?;
-            }
+    match &properties.headers {
+        Some(headers) => check_routing_headers(headers),
+        None => Ok(()),
+    }
+}
+
+/// Checks the `CC` and `BCC` routing headers of `headers`: each, when present, an array.
+pub fn check_routing_headers(headers: &FieldTable) -> Result<()> {
+    for name in ["CC", "BCC"] {
+        if let Some(v) = headers.get(name) {
+            check_routing_header(name, v)?;
         }
     }
     Ok(())
@@ -59,7 +65,7 @@ pub fn check_expiration(e: &str) -> Result<()> {
 }
 
 /// A `CC` or `BCC` header must be an array (of routing keys).
-pub fn check_routing_header(name: &str, value: &FieldValue) -> Result<()> {
+fn check_routing_header(name: &str, value: &FieldValue) -> Result<()> {
     match value {
         FieldValue::Array(_) => Ok(()),
         other => Err(Error::broker(
@@ -100,7 +106,7 @@ mod tests {
     #[test]
     fn routing_headers_must_be_arrays() {
         let mut p = Properties {
-            headers: Some(crate::FieldTable::new().with("CC", FieldValue::Array(vec!["k".into()]))),
+            headers: Some(FieldTable::new().with("CC", FieldValue::Array(vec!["k".into()]))),
             ..Properties::default()
         };
         assert!(check(&p).is_ok());

@@ -213,7 +213,6 @@ impl BrokerInner {
                 return Err(self.locked(&q.name));
             }
             q.check_equivalent(&existing.decl, &self.vhost)?;
-            existing.touch();
             let mut fx = Effects::default();
             let info = existing.info(&mut fx);
             observed.push((Arc::clone(existing), fx));
@@ -267,7 +266,6 @@ impl BrokerInner {
             return Ok(reply_info());
         }
         let q = self.queue_for(conn, name)?;
-        q.touch();
         let mut fx = Effects::default();
         let info = q.info(&mut fx);
         self.apply(&q, fx);

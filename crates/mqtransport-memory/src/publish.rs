@@ -127,7 +127,7 @@ impl BrokerInner {
         reply_to: Option<&str>,
     ) -> Result<Published> {
         if let Some(e) = &envelope.properties().expiration {
-            mqtransport_core::publish_rules::check_expiration(e)?;
+            publish_rules::check_expiration(e)?;
         }
         if envelope.properties().reply_to.as_deref() == Some(DIRECT_REPLY_TO) {
             match reply_to {
@@ -336,11 +336,7 @@ fn take_cc_bcc(envelope: &mut Envelope) -> Result<(Vec<ShortStr>, Vec<ShortStr>)
     let Some(headers) = envelope.properties_mut().headers.as_mut() else {
         return Ok((Vec::new(), Vec::new()));
     };
-    for name in ["CC", "BCC"] {
-        if let Some(v) = headers.get(name) {
-            publish_rules::check_routing_header(name, v)?;
-        }
-    }
+    publish_rules::check_routing_headers(headers)?;
     let keys = |v: Option<&FieldValue>| -> Vec<ShortStr> {
         match v {
             Some(FieldValue::Array(a)) => a.iter().filter_map(|k| k.as_str().map(ShortStr::from)).collect(),

@@ -21,7 +21,7 @@ mod rules;
 
 pub use binding::{Binding, Destination};
 pub use exchange::{BUILTIN_EXCHANGES, Exchange, ExchangeKind};
-pub use queue::{Overflow, Queue, QueueType};
+pub use queue::{Overflow, Queue, QueueType, integer_argument, invalid_argument};
 pub use rules::MAX_NAME_LEN;
 
 use crate::error::{Error, Result};

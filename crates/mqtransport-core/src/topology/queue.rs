@@ -167,20 +167,12 @@ impl Queue {
                 Scope::Channel,
             ));
         }
-        let invalid = |arg: &str, reason: String| {
-            Error::broker(
-                406,
-                format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue '{q}' in vhost '{vhost}': {reason}"),
-                Scope::Channel,
-            )
-        };
+        let invalid = |arg: &str, reason: String| invalid_argument(arg, q, vhost, &reason);
         let int_arg = |arg: &str, min: i64| -> Result<Option<i64>> {
             let Some(v) = self.arguments.get(arg) else {
                 return Ok(None);
             };
-            let Some(n) = v.as_i64() else {
-                return Err(invalid(arg, format!("\"expected integer, got {}\"", v.type_name())));
-            };
+            let n = integer_argument(arg, v, q, vhost)?;
             if n < 0 {
                 return Err(invalid(arg, format!("{{value_negative,{n}}}")));
             }
@@ -301,6 +293,29 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// RabbitMQ's 406 for an argument `arg` it refuses on queue `queue` (a queue argument, or a
+/// consumer argument such as `x-priority`), with `reason` as it words it.
+pub fn invalid_argument(arg: &str, queue: &str, vhost: &str, reason: &str) -> Error {
+    Error::broker(
+        406,
+        format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {reason}"),
+        Scope::Channel,
+    )
+}
+
+/// The integer `value` of argument `arg` on queue `queue`, or RabbitMQ's 406 when it is not an
+/// integer.
+pub fn integer_argument(arg: &str, value: &FieldValue, queue: &str, vhost: &str) -> Result<i64> {
+    value.as_i64().ok_or_else(|| {
+        invalid_argument(
+            arg,
+            queue,
+            vhost,
+            &format!("\"expected integer, got {}\"", value.type_name()),
+        )
+    })
 }
 
 /// Queue arguments RabbitMQ compares on re-declare; unknown arguments are ignored.

@@ -5,7 +5,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
 
-use mqtransport_core::{Error, FieldTable, Result, Scope};
+use mqtransport_core::topology::integer_argument;
+use mqtransport_core::{FieldTable, Result};
 
 use super::ack_batch::{AckBatch, Acks};
 use super::message::{Msg, MsgData};
@@ -15,16 +16,7 @@ use super::message::{Msg, MsgData};
 pub(crate) fn priority_of(arguments: &FieldTable, queue: &str, vhost: &str) -> Result<i64> {
     match arguments.get("x-priority") {
         None => Ok(0),
-        Some(v) => v.as_i64().ok_or_else(|| {
-            Error::broker(
-                406,
-                format!(
-                    "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
-                    v.type_name()
-                ),
-                Scope::Channel,
-            )
-        }),
+        Some(v) => integer_argument("x-priority", v, queue, vhost),
     }
 }
 

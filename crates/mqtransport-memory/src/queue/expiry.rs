@@ -23,13 +23,6 @@ impl QueueCell {
         }
     }
 
-    /// A declare (active or passive) uses the queue: its `x-expires` idle time starts again.
-    pub(crate) fn touch(&self) {
-        if self.config.expires.is_some() {
-            self.lock().last_used = Instant::now();
-        }
-    }
-
     /// Wakes the running timer, or asks for one to be started ([`Effects::start_timer`]).
     pub(super) fn ensure_timer(&self, st: &mut QueueState, fx: &mut Effects) {
         if st.timer_running {

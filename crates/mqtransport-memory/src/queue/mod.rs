@@ -603,9 +603,13 @@ impl QueueCell {
         self.decl.auto_delete && self.lock().consumers.is_empty()
     }
 
-    /// The queue as `queue.declare-ok` reports it: ready messages and consumers.
+    /// The queue as `queue.declare-ok` reports it: ready messages and consumers. A declare,
+    /// active or passive, uses the queue: its `x-expires` idle time starts again.
     pub(crate) fn info(&self, fx: &mut Effects) -> QueueInfo {
-        let st = self.lock_observed(fx);
+        let mut st = self.lock_observed(fx);
+        if self.config.expires.is_some() {
+            st.last_used = Instant::now();
+        }
         QueueInfo {
             name: self.name.clone(),
             message_count: u32::try_from(st.ready.len()).unwrap_or(u32::MAX),
