@@ -30,6 +30,7 @@ use mqtransport_core::{
 };
 
 pub mod proxy;
+pub mod rabbit_node;
 pub mod raw_amqp;
 pub mod scenarios;
 

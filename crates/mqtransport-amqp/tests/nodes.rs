@@ -1,0 +1,238 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+//! Broker restarts, cluster failover and consumer timeouts, on private RabbitMQ nodes that each
+//! test starts and kills itself (own node names, ports, data directories and cookies; see
+//! `mqtransport_testkit::rabbit_node`). The shared service is never touched.
+//!
+//! The tests run one at a time (a cluster is three Erlang nodes on a two-core machine).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState};
+use mqtransport_core::{BrokerUrl, Confirmation, ConsumeOptions, Envelope, Publish, Queue, Topology, Transport};
+use mqtransport_testkit::rabbit_node::{RabbitNode, rabbitmq_bin_or_skip};
+
+/// One private-node test at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn options() -> AmqpOptions {
+    AmqpOptions {
+        confirm_timeout: DEADLINE,
+        reconnect_wait: DEADLINE,
+        heartbeat: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(5),
+        ..AmqpOptions::default()
+    }
+}
+
+async fn connect(url: &str) -> AmqpTransport {
+    AmqpTransport::connect_with(&BrokerUrl::parse(url).expect("URL parses"), options())
+        .await
+        .expect("connects to the private node")
+}
+
+/// What a consumer has seen: body → times delivered.
+type Seen = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Consumes `queue` with `prefetch` on a task, acking everything, counting bodies in `seen`.
+async fn count_deliveries(t: &AmqpTransport, queue: &str, prefetch: u16, seen: &Seen) -> tokio::task::JoinHandle<()> {
+    let mut consumer = t
+        .consume(queue, ConsumeOptions::default().prefetch(prefetch))
+        .await
+        .expect("consume");
+    let seen = Arc::clone(seen);
+    tokio::spawn(async move {
+        while let Some(d) = consumer.next().await {
+            let d = d.expect("the consumer's stream carries deliveries, not errors");
+            let body = String::from_utf8_lossy(&d.envelope.body).into_owned();
+            *seen.lock().unwrap().entry(body).or_default() += 1;
+            // An ack on a channel lost meanwhile fails; the message comes back redelivered.
+            let _ = d.ack().await;
+        }
+    })
+}
+
+/// Publishes `n` persistent messages to `queue`, at most `window` unconfirmed at once, calling
+/// `at_third` once a third of them are confirmed. Returns the bodies confirmed.
+async fn publish_through<F, Fut>(
+    t: &AmqpTransport,
+    queue: &str,
+    n: usize,
+    window: usize,
+    at_third: F,
+) -> HashSet<String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut at_third = Some(at_third);
+    let mut fault = None;
+    let mut confirmed = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut next = 0;
+    while next < n || !in_flight.is_empty() {
+        while next < n && in_flight.len() < window {
+            let body = format!("m{next}");
+            let t = t.clone();
+            let q = queue.to_owned();
+            in_flight.push(async move {
+                let r = t
+                    .publish(Publish::to_queue(&q, Envelope::new(body.clone()).persistent()))
+                    .await;
+                (body, r)
+            });
+            next += 1;
+        }
+        let Some((body, r)) = in_flight.next().await else { break };
+        match r {
+            Ok(Confirmation::Confirmed) => {
+                confirmed.insert(body);
+            }
+            // A publish whose outcome is unknown may or may not be there: not counted either way.
+            Err(e) if e.is_outcome_unknown() => {}
+            other => panic!("publish of {body}: {other:?}"),
+        }
+        if confirmed.len() >= n / 3
+            && let Some(f) = at_third.take()
+        {
+            fault = Some(tokio::spawn(f()));
+        }
+    }
+    if let Some(f) = fault {
+        f.await.expect("the fault ran");
+    }
+    confirmed
+}
+
+/// Waits until every confirmed body was seen; returns the duplicates.
+async fn all_seen(confirmed: &HashSet<String>, seen: &Seen) -> usize {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let missing = {
+            let seen = seen.lock().unwrap();
+            confirmed.iter().filter(|b| !seen.contains_key(*b)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} confirmed messages were never consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen.lock().unwrap().values().map(|n| n - 1).sum()
+}
+
+/// The prefetch of each consumer of `queue`, as the node reports it.
+async fn prefetch_on_node(node: &RabbitNode, queue: &str) -> Vec<String> {
+    let out = node
+        .ctl(&["list_consumers", "queue_name", "prefetch_count"])
+        .await
+        .expect("list_consumers");
+    out.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(q, _)| *q == queue)
+        .map(|(_, p)| p.trim().to_owned())
+        .collect()
+}
+
+/// A private node is killed mid-stream and started again on the same data: every confirmed
+/// persistent message on the durable queue is consumed, duplicates stay within what was in
+/// flight, and the consumer comes back with its prefetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_no_confirmed_message() {
+    let Some(bin) = rabbitmq_bin_or_skip() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut node = RabbitNode::start(&bin, "restart", "").await.expect("node starts");
+    let t = connect(&node.url()).await;
+    let q = "mqt-restart-orders";
+    t.declare(&Topology::new().queue(Queue::durable(q)))
+        .await
+        .expect("declare");
+    let seen = Seen::default();
+    let consuming = count_deliveries(&t, q, 20, &seen).await;
+
+    const N: usize = 3000;
+    const WINDOW: usize = 50;
+    let started = Instant::now();
+    // The node is moved into the fault and handed back through the channel.
+    let (back, mut returned) = tokio::sync::oneshot::channel();
+    let confirmed = publish_through(&t, q, N, WINDOW, move || async move {
+        node.kill().await.expect("the node dies");
+        node.restart().await.expect("the node starts again");
+        let _ = back.send(node);
+    })
+    .await;
+    let duplicates = all_seen(&confirmed, &seen).await;
+    let node = returned.try_recv().expect("the node is back");
+    println!(
+        "restart: {} of {N} confirmed, 0 lost, {duplicates} duplicates, done in {:?}",
+        confirmed.len(),
+        started.elapsed()
+    );
+    assert!(confirmed.len() >= N - WINDOW, "only {} confirmed", confirmed.len());
+    assert!(
+        duplicates <= WINDOW + 20,
+        "{duplicates} duplicates: more than the publish window and the prefetch"
+    );
+    assert!(
+        matches!(t.state(), LinkState::Up(g) if g >= 2),
+        "{:?}",
+        t.connection_states()
+    );
+    assert_eq!(
+        prefetch_on_node(&node, q).await,
+        ["20"],
+        "the consumer is back with its prefetch"
+    );
+    consuming.abort();
+    t.close().await.expect("close");
+}
+
+/// RabbitMQ closes the channel of a consumer that holds a delivery past `consumer_timeout`; the
+/// consumer is subscribed again (not ended as if its queue were deleted) and the delivery
+/// comes back, redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_timed_out_by_the_broker_is_subscribed_again() {
+    let Some(bin) = rabbitmq_bin_or_skip() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let node = RabbitNode::start(&bin, "timeout", "consumer_timeout = 1000")
+        .await
+        .expect("node starts");
+    let t = connect(&node.url()).await;
+    let q = "mqt-timeout-jobs";
+    t.declare(&Topology::new().queue(Queue::durable(q)))
+        .await
+        .expect("declare");
+    t.publish(Publish::to_queue(q, Envelope::new("slow job")))
+        .await
+        .expect("publish");
+    let mut consumer = t
+        .consume(q, ConsumeOptions::default().prefetch(1))
+        .await
+        .expect("consume");
+    let next = async |c: &mut mqtransport_core::Subscription| {
+        tokio::time::timeout(DEADLINE, c.next())
+            .await
+            .expect("a delivery in time")
+            .expect("the stream goes on")
+            .expect("a delivery, not an error")
+    };
+    let held = next(&mut consumer).await;
+    assert!(!held.redelivered);
+    let started = Instant::now();
+    let again = next(&mut consumer).await;
+    println!("consumer timeout: redelivered after {:?}", started.elapsed());
+    assert_eq!(&again.envelope.body[..], b"slow job");
+    assert!(again.redelivered, "the broker took the delivery back");
+    again.ack().await.expect("the new subscription acks");
+    assert!(held.ack().await.is_err(), "the old channel is closed");
+    drop(consumer);
+    t.close().await.expect("close");
+}
