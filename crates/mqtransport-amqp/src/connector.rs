@@ -26,14 +26,22 @@ type ClientStream = lapin::AsyncTcpStream<async_compat::Compat<tokio::net::TcpSt
 /// Why the relay ended a connection the client could not have made sense of.
 type Diagnosis = Arc<Mutex<Option<String>>>;
 
-/// How to reach one broker: where, how (TLS), and the settings for the AMQP client.
+/// One address of the broker: a node of a cluster, with its TLS settings.
+struct Address {
+    host: String,
+    port: u16,
+    #[cfg(feature = "tls")]
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+/// How to reach a broker: its addresses (several for the nodes of a cluster), how (TLS), and
+/// the settings for the AMQP client.
 pub(crate) struct Dialer {
     /// The URL without the password, for messages.
     pub(crate) url: String,
     uri: AMQPUri,
+    addresses: Vec<Address>,
     connect_timeout: Duration,
-    #[cfg(feature = "tls")]
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 /// A query option of the URL as a number, refused with a clear message when it is not one.
@@ -45,6 +53,12 @@ fn number<T: std::str::FromStr>(url: &BrokerUrl, key: &str) -> Result<Option<T>>
             .map(Some)
             .map_err(|_| Error::invalid(format!("broker URL '{url}': {key}={v} is not a number in range"))),
     }
+}
+
+/// Why one connect attempt failed: how permanent, and what happened.
+struct Failed {
+    kind: ErrorKind,
+    why: String,
 }
 
 impl Dialer {
@@ -91,15 +105,25 @@ impl Dialer {
                 auth_mechanism: None,
             },
         };
+        let addresses = url
+            .addresses()
+            .map(|(host, port)| {
+                Ok(Address {
+                    host: host.to_owned(),
+                    port: port.unwrap_or(5672),
+                    #[cfg(feature = "tls")]
+                    tls: match url.scheme() {
+                        mqtransport_core::Scheme::Amqps => Some(options.tls.connector(host)?),
+                        _ => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Dialer {
             url: url.to_string(),
             uri,
+            addresses,
             connect_timeout,
-            #[cfg(feature = "tls")]
-            tls: match url.scheme() {
-                mqtransport_core::Scheme::Amqps => Some(options.tls.connector(url.host())?),
-                _ => None,
-            },
         })
     }
 
@@ -108,77 +132,146 @@ impl Dialer {
         self.uri.query.frame_max.filter(|&f| f > 0)
     }
 
-    /// Opens a connection, within the connect timeout; errors name the broker and say what
-    /// failed (an unreachable port, a server that never answers, one that is not AMQP, a
-    /// refused login, a missing virtual host).
-    pub(crate) async fn connect(self: &Arc<Self>, props: ConnectionProperties, role: &str) -> Result<Connection> {
+    /// How many addresses the broker has.
+    pub(crate) fn address_count(&self) -> usize {
+        self.addresses.len()
+    }
+
+    /// `host:port` of address `index`.
+    pub(crate) fn address(&self, index: usize) -> String {
+        self.addresses.get(index).map_or_else(String::new, |a| {
+            if a.host.contains(':') {
+                format!("[{}]:{}", a.host, a.port)
+            } else {
+                format!("{}:{}", a.host, a.port)
+            }
+        })
+    }
+
+    /// Opens a connection, trying the addresses in turn from `first` (wrapping around), each
+    /// within the connect timeout; returns it with the index of the address it reached. Errors
+    /// name the broker and say what failed at each address (an unreachable port, a server that
+    /// never answers, one that is not AMQP, a refused login, a missing virtual host).
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        props: ConnectionProperties,
+        role: &str,
+        first: usize,
+    ) -> Result<(Connection, usize)> {
+        let n = self.addresses.len();
+        let mut failures = Vec::with_capacity(n);
+        for i in (0..n).map(|k| (first + k) % n) {
+            match self.connect_to(i, props.clone()).await {
+                Ok(conn) => return Ok((conn, i)),
+                Err(failed) => failures.push((i, failed)),
+            }
+        }
+        // A refused login or a missing virtual host is the cluster's answer, not one node's:
+        // it decides the kind. Otherwise the last failure does.
+        let kind = failures
+            .iter()
+            .map(|(_, f)| f.kind)
+            .find(|k| matches!(k, ErrorKind::Auth | ErrorKind::NotFound))
+            .or_else(|| failures.last().map(|(_, f)| f.kind))
+            .unwrap_or(ErrorKind::Connection);
+        let message = match failures.as_slice() {
+            [(_, only)] => format!(
+                "cannot connect to RabbitMQ at {} ({role} connection): {}",
+                self.url, only.why
+            ),
+            _ => format!(
+                "cannot connect to RabbitMQ at any of the {n} addresses of {} ({role} connection): {}",
+                self.url,
+                failures
+                    .iter()
+                    .map(|(i, f)| format!("{}: {}", self.address(*i), f.why))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        };
+        Err(Error::new(kind, message))
+    }
+
+    /// One attempt at address `index`, within the connect timeout.
+    async fn connect_to(
+        self: &Arc<Self>,
+        index: usize,
+        props: ConnectionProperties,
+    ) -> std::result::Result<Connection, Failed> {
         let diagnosis: Diagnosis = Arc::default();
-        let runtime = lapin::runtime::default_runtime().map_err(|e| self.failed(role, ErrorKind::Connection, &e))?;
+        let runtime = lapin::runtime::default_runtime().map_err(|e| Failed {
+            kind: ErrorKind::Connection,
+            why: e.to_string(),
+        })?;
         let dialer = Arc::clone(self);
         let found = Arc::clone(&diagnosis);
+        let mut uri = self.uri.clone();
+        if let Some(a) = self.addresses.get(index) {
+            uri.authority.host.clone_from(&a.host);
+            uri.authority.port = a.port;
+        }
         let connecting = Connection::connector(
-            self.uri.clone(),
+            uri,
             runtime,
-            async move |_uri, _runtime| dialer.dial(Arc::clone(&found)).await.map_err(lapin::Error::from),
+            async move |_uri, _runtime| dialer.dial(index, Arc::clone(&found)).await.map_err(lapin::Error::from),
             props,
         );
         let ended = tokio::time::timeout(self.connect_timeout, connecting).await;
         let diagnosed = diagnosis.lock().unwrap_or_else(PoisonError::into_inner).take();
         match (ended, diagnosed) {
             (Ok(Ok(conn)), _) => Ok(conn),
-            (_, Some(why)) => Err(self.failed(role, ErrorKind::Connection, &why)),
-            (Ok(Err(e)), None) => Err(self.refused(role, &e)),
-            (Err(_), None) => Err(self.failed(
-                role,
-                ErrorKind::Timeout,
-                &format!(
+            (_, Some(why)) => Err(Failed {
+                kind: ErrorKind::Connection,
+                why,
+            }),
+            (Ok(Err(e)), None) => Err(self.refused(&e)),
+            (Err(_), None) => Err(Failed {
+                kind: ErrorKind::Timeout,
+                why: format!(
                     "no AMQP handshake within {:?}: the server accepted the connection but did not complete the \
                      AMQP handshake (is it RabbitMQ, and is it overloaded?)",
                     self.connect_timeout
                 ),
-            )),
+            }),
         }
-    }
-
-    fn failed(&self, role: &str, kind: ErrorKind, why: &dyn std::fmt::Display) -> Error {
-        Error::new(
-            kind,
-            format!("cannot connect to RabbitMQ at {} ({role} connection): {why}", self.url),
-        )
     }
 
     /// A handshake the broker refused, by kind: a wrong user name or password (403) and a
     /// missing or forbidden virtual host (530) are permanent; everything else is a connection
     /// error.
-    fn refused(&self, role: &str, e: &lapin::Error) -> Error {
+    fn refused(&self, e: &lapin::Error) -> Failed {
         if let lapin::ErrorKind::ProtocolError(amqp) = e.kind() {
             match amqp.get_id() {
                 403 => {
-                    return self.failed(
-                        role,
-                        ErrorKind::Auth,
-                        &format!("the broker refused the user name or password ({e})"),
-                    );
+                    return Failed {
+                        kind: ErrorKind::Auth,
+                        why: format!("the broker refused the user name or password ({e})"),
+                    };
                 }
                 530 => {
-                    return self.failed(
-                        role,
-                        ErrorKind::NotFound,
-                        &format!(
+                    return Failed {
+                        kind: ErrorKind::NotFound,
+                        why: format!(
                             "the virtual host '{}' does not exist or the user may not use it ({e})",
                             self.uri.vhost
                         ),
-                    );
+                    };
                 }
                 _ => {}
             }
         }
-        self.failed(role, ErrorKind::Connection, e)
+        Failed {
+            kind: ErrorKind::Connection,
+            why: e.to_string(),
+        }
     }
 
     /// TCP (and TLS) to the broker, a relay task, and the client's end of the socket pair.
-    async fn dial(&self, diagnosis: Diagnosis) -> std::io::Result<ClientStream> {
-        let tcp = tokio::net::TcpStream::connect((self.uri.authority.host.as_str(), self.uri.authority.port)).await?;
+    async fn dial(&self, index: usize, diagnosis: Diagnosis) -> std::io::Result<ClientStream> {
+        let Some(address) = self.addresses.get(index) else {
+            return Err(std::io::Error::other("no such broker address"));
+        };
+        let tcp = tokio::net::TcpStream::connect((address.host.as_str(), address.port)).await?;
         tcp.set_nodelay(true)?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
@@ -189,7 +282,7 @@ impl Dialer {
         let theirs = tokio::net::TcpStream::from_std(std::net::TcpStream::from(OwnedFd::from(theirs)))?;
         let screen = Screen::new(self.client_frame_max());
         #[cfg(feature = "tls")]
-        if let Some((connector, name)) = &self.tls {
+        if let Some((connector, name)) = &address.tls {
             let tls = connector.connect(name.clone(), tcp).await?;
             tokio::spawn(relay(tls, ours, screen, diagnosis));
             return Ok(lapin::AsyncTcpStream::Plain(async_compat::Compat::new(theirs)));

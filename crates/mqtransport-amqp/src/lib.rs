@@ -146,4 +146,4 @@ pub use link::LinkState;
 #[doc(inline)]
 pub use options::{AmqpOptions, TlsOptions, Unconfirmed};
 #[doc(inline)]
-pub use transport::{AmqpTransport, ConnectionStates};
+pub use transport::{AmqpTransport, ConnectionAddresses, ConnectionStates};

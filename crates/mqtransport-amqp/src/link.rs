@@ -7,7 +7,7 @@
 //! re-opens consumers on it, then answers with [`Link::restored`]. Until then, operations
 //! waiting for the connection keep waiting, so that none runs against a half-restored broker.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -74,6 +74,9 @@ pub(crate) struct Link {
     current: Mutex<Option<(u64, Arc<Connection>)>>,
     /// The negotiated `frame_max` of the latest connection.
     frame_max: AtomicU32,
+    /// The index of the broker address the latest connection reached: a reconnect tries the
+    /// next one first (a cluster's other node, when this one died).
+    address: AtomicUsize,
     state: watch::Sender<Phase>,
     /// The supervisor task, stopped by `close` so that no restore runs after it.
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -96,10 +99,11 @@ impl Link {
             name,
             current: Mutex::new(None),
             frame_max: AtomicU32::new(mqtransport_core::DEFAULT_FRAME_MAX),
+            address: AtomicUsize::new(0),
             state,
             supervisor: Mutex::new(None),
         });
-        let conn = link.connect_once().await?;
+        let conn = link.connect_once(0).await?;
         // A link nobody else knows yet cannot be closed: this always installs.
         link.install(Arc::clone(&conn), 1);
         let task = tokio::spawn(supervise(Arc::downgrade(&link), conn, 1, restored));
@@ -107,12 +111,25 @@ impl Link {
         Ok(link)
     }
 
-    async fn connect_once(&self) -> Result<Arc<Connection>> {
+    /// Connects, trying the broker's addresses from index `first`.
+    async fn connect_once(&self, first: usize) -> Result<Arc<Connection>> {
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let conn = self.dialer.connect(props, self.role).await?;
+        let (conn, address) = self.dialer.connect(props, self.role, first).await?;
         self.frame_max
             .store(conn.configuration().frame_max(), Ordering::Relaxed);
+        self.address.store(address, Ordering::Relaxed);
         Ok(Arc::new(conn))
+    }
+
+    /// `host:port` of the broker address the link is connected to (`None` while it is not up).
+    pub(crate) fn address(&self) -> Option<String> {
+        matches!(self.state(), LinkState::Up(_) | LinkState::Blocked(_))
+            .then(|| self.dialer.address(self.address.load(Ordering::Relaxed)))
+    }
+
+    /// Where a reconnect starts: the address after the one just lost.
+    fn next_address(&self) -> usize {
+        (self.address.load(Ordering::Relaxed) + 1) % self.dialer.address_count().max(1)
     }
 
     /// The negotiated `frame_max` of the latest connection (RabbitMQ's default before the first).
@@ -294,8 +311,9 @@ async fn supervise(link: std::sync::Weak<Link>, mut conn: Arc<Connection>, mut g
             if l.state() == LinkState::Closed {
                 return;
             }
-            // A connect that hangs (a broker that accepts and never answers) is abandoned.
-            let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(30), l.connect_once()).await else {
+            // Each address is tried within the connect timeout: one that hangs (a broker that
+            // accepts and never answers) is abandoned for the next.
+            let Ok(c) = l.connect_once(l.next_address()).await else {
                 continue;
             };
             generation += 1;

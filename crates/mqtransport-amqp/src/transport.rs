@@ -31,6 +31,16 @@ pub struct ConnectionStates {
     pub publish: LinkState,
 }
 
+/// The broker address (`host:port`) each connection of an [`AmqpTransport`] is connected to:
+/// with several addresses (a cluster's nodes), the node it reached. `None` while it is down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionAddresses {
+    /// The consuming connection's.
+    pub consume: Option<String>,
+    /// The publishing connection's.
+    pub publish: Option<String>,
+}
+
 /// A connection to RabbitMQ (one connection for consuming and one for publishing), supervised
 /// and recovered by the transport. Clones share the connections.
 #[derive(Clone)]
@@ -162,6 +172,17 @@ impl AmqpTransport {
         ConnectionStates {
             consume: c.consume.state(),
             publish: c.publish.state(),
+        }
+    }
+
+    /// The broker address each connection is connected to. With a URL that lists several
+    /// (`amqp://user:pass@node-1,node-2,node-3/`), the first connect tries them in order and a
+    /// reconnect starts from the address after the one lost.
+    pub fn connection_addresses(&self) -> ConnectionAddresses {
+        let c = &self.inner.channels;
+        ConnectionAddresses {
+            consume: c.consume.address(),
+            publish: c.publish.address(),
         }
     }
 

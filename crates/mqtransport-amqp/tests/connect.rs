@@ -161,3 +161,56 @@ async fn both_connections_report_their_state() {
     t.close().await.unwrap();
     assert_eq!(t.connection_states().publish, LinkState::Closed);
 }
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// With several addresses, connecting skips one that is down and says which node it reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_with_several_hosts_connects_to_the_first_that_answers() {
+    let Some(url) = rabbit().await else { return };
+    let down = closed_port();
+    let live = format!("{}:{}", url.host(), url.port().unwrap_or(5672));
+    let several = BrokerUrl::parse(&format!(
+        "amqp://{}:{}@127.0.0.1:{down},{live}/%2f",
+        url.username().unwrap_or("guest"),
+        url.password().unwrap_or("guest"),
+    ))
+    .unwrap();
+    let t = AmqpTransport::connect(&several)
+        .await
+        .expect("the second address answers");
+    let at = t.connection_addresses();
+    assert_eq!(at.consume.as_deref(), Some(live.as_str()));
+    assert_eq!(at.publish.as_deref(), Some(live.as_str()));
+    t.close().await.unwrap();
+    assert_eq!(t.connection_addresses().consume, None, "closed: connected nowhere");
+}
+
+/// When no address answers, the error lists what happened at each, without the password.
+#[tokio::test]
+async fn when_no_address_answers_the_error_names_each() {
+    let silent = listener(|s| async move {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        drop(s);
+    })
+    .await;
+    let down = closed_port();
+    let url = BrokerUrl::parse(&format!(
+        "amqp://u:secret-pw@127.0.0.1:{down},{silent}/%2f?connection_timeout=300"
+    ))
+    .unwrap();
+    let e = AmqpTransport::connect(&url).await.expect_err("nothing answers");
+    let text = e.to_string();
+    assert!(text.contains("any of the 2 addresses"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{down}: ")), "{text}");
+    assert!(
+        text.contains(&format!("{silent}: no AMQP handshake within 300ms")),
+        "{text}"
+    );
+    assert!(!text.contains("secret-pw"), "{text}");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "the last address decides: {e}");
+}

@@ -72,6 +72,8 @@ pub struct BrokerUrl {
     password: Option<String>,
     host: String,
     port: Option<u16>,
+    /// Further `host[:port]`s after the first, for failover across the nodes of a cluster.
+    more_hosts: Vec<(String, Option<u16>)>,
     vhost: String,
     query: Vec<(String, String)>,
 }
@@ -105,6 +107,27 @@ impl BrokerUrl {
     /// The explicit port, else the scheme's default.
     pub fn port(&self) -> Option<u16> {
         self.port.or(self.scheme.default_port())
+    }
+
+    /// Every address of the URL in order, each host with its port (explicit, else the scheme's
+    /// default). A URL may list several comma-separated, the nodes of one cluster sharing the
+    /// user, password, virtual host and options:
+    /// `amqp://app:secret@rabbit-1:5672,rabbit-2:5672,rabbit-3:5672/prod`.
+    ///
+    /// ```
+    /// use mqtransport_core::url::BrokerUrl;
+    ///
+    /// let url: BrokerUrl = "amqp://app:s3cret@rabbit-1,rabbit-2:5673,[::1]/prod".parse()?;
+    /// let hosts: Vec<_> = url.addresses().collect();
+    /// assert_eq!(hosts, [("rabbit-1", Some(5672)), ("rabbit-2", Some(5673)), ("::1", Some(5672))]);
+    /// assert_eq!(url.to_string(), "amqp://app:***@rabbit-1,rabbit-2:5673,[::1]/prod");
+    /// # Ok::<(), mqtransport_core::Error>(())
+    /// ```
+    pub fn addresses(&self) -> impl Iterator<Item = (&str, Option<u16>)> {
+        let default = self.scheme.default_port();
+        std::iter::once((self.host.as_str(), self.port))
+            .chain(self.more_hosts.iter().map(|(h, p)| (h.as_str(), *p)))
+            .map(move |(h, p)| (h, p.or(default)))
     }
 
     /// The virtual host, percent-decoded: `/` when the URL has no path.
@@ -167,6 +190,32 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// One `host[:port]` of the authority (an IPv6 host in brackets), the host percent-decoded.
+fn parse_host_port(hostport: &str, redacted: &str) -> Result<(String, Option<u16>)> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let Some((h, after)) = v6.split_once(']') else {
+            return Err(Error::invalid(format!(
+                "broker URL '{redacted}': unclosed '[' in the host"
+            )));
+        };
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(p) => Some(p.parse::<u16>().map_err(|_| {
+            Error::invalid(format!(
+                "broker URL '{redacted}': port '{p}' is not a number from 0 to 65535"
+            ))
+        })?),
+    };
+    Ok((percent_decode(host, "host", redacted)?, port))
 }
 
 /// The URL with any password replaced, for error messages about a URL that did not parse.
@@ -239,28 +288,21 @@ impl FromStr for BrokerUrl {
                 None => (Some(percent_decode(u, "user name", &redacted)?), None),
             },
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let Some((h, after)) = v6.split_once(']') else {
-                return Err(Error::invalid(format!(
-                    "broker URL '{redacted}': unclosed '[' in the host"
-                )));
-            };
-            (h.to_owned(), after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (hostport.to_owned(), None),
-            }
-        };
-        let port = match port {
-            None | Some("") => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                Error::invalid(format!(
-                    "broker URL '{redacted}': port '{p}' is not a number from 0 to 65535"
-                ))
-            })?),
-        };
-        let host = percent_decode(&host, "host", &redacted)?;
+        let mut hosts = Vec::new();
+        for one in hostport.split(',') {
+            hosts.push(parse_host_port(one, &redacted)?);
+        }
+        if hosts.len() > 1 && hosts.iter().any(|(h, _)| h.is_empty()) {
+            return Err(Error::invalid(format!(
+                "broker URL '{redacted}': an empty host in the comma-separated host list"
+            )));
+        }
+        if hosts.len() > 1 && !matches!(scheme, Scheme::Amqp | Scheme::Amqps) {
+            return Err(Error::invalid(format!(
+                "broker URL '{redacted}': only amqp:// and amqps:// URLs take several comma-separated hosts"
+            )));
+        }
+        let (host, port) = hosts.remove(0);
         if host.is_empty() && scheme != Scheme::Memory && scheme != Scheme::Sqs {
             return Err(Error::invalid(format!("broker URL '{redacted}' has no host")));
         }
@@ -282,6 +324,7 @@ impl FromStr for BrokerUrl {
             password,
             host,
             port,
+            more_hosts: hosts,
             vhost,
             query: pairs,
         })
@@ -298,13 +341,19 @@ impl fmt::Display for BrokerUrl {
             }
             f.write_str("@")?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
-        }
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
+        let hosts = std::iter::once((&self.host, self.port)).chain(self.more_hosts.iter().map(|(h, p)| (h, *p)));
+        for (i, (host, port)) in hosts.enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if host.contains(':') {
+                write!(f, "[{host}]")?;
+            } else {
+                f.write_str(host)?;
+            }
+            if let Some(p) = port {
+                write!(f, ":{p}")?;
+            }
         }
         if self.vhost != "/" {
             write!(f, "/{}", percent_encode(&self.vhost))?;
@@ -374,5 +423,26 @@ mod tests {
                 .message()
                 .contains("percent")
         );
+    }
+
+    #[test]
+    fn several_hosts_are_for_amqp_only_and_none_may_be_empty() -> Result<()> {
+        let u = BrokerUrl::parse("amqps://u:p@a:1,b,[::1]:3/v?heartbeat=5")?;
+        let hosts: Vec<_> = u.addresses().collect();
+        assert_eq!(hosts, [("a", Some(1)), ("b", Some(5671)), ("::1", Some(3))]);
+        assert_eq!((u.host(), u.port()), ("a", Some(1)));
+        assert_eq!(u.to_string(), "amqps://u:***@a:1,b,[::1]:3/v?heartbeat=5");
+        assert_eq!(u.expose_secret_uri(), "amqps://u:p@a:1,b,[::1]:3/v?heartbeat=5");
+        let one = BrokerUrl::parse("amqp://h")?;
+        assert_eq!(one.addresses().collect::<Vec<_>>(), [("h", Some(5672))]);
+        for bad in ["amqp://a,,b/", "amqp://a,/", "amqp://,a/"] {
+            let e = BrokerUrl::parse(bad).unwrap_err();
+            assert!(e.message().contains("empty host"), "{bad}: {e}");
+        }
+        let e = BrokerUrl::parse("memory://a,b").unwrap_err();
+        assert!(e.message().contains("only amqp:// and amqps://"), "{e}");
+        let e = BrokerUrl::parse("amqp://a,b:x/").unwrap_err();
+        assert!(e.message().contains("port 'x'"), "{e}");
+        Ok(())
     }
 }
