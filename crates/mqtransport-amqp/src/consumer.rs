@@ -300,41 +300,67 @@ async fn subscribe(conn: &Connection, spec: &ConsumerSpec, queue: &str) -> Resul
 }
 
 /// Subscribes `spec` to `queue` on `conn` and hands the subscription to the application's
-/// stream. A connection problem is left to the next reconnect; a missing queue ends the stream
-/// saying the broker cancelled the consumer; anything else (access refused, an exclusive lock)
-/// ends it with the error.
+/// stream. A connection problem is left to the next reconnect; a queue that exists but is
+/// unavailable (its cluster node is down) is tried again until it is back; a missing queue
+/// ends the stream saying the broker cancelled the consumer; anything else (access refused,
+/// an exclusive lock) ends it with the error.
 async fn subscribe_and_install(
     subscriptions: Weak<Subscriptions>,
     spec: Arc<ConsumerSpec>,
     conn: Arc<Connection>,
     queue: String,
 ) {
-    if spec.is_over() {
-        return;
-    }
-    match subscribe(&conn, &spec, &queue).await {
-        Ok((ch, consumer)) => {
-            if let Some(s) = subscriptions.upgrade() {
-                s.install(&spec, ch, consumer, conn, queue);
-            }
+    let mut pause = UNAVAILABLE_RETRY_FIRST;
+    loop {
+        if spec.is_over() {
+            return;
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => spec.finish(Error::new(
-            ErrorKind::NotFound,
-            format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
-        )),
-        Err(e) => {
-            if conn.status().connected() && !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed) {
-                spec.finish(e);
+        match subscribe(&conn, &spec, &queue).await {
+            Ok((ch, consumer)) => {
+                if let Some(s) = subscriptions.upgrade() {
+                    s.install(&spec, ch, consumer, conn, queue);
+                }
+                return;
+            }
+            Err(e) if queue_unavailable(&e) && conn.status().connected() => {
+                tracing::warn!(queue = %queue, "cannot consume yet, trying again in {pause:?}: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(UNAVAILABLE_RETRY_MAX);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return spec.finish(Error::new(
+                    ErrorKind::NotFound,
+                    format!("consumer cancelled by the broker: queue '{queue}' was deleted"),
+                ));
+            }
+            Err(e) => {
+                if conn.status().connected() && !matches!(e.kind(), ErrorKind::Connection | ErrorKind::Closed) {
+                    spec.finish(e);
+                }
+                return;
             }
         }
     }
 }
 
+/// How long a consumer of an unavailable queue waits before it tries again, first and at most.
+const UNAVAILABLE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const UNAVAILABLE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the broker refused a queue that exists but cannot be used now: RabbitMQ answers
+/// `404 NOT_FOUND - home node '…' of durable queue '…' in vhost '…' is down or inaccessible`
+/// for a classic queue whose cluster node is down. Unlike a deleted queue it comes back with
+/// its node.
+pub(crate) fn queue_unavailable(e: &Error) -> bool {
+    e.reply_code() == Some(404) && e.message().contains("is down or inaccessible")
+}
+
 /// A subscription ended. If the connection is gone, the reconnect resubscribes. Otherwise the
 /// broker cancelled it or closed its channel: subscribe again. A queue that still exists (a
 /// consumer timeout closed the channel; a refused request published on the direct reply-to
-/// channel) is consumed again; a deleted one ends the stream with `NotFound`, as on every
-/// transport (the `Subscription` contract), even if this transport declared it.
+/// channel) is consumed again; one whose cluster node is down is waited for; a deleted one ends
+/// the stream with `NotFound`, as on every transport (the `Subscription` contract), even if this
+/// transport declared it.
 async fn recover(subscriptions: Weak<Subscriptions>, spec: Arc<ConsumerSpec>, ended: Live) {
     let Live { conn, queue, .. } = ended;
     if spec.is_over() || !conn.status().connected() {

@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use lapin::Channel;
+use lapin::Connection;
 use mqtransport_core::{Binding, Declared, Destination, Exchange, Queue, Result, Topology};
 
+use crate::consumer::queue_unavailable;
+use crate::convert::map_err;
 use crate::declare::{bind, declare_exchange, declare_queue};
 
 /// The recorded topology, shared by the transport (which records and forgets) and the
@@ -142,33 +144,57 @@ impl Recording {
         }
     }
 
-    /// Declares everything recorded again on `ch` (a new connection's), giving server-named
+    /// Declares everything recorded again on `conn` (a new connection), giving server-named
     /// queues new names. `still_wanted` is asked between queues: an `Err` stops the restore.
-    pub(crate) async fn redeclare(&self, ch: &Channel, still_wanted: impl Fn() -> Result<()>) -> Result<()> {
+    ///
+    /// A durable queue whose cluster node is down (see [`queue_unavailable`]) is skipped with
+    /// its bindings, which the cluster keeps: it is there again when its node is, and its
+    /// consumers wait for it. Everything else must succeed.
+    pub(crate) async fn redeclare(&self, conn: &Connection, still_wanted: impl Fn() -> Result<()>) -> Result<()> {
+        let open = async || {
+            conn.create_channel()
+                .await
+                .map_err(|e| map_err(&e, "opening a channel to restore the topology"))
+        };
         still_wanted()?;
+        let mut ch = open().await?;
         let (exchanges, queues, server_named) = {
             let r = self.lock();
             (r.exchanges.clone(), r.queues.clone(), r.server_named.clone())
         };
         for x in &exchanges {
-            declare_exchange(ch, x).await?;
+            declare_exchange(&ch, x).await?;
         }
+        let mut unavailable = Vec::new();
         for q in &queues {
             still_wanted()?;
             if server_named.contains(&q.name) {
                 let mut fresh = q.clone();
                 fresh.name.clear();
-                let info = declare_queue(ch, &fresh).await?;
+                let info = declare_queue(&ch, &fresh).await?;
                 self.lock().rename(&q.name, &info.name);
             } else {
-                declare_queue(ch, q).await?;
+                match declare_queue(&ch, q).await {
+                    Ok(_) => {}
+                    Err(e) if queue_unavailable(&e) => {
+                        tracing::warn!(queue = %q.name, "not declared again on the new connection: {e}");
+                        unavailable.push(q.name.clone());
+                        // The refusal closed the channel.
+                        ch = open().await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         // Bindings are read after the renames above.
         let bindings = self.lock().bindings.clone();
         for b in &bindings {
-            bind(ch, b).await?;
+            if matches!(&b.destination, Destination::Queue(q) if unavailable.contains(q)) {
+                continue;
+            }
+            bind(&ch, b).await?;
         }
+        let _ = ch.close(200, "OK".into()).await;
         Ok(())
     }
 }

@@ -9,7 +9,6 @@ use lapin::Connection;
 use mqtransport_core::{Error, Result};
 
 use crate::consumer::Subscriptions;
-use crate::convert::map_err;
 use crate::link::{Link, Phase, RESTORE_WAIT};
 use crate::recorded::Recording;
 
@@ -69,12 +68,7 @@ impl Restorer {
         let (Some(recording), Some(subscriptions)) = (self.recording.upgrade(), self.subscriptions.upgrade()) else {
             return Err(Error::closed("the transport was dropped during a reconnect"));
         };
-        let ch = conn
-            .create_channel()
-            .await
-            .map_err(|e| map_err(&e, "opening a channel to restore the topology"))?;
-        recording.redeclare(&ch, still_wanted).await?;
-        let _ = ch.close(200, "OK".into()).await;
+        recording.redeclare(conn, still_wanted).await?;
         subscriptions.resubscribe_all(conn);
         Ok(())
     }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState};
 use mqtransport_core::{BrokerUrl, Confirmation, ConsumeOptions, Envelope, Publish, Queue, Topology, Transport};
-use mqtransport_testkit::rabbit_node::{RabbitNode, rabbitmq_bin_or_skip};
+use mqtransport_testkit::rabbit_node::{RabbitCluster, RabbitNode, rabbitmq_bin_or_skip};
 
 /// One private-node test at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -233,6 +233,68 @@ async fn a_consumer_timed_out_by_the_broker_is_subscribed_again() {
     assert!(again.redelivered, "the broker took the delivery back");
     again.ack().await.expect("the new subscription acks");
     assert!(held.ack().await.is_err(), "the old channel is closed");
+    drop(consumer);
+    t.close().await.expect("close");
+}
+
+/// Waits until `cond` holds, failing after the deadline with `what`.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A classic queue lives on one node. When that node dies, RabbitMQ cancels its consumers and
+/// refuses the queue with `404 … is down or inaccessible`: the transport reconnects to the
+/// other node without failing its restore over that queue, and the consumer waits for the
+/// queue instead of ending as if it had been deleted, then resumes when the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_waits_for_a_queue_whose_node_is_down() {
+    let Some(bin) = rabbitmq_bin_or_skip() else { return };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = RabbitCluster::start(&bin, 2, "").await.expect("a two-node cluster");
+    let url = format!("amqp://guest:guest@{}/%2f", cluster.addresses());
+    let t = connect(&url).await;
+    assert_eq!(
+        t.connection_addresses().consume,
+        Some(cluster.nodes[0].address()),
+        "connected to the first node, where the queue will live"
+    );
+    let q = "mqt-classic-on-one-node";
+    t.declare(&Topology::new().queue(Queue::durable(q)))
+        .await
+        .expect("declare");
+    let mut consumer = t
+        .consume(q, ConsumeOptions::default().prefetch(5))
+        .await
+        .expect("consume");
+
+    cluster.nodes[0].kill().await.expect("the queue's node dies");
+    let survivor = cluster.nodes[1].address();
+    wait_until("both connections are up on the surviving node", || {
+        let at = t.connection_addresses();
+        at.consume.as_ref() == Some(&survivor) && at.publish.as_ref() == Some(&survivor)
+    })
+    .await;
+    assert!(
+        matches!(t.state(), LinkState::Up(g) if g >= 2),
+        "{:?}",
+        t.connection_states()
+    );
+
+    cluster.nodes[0].restart().await.expect("the node comes back");
+    t.publish(Publish::to_queue(q, Envelope::new("after the node came back")))
+        .await
+        .expect("publish");
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("the consumer's stream did not end")
+        .expect("a delivery, not an error");
+    assert_eq!(&d.envelope.body[..], b"after the node came back");
+    d.ack().await.expect("ack");
     drop(consumer);
     t.close().await.expect("close");
 }

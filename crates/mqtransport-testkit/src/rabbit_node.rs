@@ -56,14 +56,14 @@ fn free_port() -> NodeResult<u16> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// A directory of this process's own for one node or one cluster.
-fn fresh_dir(label: &str) -> NodeResult<PathBuf> {
+/// A directory of this process's own for one node or one cluster, and its number.
+fn fresh_dir(label: &str) -> NodeResult<(PathBuf, u32)> {
     static COUNT: AtomicU32 = AtomicU32::new(0);
     let n = COUNT.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("mqt-node-{}-{n}-{label}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    Ok(dir)
+    Ok((dir, n))
 }
 
 /// Writes an Erlang cookie into `home` (readable by the owner only, as Erlang demands).
@@ -104,7 +104,7 @@ impl RabbitNode {
 
     /// Starts a node whose cookie is in `home`, or (`None`) in its own directory.
     async fn start_with_home(bin: &Path, label: &str, config: &str, home: Option<PathBuf>) -> NodeResult<RabbitNode> {
-        let dir = fresh_dir(label)?;
+        let (dir, n) = fresh_dir(label)?;
         let home = match home {
             Some(home) => home,
             None => {
@@ -112,12 +112,7 @@ impl RabbitNode {
                 dir.clone()
             }
         };
-        let name = format!(
-            "mqt-{}-{}@localhost",
-            std::process::id(),
-            dir.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        );
+        let name = format!("mqt-{}-{n}-{label}@localhost", std::process::id());
         let mut node = RabbitNode {
             bin: bin.to_owned(),
             name,
@@ -320,7 +315,7 @@ pub struct RabbitCluster {
 impl RabbitCluster {
     /// Starts `size` nodes with `config` and joins them into one cluster.
     pub async fn start(bin: &Path, size: usize, config: &str) -> NodeResult<RabbitCluster> {
-        let home = fresh_dir("cluster")?;
+        let (home, _) = fresh_dir("cluster")?;
         write_cookie(&home)?;
         let mut nodes = Vec::with_capacity(size);
         for i in 0..size {
