@@ -42,6 +42,8 @@ pub(crate) struct Dialer {
     uri: AMQPUri,
     addresses: Vec<Address>,
     connect_timeout: Duration,
+    /// The broker's `consumer_timeout` as the options and the URL say.
+    pub(crate) consumer_timeout: Option<Duration>,
 }
 
 /// A query option of the URL as a number, refused with a clear message when it is not one.
@@ -66,9 +68,17 @@ impl Dialer {
     /// `heartbeat` (seconds) or `connection_timeout` (milliseconds) query options say otherwise.
     pub(crate) fn new(url: &BrokerUrl, options: &crate::AmqpOptions) -> Result<Self> {
         for (key, _) in url.query_pairs() {
-            if !["heartbeat", "frame_max", "channel_max", "connection_timeout"].contains(&key) {
+            if ![
+                "heartbeat",
+                "frame_max",
+                "channel_max",
+                "connection_timeout",
+                "consumer_timeout",
+            ]
+            .contains(&key)
+            {
                 return Err(Error::invalid(format!(
-                    "broker URL '{url}': unknown option '{key}'; the RabbitMQ transport knows heartbeat, frame_max, channel_max and connection_timeout"
+                    "broker URL '{url}': unknown option '{key}'; the RabbitMQ transport knows heartbeat, frame_max, channel_max, connection_timeout and consumer_timeout"
                 )));
             }
         }
@@ -76,6 +86,12 @@ impl Dialer {
         let heartbeat = heartbeat.unwrap_or_else(|| u16::try_from(options.heartbeat.as_secs()).unwrap_or(u16::MAX));
         let connect_ms: Option<u64> = number(url, "connection_timeout")?;
         let connect_timeout = connect_ms.map_or(options.connect_timeout, Duration::from_millis);
+        let consumer_ms: Option<u64> = number(url, "consumer_timeout")?;
+        let consumer_timeout = match consumer_ms {
+            None => options.consumer_timeout,
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+        };
         let frame_max: Option<u32> = number(url, "frame_max")?;
         if frame_max.is_some_and(|f| f != 0 && f < 4096) {
             return Err(Error::invalid(format!(
@@ -124,6 +140,7 @@ impl Dialer {
             uri,
             addresses,
             connect_timeout,
+            consumer_timeout,
         })
     }
 
@@ -366,6 +383,16 @@ mod tests {
         assert_eq!(d.uri.query.heartbeat, Some(3));
         assert_eq!(d.connect_timeout, Duration::from_millis(2500));
         assert_eq!(d.client_frame_max(), Some(8192));
+    }
+
+    #[test]
+    fn the_consumer_timeout_is_rabbitmqs_default_unless_the_url_says() {
+        assert_eq!(dialer("amqp://h/").consumer_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(
+            dialer("amqp://h/?consumer_timeout=60000").consumer_timeout,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(dialer("amqp://h/?consumer_timeout=0").consumer_timeout, None);
     }
 
     #[test]

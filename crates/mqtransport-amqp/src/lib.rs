@@ -101,7 +101,14 @@
 //!   instead of RabbitMQ closing the connection. The heartbeat is 10 s
 //!   ([`AmqpOptions::heartbeat`]): a dead peer is noticed within about 20 s. Connecting gives
 //!   up after [`AmqpOptions::connect_timeout`] (10 s). The URL takes `heartbeat` (s),
-//!   `connection_timeout` (ms), `frame_max` and `channel_max`; other options are refused.
+//!   `connection_timeout` (ms), `frame_max`, `channel_max` and `consumer_timeout` (ms, the
+//!   broker's, see [`AmqpOptions::consumer_timeout`]); other options are refused.
+//! - Clusters: a URL may list several `host:port`s, comma-separated
+//!   (`amqp://u:p@rabbit-1,rabbit-2,rabbit-3/vhost`). Connecting tries them in order; a
+//!   reconnect starts after the address lost.
+//!   [`AmqpTransport::connection_addresses`] tells which node each connection reached. A
+//!   classic queue whose node is down (`404 … is down or inaccessible`) is waited for by its
+//!   consumers and skipped by the restore, not taken for deleted.
 //! - Errors: a refused login is [`ErrorKind::Auth`], a missing virtual host
 //!   [`ErrorKind::NotFound`], neither transient; a publish that may have been delivered
 //!   although it failed (its confirm lost or late) is marked

@@ -45,6 +45,13 @@ pub struct AmqpOptions {
     /// timeout, unless the URL's `?connection_timeout=` (milliseconds) says otherwise.
     /// Default 10 s.
     pub connect_timeout: Duration,
+    /// The broker's `consumer_timeout`, unless the URL's `?consumer_timeout=` (milliseconds, 0
+    /// for none) says otherwise: RabbitMQ closes the channel of a consumer that holds a delivery
+    /// unacknowledged longer (the transport then subscribes it again and the delivery comes
+    /// back redelivered). The App warns at build when a consumer could hold one longer. Not
+    /// sent to the broker: set it to what the broker is configured with. Default: RabbitMQ's
+    /// default, 30 minutes.
+    pub consumer_timeout: Option<Duration>,
 }
 
 /// TLS settings for `amqps://` URLs. The server certificate is checked against the bundled
@@ -134,6 +141,7 @@ impl Default for AmqpOptions {
             tls: TlsOptions::default(),
             heartbeat: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            consumer_timeout: Some(mqtransport_core::RABBITMQ_CONSUMER_TIMEOUT),
         }
     }
 }

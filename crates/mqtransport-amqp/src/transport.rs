@@ -55,6 +55,8 @@ struct Inner {
     recording: Arc<Recording>,
     closed: Arc<AtomicBool>,
     reconnect_wait: Duration,
+    /// The broker's `consumer_timeout` (see [`AmqpOptions::consumer_timeout`]).
+    consumer_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for AmqpTransport {
@@ -102,6 +104,7 @@ impl AmqpTransport {
             }
         }
         let dialer = Arc::new(Dialer::new(url, &options)?);
+        let consumer_timeout = dialer.consumer_timeout;
         let url = url.to_string();
         let suffix = unique_suffix();
         let name = |role: &str| format!("{}-{role}-{suffix}", options.connection_name);
@@ -145,6 +148,7 @@ impl AmqpTransport {
                 recording,
                 closed,
                 reconnect_wait: options.reconnect_wait,
+                consumer_timeout,
             }),
         })
     }
@@ -207,6 +211,7 @@ impl Transport for AmqpTransport {
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::rabbitmq();
         c.frame_max = self.inner.channels.publish.frame_max();
+        c.delivery_timeout = self.inner.consumer_timeout;
         c
     }
 

@@ -38,7 +38,8 @@ pub use topology::{Binding, Destination, Exchange, ExchangeKind, Overflow, Queue
 #[doc(inline)]
 pub use transport::{
     AckHandle, Acker, BoxFuture, Capabilities, Confirmation, ConsumeOptions, DEFAULT_MAX_MESSAGE_SIZE, DIRECT_REPLY_TO,
-    Declared, DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, Settle, Subscription, Transport,
+    Declared, DeleteQueue, Delivery, DynTransport, Publish, QueueInfo, RABBITMQ_CONSUMER_TIMEOUT, Settle, Subscription,
+    Transport,
 };
 #[doc(inline)]
 pub use url::{BrokerUrl, Scheme};

@@ -45,6 +45,11 @@ pub struct Capabilities {
     /// in [`frame_limit::max_properties_size`](crate::frame_limit::max_properties_size) of it.
     /// RabbitMQ's negotiated `frame_max`; the embedded broker applies RabbitMQ's default.
     pub frame_max: u32,
+    /// How long a delivery may stay unacknowledged before the broker takes it back and
+    /// redelivers it: RabbitMQ's `consumer_timeout` (30 minutes by default), after which it
+    /// closes the consumer's channel. `None`: no limit (the embedded broker). The App warns at
+    /// build when a consumer could hold a delivery longer.
+    pub delivery_timeout: Option<std::time::Duration>,
 }
 
 /// The pseudo-queue of RabbitMQ's direct reply-to: a requester consumes it (no-ack) and puts it
@@ -54,6 +59,9 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// The largest body RabbitMQ 3.x accepts by default (`max_message_size`, 128 MiB), and the
 /// embedded broker's default.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 128 * 1024 * 1024;
+
+/// RabbitMQ's default `consumer_timeout`: 30 minutes.
+pub const RABBITMQ_CONSUMER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Capabilities {
     /// The capabilities of a RabbitMQ 3.x broker (and of the embedded broker).
@@ -69,6 +77,7 @@ impl Capabilities {
             quorum_queues: true,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             frame_max: crate::DEFAULT_FRAME_MAX,
+            delivery_timeout: Some(RABBITMQ_CONSUMER_TIMEOUT),
         }
     }
 }

@@ -105,6 +105,8 @@ impl Transport for MemoryTransport {
         let mut c = Capabilities::rabbitmq();
         c.system = "memory";
         c.max_message_size = self.conn.broker.max_message_size;
+        // The embedded broker never takes a delivery back from a live consumer.
+        c.delivery_timeout = None;
         c
     }
 

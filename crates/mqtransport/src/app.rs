@@ -74,6 +74,8 @@ pub struct App {
     services: Mutex<Vec<HandlerService>>,
     shutdown_timeout: Duration,
     tracker: Arc<Tracker>,
+    /// What `build` found risky but not wrong (also logged as warnings).
+    warnings: Vec<String>,
 }
 
 impl fmt::Debug for App {
@@ -104,6 +106,14 @@ impl App {
     /// A typed producer of `M` bound to `route`.
     pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
         self.publisher.producer(route)
+    }
+
+    /// What [`build`](AppBuilder::build) found risky but not wrong, each also logged as a
+    /// warning: e.g. a consumer whose deliveries could stay unacknowledged past the broker's
+    /// consumer timeout (see [`Consumer::timeout`]). Empty on the embedded broker, which has no
+    /// such timeout.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The broker connection.
@@ -491,7 +501,20 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             }
         }
 
-        let system = transport.capabilities().system;
+        let capabilities = transport.capabilities();
+        let system = capabilities.system;
+        let warnings: Vec<String> = capabilities
+            .delivery_timeout
+            .map(|limit| {
+                self.consumers
+                    .iter()
+                    .filter_map(|c| c.unacked_too_long(limit))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         let publisher = Publisher::new(PublisherInner {
             transport: transport.clone(),
             app_id: self.name,
@@ -543,6 +566,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             services: Mutex::new(services),
             shutdown_timeout: self.shutdown_timeout,
             tracker,
+            warnings,
         })
     }
 }

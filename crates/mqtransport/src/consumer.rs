@@ -105,6 +105,8 @@ pub struct Consumer<S = ()> {
     pub(crate) retry: RetryPolicy,
     pub(crate) dead_letter: DeadLetterPolicy,
     pub(crate) layers: Vec<LayerFn>,
+    /// The handler deadline set by [`timeout`](Consumer::timeout).
+    pub(crate) handler_timeout: Option<Duration>,
     /// Mistakes found while registering, reported by `build()`.
     pub(crate) problems: Vec<String>,
 }
@@ -146,6 +148,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             default_name: None,
             prefetch: DEFAULT_PREFETCH,
             concurrency: DEFAULT_CONCURRENCY,
+            handler_timeout: None,
             unknown: UnknownMessage::default(),
             retry: RetryPolicy::default(),
             layers: Vec::new(),
@@ -263,8 +266,45 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
 
     /// A handler that runs longer than `limit` is cancelled and its message retried: a shortcut
     /// for `.layer(tower::timeout::TimeoutLayer::new(limit))`.
-    pub fn timeout(self, limit: Duration) -> Self {
+    ///
+    /// On RabbitMQ a delivery must be settled within the broker's `consumer_timeout` (30
+    /// minutes by default) or the broker closes the channel and redelivers it. A delivery may
+    /// wait behind others prefetched before it, so the longest it stays unacknowledged is about
+    /// `limit × ⌈prefetch / concurrency⌉`: [`App`](crate::App) warns at build when that reaches
+    /// the broker's timeout (see [`App::warnings`](crate::App::warnings)).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.handler_timeout = Some(self.handler_timeout.map_or(limit, |t| t.min(limit)));
         self.layer(tower::timeout::TimeoutLayer::new(limit))
+    }
+
+    /// A warning when a delivery of this consumer could stay unacknowledged as long as
+    /// `broker_limit` (the broker's consumer timeout): it may wait behind the deliveries
+    /// prefetched before it, each handled for up to the handler timeout, then run to the
+    /// timeout itself. `None` without a handler timeout: how long a handler runs is unknown.
+    pub(crate) fn unacked_too_long(&self, broker_limit: Duration) -> Option<String> {
+        let deadline = self.handler_timeout?;
+        let advice = "RabbitMQ would close the channel and redeliver the message; lower the timeout or the \
+                      prefetch, raise the concurrency, or raise the broker's consumer_timeout (and tell the \
+                      transport, e.g. the URL's ?consumer_timeout= in milliseconds)";
+        if self.prefetch == 0 {
+            return Some(format!(
+                "consumer on queue '{}': with an unlimited prefetch a delivery may wait behind any number of \
+                 others, each handled for up to {deadline:?}, past the broker's consumer timeout \
+                 ({broker_limit:?}); {advice}",
+                self.queue
+            ));
+        }
+        let concurrency = u32::try_from(self.concurrency).unwrap_or(u32::MAX).max(1);
+        let turns = u32::from(self.prefetch).div_ceil(concurrency);
+        let longest = deadline.saturating_mul(turns);
+        (longest >= broker_limit).then(|| {
+            format!(
+                "consumer on queue '{}': a delivery may stay unacknowledged for up to {longest:?} ({turns} handler \
+                 timeouts of {deadline:?}: prefetch {}, concurrency {}), which reaches the broker's consumer \
+                 timeout ({broker_limit:?}); {advice}",
+                self.queue, self.prefetch, self.concurrency
+            )
+        })
     }
 
     /// Wraps this consumer's handlers in a tower layer. Any `tower::Layer` whose service takes

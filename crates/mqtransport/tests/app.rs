@@ -73,6 +73,7 @@ app_suite!(
     handlers_publish_and_reply,
     concurrency_limits_handlers_in_flight,
     timeouts_retry_the_message,
+    handler_timeouts_past_the_consumer_timeout_are_warned_about,
     middleware_runs_in_order_and_feeds_extractors,
     shutdown_drains_in_flight_handlers,
     shutdown_deadline_requeues_unfinished_work,
@@ -682,6 +683,57 @@ async fn timeouts_retry_the_message(fx: Arc<Fx>) -> TestResult {
     );
     assert_eq!(settled.next().await?.disposition, Disposition::Acked);
     running.shutdown().await?;
+    Ok(())
+}
+
+/// RabbitMQ redelivers what stays unacknowledged past its `consumer_timeout` (30 minutes by
+/// default): a consumer whose handler timeout, times the deliveries that may wait before one,
+/// reaches it is warned about at build. The embedded broker has no such timeout.
+async fn handler_timeouts_past_the_consumer_timeout_are_warned_about(fx: Arc<Fx>) -> TestResult {
+    async fn created(_o: OrderCreated) {}
+    let (slow, quick, unbounded) = (fx.queue("slow"), fx.queue("quick"), fx.queue("unbounded"));
+    let app = fx
+        .app(App::builder())
+        .consumer(
+            // Four turns of ten minutes: forty minutes.
+            Consumer::for_queue(Queue::durable(&slow))
+                .handle(created)
+                .prefetch(8)
+                .concurrency(2)
+                .timeout(Duration::from_secs(600)),
+        )
+        .consumer(
+            // Four turns of a minute.
+            Consumer::for_queue(Queue::durable(&quick))
+                .handle(created)
+                .prefetch(8)
+                .concurrency(2)
+                .timeout(Duration::from_secs(60)),
+        )
+        .consumer(
+            Consumer::for_queue(Queue::durable(&unbounded))
+                .handle(created)
+                .prefetch(0)
+                .timeout(Duration::from_secs(1)),
+        )
+        .build()
+        .await?;
+    let warnings = app.warnings();
+    if fx.is_rabbit() {
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0].contains(&format!("queue '{slow}'")) && warnings[0].contains("up to 2400s (4 handler timeouts"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[1].contains(&format!("queue '{unbounded}'")) && warnings[1].contains("unlimited prefetch"),
+            "{}",
+            warnings[1]
+        );
+    } else {
+        assert!(warnings.is_empty(), "{warnings:#?}");
+    }
     Ok(())
 }
 
