@@ -133,7 +133,9 @@ pub use mqtransport_core as core;
 /// The RabbitMQ transport.
 #[cfg(feature = "amqp")]
 #[doc(inline)]
-pub use mqtransport_amqp::{AmqpOptions, AmqpTransport, LinkState, TlsOptions, Unconfirmed};
+pub use mqtransport_amqp::{
+    AmqpOptions, AmqpTransport, ConnectionAddresses, ConnectionStates, LinkState, TlsOptions, Unconfirmed,
+};
 
 /// The embedded broker.
 #[cfg(feature = "memory")]
