@@ -1,6 +1,8 @@
 //! The App's consume path (decode JSON, validate, dispatch by name, run the handler, ack)
 //! against a bare transport loop (consume, ack) on the same pre-filled queue, side by side in
-//! one run, on the embedded broker and on RabbitMQ (`MQT_TEST_AMQP_URL`).
+//! one run, on the embedded broker and on RabbitMQ (`MQT_TEST_AMQP_URL`). On the embedded broker
+//! also against a bare bounded tokio mpsc carrying the same bodies: the floor of any in-process
+//! hand-off. The message is one integer field; the handler does nothing.
 //!
 //! ```sh
 //! cargo bench -p mqtransport --bench app                     # full run
@@ -8,7 +10,8 @@
 //! ```
 //!
 //! Prints messages per second for each case and the ratio `app/bare` per broker.
-//! `MQT_BENCH_BROKER=memory` (or `rabbitmq`) runs one broker only.
+//! `MQT_BENCH_BROKER=memory` (or `rabbitmq`) runs one broker only, `MQT_BENCH_CASE=app` (or
+//! `bare`, `mpsc`) one case only (for profiling).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,18 +30,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Order {
     #[garde(range(min = 1))]
     id: u64,
-    #[garde(length(min = 1))]
-    customer: String,
-    #[garde(skip)]
-    lines: Vec<(String, u32)>,
 }
 
 fn order(id: u64) -> Order {
-    Order {
-        id,
-        customer: "ada lovelace".into(),
-        lines: vec![("notebook".into(), 2), ("pencil".into(), 12)],
-    }
+    Order { id }
 }
 
 const PREFETCH: u16 = 256;
@@ -91,6 +86,28 @@ async fn bare(broker: &Broker, queue: &str, n: usize) -> Result<Duration, BoxErr
     drop(consumer);
     conn.delete_queue(queue, Default::default()).await?;
     conn.close().await?;
+    Ok(elapsed)
+}
+
+/// A bare bounded mpsc (capacity = the prefetch) carrying the same encoded bodies from a
+/// producer task to a receiver that takes `n`.
+async fn mpsc(n: usize) -> Result<Duration, BoxError> {
+    let body = mqtransport::encode(&order(1))?.body;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(usize::from(PREFETCH));
+    let start = Instant::now();
+    let producer = tokio::spawn(async move {
+        for _ in 0..n {
+            if tx.send(body.clone()).await.is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..n {
+        let b = rx.recv().await.ok_or("the mpsc closed early")?;
+        std::hint::black_box(&b);
+    }
+    let elapsed = start.elapsed();
+    producer.await?;
     Ok(elapsed)
 }
 
@@ -166,6 +183,11 @@ fn env_usize(key: &str) -> Option<usize> {
     std::env::var(key).ok().and_then(|v| v.parse().ok())
 }
 
+/// Whether `case` runs (`MQT_BENCH_CASE` names one, else all).
+fn wanted(case: &str) -> bool {
+    std::env::var("MQT_BENCH_CASE").map_or(true, |c| c == case)
+}
+
 fn main() -> Result<(), BoxError> {
     let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
     let rounds = if quick {
@@ -207,22 +229,39 @@ fn main() -> Result<(), BoxError> {
     }
     println!("{:<52} {:>12}", "case", "per second");
     let mut ratios = Vec::new();
+    let mut mpsc_ratio = None;
     brokers.retain(|(name, _, _)| only.as_deref().is_none_or(|o| o == *name));
     for (name, broker, n) in &brokers {
-        let (mut b, mut a) = (Duration::MAX, Duration::MAX);
-        // Interleaved round by round, so that machine noise hits both alike; best of each.
+        let (mut b, mut a, mut m) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let in_memory = matches!(broker, Broker::Memory(_));
+        // Interleaved round by round, so that machine noise hits all alike; best of each.
         for round in 0..rounds {
             let q = format!("mqt-bench-app-{}-{round}", std::process::id());
-            b = b.min(rt.block_on(cleaned(
-                broker,
-                &format!("{q}-bare"),
-                bare(broker, &format!("{q}-bare"), *n),
-            ))?);
-            a = a.min(rt.block_on(cleaned(
-                broker,
-                &format!("{q}-app"),
-                app(broker, &format!("{q}-app"), *n),
-            ))?);
+            if in_memory && wanted("mpsc") {
+                m = m.min(rt.block_on(mpsc(*n))?);
+            }
+            if wanted("bare") {
+                b = b.min(rt.block_on(cleaned(
+                    broker,
+                    &format!("{q}-bare"),
+                    bare(broker, &format!("{q}-bare"), *n),
+                ))?);
+            }
+            if wanted("app") {
+                a = a.min(rt.block_on(cleaned(
+                    broker,
+                    &format!("{q}-app"),
+                    app(broker, &format!("{q}-app"), *n),
+                ))?);
+            }
+        }
+        if in_memory {
+            println!(
+                "{:<52} {:>12.0}",
+                format!("{name}: bare bounded mpsc ({n} bodies)"),
+                rate(*n, m)
+            );
+            mpsc_ratio = Some(rate(*n, a) / rate(*n, m));
         }
         println!(
             "{:<52} {:>12.0}",
@@ -238,6 +277,9 @@ fn main() -> Result<(), BoxError> {
     }
     for (name, r) in ratios {
         println!("ratio app/bare {name}: {r:.2}");
+    }
+    if let Some(r) = mpsc_ratio {
+        println!("ratio app/mpsc memory: {r:.2}");
     }
     Ok(())
 }

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use mqtransport_core::hash::FxHashMap;
 use mqtransport_core::{
     Acker, Confirmation, ConsumeOptions, Delivery, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish,
     Queue, Result, ShortStr, Topology, Transport, headers,
 };
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -108,9 +108,13 @@ impl Drop for InFlight {
     }
 }
 
-/// A consumer's delivery stream, which its workers take turns to wait on; `None` once the
-/// consumer stopped.
-type SharedStream = Arc<tokio::sync::Mutex<Option<mqtransport_core::Subscription>>>;
+/// The next delivery of a consumer's stream; never resolves once the stream is gone.
+async fn next_delivery(stream: &mut Option<mqtransport_core::Subscription>) -> Option<Result<Delivery>> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Tells consumers to stop: `Some(deadline)` by which in-flight handlers must finish.
 pub(crate) type Stop = watch::Receiver<Option<Instant>>;
@@ -164,102 +168,81 @@ impl ConsumerRuntime {
             .map_err(|e| e.context(format_args!("cannot consume queue '{}'", self.queue())))
     }
 
-    /// Runs the consumer's workers until `stop` says so or the delivery stream fails, then lets
-    /// in-flight handlers finish until the stop's deadline.
+    /// Runs the consumer until `stop` says so or the delivery stream fails, then lets in-flight
+    /// handlers finish until the stop's deadline.
     ///
-    /// A consumer is a pool of `concurrency` workers that take turns waiting on the delivery
-    /// stream: nothing is spawned or allocated per delivery, and when every worker is busy the
-    /// stream is not polled, so the broker's prefetch is the only buffer.
+    /// One task takes deliveries and drives up to `concurrency` handlers at once, each with a
+    /// clone of the middleware stack of its own: nothing is spawned per delivery, no lock passes
+    /// between tasks, and when every handler slot is busy the stream is not polled, so the
+    /// broker's prefetch is the only buffer. A consumer's handlers interleave on that task (as
+    /// async code does): CPU-heavy work belongs in `spawn_blocking`, or in several consumers.
     pub(crate) async fn run(
         self: Arc<Self>,
         service: HandlerService,
         stream: mqtransport_core::Subscription,
-        mut stop: Stop,
+        stop: Stop,
     ) -> Result<()> {
-        let shared: SharedStream = Arc::new(tokio::sync::Mutex::new(Some(stream)));
-        let (failed_tx, mut failed) = mpsc::channel::<Error>(1);
-        let mut workers = JoinSet::new();
-        for _ in 0..self.concurrency {
-            workers.spawn(Arc::clone(&self).work(
-                service.clone(),
-                Arc::clone(&shared),
-                stop.clone(),
-                failed_tx.clone(),
-            ));
+        let mut stream = Some(stream);
+        let mut idle: Vec<HandlerService> = Vec::with_capacity(self.concurrency);
+        for _ in 1..self.concurrency {
+            idle.push(service.clone());
         }
-        drop(failed_tx);
-        let ended = tokio::select! {
-            _ = stopped(&mut stop) => Ok(()),
-            Some(e) = failed.recv() => Err(e),
+        idle.push(service);
+        let mut running = FuturesUnordered::new();
+        let mut asked = stop.clone();
+        let stop_asked = stopped(&mut asked);
+        tokio::pin!(stop_asked);
+        let ended = loop {
+            tokio::select! {
+                biased;
+                () = &mut stop_asked => break Ok(()),
+                Some(service) = running.next(), if !running.is_empty() => idle.push(service),
+                next = next_delivery(&mut stream), if !idle.is_empty() => match next {
+                    Some(Ok(delivery)) => {
+                        if let Some(service) = idle.pop() {
+                            running.push(self.handle(service, delivery));
+                        }
+                    }
+                    Some(Err(e)) => break Err(e.context(format_args!("consumer of queue '{}' failed", self.queue()))),
+                    None => break Err(Error::closed(format!("consumer of queue '{}' ended", self.queue()))),
+                },
+            }
         };
         // Stop taking deliveries; what was prefetched but not taken goes back to the queue.
-        shared.lock().await.take();
-        self.drain(workers, stop).await;
+        drop(stream);
+        self.drain(&mut running, stop).await;
         ended
     }
 
-    /// One worker: takes the next delivery when it is its turn, handles and settles it.
-    async fn work(
-        self: Arc<Self>,
-        mut service: HandlerService,
-        shared: SharedStream,
-        mut stop: Stop,
-        failed: mpsc::Sender<Error>,
-    ) {
-        // Made once and polled while waiting: a stop ends the wait for the next delivery, never a
-        // handler that is running.
-        let stop = stopped(&mut stop);
-        tokio::pin!(stop);
-        loop {
-            let next = tokio::select! {
-                biased;
-                _ = &mut stop => return,
-                next = async {
-                    let mut turn = shared.lock().await;
-                    // `None`: the coordinator took the stream away, the consumer is stopping.
-                    let stream = turn.as_mut()?;
-                    Some(stream.next().await)
-                } => next,
-            };
-            let Some(next) = next else { return };
-            let failure = match next {
-                Some(Ok(delivery)) => {
-                    let _in_flight = InFlight::new(&self.tracker);
-                    self.process(&mut service, delivery).await;
-                    continue;
-                }
-                Some(Err(e)) => e.context(format_args!("consumer of queue '{}' failed", self.queue())),
-                None => Error::closed(format!("consumer of queue '{}' ended", self.queue())),
-            };
-            let _ = failed.try_send(failure);
-            return;
-        }
+    /// Handles one delivery with `service`, and gives the service back for the next.
+    async fn handle(&self, mut service: HandlerService, delivery: Delivery) -> HandlerService {
+        let _in_flight = InFlight::new(&self.tracker);
+        self.process(&mut service, delivery).await;
+        service
     }
 
-    /// Waits for the workers to finish what they hold, until the stop's deadline (after a
-    /// failure, first for a stop to be asked); then cancels the rest: their deliveries go back
-    /// to the queue.
-    async fn drain(&self, mut workers: JoinSet<()>, mut stop: Stop) {
+    /// Lets the handlers in flight finish, until the stop's deadline (after a failure, first
+    /// for a stop to be asked); then drops the rest: their deliveries go back to the queue.
+    async fn drain<F: std::future::Future>(&self, running: &mut FuturesUnordered<F>, mut stop: Stop) {
         let finished = {
-            let all = async { while workers.join_next().await.is_some() {} };
+            let all = async { while running.next().await.is_some() {} };
             tokio::pin!(all);
             tokio::select! {
-                _ = &mut all => true,
-                _ = stopped(&mut stop) => {
+                () = &mut all => true,
+                () = stopped(&mut stop) => {
                     let deadline = (*stop.borrow()).unwrap_or_else(Instant::now);
                     tokio::time::timeout_at(deadline, &mut all).await.is_ok()
                 }
             }
         };
         if !finished {
-            let left = workers.len();
+            let left = running.len();
             tracing::warn!(
                 queue = self.queue(),
                 handlers = left,
                 "shutdown deadline passed: cancelling {left} handler(s); their messages go back to the queue"
             );
-            workers.abort_all();
-            while workers.join_next().await.is_some() {}
+            running.clear();
         }
     }
 
