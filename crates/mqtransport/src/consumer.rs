@@ -235,7 +235,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
-    /// At most `n` handlers running at once (at least 1). Ordering is only kept with 1.
+    /// At most `n` handlers running at once (at least 1). Ordering is only kept with 1. The
+    /// handlers of one consumer interleave on its task, as async code does: a handler that
+    /// computes for long should do it in `tokio::task::spawn_blocking` (or the app should run
+    /// several consumers), so that the others are not held up.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
