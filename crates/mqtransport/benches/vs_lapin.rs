@@ -2,9 +2,13 @@
 //! lapin written the fastest way a user could, side by side in one run on the local RabbitMQ
 //! (`MQT_TEST_AMQP_URL`), rounds interleaved, best round of each case:
 //!
-//! - publish with confirms, 64 B: raw lapin keeps a `FuturesUnordered` window of 1,000 futures,
-//!   each `basic_publish(…).await` then its confirm; the transport (a raw `Envelope`) and
-//!   `Producer<T>` (JSON of a small struct) keep the same window;
+//! - publish with confirms: raw lapin keeps a `FuturesUnordered` window of 1,000 futures, each
+//!   `basic_publish(…).await` then its confirm, and the transport (a raw `Envelope`) keeps the
+//!   same window, both with a 64 B body and no properties; `Producer<T>` (JSON of a small
+//!   struct, with content type, type, message id, timestamp, persistent) is compared with raw
+//!   lapin publishing the same JSON with the same properties the same way (RabbitMQ takes
+//!   markedly longer over a message with properties, so a bare raw publish would not be the
+//!   same work);
 //! - consume + ack, prefetch 500: raw lapin `basic_qos(500)`, `basic_consume`, and acks sent
 //!   without awaiting each in turn (at most 256 ack futures in flight); the transport acks each
 //!   delivery as a user would (`d.ack().await`); the App decodes, validates, dispatches to a
@@ -121,6 +125,47 @@ async fn raw_publish(ch: &Channel, q: &str, n: usize) {
             done.expect("confirmed");
         }
         window.push(one(ch.clone(), &body));
+    }
+    while let Some(r) = window.next().await {
+        r.expect("confirmed");
+    }
+}
+
+/// Raw lapin publishing what `Producer<T>` publishes: the struct as JSON with the same
+/// properties (content type, type, a UUIDv7 message id, timestamp, persistent), the same way.
+/// RabbitMQ itself takes longer over a message with properties, so `Producer<T>` is compared
+/// with this.
+async fn raw_publish_typed(ch: &Channel, q: &str, n: usize) {
+    let one = |ch: Channel, i: usize| {
+        let q = q.to_owned();
+        async move {
+            let body = serde_json::to_vec(&Tick {
+                n: i as u64,
+                source: "bench".into(),
+            })
+            .expect("encodes");
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_type(Tick::NAME.into())
+                .with_message_id(uuid::Uuid::now_v7().to_string().into())
+                .with_timestamp(timestamp)
+                .with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), &body, props)
+                .await?;
+            confirm.await
+        }
+    };
+    let mut window = FuturesUnordered::new();
+    for i in 0..n {
+        if window.len() == WINDOW {
+            let done: Result<_, mqtransport_amqp::lapin::Error> = window.next().await.expect("in flight");
+            done.expect("confirmed");
+        }
+        window.push(one(ch.clone(), i));
     }
     while let Some(r) = window.next().await {
         r.expect("confirmed");
@@ -444,6 +489,12 @@ async fn main() {
         best.keep("publish raw lapin", measured(raw_publish(&raw_ch, &qr, n)).await);
         best.keep("publish transport", measured(transport_publish(&ours, &qt, n)).await);
         best.keep("publish Producer<T>", measured(producer_publish(&producer, n)).await);
+        let qrt = queue_name("rawtyped", round);
+        raw_declare(&raw_ch, &qrt).await;
+        best.keep("publish raw lapin, typed", measured(raw_publish_typed(&raw_ch, &qrt, n)).await);
+        let _ = raw_ch
+            .queue_delete(qrt.as_str().into(), QueueDeleteOptions::default())
+            .await;
         best.keep("consume raw lapin", raw_consume(&raw, &qr, n).await);
         best.keep("consume transport", transport_consume(&ours, &qt, n).await);
         best.keep("consume App", app_consume(&url_parsed, &qp, n).await);
@@ -473,7 +524,8 @@ async fn main() {
     for (case, raw_case) in [
         ("publish raw lapin", "publish raw lapin"),
         ("publish transport", "publish raw lapin"),
-        ("publish Producer<T>", "publish raw lapin"),
+        ("publish raw lapin, typed", "publish raw lapin, typed"),
+        ("publish Producer<T>", "publish raw lapin, typed"),
         ("consume raw lapin", "consume raw lapin"),
         ("consume transport", "consume raw lapin"),
         ("consume App", "consume raw lapin"),
