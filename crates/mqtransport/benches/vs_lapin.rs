@@ -154,7 +154,13 @@ async fn raw_publish_typed(ch: &Channel, q: &str, n: usize) {
                 .with_timestamp(timestamp)
                 .with_delivery_mode(2);
             let confirm = ch
-                .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), &body, props)
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    props,
+                )
                 .await?;
             confirm.await
         }
@@ -408,12 +414,21 @@ fn p50(lat: &[Duration]) -> Duration {
     lat.get(lat.len() / 2).copied().unwrap_or_default()
 }
 
+/// Whether `case` runs: `MQT_BENCH_CASE` (for profiling) names the cases to run by a part of
+/// their names, e.g. `publish transport`; all run without it.
+fn wanted(case: &str) -> bool {
+    std::env::var("MQT_BENCH_CASE").map_or(true, |c| case.contains(c.as_str()))
+}
+
 /// The best (shortest) of each case over the rounds.
 #[derive(Default)]
 struct Best(std::collections::BTreeMap<&'static str, Took>);
 
 impl Best {
     fn keep(&mut self, case: &'static str, took: Took) {
+        if !wanted(case) {
+            return;
+        }
         let e = self.0.entry(case).or_insert(took);
         if took.wall < e.wall {
             *e = took;
@@ -486,18 +501,35 @@ async fn main() {
         }
         let producer = producer_app.producer::<Tick>(Route::queue(qp.as_str()));
         // The publishes fill the queues that the consume cases empty.
-        best.keep("publish raw lapin", measured(raw_publish(&raw_ch, &qr, n)).await);
-        best.keep("publish transport", measured(transport_publish(&ours, &qt, n)).await);
-        best.keep("publish Producer<T>", measured(producer_publish(&producer, n)).await);
+        if wanted("publish raw lapin") || wanted("consume raw lapin") {
+            best.keep("publish raw lapin", measured(raw_publish(&raw_ch, &qr, n)).await);
+        }
+        if wanted("publish transport") || wanted("consume transport") {
+            best.keep("publish transport", measured(transport_publish(&ours, &qt, n)).await);
+        }
+        if wanted("publish Producer<T>") || wanted("consume App") {
+            best.keep("publish Producer<T>", measured(producer_publish(&producer, n)).await);
+        }
         let qrt = queue_name("rawtyped", round);
         raw_declare(&raw_ch, &qrt).await;
-        best.keep("publish raw lapin, typed", measured(raw_publish_typed(&raw_ch, &qrt, n)).await);
+        if wanted("publish raw lapin, typed") {
+            best.keep(
+                "publish raw lapin, typed",
+                measured(raw_publish_typed(&raw_ch, &qrt, n)).await,
+            );
+        }
         let _ = raw_ch
             .queue_delete(qrt.as_str().into(), QueueDeleteOptions::default())
             .await;
-        best.keep("consume raw lapin", raw_consume(&raw, &qr, n).await);
-        best.keep("consume transport", transport_consume(&ours, &qt, n).await);
-        best.keep("consume App", app_consume(&url_parsed, &qp, n).await);
+        if wanted("consume raw lapin") {
+            best.keep("consume raw lapin", raw_consume(&raw, &qr, n).await);
+        }
+        if wanted("consume transport") {
+            best.keep("consume transport", transport_consume(&ours, &qt, n).await);
+        }
+        if wanted("consume App") {
+            best.keep("consume App", app_consume(&url_parsed, &qp, n).await);
+        }
 
         let rpc_n = (n / 50).max(100);
         let (rq, oq) = (queue_name("rawrpc", round), queue_name("oursrpc", round));
