@@ -193,19 +193,42 @@ impl ConsumerRuntime {
         let stop_asked = stopped(&mut asked);
         tokio::pin!(stop_asked);
         let ended = loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
                 () = &mut stop_asked => break Ok(()),
-                Some(service) = running.next(), if !running.is_empty() => idle.push(service),
-                next = next_delivery(&mut stream), if !idle.is_empty() => match next {
-                    Some(Ok(delivery)) => {
+                Some(service) = running.next(), if !running.is_empty() => {
+                    idle.push(service);
+                    // Handlers that finished meanwhile give their slots back in the same turn.
+                    while let Some(Some(service)) = running.next().now_or_never() {
+                        idle.push(service);
+                    }
+                    continue;
+                }
+                next = next_delivery(&mut stream), if !idle.is_empty() => next,
+            };
+            // The first delivery, then those already waiting, while slots are free: one turn of
+            // the select for a batch.
+            let mut next = Some(next);
+            let failed = loop {
+                match next.take() {
+                    Some(Some(Ok(delivery))) => {
                         if let Some(service) = idle.pop() {
                             running.push(self.handle(service, delivery));
                         }
                     }
-                    Some(Err(e)) => break Err(e.context(format_args!("consumer of queue '{}' failed", self.queue()))),
-                    None => break Err(Error::closed(format!("consumer of queue '{}' ended", self.queue()))),
-                },
+                    Some(Some(Err(e))) => {
+                        break Some(e.context(format_args!("consumer of queue '{}' failed", self.queue())));
+                    }
+                    Some(None) => break Some(Error::closed(format!("consumer of queue '{}' ended", self.queue()))),
+                    None => break None,
+                }
+                if idle.is_empty() {
+                    break None;
+                }
+                next = stream.as_mut().and_then(|s| s.next().now_or_never());
+            };
+            if let Some(e) = failed {
+                break Err(e);
             }
         };
         // Stop taking deliveries; what was prefetched but not taken goes back to the queue.
