@@ -443,6 +443,15 @@ impl Stream for RecoveringStream {
                     if let (Some(ended), Ok(rt)) = (st.live.take(), tokio::runtime::Handle::try_current()) {
                         rt.spawn(recover(self.subscriptions.clone(), Arc::clone(&self.spec), ended));
                     }
+                    // Direct replies go to the channel the request went out on: with it gone,
+                    // replies to requests in flight are lost. Their callers are told at once
+                    // (the stream goes on with the next channel).
+                    if self.spec.is_reply_consumer() && !st.finished {
+                        return Poll::Ready(Some(Err(Error::new(
+                            ErrorKind::Connection,
+                            "the direct reply-to channel was lost: replies to requests sent before cannot arrive",
+                        ))));
+                    }
                 }
             }
         }

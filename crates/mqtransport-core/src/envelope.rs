@@ -232,6 +232,12 @@ pub mod headers {
     /// With [`UNREADABLE`]: the delivery's property list exactly as the broker sent it, when it
     /// fits in the frame.
     pub const UNREADABLE_PROPERTIES: &str = "x-mqt-unreadable-properties";
+    /// On a request: when its caller gives up waiting for the reply (milliseconds since the
+    /// Unix epoch). A responder skips a request past it.
+    pub const DEADLINE: &str = "x-mqt-deadline";
+    /// On a reply: the request failed at the responder (it was dead-lettered: its handler
+    /// failed for good, or it could not be read); the value is why.
+    pub const RPC_ERROR: &str = "x-mqt-rpc-error";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.

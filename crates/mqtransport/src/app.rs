@@ -116,6 +116,14 @@ impl App {
         &self.warnings
     }
 
+    /// A typed request/reply client: [`request`](crate::Requester::request) sends a `Req` to
+    /// `route` and waits for the `Resp` its responder replies with (over direct reply-to), or a
+    /// typed [`RpcError`](crate::RpcError). All requesters of the app share one reply
+    /// consumer, started by the first request.
+    pub fn requester<Req: Message, Resp: Message>(&self, route: Route) -> crate::Requester<Req, Resp> {
+        self.publisher.requester(route)
+    }
+
     /// The broker connection.
     pub fn transport(&self) -> &DynTransport {
         &self.transport
@@ -516,6 +524,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             tracing::warn!("{w}");
         }
         let publisher = Publisher::new(PublisherInner {
+            replies: crate::rpc::Replies::new(transport.clone()),
             transport: transport.clone(),
             app_id: self.name,
             validate: self.validate_on_publish,

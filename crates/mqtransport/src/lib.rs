@@ -83,6 +83,7 @@ pub mod middleware;
 mod outcome;
 mod publish;
 mod retry;
+mod rpc;
 mod runtime;
 #[cfg(feature = "memory")]
 pub mod testing;
@@ -107,6 +108,8 @@ pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome};
 pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
+
+pub use rpc::{DEFAULT_RPC_TIMEOUT, Requester, RpcError};
 #[doc(inline)]
 pub use runtime::{Disposition, SettledDelivery};
 
@@ -146,7 +149,7 @@ pub use mqtransport_memory::{MemoryBroker, MemoryTransport, QueueStats};
 pub mod prelude {
     pub use crate::{
         App, Binding, Consumer, DeliveryInfo, Envelope, Exchange, HandlerError, Headers, Message, Outcome, Producer,
-        Publisher, Queue, RetryPolicy, Route, State, Topology,
+        Publisher, Queue, Requester, RetryPolicy, Route, RpcError, State, Topology,
     };
     pub use mqtransport_core::{Confirmation, ConsumeOptions, Delivery, Publish, Transport};
 }

@@ -175,6 +175,8 @@ pub(crate) struct PublisherInner {
     pub(crate) validate: bool,
     pub(crate) observer: Option<Arc<dyn PublishObserver>>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    /// The app's reply consumer and the calls waiting on it.
+    pub(crate) replies: Arc<crate::rpc::Replies>,
 }
 
 /// The incoming message a handler's publisher replies to.
@@ -233,6 +235,17 @@ impl Publisher {
     /// The transport underneath, for what the typed API does not cover.
     pub fn transport(&self) -> &DynTransport {
         &self.inner.transport
+    }
+
+    /// A typed request/reply client sending `Req` to `route` and waiting for `Resp`: e.g. for
+    /// a handler that asks another service before it answers. See
+    /// [`App::requester`](crate::App::requester).
+    pub fn requester<Req: Message, Resp: Message>(&self, route: Route) -> crate::rpc::Requester<Req, Resp> {
+        let plain = Publisher {
+            inner: Arc::clone(&self.inner),
+            reply: None,
+        };
+        crate::rpc::Requester::new(Arc::clone(&self.inner.replies), plain, route)
     }
 
     /// A typed producer of `M` bound to `route`.

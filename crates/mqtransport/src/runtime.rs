@@ -47,6 +47,9 @@ pub enum Disposition {
         /// Why.
         reason: String,
     },
+    /// A request whose caller had given up waiting (it came past its
+    /// [`headers::DEADLINE`]): acknowledged without running the handler.
+    Expired,
     /// The retry or dead-letter copy could not be published, so the delivery went back to
     /// the queue instead (nothing is lost; it comes back redelivered).
     Returned {
@@ -293,6 +296,22 @@ impl ConsumerRuntime {
             let outcome = Outcome::dead_letter(format!("unreadable message: {}", why.display_value()));
             return self.settle(outcome, Handled { parts, acker }).await;
         }
+        if let Some(deadline) = parts.envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)
+            && deadline < now_millis()
+        {
+            tracing::info!(
+                queue = self.queue(),
+                message = parts.envelope.properties().kind.as_deref().unwrap_or(""),
+                "skipping a request whose caller gave up waiting (its deadline passed)"
+            );
+            let d = Handled { parts, acker };
+            let envelope = d.parts.envelope.clone();
+            d.settle_ack().await;
+            for o in &self.observers {
+                o.settled(self.queue(), &envelope, &Disposition::Expired);
+            }
+            return;
+        }
         let req = Incoming::new(Arc::clone(&parts), Arc::clone(&self.ctx));
         let run = async move {
             service.ready().await?;
@@ -340,7 +359,7 @@ impl ConsumerRuntime {
         let name = props.kind.as_deref().unwrap_or("");
         let id = props.message_id.as_deref().unwrap_or("");
         match disposition {
-            Disposition::Acked | Disposition::Requeued => {}
+            Disposition::Acked | Disposition::Requeued | Disposition::Expired => {}
             Disposition::Retried { attempt, delay, reason } => tracing::warn!(
                 queue = self.queue(),
                 message = name,
@@ -388,6 +407,7 @@ impl ConsumerRuntime {
 
     /// Moves the message to the dead-letter queue with the reason, or rejects it to the broker.
     async fn dead_letter(&self, d: Handled, attempt: u32, reason: String) -> Disposition {
+        self.reply_failure(&d.parts, &reason).await;
         let (name, declaration) = match &self.dead_letter {
             DeadLetterTarget::Broker => {
                 d.settle_reject().await;
@@ -411,6 +431,24 @@ impl ConsumerRuntime {
                 self.requeue_after_failure(d, format!("dead-lettering to '{name}' failed: {e}"))
                     .await
             }
+        }
+    }
+
+    /// A request that failed for good: its caller is told why (a reply carrying
+    /// [`headers::RPC_ERROR`]) before the request is dead-lettered, instead of waiting for its
+    /// deadline. Best effort: a caller that cannot be told still times out.
+    async fn reply_failure(&self, parts: &DeliveryParts, reason: &str) {
+        let props = parts.envelope.properties();
+        let Some(to) = props.reply_to.as_deref().filter(|t| !t.is_empty()) else {
+            return;
+        };
+        let mut reply =
+            Envelope::new(bytes::Bytes::new()).with_header(headers::RPC_ERROR, truncate(reason, MAX_REASON));
+        reply.properties_mut().correlation_id = props.correlation_id.clone().or_else(|| props.message_id.clone());
+        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
+        let publish = Publish::to_queue(to, reply).mandatory(!to.starts_with(mqtransport_core::DIRECT_REPLY_TO));
+        if let Err(e) = self.ctx.publisher.publish_raw(publish).await {
+            tracing::info!(queue = self.queue(), "could not tell a caller its request failed: {e}");
         }
     }
 
@@ -514,6 +552,13 @@ async fn stopped(stop: &mut Stop) {
             return;
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A delivery whose handler has run: its parts (as delivered) and the acker that settles it.
