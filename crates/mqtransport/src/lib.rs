@@ -103,7 +103,7 @@ pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 /// `#[derive(Message)]`: see [`Message`] for its attributes.
 pub use mqtransport_macros::Message;
 #[doc(inline)]
-pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome};
+pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome, Reply};
 #[doc(inline)]
 pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
 #[doc(inline)]

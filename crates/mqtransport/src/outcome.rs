@@ -32,6 +32,28 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Done, with an answer: publish the reply to the request's `reply_to` (with its
+    /// correlation id), then acknowledge it. What a handler returning a
+    /// [`Message`](crate::Message) means; a message that asked for no reply is just
+    /// acknowledged.
+    Reply(Box<Reply>),
+}
+
+/// A handler's answer to a request, encoded: see [`Outcome::Reply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub(crate) name: &'static str,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: bytes::Bytes,
+}
+
+/// A message a handler returns is its reply to the request it handled: the runtime publishes
+/// it to the request's `reply_to` and acknowledges the request. One that cannot be encoded
+/// dead-letters the request (its caller is told why).
+impl<M: crate::Message> IntoOutcome for M {
+    fn into_outcome(self) -> Outcome {
+        Outcome::reply(&self)
+    }
 }
 
 impl Outcome {
@@ -48,6 +70,19 @@ impl Outcome {
         Outcome::Retry {
             after: Some(delay),
             reason: reason.to_string(),
+        }
+    }
+
+    /// Reply with `message`, then acknowledge (see [`Outcome::Reply`]); dead-letter if it
+    /// cannot be encoded.
+    pub fn reply<M: crate::Message>(message: &M) -> Self {
+        match M::CODEC.encode(message) {
+            Ok(body) => Outcome::Reply(Box::new(Reply {
+                name: M::NAME,
+                content_type: M::CODEC.content_type(),
+                body: bytes::Bytes::from(body),
+            })),
+            Err(e) => Outcome::dead_letter(format!("the reply '{}' could not be encoded: {e}", M::NAME)),
         }
     }
 
@@ -79,10 +114,11 @@ impl Outcome {
         Outcome::retry(chain(error))
     }
 
-    /// A short name for logs and metrics: `ack`, `requeue`, `retry`, `dead_letter`.
+    /// A short name for logs and metrics: `ack`, `reply`, `requeue`, `retry`, `dead_letter`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Ack => "ack",
+            Outcome::Reply(_) => "reply",
             Outcome::Requeue => "requeue",
             Outcome::Retry { .. } => "retry",
             Outcome::DeadLetter { .. } => "dead_letter",
@@ -117,7 +153,7 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[diagnostic::on_unimplemented(
     message = "a handler cannot return `{Self}`",
     label = "this does not convert into an `Outcome`",
-    note = "return `()`, an `Outcome`, or a `Result<_, E>` where `E` converts into `Box<dyn Error + Send + Sync>`"
+    note = "return `()`, an `Outcome`, a `#[derive(Message)]` reply, or a `Result<_, E>` of one where `E` converts into `Box<dyn Error + Send + Sync>`"
 )]
 pub trait IntoOutcome {
     /// The outcome.

@@ -1,7 +1,10 @@
 //! Request/reply: a typed [`Requester`] that publishes a request and waits for its reply over
 //! direct reply-to ([`DIRECT_REPLY_TO`]: no queue per caller or per call), and the typed
-//! [`RpcError`] it fails with. The responder is an ordinary handler that answers with
-//! [`Publisher::reply`](crate::Publisher::reply).
+//! [`RpcError`] it fails with. The responder is an ordinary handler that returns its answer (a
+//! [`Message`], or a `Result` of one: see [`Outcome::Reply`](crate::Outcome::Reply)), or sends
+//! it with [`Publisher::reply`](crate::Publisher::reply). A handler that fails for good (its
+//! error is permanent, or its retries are spent) or a request that cannot be read is answered
+//! with the reason before it is dead-lettered.
 //!
 //! Every requester of an app shares one reply consumer (RabbitMQ allows one per connection),
 //! started with the first request; replies are matched to their calls by correlation id. A call
@@ -209,12 +212,12 @@ impl Drop for Waiting {
 /// #[message(name = "math.squared")]
 /// struct Squared { n: i64 }
 ///
-/// // The responder: an ordinary handler that replies.
-/// async fn square(req: Square, publisher: Publisher) -> Result<(), HandlerError> {
+/// // The responder: an ordinary handler; what it returns is the reply.
+/// async fn square(req: Square) -> Result<Squared, HandlerError> {
 ///     if req.n > 3_000_000_000 {
 ///         return Err(HandlerError::permanent("too large to square"));
 ///     }
-///     publisher.reply(&Squared { n: req.n * req.n }).await.map_err(HandlerError::transient)
+///     Ok(Squared { n: req.n * req.n })
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]

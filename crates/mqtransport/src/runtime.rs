@@ -334,6 +334,11 @@ impl ConsumerRuntime {
                 d.settle_ack().await;
                 Disposition::Acked
             }
+            Outcome::Reply(reply) => {
+                self.send_reply(&d.parts, *reply).await;
+                d.settle_ack().await;
+                Disposition::Acked
+            }
             Outcome::Requeue => {
                 d.settle_requeue().await;
                 Disposition::Requeued
@@ -431,6 +436,46 @@ impl ConsumerRuntime {
                 self.requeue_after_failure(d, format!("dead-lettering to '{name}' failed: {e}"))
                     .await
             }
+        }
+    }
+
+    /// A handler's reply, to the request's `reply_to` with its correlation id (or, lacking one,
+    /// its message id). A reply that cannot be published is logged: its caller learns of the
+    /// failure (a lost connection) or times out; the request is done either way.
+    async fn send_reply(&self, parts: &DeliveryParts, reply: crate::outcome::Reply) {
+        let props = parts.envelope.properties();
+        let Some(to) = props.reply_to.as_deref().filter(|t| !t.is_empty()) else {
+            tracing::debug!(
+                queue = self.queue(),
+                reply = reply.name,
+                "a handler replied to a message that asked for no reply"
+            );
+            return;
+        };
+        let mut envelope = Envelope::new(reply.body);
+        let out = envelope.properties_mut();
+        out.content_type = Some(reply.content_type.to_owned());
+        out.kind = Some(reply.name.to_owned());
+        out.message_id = Some(crate::publish::new_message_id());
+        out.correlation_id = props.correlation_id.clone().or_else(|| props.message_id.clone());
+        out.timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
+        let publish = Publish::to_queue(to, envelope).mandatory(!to.starts_with(mqtransport_core::DIRECT_REPLY_TO));
+        match self.ctx.publisher.publish_raw(publish).await {
+            Ok(Confirmation::Confirmed) => {}
+            Ok(other) => tracing::warn!(
+                queue = self.queue(),
+                reply_to = to,
+                "a reply was not delivered: {other:?}"
+            ),
+            Err(e) => tracing::warn!(
+                queue = self.queue(),
+                reply_to = to,
+                "a reply could not be published: {e}"
+            ),
         }
     }
 

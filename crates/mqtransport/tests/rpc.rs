@@ -36,14 +36,20 @@ struct Root {
 /// The number the responder takes an hour over.
 const SLOW: i64 = 1_000_000;
 
-/// Squares; refuses negative numbers for good; takes an hour over [`SLOW`].
-async fn square(req: Square, publisher: Publisher) -> Result<(), HandlerError> {
+/// Squares (the reply is what it returns); refuses negative numbers for good; takes an hour
+/// over [`SLOW`].
+async fn square(req: Square) -> Result<Squared, HandlerError> {
     if req.n < 0 {
         return Err(HandlerError::permanent(format!("cannot square {} here", req.n)));
     }
     if req.n == SLOW {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+    Ok(Squared { n: req.n * req.n })
+}
+
+/// The same answer, sent with `Publisher::reply` (for a handler that replies and goes on).
+async fn square_by_hand(req: Square, publisher: Publisher) -> Result<(), HandlerError> {
     publisher
         .reply(&Squared { n: req.n * req.n })
         .await
@@ -70,6 +76,7 @@ async fn responder(fx: &Fx, q: &str) -> Result<(App, Running), BoxError> {
 
 app_suite!(
     a_request_gets_its_typed_reply,
+    a_handler_may_reply_by_hand,
     many_calls_at_once_each_get_their_own_reply,
     a_failing_responder_answers_with_its_reason_at_once,
     a_request_to_no_queue_fails_at_once,
@@ -86,6 +93,20 @@ async fn a_request_gets_its_typed_reply(fx: Arc<Fx>) -> TestResult {
     assert_eq!(math.request(&Square { n: 12 }).await?, Squared { n: 144 });
     assert_eq!(math.request(&Square { n: -0 }).await?, Squared { n: 0 });
     assert_eq!(math.waiting(), 0);
+    running.shutdown().await?;
+    Ok(())
+}
+
+async fn a_handler_may_reply_by_hand(fx: Arc<Fx>) -> TestResult {
+    let q = fx.queue("by-hand");
+    let app = fx
+        .app(App::builder())
+        .consumer(Consumer::for_queue(Queue::durable(&q)).handle(square_by_hand))
+        .build()
+        .await?;
+    let math = app.requester::<Square, Squared>(Route::queue(q.as_str()));
+    let running = app.start().await?;
+    assert_eq!(math.request(&Square { n: 11 }).await?, Squared { n: 121 });
     running.shutdown().await?;
     Ok(())
 }
