@@ -124,6 +124,12 @@ impl App {
         self.publisher.requester(route)
     }
 
+    /// A request/reply client for raw envelopes, for interoperating with services that do not
+    /// speak typed messages (see [`RawRequester`](crate::RawRequester)).
+    pub fn raw_requester(&self, route: Route) -> crate::RawRequester {
+        self.publisher.raw_requester(route)
+    }
+
     /// The broker connection.
     pub fn transport(&self) -> &DynTransport {
         &self.transport

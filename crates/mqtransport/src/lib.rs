@@ -109,7 +109,7 @@ pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
 
-pub use rpc::{DEFAULT_RPC_TIMEOUT, Requester, RpcError};
+pub use rpc::{DEFAULT_RPC_TIMEOUT, RawRequester, Requester, RpcError};
 #[doc(inline)]
 pub use runtime::{Disposition, SettledDelivery};
 

@@ -232,6 +232,20 @@ impl Publisher {
         }
     }
 
+    /// Whether this app's publishes are validated before they are sent.
+    pub(crate) fn validates(&self) -> bool {
+        self.inner.validate
+    }
+
+    /// A request/reply client for raw envelopes (see [`RawRequester`](crate::RawRequester)).
+    pub fn raw_requester(&self, route: Route) -> crate::rpc::RawRequester {
+        let plain = Publisher {
+            inner: Arc::clone(&self.inner),
+            reply: None,
+        };
+        crate::rpc::RawRequester::new(Arc::clone(&self.inner.replies), plain, route)
+    }
+
     /// The transport underneath, for what the typed API does not cover.
     pub fn transport(&self) -> &DynTransport {
         &self.inner.transport
@@ -303,7 +317,7 @@ impl Publisher {
 
     /// What publishing `message` to `route` with `options` sends: the encoded envelope, the
     /// route's exchange, and the options' routing key or else the route's.
-    fn build<M: Message>(
+    pub(crate) fn build<M: Message>(
         &self,
         route: &Route,
         message: &M,

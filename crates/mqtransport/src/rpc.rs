@@ -302,46 +302,117 @@ impl<Req: Message, Resp: Message> Requester<Req, Resp> {
     /// request (as its `expiration` and the [`headers::DEADLINE`] header), so that neither the
     /// broker nor a responder spends time on it once the caller has given up.
     pub async fn request_within(&self, request: &Req, timeout: Duration) -> Result<Resp, RpcError> {
-        let started = tokio::time::Instant::now();
-        self.replies.listen().await?;
-        let (id, answer, _waiting) = self.replies.register();
-        let deadline_ms = SystemTime::now()
-            .checked_add(timeout)
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let options = PublishOptions::default()
-            .transient()
-            .reply_to(DIRECT_REPLY_TO)
-            .correlation_id(id)
-            .expiration(timeout.max(Duration::from_millis(1)))
-            .header(headers::DEADLINE, deadline_ms);
-        match self.publisher.publish_with(&self.route, request, options).await {
-            Ok(Confirmation::Confirmed) => {}
-            Ok(Confirmation::Returned { reply_code, reply_text }) => {
-                return Err(RpcError::NoRoute {
-                    reason: format!("{reply_code} {reply_text}"),
-                });
-            }
-            Ok(Confirmation::Nacked) => return Err(RpcError::Nacked),
-            Ok(other) => {
-                return Err(RpcError::Publish(Error::new(
-                    mqtransport_core::ErrorKind::Nacked,
-                    format!("the request was not confirmed: {other:?}"),
-                )));
-            }
-            Err(e) => return Err(RpcError::Publish(e)),
-        }
-        let left = timeout.saturating_sub(started.elapsed());
-        let reply = match tokio::time::timeout(left, answer).await {
-            Err(_) => return Err(RpcError::Timeout(timeout)),
-            Ok(Err(_)) => return Err(RpcError::ConnectionLost("the reply consumer ended".to_owned())),
-            Ok(Ok(answer)) => answer?,
-        };
-        if let Some(why) = reply.header(headers::RPC_ERROR) {
-            return Err(RpcError::Failed {
-                reason: why.as_str().map_or_else(|| why.display_value(), str::to_owned),
-            });
-        }
+        let publish = self
+            .publisher
+            .build(
+                &self.route,
+                request,
+                &PublishOptions::default().transient(),
+                self.publisher.validates(),
+            )
+            .map_err(RpcError::Publish)?;
+        let reply = call(&self.replies, &self.publisher, publish, timeout).await?;
         decode::<Resp>(&reply).map_err(RpcError::Decode)
     }
+}
+
+/// A request/reply client for raw envelopes, for services that do not speak typed messages
+/// (e.g. a pika `rpc_server.py` answering with a bare body): the request goes out as given,
+/// with `reply_to`, a correlation id and the deadline added; the reply comes back as it is.
+/// Get it from [`App::raw_requester`](crate::App::raw_requester).
+#[derive(Clone)]
+pub struct RawRequester {
+    replies: Arc<Replies>,
+    publisher: Publisher,
+    route: Route,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RawRequester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawRequester")
+            .field("route", &self.route)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawRequester {
+    pub(crate) fn new(replies: Arc<Replies>, publisher: Publisher, route: Route) -> Self {
+        RawRequester {
+            replies,
+            publisher,
+            route,
+            timeout: DEFAULT_RPC_TIMEOUT,
+        }
+    }
+
+    /// The same requester with another deadline per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends `request` to the requester's route (the route's routing key) and waits for the
+    /// reply, at most the requester's timeout.
+    pub async fn request(&self, request: Envelope) -> Result<Envelope, RpcError> {
+        // A route without a routing key uses the envelope's name (`type`), as typed publishes do.
+        let routing_key = self
+            .route
+            .routing_key_for(request.properties().kind.as_deref().unwrap_or(""));
+        let exchange = mqtransport_core::ShortStr::from(self.route.exchange_name());
+        let publish = mqtransport_core::Publish::new(exchange, routing_key, request);
+        call(&self.replies, &self.publisher, publish, self.timeout).await
+    }
+}
+
+/// One call: registers it, publishes `publish` with the reply address, correlation id and
+/// deadline, and waits for its answer. A reply that carries [`headers::RPC_ERROR`] is the
+/// responder's failure.
+async fn call(
+    replies: &Arc<Replies>,
+    publisher: &Publisher,
+    mut publish: mqtransport_core::Publish,
+    timeout: Duration,
+) -> Result<Envelope, RpcError> {
+    let started = tokio::time::Instant::now();
+    replies.listen().await?;
+    let (id, answer, _waiting) = replies.register();
+    let deadline_ms = SystemTime::now()
+        .checked_add(timeout)
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let props = publish.envelope.properties_mut();
+    props.reply_to = Some(DIRECT_REPLY_TO.to_owned());
+    props.correlation_id = Some(id);
+    props.expiration = Some(timeout.max(Duration::from_millis(1)).as_millis().to_string());
+    publish.envelope.headers_mut().insert(headers::DEADLINE, deadline_ms);
+    match publisher.publish_raw(publish.mandatory(true)).await {
+        Ok(Confirmation::Confirmed) => {}
+        Ok(Confirmation::Returned { reply_code, reply_text }) => {
+            return Err(RpcError::NoRoute {
+                reason: format!("{reply_code} {reply_text}"),
+            });
+        }
+        Ok(Confirmation::Nacked) => return Err(RpcError::Nacked),
+        Ok(other) => {
+            return Err(RpcError::Publish(Error::new(
+                mqtransport_core::ErrorKind::Nacked,
+                format!("the request was not confirmed: {other:?}"),
+            )));
+        }
+        Err(e) => return Err(RpcError::Publish(e)),
+    }
+    let left = timeout.saturating_sub(started.elapsed());
+    let reply = match tokio::time::timeout(left, answer).await {
+        Err(_) => return Err(RpcError::Timeout(timeout)),
+        Ok(Err(_)) => return Err(RpcError::ConnectionLost("the reply consumer ended".to_owned())),
+        Ok(Ok(answer)) => answer?,
+    };
+    if let Some(why) = reply.header(headers::RPC_ERROR) {
+        return Err(RpcError::Failed {
+            reason: why.as_str().map_or_else(|| why.display_value(), str::to_owned),
+        });
+    }
+    Ok(reply)
 }

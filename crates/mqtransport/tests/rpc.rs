@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use futures_util::StreamExt;
 use mqtransport::prelude::*;
 use mqtransport::{Disposition, Running};
 use serde::{Deserialize, Serialize};
@@ -84,6 +85,7 @@ app_suite!(
     a_dropped_call_leaves_nothing_behind,
     a_reply_of_the_wrong_type_is_a_decode_error,
     a_responder_skips_a_request_whose_caller_gave_up,
+    raw_requests_talk_to_services_without_types,
 );
 
 async fn a_request_gets_its_typed_reply(fx: Arc<Fx>) -> TestResult {
@@ -316,4 +318,40 @@ async fn a_lost_connection_fails_waiting_calls_at_once() {
     responding.shutdown().await.expect("shutdown");
     let _ = direct.delete_queue(&q, Default::default()).await;
     let _ = direct.delete_queue(&format!("{q}.dlq"), Default::default()).await;
+}
+
+/// A raw requester and a responder that knows nothing of types, both ways: a bare body to a
+/// service that answers bare bodies (as a pika `rpc_server.py` does), and a request built by
+/// hand (as another client would) to our typed responder.
+async fn raw_requests_talk_to_services_without_types(fx: Arc<Fx>) -> TestResult {
+    let foreign = fx.queue("foreign");
+    let conn = fx.conn().await?;
+    conn.declare(&Topology::new().queue(Queue::durable(&foreign))).await?;
+    let mut requests = conn.consume(&foreign, ConsumeOptions::default()).await?;
+    let server = conn.clone();
+    let serving = tokio::spawn(async move {
+        while let Some(Ok(req)) = requests.next().await {
+            let text: String = String::from_utf8_lossy(&req.envelope.body).chars().rev().collect();
+            let props = req.envelope.properties();
+            let reply = Envelope::new(text).with_correlation_id(props.correlation_id.clone().unwrap_or_default());
+            let to = props.reply_to.clone().unwrap_or_default();
+            let _ = server
+                .publish(Publish::to_queue(to.as_str(), reply).mandatory(false))
+                .await;
+            let _ = req.ack().await;
+        }
+    });
+    let q = fx.queue("square");
+    let (caller, running) = responder(&fx, &q).await?;
+    let reverse = caller.raw_requester(Route::queue(foreign.as_str()));
+    let reply = reverse.request(Envelope::new("ping")).await?;
+    assert_eq!(&reply.body[..], b"gnip");
+
+    let by_hand = Envelope::new(r#"{"n":6}"#).with_kind("math.square");
+    let reply = caller.raw_requester(Route::queue(q.as_str())).request(by_hand).await?;
+    assert_eq!(reply.properties().kind.as_deref(), Some("math.squared"));
+    assert_eq!(mqtransport::decode::<Squared>(&reply)?, Squared { n: 36 });
+    running.shutdown().await?;
+    serving.abort();
+    Ok(())
 }
