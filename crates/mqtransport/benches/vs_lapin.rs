@@ -13,7 +13,8 @@
 //!   without awaiting each in turn (at most 256 ack futures in flight); the transport acks each
 //!   delivery as a user would (`d.ack().await`); the App decodes, validates, dispatches to a
 //!   handler that does nothing, and acks;
-//! - request/reply over direct reply-to, one at a time (latency).
+//!
+//! Request/reply is measured by `benches/rpc.rs`.
 //!
 //! Client CPU per message (this process's user + system time, lapin's threads included) is
 //! printed for the publish cases.
@@ -300,120 +301,6 @@ async fn app_consume(url: &BrokerUrl, q: &str, n: usize) -> Took {
     .await
 }
 
-/// Round trips over direct reply-to through a responder task; returns the sorted latencies.
-async fn transport_rpc(t: &AmqpTransport, responder: AmqpTransport, q: &str, n: usize) -> Vec<Duration> {
-    let mut requests = responder
-        .consume(q, ConsumeOptions::default().prefetch(PREFETCH))
-        .await
-        .expect("consume");
-    let serving = tokio::spawn(async move {
-        while let Some(Ok(req)) = requests.next().await {
-            let to = req.envelope.properties().reply_to.clone().unwrap_or_default();
-            let mut reply = Envelope::new(req.envelope.body.clone());
-            reply.properties_mut().correlation_id = req.envelope.properties().correlation_id.clone();
-            let _ = responder
-                .publish(Publish::to_queue(to.as_str(), reply).mandatory(false))
-                .await;
-            let _ = req.ack().await;
-        }
-    });
-    let mut replies = t
-        .consume("amq.rabbitmq.reply-to", ConsumeOptions::default().no_ack(true))
-        .await
-        .expect("replies");
-    let key = ShortStr::from(q);
-    let body = bytes::Bytes::from(vec![b'x'; BODY]);
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let start = Instant::now();
-        let req = Envelope::new(body.clone())
-            .with_reply_to("amq.rabbitmq.reply-to")
-            .with_correlation_id(i.to_string());
-        t.publish(Publish::to_queue(key.clone(), req)).await.expect("request");
-        let r = replies.next().await.expect("reply").expect("ok");
-        assert_eq!(
-            r.envelope.properties().correlation_id.as_deref(),
-            Some(i.to_string().as_str())
-        );
-        lat.push(start.elapsed());
-    }
-    serving.abort();
-    lat.sort();
-    lat
-}
-
-async fn raw_rpc(conn: &Connection, server: &Connection, q: &str, n: usize) -> Vec<Duration> {
-    let sch = server.create_channel().await.expect("channel");
-    sch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    sch.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
-    let mut requests = sch
-        .basic_consume(
-            q.into(),
-            "raw-rpc-server".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let serving = tokio::spawn(async move {
-        while let Some(Ok(req)) = requests.next().await {
-            let to = req.properties.reply_to().clone().unwrap_or_else(|| "".into());
-            let props = BasicProperties::default()
-                .with_correlation_id(req.properties.correlation_id().clone().unwrap_or_else(|| "".into()));
-            let confirm = sch
-                .basic_publish("".into(), to, BasicPublishOptions::default(), &req.data, props)
-                .await
-                .expect("reply");
-            let _ = confirm.await;
-            let _ = req.acker.ack(BasicAckOptions::default()).await;
-        }
-    });
-    let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
-    let mut replies = ch
-        .basic_consume(
-            "amq.rabbitmq.reply-to".into(),
-            "raw-rpc-client".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("replies");
-    let body = vec![b'x'; BODY];
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let start = Instant::now();
-        let props = BasicProperties::default()
-            .with_reply_to("amq.rabbitmq.reply-to".into())
-            .with_correlation_id(i.to_string().into());
-        let confirm = ch
-            .basic_publish("".into(), q.into(), BasicPublishOptions::default(), &body, props)
-            .await
-            .expect("request");
-        confirm.await.expect("confirm");
-        let r = replies.next().await.expect("reply").expect("ok");
-        assert_eq!(
-            r.properties.correlation_id().as_ref().map(|c| c.as_str()),
-            Some(i.to_string().as_str())
-        );
-        lat.push(start.elapsed());
-    }
-    serving.abort();
-    lat.sort();
-    lat
-}
-
-fn p50(lat: &[Duration]) -> Duration {
-    lat.get(lat.len() / 2).copied().unwrap_or_default()
-}
-
 /// Whether `case` runs: `MQT_BENCH_CASE` (for profiling) names the cases to run by a part of
 /// their names, e.g. `publish transport`; all run without it.
 fn wanted(case: &str) -> bool {
@@ -467,11 +354,7 @@ async fn main() {
         }
         Err(e) => panic!("RabbitMQ not reachable at {url_parsed}: {e}"),
     };
-    let responder = AmqpTransport::connect(&url_parsed).await.expect("responder connects");
     let raw = Connection::connect(&url(), ConnectionProperties::default())
-        .await
-        .expect("raw lapin connects");
-    let raw_server = Connection::connect(&url(), ConnectionProperties::default())
         .await
         .expect("raw lapin connects");
     let raw_ch = raw.create_channel().await.expect("channel");
@@ -486,7 +369,6 @@ async fn main() {
         .expect("app");
 
     let mut best = Best::default();
-    let mut rpc = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let (qr, qt, qp) = (
             queue_name("raw", round),
@@ -531,22 +413,10 @@ async fn main() {
             best.keep("consume App", app_consume(&url_parsed, &qp, n).await);
         }
 
-        let rpc_n = (n / 50).max(100);
-        let (rq, oq) = (queue_name("rawrpc", round), queue_name("oursrpc", round));
-        raw_declare(&raw_ch, &rq).await;
-        ours.declare(&Topology::new().queue(Queue::transient(&oq)))
-            .await
-            .expect("declare");
-        rpc.0.push(p50(&raw_rpc(&raw, &raw_server, &rq, rpc_n).await));
-        rpc.1
-            .push(p50(&transport_rpc(&ours, responder.clone(), &oq, rpc_n).await));
-
-        for q in [&qr, &rq] {
-            let _ = raw_ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for q in [&qt, &qp, &oq] {
+        let _ = raw_ch
+            .queue_delete(qr.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        for q in [&qt, &qp] {
             let _ = ours.delete_queue(q, Default::default()).await;
         }
     }
@@ -570,18 +440,6 @@ async fn main() {
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"))
         );
     }
-    let (raw_p50, ours_p50) = (
-        rpc.0.iter().min().copied().unwrap_or_default(),
-        rpc.1.iter().min().copied().unwrap_or_default(),
-    );
-    println!(
-        "{:<28} {:>10.0}us {:>10.2}   (raw lapin {:.0}us; lower is better)",
-        "request/reply p50",
-        ours_p50.as_secs_f64() * 1e6,
-        ours_p50.as_secs_f64() / raw_p50.as_secs_f64(),
-        raw_p50.as_secs_f64() * 1e6
-    );
     drop(producer_app);
     let _ = ours.close().await;
-    let _ = responder.close().await;
 }

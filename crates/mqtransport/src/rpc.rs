@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -93,8 +93,10 @@ pub(crate) struct Replies {
     transport: DynTransport,
     waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     /// Whether the reply consumer runs (it is started by the first call, and again after it
-    /// ended).
+    /// ended); the lock makes one call start it.
     listening: tokio::sync::Mutex<bool>,
+    /// The same, read without the lock by every call.
+    running: AtomicBool,
     next: AtomicU64,
     /// Makes correlation ids unique across processes sharing a responder.
     prefix: String,
@@ -106,6 +108,7 @@ impl Replies {
             transport,
             waiting: Mutex::default(),
             listening: tokio::sync::Mutex::new(false),
+            running: AtomicBool::new(false),
             next: AtomicU64::new(0),
             prefix: uuid::Uuid::now_v7().simple().to_string(),
         })
@@ -122,6 +125,9 @@ impl Replies {
 
     /// Starts the reply consumer unless it runs.
     async fn listen(self: &Arc<Self>) -> Result<(), RpcError> {
+        if self.running.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut listening = self.listening.lock().await;
         if *listening {
             return Ok(());
@@ -132,6 +138,7 @@ impl Replies {
             .await
             .map_err(RpcError::Publish)?;
         *listening = true;
+        self.running.store(true, Ordering::Release);
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(item) = replies.next().await {
@@ -144,7 +151,10 @@ impl Replies {
                 }
             }
             if let Some(this) = this.upgrade() {
-                *this.listening.lock().await = false;
+                let mut listening = this.listening.lock().await;
+                this.running.store(false, Ordering::Release);
+                *listening = false;
+                drop(listening);
                 this.fail_all("the reply consumer ended");
             }
         });

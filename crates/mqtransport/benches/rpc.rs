@@ -1,0 +1,339 @@
+//! Request/reply through the App (`Requester` calling a handler that returns its reply) against
+//! raw lapin over direct reply-to written the fastest way, side by side in one run on the local
+//! RabbitMQ (`MQT_TEST_AMQP_URL`); and the App's round trips on the embedded broker.
+//!
+//! - sequential: one call at a time; p50 and p99 latency;
+//! - concurrent: 64 calls in flight; calls per second. Raw lapin keeps one reply consumer and a
+//!   map of waiting calls by correlation id, and its responder answers each request on a task
+//!   of its own (publish, confirm, ack); the App's responder runs up to 64 handlers at once.
+//!
+//! ```sh
+//! cargo bench -p mqtransport --bench rpc
+//! MQT_BENCH_MESSAGES=20000 cargo bench -p mqtransport --bench rpc
+//! ```
+#![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use mqtransport::prelude::*;
+use mqtransport::{DynTransport, MemoryBroker, Running};
+use mqtransport_amqp::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use mqtransport_amqp::lapin::types::FieldTable;
+use mqtransport_amqp::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+const IN_FLIGHT: usize = 64;
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "bench.echo")]
+struct Echo {
+    n: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[message(name = "bench.echoed")]
+struct Echoed {
+    n: u64,
+}
+
+async fn echo(request: Echo) -> Echoed {
+    Echoed { n: request.n }
+}
+
+fn env_usize(key: &str) -> Option<usize> {
+    std::env::var(key).ok().and_then(|v| v.parse().ok())
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// The App pair: a responder consuming `queue`, and a caller's requester.
+async fn app_pair(
+    responder_transport: DynTransport,
+    caller_transport: DynTransport,
+    queue: &str,
+) -> (Running, App, Requester<Echo, Echoed>) {
+    let responder = App::builder()
+        .transport(responder_transport)
+        .tracing(false)
+        .consumer(
+            Consumer::for_queue(Queue::transient(queue))
+                .handle(echo)
+                .concurrency(IN_FLIGHT),
+        )
+        .build()
+        .await
+        .expect("responder");
+    let running = responder.start().await.expect("start");
+    let caller = App::builder()
+        .transport(caller_transport)
+        .tracing(false)
+        .build()
+        .await
+        .expect("caller");
+    let requester = caller.requester::<Echo, Echoed>(Route::queue(queue));
+    (running, caller, requester)
+}
+
+async fn app_sequential(requester: &Requester<Echo, Echoed>, n: usize) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let start = Instant::now();
+        let r = requester.request(&Echo { n: i }).await.expect("reply");
+        assert_eq!(r.n, i);
+        lat.push(start.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
+async fn app_concurrent(requester: &Requester<Echo, Echoed>, n: usize) -> Duration {
+    let start = Instant::now();
+    let mut window = FuturesUnordered::new();
+    for i in 0..n as u64 {
+        if window.len() == IN_FLIGHT {
+            let done: Result<Echoed, RpcError> = window.next().await.expect("in flight");
+            done.expect("reply");
+        }
+        let r = requester.clone();
+        window.push(async move { r.request(&Echo { n: i }).await });
+    }
+    while let Some(done) = window.next().await {
+        done.expect("reply");
+    }
+    start.elapsed()
+}
+
+/// Raw lapin's responder: each request answered on a task of its own.
+async fn raw_responder(server: &Connection, queue: &str) -> tokio::task::JoinHandle<()> {
+    let ch = server.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    ch.basic_qos(256, BasicQosOptions::default()).await.expect("qos");
+    let mut requests = ch
+        .basic_consume(
+            queue.into(),
+            "raw-rpc-server".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    tokio::spawn(async move {
+        while let Some(Ok(req)) = requests.next().await {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                let to = req.properties.reply_to().clone().unwrap_or_else(|| "".into());
+                let props = BasicProperties::default()
+                    .with_correlation_id(req.properties.correlation_id().clone().unwrap_or_else(|| "".into()));
+                if let Ok(confirm) = ch
+                    .basic_publish("".into(), to, BasicPublishOptions::default(), &req.data, props)
+                    .await
+                {
+                    let _ = confirm.await;
+                }
+                let _ = req.acker.ack(BasicAckOptions::default()).await;
+            });
+        }
+    })
+}
+
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+/// Raw lapin's caller: one reply consumer handing replies to waiting calls by correlation id.
+struct RawCaller {
+    ch: Channel,
+    waiting: Waiting,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl RawCaller {
+    async fn new(conn: &Connection) -> RawCaller {
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let mut replies = ch
+            .basic_consume(
+                REPLY_TO.into(),
+                "raw-rpc-client".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("replies");
+        let waiting: Waiting = Arc::default();
+        let w = Arc::clone(&waiting);
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(reply)) = replies.next().await {
+                let id = reply.properties.correlation_id().as_ref().map(|c| c.to_string());
+                if let Some(call) = id.and_then(|id| w.lock().unwrap().remove(&id)) {
+                    let _ = call.send(reply.data);
+                }
+            }
+        });
+        RawCaller { ch, waiting, reader }
+    }
+
+    async fn call(&self, queue: &str, i: u64) {
+        let id = i.to_string();
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(id.clone(), tx);
+        let body = serde_json::to_vec(&Echo { n: i }).expect("encodes");
+        let props = BasicProperties::default()
+            .with_reply_to(REPLY_TO.into())
+            .with_correlation_id(id.into());
+        let confirm = self
+            .ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props)
+            .await
+            .expect("request");
+        confirm.await.expect("confirm");
+        let reply = rx.await.expect("reply");
+        assert_eq!(reply, body);
+    }
+}
+
+async fn raw_sequential(caller: &RawCaller, queue: &str, n: usize) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let start = Instant::now();
+        caller.call(queue, i).await;
+        lat.push(start.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
+async fn raw_concurrent(caller: &RawCaller, queue: &str, n: usize) -> Duration {
+    let start = Instant::now();
+    let mut window = FuturesUnordered::new();
+    for i in 0..n as u64 {
+        if window.len() == IN_FLIGHT {
+            window.next().await;
+        }
+        window.push(caller.call(queue, i));
+    }
+    while window.next().await.is_some() {}
+    start.elapsed()
+}
+
+fn report(name: &str, seq: &[Duration], per_second: f64) {
+    println!(
+        "{name:<34} {:>9.0}us {:>9.0}us {:>12.0}",
+        pct(seq, 0.5).as_secs_f64() * 1e6,
+        pct(seq, 0.99).as_secs_f64() * 1e6,
+        per_second
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = if quick {
+        200
+    } else {
+        env_usize("MQT_BENCH_MESSAGES").unwrap_or(10_000)
+    };
+    println!("{n} calls each; concurrent: {IN_FLIGHT} in flight");
+    println!("{:<34} {:>11} {:>11} {:>12}", "case", "p50", "p99", "calls/s");
+
+    // The embedded broker.
+    let broker = MemoryBroker::new();
+    let (running, caller, requester) = app_pair(
+        DynTransport::new(broker.connect()),
+        DynTransport::new(broker.connect()),
+        "bench-rpc",
+    )
+    .await;
+    let seq = app_sequential(&requester, n).await;
+    let took = app_concurrent(&requester, n).await;
+    report("memory: App", &seq, n as f64 / took.as_secs_f64());
+    running.shutdown().await.expect("shutdown");
+    drop(caller);
+
+    // RabbitMQ.
+    let url = std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let raw = match Connection::connect(&url, ConnectionProperties::default()).await {
+        Ok(c) => c,
+        Err(e) if !mqtransport_testkit::brokers_required() => {
+            println!("SKIPPED: RabbitMQ not reachable at {url} ({e})");
+            return;
+        }
+        Err(e) => panic!("RabbitMQ not reachable: {e}"),
+    };
+    let raw_server = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let (qr, qo) = (
+        format!("mqt-bench-rpc-raw-{}", std::process::id()),
+        format!("mqt-bench-rpc-app-{}", std::process::id()),
+    );
+    let admin = raw.create_channel().await.expect("channel");
+    admin
+        .queue_declare(
+            qr.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let serving = raw_responder(&raw_server, &qr).await;
+    let raw_caller = RawCaller::new(&raw).await;
+    let (running, caller, requester) = app_pair(
+        mqtransport::connect(&url).await.expect("connects"),
+        mqtransport::connect(&url).await.expect("connects"),
+        &qo,
+    )
+    .await;
+    let (mut raw_seq, mut app_seq) = (Vec::new(), Vec::new());
+    let (mut raw_took, mut app_took) = (Duration::MAX, Duration::MAX);
+    // Two rounds, interleaved; the best of each.
+    for _ in 0..2 {
+        let r = raw_sequential(&raw_caller, &qr, n).await;
+        let a = app_sequential(&requester, n).await;
+        if raw_seq.is_empty() || pct(&r, 0.5) < pct(&raw_seq, 0.5) {
+            raw_seq = r;
+        }
+        if app_seq.is_empty() || pct(&a, 0.5) < pct(&app_seq, 0.5) {
+            app_seq = a;
+        }
+        raw_took = raw_took.min(raw_concurrent(&raw_caller, &qr, n).await);
+        app_took = app_took.min(app_concurrent(&requester, n).await);
+    }
+    let (raw_rate, app_rate) = (n as f64 / raw_took.as_secs_f64(), n as f64 / app_took.as_secs_f64());
+    report("rabbitmq: raw lapin", &raw_seq, raw_rate);
+    report("rabbitmq: App", &app_seq, app_rate);
+    println!(
+        "App / raw lapin: sequential p50 {:.2} (lower is better), concurrent calls/s {:.2}",
+        pct(&app_seq, 0.5).as_secs_f64() / pct(&raw_seq, 0.5).as_secs_f64(),
+        app_rate / raw_rate
+    );
+    running.shutdown().await.expect("shutdown");
+    drop(caller);
+    serving.abort();
+    raw_caller.reader.abort();
+    let _ = admin
+        .queue_delete(qr.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let cleanup = mqtransport::connect(&url).await.expect("connects");
+    for q in [qo.clone(), format!("{qo}.dlq")] {
+        let _ = cleanup.delete_queue(&q, Default::default()).await;
+    }
+    let _ = cleanup.close().await;
+}
