@@ -238,6 +238,9 @@ pub mod headers {
     /// On a reply: the request failed at the responder (it was dead-lettered: its handler
     /// failed for good, or it could not be read); the value is why.
     pub const RPC_ERROR: &str = "x-mqt-rpc-error";
+    /// With [`RPC_ERROR`]: `handler` when the responder's handler failed, `rejected` when the
+    /// request could not be read or dispatched (malformed, invalid, no handler for its name).
+    pub const RPC_FAILURE: &str = "x-mqt-rpc-failure";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.

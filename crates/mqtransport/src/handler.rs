@@ -84,6 +84,7 @@ macro_rules! impl_handler {
                             Err(rejection) => return rejection.into_outcome(),
                         };
                     )*
+                    req.parts().mark_handler_started();
                     drop(req);
                     self($($ty,)*).await.into_outcome()
                 })

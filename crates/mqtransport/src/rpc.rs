@@ -34,10 +34,16 @@ pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RpcError {
-    /// The responder could not handle the request and said why: its handler failed for good
-    /// (after its retries), or the request could not be read (malformed, invalid, unknown).
-    /// The responder dead-lettered the request after replying.
+    /// The responder's handler failed for good (a permanent error, or its retries spent) and
+    /// said why. The responder dead-lettered the request after replying.
     Failed {
+        /// The responder's reason.
+        reason: String,
+    },
+    /// The responder refused the request without handling it: it could not be read
+    /// (malformed, invalid) or no handler serves its name. The responder dead-lettered it
+    /// after replying.
+    Rejected {
         /// The responder's reason.
         reason: String,
     },
@@ -65,6 +71,7 @@ impl fmt::Display for RpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RpcError::Failed { reason } => write!(f, "the responder failed to handle the request: {reason}"),
+            RpcError::Rejected { reason } => write!(f, "the responder refused the request: {reason}"),
             RpcError::NoRoute { reason } => write!(f, "the request was routed to no queue ({reason})"),
             RpcError::Nacked => f.write_str("the broker refused the request"),
             RpcError::Timeout(after) => write!(f, "no reply within {after:?}"),
@@ -420,8 +427,12 @@ async fn call(
         Ok(Ok(answer)) => answer?,
     };
     if let Some(why) = reply.header(headers::RPC_ERROR) {
-        return Err(RpcError::Failed {
-            reason: why.as_str().map_or_else(|| why.display_value(), str::to_owned),
+        let reason = why.as_str().map_or_else(|| why.display_value(), str::to_owned);
+        let refused = reply.header(headers::RPC_FAILURE).and_then(|v| v.as_str()) == Some("rejected");
+        return Err(if refused {
+            RpcError::Rejected { reason }
+        } else {
+            RpcError::Failed { reason }
         });
     }
     Ok(reply)

@@ -289,6 +289,7 @@ impl ConsumerRuntime {
             routing_key,
             redelivered,
             delivery_tag,
+            handler_started: std::sync::atomic::AtomicBool::new(false),
         });
         // A delivery the transport could not read as sent never reaches a handler: it goes to
         // the dead-letter queue with the reason, and the queue moves on.
@@ -487,8 +488,10 @@ impl ConsumerRuntime {
         let Some(to) = props.reply_to.as_deref().filter(|t| !t.is_empty()) else {
             return;
         };
-        let mut reply =
-            Envelope::new(bytes::Bytes::new()).with_header(headers::RPC_ERROR, truncate(reason, MAX_REASON));
+        let failure = if parts.handler_started() { "handler" } else { "rejected" };
+        let mut reply = Envelope::new(bytes::Bytes::new())
+            .with_header(headers::RPC_ERROR, truncate(reason, MAX_REASON))
+            .with_header(headers::RPC_FAILURE, failure);
         reply.properties_mut().correlation_id = props.correlation_id.clone().or_else(|| props.message_id.clone());
         // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
         let publish = Publish::to_queue(to, reply).mandatory(!to.starts_with(mqtransport_core::DIRECT_REPLY_TO));

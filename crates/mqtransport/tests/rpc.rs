@@ -142,10 +142,19 @@ async fn a_failing_responder_answers_with_its_reason_at_once(fx: Arc<Fx>) -> Tes
         started.elapsed() < Duration::from_secs(10),
         "told at once, not at the deadline"
     );
-    // A request that cannot be read is refused the same way.
+    // A request no handler serves is refused, and said to be.
     let garbled = caller.requester::<Root, Squared>(Route::queue(q.as_str()));
     match garbled.request(&Root { r: 2.0 }).await {
-        Err(RpcError::Failed { reason }) => assert!(reason.contains("math.root"), "{reason}"),
+        Err(RpcError::Rejected { reason }) => assert!(reason.contains("math.root"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // So is one that cannot be read.
+    let malformed = caller.raw_requester(Route::queue(q.as_str()));
+    match malformed
+        .request(Envelope::new("{not json").with_kind("math.square"))
+        .await
+    {
+        Err(RpcError::Rejected { reason }) => assert!(reason.contains("malformed"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     running.shutdown().await?;

@@ -14,7 +14,6 @@ use mqtransport_core::{Envelope, FieldValue, ShortStr, headers};
 /// Two routes are told apart by name: the *delivered* exchange and routing key are the ones the
 /// message came through this time (`""` and the queue's name for a retry, which comes back
 /// through the default exchange); the *original* ones are those it was first published with.
-#[derive(Clone)]
 pub struct DeliveryParts {
     pub(crate) envelope: Envelope,
     pub(crate) queue: ShortStr,
@@ -22,9 +21,34 @@ pub struct DeliveryParts {
     pub(crate) routing_key: ShortStr,
     pub(crate) redelivered: bool,
     pub(crate) delivery_tag: u64,
+    /// Set when a handler function starts (its arguments extracted): a failure after it is
+    /// the handler's, one before it (a message that cannot be read or dispatched) a refusal.
+    pub(crate) handler_started: std::sync::atomic::AtomicBool,
+}
+
+impl Clone for DeliveryParts {
+    fn clone(&self) -> Self {
+        DeliveryParts {
+            envelope: self.envelope.clone(),
+            queue: self.queue.clone(),
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            redelivered: self.redelivered,
+            delivery_tag: self.delivery_tag,
+            handler_started: std::sync::atomic::AtomicBool::new(self.handler_started()),
+        }
+    }
 }
 
 impl DeliveryParts {
+    pub(crate) fn mark_handler_started(&self) {
+        self.handler_started.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn handler_started(&self) -> bool {
+        self.handler_started.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The message: properties, headers, body.
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
