@@ -100,60 +100,15 @@ async fn raw_declare(ch: &Channel, q: &str) {
         .expect("declare");
 }
 
-/// Raw lapin, the fastest way: a window of publish-then-confirm futures.
-async fn raw_publish(ch: &Channel, q: &str, n: usize) {
-    let body = vec![b'x'; BODY];
-    let one = |ch: Channel, body: &[u8]| {
-        let body = body.to_vec();
+/// Raw lapin, the fastest way: a `FuturesUnordered` window of publish-then-confirm futures;
+/// `message(i)` gives the body and properties of the `i`-th.
+async fn raw_window<F>(ch: &Channel, q: &str, n: usize, message: F)
+where
+    F: Fn(usize) -> (Vec<u8>, BasicProperties),
+{
+    let one = |ch: Channel, (body, props): (Vec<u8>, BasicProperties)| {
         let q = q.to_owned();
         async move {
-            let confirm = ch
-                .basic_publish(
-                    "".into(),
-                    q.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    BasicProperties::default(),
-                )
-                .await?;
-            confirm.await
-        }
-    };
-    let mut window = FuturesUnordered::new();
-    for _ in 0..n {
-        if window.len() == WINDOW {
-            let done: Result<_, mqtransport_amqp::lapin::Error> = window.next().await.expect("in flight");
-            done.expect("confirmed");
-        }
-        window.push(one(ch.clone(), &body));
-    }
-    while let Some(r) = window.next().await {
-        r.expect("confirmed");
-    }
-}
-
-/// Raw lapin publishing what `Producer<T>` publishes: the struct as JSON with the same
-/// properties (content type, type, a UUIDv7 message id, timestamp, persistent), the same way.
-/// RabbitMQ itself takes longer over a message with properties, so `Producer<T>` is compared
-/// with this.
-async fn raw_publish_typed(ch: &Channel, q: &str, n: usize) {
-    let one = |ch: Channel, i: usize| {
-        let q = q.to_owned();
-        async move {
-            let body = serde_json::to_vec(&Tick {
-                n: i as u64,
-                source: "bench".into(),
-            })
-            .expect("encodes");
-            let timestamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let props = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_type(Tick::NAME.into())
-                .with_message_id(uuid::Uuid::now_v7().to_string().into())
-                .with_timestamp(timestamp)
-                .with_delivery_mode(2);
             let confirm = ch
                 .basic_publish(
                     "".into(),
@@ -172,11 +127,42 @@ async fn raw_publish_typed(ch: &Channel, q: &str, n: usize) {
             let done: Result<_, mqtransport_amqp::lapin::Error> = window.next().await.expect("in flight");
             done.expect("confirmed");
         }
-        window.push(one(ch.clone(), i));
+        window.push(one(ch.clone(), message(i)));
     }
     while let Some(r) = window.next().await {
         r.expect("confirmed");
     }
+}
+
+/// Raw lapin: a 64 B body, no properties.
+async fn raw_publish(ch: &Channel, q: &str, n: usize) {
+    let body = vec![b'x'; BODY];
+    raw_window(ch, q, n, |_| (body.clone(), BasicProperties::default())).await;
+}
+
+/// Raw lapin publishing what `Producer<T>` publishes: the struct as JSON with the same
+/// properties (content type, type, a UUIDv7 message id, timestamp, persistent), the same way.
+/// RabbitMQ itself takes longer over a message with properties, so `Producer<T>` is compared
+/// with this.
+async fn raw_publish_typed(ch: &Channel, q: &str, n: usize) {
+    raw_window(ch, q, n, |i| {
+        let body = serde_json::to_vec(&Tick {
+            n: i as u64,
+            source: "bench".into(),
+        })
+        .expect("encodes");
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(Tick::NAME.into())
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_timestamp(timestamp)
+            .with_delivery_mode(2);
+        (body, props)
+    })
+    .await;
 }
 
 /// The transport: a raw envelope, the same window.

@@ -57,6 +57,23 @@ async fn square_by_hand(req: Square, publisher: Publisher) -> Result<(), Handler
         .map_err(HandlerError::transient)
 }
 
+/// A caller's app that declares `q` (nobody consumes it), and a requester to it with `timeout`.
+async fn caller_of_idle_queue(
+    fx: &Fx,
+    q: &str,
+    timeout: Duration,
+) -> Result<(App, Requester<Square, Squared>), BoxError> {
+    let caller = fx
+        .app(App::builder())
+        .topology(Topology::new().queue(Queue::durable(q)))
+        .build()
+        .await?;
+    let requester = caller
+        .requester::<Square, Squared>(Route::queue(q))
+        .with_timeout(timeout);
+    Ok((caller, requester))
+}
+
 async fn responder(fx: &Fx, q: &str) -> Result<(App, Running), BoxError> {
     let app = fx
         .app(App::builder())
@@ -174,14 +191,7 @@ async fn a_request_to_no_queue_fails_at_once(fx: Arc<Fx>) -> TestResult {
 
 async fn a_call_without_a_responder_times_out_and_leaves_nothing_behind(fx: Arc<Fx>) -> TestResult {
     let q = fx.queue("idle");
-    let caller = fx
-        .app(App::builder())
-        .topology(Topology::new().queue(Queue::durable(&q)))
-        .build()
-        .await?;
-    let math = caller
-        .requester::<Square, Squared>(Route::queue(q.as_str()))
-        .with_timeout(Duration::from_millis(300));
+    let (_caller, math) = caller_of_idle_queue(&fx, &q, Duration::from_millis(300)).await?;
     match math.request(&Square { n: 2 }).await {
         Err(RpcError::Timeout(after)) => assert_eq!(after, Duration::from_millis(300)),
         other => panic!("expected a timeout, got {other:?}"),
@@ -224,14 +234,7 @@ async fn a_reply_of_the_wrong_type_is_a_decode_error(fx: Arc<Fx>) -> TestResult 
 async fn a_responder_skips_a_request_whose_caller_gave_up(fx: Arc<Fx>) -> TestResult {
     let q = fx.queue("late");
     // The caller's request waits in the queue past its deadline; the responder starts later.
-    let caller = fx
-        .app(App::builder())
-        .topology(Topology::new().queue(Queue::durable(&q)))
-        .build()
-        .await?;
-    let math = caller
-        .requester::<Square, Squared>(Route::queue(q.as_str()))
-        .with_timeout(Duration::from_millis(200));
+    let (_caller, math) = caller_of_idle_queue(&fx, &q, Duration::from_millis(200)).await?;
     assert!(matches!(
         math.request(&Square { n: 7 }).await,
         Err(RpcError::Timeout(_))
