@@ -300,18 +300,7 @@ impl ConsumerRuntime {
         if let Some(deadline) = parts.envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)
             && deadline < now_millis()
         {
-            tracing::info!(
-                queue = self.queue(),
-                message = parts.envelope.properties().kind.as_deref().unwrap_or(""),
-                "skipping a request whose caller gave up waiting (its deadline passed)"
-            );
-            let d = Handled { parts, acker };
-            let envelope = d.parts.envelope.clone();
-            d.settle_ack().await;
-            for o in &self.observers {
-                o.settled(self.queue(), &envelope, &Disposition::Expired);
-            }
-            return;
+            return Box::pin(self.skip_expired(Handled { parts, acker })).await;
         }
         let req = Incoming::new(Arc::clone(&parts), Arc::clone(&self.ctx));
         let run = async move {
@@ -336,7 +325,8 @@ impl ConsumerRuntime {
                 Disposition::Acked
             }
             Outcome::Reply(reply) => {
-                self.send_reply(&d.parts, *reply).await;
+                // Boxed: a reply's publish would make every delivery's task larger.
+                Box::pin(self.send_reply(&d.parts, *reply)).await;
                 d.settle_ack().await;
                 Disposition::Acked
             }
@@ -437,6 +427,20 @@ impl ConsumerRuntime {
                 self.requeue_after_failure(d, format!("dead-lettering to '{name}' failed: {e}"))
                     .await
             }
+        }
+    }
+
+    /// A request whose caller gave up waiting: acknowledged without running its handler.
+    async fn skip_expired(&self, d: Handled) {
+        tracing::info!(
+            queue = self.queue(),
+            message = d.parts.envelope.properties().kind.as_deref().unwrap_or(""),
+            "skipping a request whose caller gave up waiting (its deadline passed)"
+        );
+        let parts = Arc::clone(&d.parts);
+        d.settle_ack().await;
+        for o in &self.observers {
+            o.settled(self.queue(), &parts.envelope, &Disposition::Expired);
         }
     }
 
