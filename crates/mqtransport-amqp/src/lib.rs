@@ -77,6 +77,9 @@
 //!   while its queue exists; a queue that was deleted ends the stream with
 //!   [`ErrorKind::NotFound`], as on every transport, even one this transport declared (it is
 //!   declared again only with the rest of the topology after a reconnect).
+//!   The direct reply-to consumer's stream yields an [`ErrorKind::Connection`] error when its
+//!   channel is lost (replies to requests sent on it cannot arrive), then goes on with the
+//!   next channel: a requester fails its waiting calls at once instead of at their deadlines.
 //!   This starts when the stream is next polled (a consumer being awaited is woken at once), or
 //!   for the reply consumer when a request needs its channel. `connection.blocked` shows in
 //!   [`AmqpTransport::state`].

@@ -60,6 +60,7 @@
 //! | the app | [`App`], [`AppBuilder`], [`Running`], [`Consumer`], [`RetryPolicy`], [`DeadLetterPolicy`] |
 //! | handlers | [`Handler`], extractors ([`FromDelivery`], [`State`], [`DeliveryInfo`], [`Headers`], [`Extension`]), [`Outcome`], [`HandlerError`] |
 //! | publishing | [`Publisher`], [`Producer`], [`Route`], [`PublishOptions`], [`BlockingProducer`] |
+//! | request/reply | [`Requester`] (from [`App::requester`]), [`RawRequester`], [`RpcError`]; a responder is a handler returning its reply ([`Outcome::Reply`]) |
 //! | middleware | [`middleware`]: tower layers over [`Incoming`] |
 //! | tests of apps | [`testing::TestApp`] |
 //! | the broker directly | [`connect`], [`transport`], the topology types |
