@@ -127,6 +127,7 @@
 //! [`Capabilities::rabbitmq`]: mqtransport_core::Capabilities::rabbitmq
 //! [`Confirmation::Returned`]: mqtransport_core::Confirmation::Returned
 //! [`ErrorKind::Auth`]: mqtransport_core::ErrorKind::Auth
+//! [`ErrorKind::Connection`]: mqtransport_core::ErrorKind::Connection
 //! [`ErrorKind::Closed`]: mqtransport_core::ErrorKind::Closed
 //! [`ErrorKind::InvalidInput`]: mqtransport_core::ErrorKind::InvalidInput
 //! [`ErrorKind::NotFound`]: mqtransport_core::ErrorKind::NotFound
