@@ -40,20 +40,27 @@ fn short(b: &[u8]) -> Vec<u8> {
     v
 }
 
-async fn unreadable_frames_are_dead_lettered_and_the_queue_goes_on(fx: Arc<Fx>) -> TestResult {
-    let Some(url) = fx.rabbit_url() else {
-        println!("SKIPPED on the embedded broker: needs hand-built AMQP frames (RabbitMQ)");
-        return Ok(());
-    };
-    let q = fx.queue("frames");
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let (hook, mut settled) = settlements();
+/// An app consuming a queue named after `base` with the `job` handler, which reports the jobs it
+/// handles; with the settlements it records.
+async fn job_app(fx: &Fx, base: &str) -> Result<(String, App, mpsc::UnboundedReceiver<u32>, Settlements), BoxError> {
+    let q = fx.queue(base);
+    let (tx, handled) = mpsc::unbounded_channel();
+    let (hook, settled) = settlements();
     let app = fx
         .app(App::with_state(tx))
         .on_settle(hook)
         .consumer(Consumer::for_queue(Queue::durable(&q)).handle(job))
         .build()
         .await?;
+    Ok((q, app, handled, settled))
+}
+
+async fn unreadable_frames_are_dead_lettered_and_the_queue_goes_on(fx: Arc<Fx>) -> TestResult {
+    let Some(url) = fx.rabbit_url() else {
+        println!("SKIPPED on the embedded broker: needs hand-built AMQP frames (RabbitMQ)");
+        return Ok(());
+    };
+    let (q, app, mut handled, mut settled) = job_app(&fx, "frames").await?;
     let jobs = app.producer::<Job>(Route::queue(q.as_str()));
     let running = app.start().await?;
 
@@ -129,15 +136,7 @@ async fn unreadable_frames_are_dead_lettered_and_the_queue_goes_on(fx: Arc<Fx>) 
 }
 
 async fn a_delivery_marked_unreadable_never_reaches_a_handler(fx: Arc<Fx>) -> TestResult {
-    let q = fx.queue("marked");
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let (hook, mut settled) = settlements();
-    let app = fx
-        .app(App::with_state(tx))
-        .on_settle(hook)
-        .consumer(Consumer::for_queue(Queue::durable(&q)).handle(job))
-        .build()
-        .await?;
+    let (q, app, mut handled, mut settled) = job_app(&fx, "marked").await?;
     let running = app.start().await?;
     let conn = fx.conn().await?;
     let marked = Envelope::new(r#"{"n":7}"#)
