@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::acker::ChannelAck;
 use crate::confirms::Confirming;
-use crate::convert::{from_properties, map_err, to_table};
+use crate::convert::{from_properties, map_err, queue_unavailable, to_table};
 use crate::recorded::Recording;
 
 /// The consumers the application holds, and what their recovery needs.
@@ -346,14 +346,6 @@ async fn subscribe_and_install(
 /// How long a consumer of an unavailable queue waits before it tries again, first and at most.
 const UNAVAILABLE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
 const UNAVAILABLE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Whether the broker refused a queue that exists but cannot be used now: RabbitMQ answers
-/// `404 NOT_FOUND - home node '…' of durable queue '…' in vhost '…' is down or inaccessible`
-/// for a classic queue whose cluster node is down. Unlike a deleted queue it comes back with
-/// its node.
-pub(crate) fn queue_unavailable(e: &Error) -> bool {
-    e.reply_code() == Some(404) && e.message().contains("is down or inaccessible")
-}
 
 /// A subscription ended. If the connection is gone, the reconnect resubscribes. Otherwise the
 /// broker cancelled it or closed its channel: subscribe again. A queue that still exists (a

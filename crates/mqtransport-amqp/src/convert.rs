@@ -181,3 +181,11 @@ pub(crate) fn map_err(e: &lapin::Error, context: &str) -> Error {
         _ => Error::new(ErrorKind::Connection, format!("{context}: {e}")),
     }
 }
+
+/// Whether the broker refused a queue that exists but cannot be used now: RabbitMQ answers
+/// `404 NOT_FOUND - home node '…' of durable queue '…' in vhost '…' is down or inaccessible`
+/// for a classic queue whose cluster node is down. Unlike a deleted queue it comes back with
+/// its node.
+pub(crate) fn queue_unavailable(e: &Error) -> bool {
+    e.reply_code() == Some(404) && e.message().contains("is down or inaccessible")
+}

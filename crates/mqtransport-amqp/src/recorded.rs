@@ -11,8 +11,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use lapin::Connection;
 use mqtransport_core::{Binding, Declared, Destination, Exchange, Queue, Result, Topology};
 
-use crate::consumer::queue_unavailable;
-use crate::convert::map_err;
+use crate::convert::{map_err, queue_unavailable};
 use crate::declare::{bind, declare_exchange, declare_queue};
 
 /// The recorded topology, shared by the transport (which records and forgets) and the
