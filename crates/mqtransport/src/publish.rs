@@ -179,11 +179,36 @@ pub(crate) struct PublisherInner {
     pub(crate) replies: Arc<crate::rpc::Replies>,
 }
 
-/// The incoming message a handler's publisher replies to.
+/// Where the answer to a message goes: its `reply_to`, with its correlation id (or, lacking
+/// one, its message id).
 #[derive(Debug, Clone)]
-struct ReplyTo {
+pub(crate) struct ReplyTo {
     address: String,
     correlation_id: Option<String>,
+}
+
+impl ReplyTo {
+    /// The reply address of a message with these properties; `None` if it asked for no reply.
+    pub(crate) fn of(request: &mqtransport_core::Properties) -> Option<ReplyTo> {
+        let address = request.reply_to.as_deref().filter(|a| !a.is_empty())?;
+        Some(ReplyTo {
+            address: address.to_owned(),
+            correlation_id: request.correlation_id.clone().or_else(|| request.message_id.clone()),
+        })
+    }
+
+    /// The address.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// `reply` on its way to this address, carrying the correlation id.
+    pub(crate) fn publish(&self, mut reply: Envelope) -> Publish {
+        reply.properties_mut().correlation_id.clone_from(&self.correlation_id);
+        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
+        let mandatory = !self.address.starts_with(mqtransport_core::DIRECT_REPLY_TO);
+        Publish::to_queue(self.address.as_str(), reply).mandatory(mandatory)
+    }
 }
 
 /// Publishes typed messages and raw envelopes: `Clone + Send + Sync`, one for the whole app.
@@ -219,16 +244,18 @@ impl Publisher {
 
     /// This publisher, replying to the message `incoming` (if it asked for replies).
     pub(crate) fn replying_to(&self, incoming: &Envelope) -> Self {
-        let props = incoming.properties();
-        let reply = props.reply_to.as_ref().map(|address| {
-            Arc::new(ReplyTo {
-                address: address.clone(),
-                correlation_id: props.correlation_id.clone().or_else(|| props.message_id.clone()),
-            })
-        });
+        let reply = ReplyTo::of(incoming.properties()).map(Arc::new);
         Publisher {
             inner: Arc::clone(&self.inner),
             reply,
+        }
+    }
+
+    /// This app's publisher, replying to nothing: what producers and requesters hold.
+    fn unbound(&self) -> Publisher {
+        Publisher {
+            inner: Arc::clone(&self.inner),
+            reply: None,
         }
     }
 
@@ -239,11 +266,7 @@ impl Publisher {
 
     /// A request/reply client for raw envelopes (see [`RawRequester`](crate::RawRequester)).
     pub fn raw_requester(&self, route: Route) -> crate::rpc::RawRequester {
-        let plain = Publisher {
-            inner: Arc::clone(&self.inner),
-            reply: None,
-        };
-        crate::rpc::RawRequester::new(Arc::clone(&self.inner.replies), plain, route)
+        crate::rpc::RawRequester::new(Arc::clone(&self.inner.replies), self.unbound(), route)
     }
 
     /// The transport underneath, for what the typed API does not cover.
@@ -255,20 +278,13 @@ impl Publisher {
     /// a handler that asks another service before it answers. See
     /// [`App::requester`](crate::App::requester).
     pub fn requester<Req: Message, Resp: Message>(&self, route: Route) -> crate::rpc::Requester<Req, Resp> {
-        let plain = Publisher {
-            inner: Arc::clone(&self.inner),
-            reply: None,
-        };
-        crate::rpc::Requester::new(Arc::clone(&self.inner.replies), plain, route)
+        crate::rpc::Requester::new(Arc::clone(&self.inner.replies), self.unbound(), route)
     }
 
     /// A typed producer of `M` bound to `route`.
     pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
         Producer {
-            publisher: Publisher {
-                inner: Arc::clone(&self.inner),
-                reply: None,
-            },
+            publisher: self.unbound(),
             route,
             validate: self.inner.validate,
             _message: PhantomData,
@@ -283,7 +299,12 @@ impl Publisher {
                 M::NAME
             )));
         }
-        let mut envelope = encode(message)?;
+        Ok(self.stamped(encode(message)?, options))
+    }
+
+    /// `envelope` with the properties every publish of this app carries (a new message id, the
+    /// time, the app's name) and those `options` set.
+    pub(crate) fn stamped(&self, mut envelope: Envelope, options: &PublishOptions) -> Envelope {
         let props = envelope.properties_mut();
         props.message_id = Some(options.message_id.clone().unwrap_or_else(new_message_id));
         props.timestamp = SystemTime::now()
@@ -304,7 +325,7 @@ impl Publisher {
                 headers.insert(k.clone(), v.clone());
             }
         }
-        Ok(envelope)
+        envelope
     }
 
     /// Publishes `message` to `route` and returns the broker's confirmation as a value: a
@@ -386,15 +407,8 @@ impl Publisher {
                 M::NAME
             )));
         };
-        let mut options = PublishOptions::default().transient();
-        options.correlation_id.clone_from(&reply.correlation_id);
-        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
-        if reply.address.starts_with(mqtransport_core::DIRECT_REPLY_TO) {
-            options.mandatory = false;
-        }
-        let route = Route::queue(reply.address.as_str());
-        let publish = self.build(&route, message, &options, self.inner.validate)?;
-        self.publish_confirmed(publish, M::NAME).await
+        let envelope = self.envelope(message, &PublishOptions::default().transient(), self.inner.validate)?;
+        self.publish_confirmed(reply.publish(envelope), M::NAME).await
     }
 
     /// The address the message being handled asked replies to go to.

@@ -100,10 +100,10 @@ pub(crate) struct Replies {
     transport: DynTransport,
     waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
     /// Whether the reply consumer runs (it is started by the first call, and again after it
-    /// ended); the lock makes one call start it.
-    listening: tokio::sync::Mutex<bool>,
-    /// The same, read without the lock by every call.
+    /// ended).
     running: AtomicBool,
+    /// Held while a call starts the reply consumer, so that only one does.
+    starting: tokio::sync::Mutex<()>,
     next: AtomicU64,
     /// Makes correlation ids unique across processes sharing a responder.
     prefix: String,
@@ -114,8 +114,8 @@ impl Replies {
         Arc::new(Replies {
             transport,
             waiting: Mutex::default(),
-            listening: tokio::sync::Mutex::new(false),
             running: AtomicBool::new(false),
+            starting: tokio::sync::Mutex::new(()),
             next: AtomicU64::new(0),
             prefix: uuid::Uuid::now_v7().simple().to_string(),
         })
@@ -135,8 +135,8 @@ impl Replies {
         if self.running.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut listening = self.listening.lock().await;
-        if *listening {
+        let _starting = self.starting.lock().await;
+        if self.running.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut replies = self
@@ -144,7 +144,6 @@ impl Replies {
             .consume(DIRECT_REPLY_TO, ConsumeOptions::default().no_ack(true))
             .await
             .map_err(RpcError::Publish)?;
-        *listening = true;
         self.running.store(true, Ordering::Release);
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -158,10 +157,7 @@ impl Replies {
                 }
             }
             if let Some(this) = this.upgrade() {
-                let mut listening = this.listening.lock().await;
                 this.running.store(false, Ordering::Release);
-                *listening = false;
-                drop(listening);
                 this.fail_all("the reply consumer ended");
             }
         });

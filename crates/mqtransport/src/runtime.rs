@@ -20,6 +20,7 @@ use tower::{Service, ServiceExt};
 use crate::consumer::HandlerService;
 use crate::delivery::{ConsumerCtx, DeliveryParts, Incoming};
 use crate::outcome::Outcome;
+use crate::publish::{PublishOptions, ReplyTo};
 use crate::retry::RetryPolicy;
 
 /// What the runtime did with a delivery.
@@ -448,8 +449,7 @@ impl ConsumerRuntime {
     /// its message id). A reply that cannot be published is logged: its caller learns of the
     /// failure (a lost connection) or times out; the request is done either way.
     async fn send_reply(&self, parts: &DeliveryParts, reply: crate::outcome::Reply) {
-        let props = parts.envelope.properties();
-        let Some(to) = props.reply_to.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(to) = ReplyTo::of(parts.envelope.properties()) else {
             tracing::debug!(
                 queue = self.queue(),
                 reply = reply.name,
@@ -458,27 +458,23 @@ impl ConsumerRuntime {
             return;
         };
         let mut envelope = Envelope::new(reply.body);
-        let out = envelope.properties_mut();
-        out.content_type = Some(reply.content_type.to_owned());
-        out.kind = Some(reply.name.to_owned());
-        out.message_id = Some(crate::publish::new_message_id());
-        out.correlation_id = props.correlation_id.clone().or_else(|| props.message_id.clone());
-        out.timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
-        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
-        let publish = Publish::to_queue(to, envelope).mandatory(!to.starts_with(mqtransport_core::DIRECT_REPLY_TO));
-        match self.ctx.publisher.publish_raw(publish).await {
+        let props = envelope.properties_mut();
+        props.content_type = Some(reply.content_type.to_owned());
+        props.kind = Some(reply.name.to_owned());
+        let envelope = self
+            .ctx
+            .publisher
+            .stamped(envelope, &PublishOptions::default().transient());
+        match self.ctx.publisher.publish_raw(to.publish(envelope)).await {
             Ok(Confirmation::Confirmed) => {}
             Ok(other) => tracing::warn!(
                 queue = self.queue(),
-                reply_to = to,
+                reply_to = to.address(),
                 "a reply was not delivered: {other:?}"
             ),
             Err(e) => tracing::warn!(
                 queue = self.queue(),
-                reply_to = to,
+                reply_to = to.address(),
                 "a reply could not be published: {e}"
             ),
         }
@@ -488,18 +484,14 @@ impl ConsumerRuntime {
     /// [`headers::RPC_ERROR`]) before the request is dead-lettered, instead of waiting for its
     /// deadline. Best effort: a caller that cannot be told still times out.
     async fn reply_failure(&self, parts: &DeliveryParts, reason: &str) {
-        let props = parts.envelope.properties();
-        let Some(to) = props.reply_to.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(to) = ReplyTo::of(parts.envelope.properties()) else {
             return;
         };
         let failure = if parts.handler_started() { "handler" } else { "rejected" };
-        let mut reply = Envelope::new(bytes::Bytes::new())
+        let reply = Envelope::new(bytes::Bytes::new())
             .with_header(headers::RPC_ERROR, truncate(reason, MAX_REASON))
             .with_header(headers::RPC_FAILURE, failure);
-        reply.properties_mut().correlation_id = props.correlation_id.clone().or_else(|| props.message_id.clone());
-        // RabbitMQ returns direct reply-to messages as unroutable even when it delivers them.
-        let publish = Publish::to_queue(to, reply).mandatory(!to.starts_with(mqtransport_core::DIRECT_REPLY_TO));
-        if let Err(e) = self.ctx.publisher.publish_raw(publish).await {
+        if let Err(e) = self.ctx.publisher.publish_raw(to.publish(reply)).await {
             tracing::info!(queue = self.queue(), "could not tell a caller its request failed: {e}");
         }
     }
