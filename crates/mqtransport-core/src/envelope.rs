@@ -241,6 +241,18 @@ pub mod headers {
     /// With [`RPC_ERROR`]: `handler` when the responder's handler failed, `rejected` when the
     /// request could not be read or dispatched (malformed, invalid, no handler for its name).
     pub const RPC_FAILURE: &str = "x-mqt-rpc-failure";
+    /// On a dead letter: when it failed for good (milliseconds since the Unix epoch).
+    pub const FAILED_AT: &str = "x-mqt-failed-at";
+    /// How many times the message was replayed from a dead-letter queue.
+    pub const REPLAYED: &str = "x-mqt-replayed";
+    /// On a delayed message: the queue it is delivered to when its delay is over.
+    pub const DELAY_QUEUE: &str = "x-mqt-delay-queue";
+    /// On a delayed message: the exchange it is published to when its delay is over (with its
+    /// own routing key).
+    pub const DELAY_EXCHANGE: &str = "x-mqt-delay-exchange";
+    /// Prefix of the delay's level headers: `x-mqt-delay-level-<n>` is present on a delayed
+    /// message whose delay in milliseconds has bit `n` set.
+    pub const DELAY_LEVEL_PREFIX: &str = "x-mqt-delay-level-";
     /// W3C trace context.
     pub const TRACEPARENT: &str = "traceparent";
     /// W3C trace state.

@@ -159,7 +159,11 @@ impl Properties {
             }
         }
         let kept = |k: &str| {
-            k == headers::ATTEMPT || k == headers::ERROR || k == headers::DROPPED || k.starts_with("x-mqt-original-")
+            k == headers::ATTEMPT
+                || k == headers::ERROR
+                || k == headers::DROPPED
+                || k.starts_with("x-mqt-original-")
+                || k.starts_with("x-mqt-delay-")
         };
         let mut candidates: Vec<(usize, String)> = table
             .iter()

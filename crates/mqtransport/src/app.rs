@@ -266,14 +266,12 @@ impl Running {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// The queues consumed, with the retry wait queues declared so far.
+    /// The queues consumed, with the delay's wait queues (where retries wait).
     pub(crate) fn watched_queues(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        for rt in &self.inner().runtimes {
-            names.push(rt.queue().to_owned());
-            names.extend(rt.wait_queue_names());
-        }
-        names
+        let inner = self.inner();
+        let consumed = inner.runtimes.iter().map(|rt| rt.queue().to_owned());
+        let waiting = inner.publisher.delay_topology().queues.into_iter().map(|q| q.name);
+        consumed.chain(waiting).collect()
     }
 
     /// Waits until `signal` completes or a consumer fails, then shuts down gracefully.
@@ -345,6 +343,7 @@ pub struct AppBuilder<S = ()> {
     name: Option<String>,
     validate_on_publish: bool,
     tracing: bool,
+    delay_prefix: String,
     pub(crate) publish_observer: Option<Arc<dyn PublishObserver>>,
     pub(crate) settle_observers: Vec<Arc<dyn SettleObserver>>,
 }
@@ -376,6 +375,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             name: None,
             validate_on_publish: cfg!(debug_assertions),
             tracing: true,
+            delay_prefix: crate::delay::DEFAULT_PREFIX.to_owned(),
             publish_observer: None,
             settle_observers: Vec::new(),
         }
@@ -465,6 +465,14 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         self
     }
 
+    /// The prefix of the queues and exchanges that delay messages (default `mqt.delay`; see
+    /// [`delay`](crate::delay)). Apps that delay messages to each other's queues share them,
+    /// so keep the default unless the virtual host is shared with something else of that name.
+    pub fn delay_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.delay_prefix = prefix.into();
+        self
+    }
+
     /// Whether every delivery gets a [`TraceLayer`] span (default: yes).
     pub fn tracing(mut self, on: bool) -> Self {
         self.tracing = on;
@@ -536,6 +544,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             validate: self.validate_on_publish,
             observer: self.publish_observer,
             runtime: tokio::runtime::Handle::try_current().ok(),
+            delays: crate::delay::Delays::new(self.delay_prefix),
         });
         let tracker = Arc::new(Tracker::default());
         let (runtimes, services): (Vec<_>, Vec<_>) = self
@@ -568,7 +577,6 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                     transport: transport.clone(),
                     tracker: Arc::clone(&tracker),
                     observers: self.settle_observers.clone(),
-                    wait_queues: Mutex::default(),
                 });
                 (runtime, service)
             })

@@ -76,6 +76,7 @@
 
 mod app;
 mod consumer;
+pub mod delay;
 mod delivery;
 mod extract;
 mod handler;

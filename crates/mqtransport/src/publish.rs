@@ -177,6 +177,8 @@ pub(crate) struct PublisherInner {
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     /// The app's reply consumer and the calls waiting on it.
     pub(crate) replies: Arc<crate::rpc::Replies>,
+    /// The delay levels: delayed publishes and retries.
+    pub(crate) delays: crate::delay::Delays,
 }
 
 /// Where the answer to a message goes: its `reply_to`, with its correlation id (or, lacking
@@ -397,6 +399,18 @@ impl Publisher {
         }
     }
 
+    /// Publishes `publish` to arrive after `delay` (see [`delay`](crate::delay)): the
+    /// confirmation is the broker's for the first wait queue; `Returned` means no route to a
+    /// wait queue could be made.
+    pub async fn publish_raw_delayed(&self, publish: Publish, delay: Duration) -> Result<Confirmation> {
+        self.inner.delays.publish(&self.inner.transport, publish, delay).await
+    }
+
+    /// The queues and exchanges this app's delays use.
+    pub(crate) fn delay_topology(&self) -> mqtransport_core::Topology {
+        self.inner.delays.topology()
+    }
+
     /// Replies to the message being handled: publishes `message` to its `reply_to` address with
     /// its correlation id (or, lacking one, its message id). Fails with
     /// [`ErrorKind::InvalidInput`] if the message asked for no reply.
@@ -546,6 +560,73 @@ impl<M: Message> Producer<M> {
     pub async fn send(&self, message: &M) -> Result<()> {
         let publish = self.to_publish(message, &PublishOptions::default())?;
         self.publisher.publish_confirmed(publish, M::NAME).await
+    }
+
+    /// Publishes `message` to arrive at the route after `delay` (1 ms to
+    /// [`MAX_DELAY`](crate::delay::MAX_DELAY), rounded up to whole milliseconds), and succeeds
+    /// once the broker confirmed it into the first wait queue. It arrives no earlier than
+    /// asked, and a shorter delay published later overtakes a longer one; see
+    /// [`delay`](crate::delay) for how. A delay of zero publishes at once.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # use std::time::Duration;
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "reminders.due")]
+    /// struct ReminderDue {
+    ///     id: u64,
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let app = App::builder()
+    ///     .url("memory://docs-delayed")
+    ///     .topology(Topology::new().queue(Queue::durable("reminders")))
+    ///     .build()
+    ///     .await?;
+    /// let reminders = app.producer::<ReminderDue>(Route::queue("reminders"));
+    /// reminders.send_delayed(&ReminderDue { id: 7 }, Duration::from_secs(90)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_delayed(&self, message: &M, delay: Duration) -> Result<()> {
+        let confirmation = self.publish_delayed(message, delay).await?;
+        confirmed(
+            confirmation,
+            M::NAME,
+            self.route.exchange_name(),
+            &self.route.routing_key_for(M::NAME),
+        )
+    }
+
+    /// Like [`send_delayed`](Self::send_delayed), returning the confirmation as a value.
+    pub async fn publish_delayed(&self, message: &M, delay: Duration) -> Result<Confirmation> {
+        self.publish_delayed_with(message, delay, PublishOptions::default())
+            .await
+    }
+
+    /// Like [`publish_delayed`](Self::publish_delayed), with `options` (an `expiration` is
+    /// refused: the broker drops it when the delay hands the message on).
+    pub async fn publish_delayed_with(
+        &self,
+        message: &M,
+        delay: Duration,
+        options: PublishOptions,
+    ) -> Result<Confirmation> {
+        let publish = self.to_publish(message, &options)?;
+        self.publisher.publish_raw_delayed(publish, delay).await
+    }
+
+    /// Publishes `message` to arrive at `at` (at once if `at` has passed), as
+    /// [`send_delayed`](Self::send_delayed) does for the time left until then.
+    pub async fn send_at(&self, message: &M, at: SystemTime) -> Result<()> {
+        self.send_delayed(message, crate::delay::until(at)).await
+    }
+
+    /// Like [`send_at`](Self::send_at), returning the confirmation as a value.
+    pub async fn publish_at(&self, message: &M, at: SystemTime) -> Result<Confirmation> {
+        self.publish_delayed(message, crate::delay::until(at)).await
     }
 
     /// Publishes every message, pipelined (up to 256 waiting for their confirms at once), and

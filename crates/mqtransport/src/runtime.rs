@@ -2,13 +2,12 @@
 //! `concurrency` at once), and settles each delivery exactly once from its [`Outcome`].
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use mqtransport_core::hash::FxHashMap;
 use mqtransport_core::{
     Acker, Confirmation, ConsumeOptions, Delivery, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish,
     Queue, Result, ShortStr, Topology, Transport, headers,
@@ -145,23 +144,11 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) transport: DynTransport,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
-    /// Wait queues declared so far, by delay in milliseconds.
-    pub(crate) wait_queues: Mutex<FxHashMap<u64, (ShortStr, Queue)>>,
 }
 
 impl ConsumerRuntime {
     pub(crate) fn queue(&self) -> &str {
         &self.ctx.queue
-    }
-
-    /// The wait queues this consumer has declared.
-    pub(crate) fn wait_queue_names(&self) -> Vec<String> {
-        self.wait_queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|(n, _)| n.to_string())
-            .collect()
     }
 
     /// Starts consuming: errors (a missing queue, an exclusive lock) reach the caller here.
@@ -385,11 +372,14 @@ impl ConsumerRuntime {
     async fn retry_later(&self, d: Handled, attempt: u32, delay: Duration, reason: String) -> Disposition {
         let mut copy = d.parts.envelope.clone();
         self.stamp(&mut copy, &d, attempt + 1, &reason);
-        let sent = match self.wait_queue(delay).await {
-            Ok(None) => self.publish_copy(self.ctx.queue.clone(), copy, None).await,
-            Ok(Some((name, declaration))) => self.publish_copy(name, copy, Some(&declaration)).await,
-            Err(e) => Err(e),
-        };
+        // The copy waits out its delay in the delay levels; an expiration would cut the wait short.
+        copy.properties_mut().expiration = None;
+        let sent = self
+            .ctx
+            .publisher
+            .publish_raw_delayed(Publish::to_queue(self.ctx.queue.clone(), copy), delay)
+            .await
+            .and_then(|c| c.into_result("", self.queue()));
         match sent {
             Ok(()) => {
                 d.settle_ack().await;
@@ -525,38 +515,6 @@ impl ConsumerRuntime {
                 "the copy's headers did not fit in a frame: dropped the largest"
             );
         }
-    }
-
-    /// The wait queue for `delay` (declared on first use), or `None` for no delay.
-    async fn wait_queue(&self, delay: Duration) -> Result<Option<(ShortStr, Queue)>> {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        if ms == 0 {
-            return Ok(None);
-        }
-        let known = self
-            .wait_queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&ms)
-            .cloned();
-        if known.is_some() {
-            return Ok(known);
-        }
-        let name = format!("{}.retry.{ms}", self.queue());
-        let declaration = Queue::durable(name.clone())
-            .message_ttl(Duration::from_millis(ms))
-            .dead_letter_exchange("")
-            .dead_letter_routing_key(self.queue());
-        self.transport
-            .declare(&Topology::new().queue(declaration.clone()))
-            .await
-            .map_err(|e| e.context(format_args!("declaring the wait queue '{name}'")))?;
-        let name = ShortStr::from(name);
-        self.wait_queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(ms, (name.clone(), declaration.clone()));
-        Ok(Some((name, declaration)))
     }
 
     /// Publishes `envelope` to `queue` and requires a confirm. If the queue is missing and its

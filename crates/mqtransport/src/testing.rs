@@ -191,6 +191,7 @@ impl TestApp {
             validate: false,
             observer: None,
             runtime: None,
+            delays: crate::delay::Delays::new(crate::delay::DEFAULT_PREFIX),
         });
         Ok(TestApp {
             broker,

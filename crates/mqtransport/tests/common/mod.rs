@@ -62,9 +62,9 @@ impl Fx {
         name
     }
 
-    /// Records a retry wait queue for deletion.
-    pub fn wait_queue(&self, queue: &str, delay: Duration) {
-        lock(&self.queues).push(format!("{queue}.retry.{}", delay.as_millis()));
+    /// The prefix of this scenario's delay levels (deleted at the end).
+    pub fn delay_prefix(&self) -> String {
+        format!("{}.delay", self.prefix)
     }
 
     /// Records any other queue for deletion.
@@ -78,8 +78,9 @@ impl Fx {
         name
     }
 
-    /// Points `app` at the broker under test.
+    /// Points `app` at the broker under test, with the scenario's own delay levels.
     pub fn app<S: Clone + Send + Sync + 'static>(&self, app: AppBuilder<S>) -> AppBuilder<S> {
+        let app = app.delay_prefix(self.delay_prefix());
         match &self.kind {
             Kind::Memory(b) => app.transport(DynTransport::new(b.connect())),
             Kind::Rabbit(url) => app.url(url.clone()),
@@ -105,8 +106,11 @@ impl Fx {
 
     async fn cleanup(&self) {
         let Ok(conn) = self.conn().await else { return };
-        let queues = std::mem::take(&mut *lock(&self.queues));
-        let exchanges = std::mem::take(&mut *lock(&self.exchanges));
+        let mut queues = std::mem::take(&mut *lock(&self.queues));
+        let mut exchanges = std::mem::take(&mut *lock(&self.exchanges));
+        let delays = mqtransport::delay::delay_topology(&self.delay_prefix());
+        queues.extend(delays.queues.into_iter().map(|q| q.name));
+        exchanges.extend(delays.exchanges.into_iter().map(|x| x.name));
         for q in queues {
             let _ = conn.delete_queue(&q, Default::default()).await;
         }
