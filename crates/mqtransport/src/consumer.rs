@@ -89,7 +89,7 @@ pub enum DeadLetterPolicy {
 ///     .handle(cancelled)
 ///     .prefetch(64)
 ///     .concurrency(16)              // handlers in flight at once
-///     .retry(RetryPolicy::new(5))
+///     .retry(RetryPolicy::max_attempts(5))
 ///     .timeout(Duration::from_secs(30));
 /// # let _ = orders;
 /// ```

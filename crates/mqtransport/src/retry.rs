@@ -1,7 +1,8 @@
 //! Retry policy and backoff as values ([`RetryPolicy`], [`Backoff`]).
 //!
-//! A retry is durable: the runtime publishes a copy of the message with `x-mqt-attempt + 1` to a
-//! wait queue `<queue>.retry.<ms>` whose TTL dead-letters it back to `<queue>`, waits for the
+//! A retry is durable: the runtime publishes a copy of the message with `x-mqt-attempt + 1`,
+//! delayed by the backoff to arrive back at its queue (through the [`delay`](crate::delay)
+//! levels, as [`Producer::send_delayed`](crate::Producer::send_delayed) does), waits for the
 //! broker's confirm, and only then acks the original. Nothing is held in memory, so a restart
 //! loses no retry, and it works on RabbitMQ without the delayed-message plugin.
 
@@ -9,9 +10,7 @@ use std::time::Duration;
 
 /// How long to wait before attempt `n + 1` after attempt `n` failed.
 ///
-/// Delays are whole milliseconds and there is no jitter: each distinct delay is one wait queue
-/// on the broker, so the set of delays must stay small. Exponential backoff up to a cap gives a
-/// handful.
+/// Delays are whole milliseconds (the precision of the broker's TTLs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Backoff {
@@ -61,17 +60,24 @@ impl Backoff {
     }
 }
 
-/// How often a failing message is tried, and how long apart. Past `max_attempts` it goes to
-/// the dead-letter queue with the last error.
+/// How often a failing message is tried, and how long apart. When its attempts are used up it
+/// goes to the dead-letter queue with the last error.
+///
+/// Counts are named for what they count: [`max_attempts(n)`](Self::max_attempts) is `n`
+/// deliveries in all, the first one included; [`max_retries(n)`](Self::max_retries) is `n`
+/// retries after the first delivery (Kombu's `max_retries`, Celery's too), so `n + 1`
+/// deliveries.
 ///
 /// ```
 /// use std::time::Duration;
 /// use mqtransport::{Backoff, RetryPolicy};
 ///
-/// let policy = RetryPolicy::new(5).backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)));
+/// let policy = RetryPolicy::max_attempts(5)
+///     .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30)));
 /// assert_eq!(policy.delay(1), Some(Duration::from_secs(1)));
 /// assert_eq!(policy.delay(4), Some(Duration::from_secs(8)));
 /// assert_eq!(policy.delay(5), None); // the fifth attempt was the last
+/// assert_eq!(RetryPolicy::max_retries(4), RetryPolicy::max_attempts(5));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -90,18 +96,24 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// At most `max_attempts` deliveries in all (the first one included), with the default
-    /// backoff. `1` means no retry: a failure dead-letters at once.
-    pub fn new(max_attempts: u32) -> Self {
+    /// At most `attempts` deliveries in all, the first one included, with the default backoff.
+    /// `1` (or `0`) means no retry: a failure dead-letters at once.
+    pub fn max_attempts(attempts: u32) -> Self {
         RetryPolicy {
-            max_attempts: max_attempts.max(1),
+            max_attempts: attempts.max(1),
             ..RetryPolicy::default()
         }
     }
 
+    /// At most `retries` retries after the first delivery (`retries + 1` deliveries in all),
+    /// with the default backoff. `0` means no retry.
+    pub fn max_retries(retries: u32) -> Self {
+        RetryPolicy::max_attempts(retries.saturating_add(1))
+    }
+
     /// No retries: every failure dead-letters.
     pub fn none() -> Self {
-        RetryPolicy::new(1)
+        RetryPolicy::max_attempts(1)
     }
 
     /// Sets the backoff.
@@ -110,9 +122,14 @@ impl RetryPolicy {
         self
     }
 
-    /// The attempts allowed.
-    pub fn max_attempts(&self) -> u32 {
+    /// The deliveries allowed in all, the first one included.
+    pub fn attempts_allowed(&self) -> u32 {
         self.max_attempts
+    }
+
+    /// The retries allowed after the first delivery.
+    pub fn retries_allowed(&self) -> u32 {
+        self.max_attempts - 1
     }
 
     /// The delay before the attempt after failed attempt `attempt`, or `None` if that was the
@@ -145,10 +162,19 @@ mod tests {
 
     #[test]
     fn the_cap_counts_every_attempt() {
-        let p = RetryPolicy::new(2);
+        let p = RetryPolicy::max_attempts(2);
         assert!(p.delay(1).is_some());
         assert_eq!(p.delay(2), None);
         assert_eq!(RetryPolicy::none().delay(1), None);
-        assert_eq!(RetryPolicy::new(0).max_attempts(), 1);
+        assert_eq!(RetryPolicy::max_attempts(0).attempts_allowed(), 1);
+    }
+
+    #[test]
+    fn retries_count_after_the_first_delivery() {
+        let p = RetryPolicy::max_retries(3);
+        assert_eq!((p.attempts_allowed(), p.retries_allowed()), (4, 3));
+        assert!(p.delay(3).is_some(), "the third retry is allowed");
+        assert_eq!(p.delay(4), None);
+        assert_eq!(RetryPolicy::max_retries(u32::MAX).attempts_allowed(), u32::MAX);
     }
 }

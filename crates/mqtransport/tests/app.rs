@@ -56,7 +56,7 @@ fn order(id: u64) -> OrderCreated {
 }
 
 fn fixed(ms: u64) -> RetryPolicy {
-    RetryPolicy::new(3).backoff(Backoff::fixed(Duration::from_millis(ms)))
+    RetryPolicy::max_attempts(3).backoff(Backoff::fixed(Duration::from_millis(ms)))
 }
 
 app_suite!(

@@ -45,7 +45,7 @@ fn app() -> mqtransport::AppBuilder {
         .consumer(
             Consumer::for_queue(Queue::durable("invoices"))
                 .handle(issued)
-                .retry(RetryPolicy::new(2).backoff(Backoff::fixed(Duration::from_secs(30)))),
+                .retry(RetryPolicy::max_attempts(2).backoff(Backoff::fixed(Duration::from_secs(30)))),
         )
 }
 
