@@ -76,6 +76,7 @@
 
 mod app;
 mod consumer;
+mod dead_letter;
 pub mod delay;
 mod delivery;
 mod extract;
@@ -94,6 +95,11 @@ pub mod testing;
 pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signal};
 #[doc(inline)]
 pub use consumer::{Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage};
+#[doc(inline)]
+pub use dead_letter::{
+    DEFAULT_MAX_REPLAYS, DeadLetter, DeadLetterFilter, DeadLetters, ReasonSummary, Replay, ReplayAction, ReplayEntry,
+    ReplayReport, ReplayTarget,
+};
 #[doc(inline)]
 pub use delivery::{DeliveryInfo, DeliveryParts, Extensions, Headers, Incoming};
 #[doc(inline)]
