@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::consumer::{Consumer, DeadLetterPolicy, HandlerService, LayerFn, layer_fn};
+use crate::consumer_status::{ConsumerStatus, SettleHealth};
 use crate::delivery::{ConsumerCtx, Incoming};
 use crate::message::Message;
 use crate::middleware::TraceLayer;
@@ -264,6 +265,15 @@ impl Running {
             .tracker
             .in_flight
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Each consumer's state, in the order they were added.
+    pub fn consumers(&self) -> Vec<ConsumerStatus> {
+        self.inner()
+            .runtimes
+            .iter()
+            .map(|rt| rt.settle_health.status(rt.queue()))
+            .collect()
     }
 
     /// The queues consumed, with the delay's wait queues (where retries wait).
@@ -577,6 +587,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                     transport: transport.clone(),
                     tracker: Arc::clone(&tracker),
                     observers: self.settle_observers.clone(),
+                    settle_health: SettleHealth::default(),
                 });
                 (runtime, service)
             })

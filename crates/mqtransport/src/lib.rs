@@ -76,6 +76,7 @@
 
 mod app;
 mod consumer;
+mod consumer_status;
 mod dead_letter;
 pub mod delay;
 mod delivery;
@@ -95,6 +96,8 @@ pub mod testing;
 pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signal};
 #[doc(inline)]
 pub use consumer::{Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage};
+#[doc(inline)]
+pub use consumer_status::ConsumerStatus;
 #[doc(inline)]
 pub use dead_letter::{
     DEFAULT_MAX_REPLAYS, DeadLetter, DeadLetterFilter, DeadLetters, ReasonSummary, Replay, ReplayAction, ReplayEntry,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use crate::consumer::HandlerService;
+use crate::consumer_status::SettleHealth;
 use crate::delivery::{ConsumerCtx, DeliveryParts, Incoming};
 use crate::outcome::Outcome;
 use crate::publish::{PublishOptions, ReplyTo};
@@ -129,9 +130,6 @@ pub(crate) enum DeadLetterTarget {
     Broker,
 }
 
-/// How long to wait before requeueing a delivery whose retry or dead-letter copy could not be
-/// published, so that a broker problem does not become a hot redelivery loop.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// The longest reason kept in `x-mqt-error` (a header must fit in a frame).
 const MAX_REASON: usize = 1024;
 
@@ -144,6 +142,8 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) transport: DynTransport,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
+    /// Retry and dead-letter copies the broker refused in a row.
+    pub(crate) settle_health: SettleHealth,
 }
 
 impl ConsumerRuntime {
@@ -382,6 +382,7 @@ impl ConsumerRuntime {
             .and_then(|c| c.into_result("", self.queue()));
         match sent {
             Ok(()) => {
+                self.settle_health.taken();
                 d.settle_ack().await;
                 Disposition::Retried { attempt, delay, reason }
             }
@@ -412,6 +413,7 @@ impl ConsumerRuntime {
         copy.properties_mut().expiration = None;
         match self.publish_copy(name.clone(), copy, Some(&declaration)).await {
             Ok(()) => {
+                self.settle_health.taken();
                 d.settle_ack().await;
                 Disposition::DeadLettered {
                     queue: Some(name.to_string()),
@@ -490,9 +492,11 @@ impl ConsumerRuntime {
         }
     }
 
-    /// After a failed retry or dead-letter publish: requeue, after a pause.
+    /// After a failed retry or dead-letter publish: requeue, after a pause that doubles with
+    /// each failure in a row (see [`SettleHealth`]), so that a broker that keeps refusing
+    /// (a full dead-letter queue) does not become a hot redelivery loop.
     async fn requeue_after_failure(&self, d: Handled, reason: String) -> Disposition {
-        tokio::time::sleep(REQUEUE_PAUSE).await;
+        tokio::time::sleep(self.settle_health.refused(&reason)).await;
         d.settle_requeue().await;
         Disposition::Returned { reason }
     }

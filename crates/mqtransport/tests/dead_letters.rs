@@ -16,7 +16,7 @@ use common::*;
 use mqtransport::prelude::*;
 use mqtransport::{
     Confirmation, DeadLetterFilter, DeadLetterPolicy, DeadLetters, DeliveryInfo, Disposition, DynTransport, FieldValue,
-    Publish, Replay, ReplayAction, ReplayTarget, Transport, headers,
+    Overflow, Publish, Replay, ReplayAction, ReplayTarget, Transport, headers,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -379,6 +379,76 @@ async fn a_crash_between_the_replay_confirm_and_the_removal_loses_nothing(fx: Ar
     Ok(())
 }
 
+async fn a_full_dead_letter_queue_backs_the_consumer_off(fx: Arc<Fx>) -> TestResult {
+    let q = fx.queue("full");
+    let dlq = format!("{q}.dlq");
+    let (hook, mut settled) = settlements();
+    let (tx, _seen) = mpsc::unbounded_channel();
+    let app = fx
+        .app(App::with_state(Shop {
+            healthy: Arc::new(AtomicBool::new(false)),
+            seen: tx,
+        }))
+        .on_settle(hook)
+        .topology(Topology::new().queue(Queue::durable(&dlq).max_length(1).overflow(Overflow::RejectPublish)))
+        .consumer(
+            Consumer::for_queue(Queue::durable(&q))
+                .handle(created)
+                .retry(RetryPolicy::none()),
+        )
+        .build()
+        .await?;
+    let publisher = app.publisher();
+    let running = app.start().await?;
+    let route = Route::queue(q.as_str());
+    publisher.send(&route, &OrderCreated { id: 1 }).await?;
+    assert!(matches!(
+        settled.next().await?.disposition,
+        Disposition::DeadLettered { .. }
+    ));
+    // The dead-letter queue is full: the next dead letter is refused, again and again.
+    publisher.send(&route, &OrderCreated { id: 2 }).await?;
+    let mut refused_at = Vec::new();
+    for _ in 0..3 {
+        let seen = settled.next().await?;
+        assert!(
+            matches!(seen.disposition, Disposition::Returned { .. }),
+            "{:?}",
+            seen.disposition
+        );
+        refused_at.push(tokio::time::Instant::now());
+    }
+    // Requeued after 1 s, then 2 s, then 4 s: no spinning.
+    let gaps = [refused_at[1] - refused_at[0], refused_at[2] - refused_at[1]];
+    assert!(gaps[0] >= Duration::from_millis(1900), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_millis(3900), "{gaps:?}");
+    let status = running.consumers().remove(0);
+    assert_eq!(status.queue, q);
+    assert!(status.settle_failures >= 3, "{status:?}");
+    assert!(status.backoff >= Some(Duration::from_secs(8)), "{status:?}");
+    let error = status.last_settle_error.unwrap_or_default();
+    assert!(error.contains(&format!("dead-lettering to '{dlq}' failed")), "{error}");
+    assert!(status.failing_since.is_some());
+
+    // Room again: the next attempt dead-letters, and the consumer is healthy.
+    assert_eq!(
+        DeadLetters::new(fx.conn().await?, &dlq)
+            .purge(&DeadLetterFilter::new())
+            .await?,
+        1
+    );
+    loop {
+        match settled.next().await?.disposition {
+            Disposition::Returned { .. } => continue,
+            Disposition::DeadLettered { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(running.consumers()[0].settle_failures, 0);
+    running.shutdown().await?;
+    Ok(())
+}
+
 /// A transport that closes its connection right after a publish is confirmed.
 struct CrashAfterConfirm(DynTransport);
 
@@ -441,4 +511,5 @@ app_suite!(
     replays_go_to_another_route_at_a_limited_rate,
     dead_letters_the_broker_made_are_read_from_x_death,
     a_crash_between_the_replay_confirm_and_the_removal_loses_nothing,
+    a_full_dead_letter_queue_backs_the_consumer_off,
 );
