@@ -131,6 +131,13 @@ impl App {
         self.publisher.raw_requester(route)
     }
 
+    /// The dead letters in `queue` (e.g. `orders.dlq`): list, summarise, replay, purge. They
+    /// stay reachable after the app stops through [`DeadLetters::new`](crate::DeadLetters::new)
+    /// over any connection.
+    pub fn dead_letters(&self, queue: impl Into<String>) -> crate::DeadLetters {
+        crate::DeadLetters::new(self.transport.clone(), queue)
+    }
+
     /// The broker connection.
     pub fn transport(&self) -> &DynTransport {
         &self.transport

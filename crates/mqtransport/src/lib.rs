@@ -57,9 +57,10 @@
 //! | | |
 //! |---|---|
 //! | messages | [`Message`] and `#[derive(Message)]`, [`Codec`], [`Invalid`] |
-//! | the app | [`App`], [`AppBuilder`], [`Running`], [`Consumer`], [`RetryPolicy`], [`DeadLetterPolicy`] |
+//! | the app | [`App`], [`AppBuilder`], [`Running`], [`Consumer`], [`ConsumerStatus`], [`RetryPolicy`], [`DeadLetterPolicy`] |
 //! | handlers | [`Handler`], extractors ([`FromDelivery`], [`State`], [`DeliveryInfo`], [`Headers`], [`Extension`]), [`Outcome`], [`HandlerError`] |
-//! | publishing | [`Publisher`], [`Producer`], [`Route`], [`PublishOptions`], [`BlockingProducer`] |
+//! | publishing | [`Publisher`], [`Producer`], [`Route`], [`PublishOptions`], [`BlockingProducer`]; delayed with [`Producer::send_delayed`] and [`Producer::send_at`] ([`delay`]: how, without a broker plugin) |
+//! | dead letters | [`DeadLetters`] (from [`App::dead_letters`], or over any connection): list, [`summary`](DeadLetters::summary), [`Replay`] with a [`DeadLetterFilter`], purge |
 //! | request/reply | [`Requester`] (from [`App::requester`]), [`RawRequester`], [`RpcError`]; a responder is a handler returning its reply ([`Outcome::Reply`]) |
 //! | middleware | [`middleware`]: tower layers over [`Incoming`] |
 //! | tests of apps | [`testing::TestApp`] |
