@@ -9,6 +9,7 @@
 //! - the [`Transport`] trait, its erased twin [`DynTransport`], and the values crossing it;
 //! - [`BrokerUrl`] and the one [`Error`] type.
 
+mod capabilities;
 pub mod envelope;
 pub mod error;
 pub mod field;
