@@ -14,8 +14,11 @@ pub struct Capabilities {
     pub dead_letter_exchanges: bool,
     /// Per-queue and per-message TTL.
     pub message_ttl: bool,
-    /// Delayed delivery without TTL queues (e.g. SQS `DelaySeconds`).
-    pub native_delay: bool,
+    /// The longest delay the broker applies by itself, through
+    /// [`Transport::publish_delayed`](crate::Transport::publish_delayed) (e.g. SQS
+    /// `DelaySeconds`, up to 15 minutes). `None`: the framework delays through TTL wait queues
+    /// and dead-letter exchanges, and does so for longer delays too.
+    pub native_delay: Option<std::time::Duration>,
     /// Message priorities (`x-max-priority`).
     pub priorities: bool,
     /// [`DIRECT_REPLY_TO`] direct reply-to.
@@ -54,7 +57,7 @@ impl Capabilities {
             native_exchanges: true,
             dead_letter_exchanges: true,
             message_ttl: true,
-            native_delay: false,
+            native_delay: None,
             priorities: true,
             direct_reply_to: true,
             quorum_queues: true,

@@ -466,6 +466,26 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes and waits for the broker's confirmation. Concurrent calls are pipelined.
     fn publish(&self, publish: Publish) -> impl Future<Output = Result<Confirmation>> + Send;
 
+    /// Publishes a message for the broker to deliver after `delay`, by its own mechanism, and
+    /// waits for the confirmation. Only for a transport whose
+    /// [`Capabilities::native_delay`] covers `delay`; the default refuses with
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported). (The framework delays
+    /// through TTL wait queues everywhere else.)
+    fn publish_delayed(
+        &self,
+        publish: Publish,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<Confirmation>> + Send {
+        let system = self.capabilities().system;
+        drop(publish);
+        async move {
+            Err(Error::new(
+                crate::error::ErrorKind::Unsupported,
+                format!("the {system} transport cannot delay a message by itself (asked for {delay:?})"),
+            ))
+        }
+    }
+
     /// Starts a consumer on `queue`.
     fn consume(&self, queue: &str, options: ConsumeOptions) -> impl Future<Output = Result<Subscription>> + Send;
 
@@ -491,6 +511,7 @@ trait ErasedTransport: Send + Sync + 'static {
     fn unbind<'a>(&'a self, binding: &'a Binding) -> BoxFuture<'a, Result<()>>;
     fn purge<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<u32>>;
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>>;
+    fn publish_delayed(&self, publish: Publish, delay: std::time::Duration) -> BoxFuture<'_, Result<Confirmation>>;
     fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Subscription>>;
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
@@ -524,6 +545,9 @@ impl<T: Transport> ErasedTransport for T {
     }
     fn publish(&self, publish: Publish) -> BoxFuture<'_, Result<Confirmation>> {
         Box::pin(Transport::publish(self, publish))
+    }
+    fn publish_delayed(&self, publish: Publish, delay: std::time::Duration) -> BoxFuture<'_, Result<Confirmation>> {
+        Box::pin(Transport::publish_delayed(self, publish, delay))
     }
     fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Subscription>> {
         Box::pin(Transport::consume(self, queue, options))
@@ -587,6 +611,9 @@ impl Transport for DynTransport {
     }
     async fn publish(&self, publish: Publish) -> Result<Confirmation> {
         self.inner.publish(publish).await
+    }
+    async fn publish_delayed(&self, publish: Publish, delay: std::time::Duration) -> Result<Confirmation> {
+        self.inner.publish_delayed(publish, delay).await
     }
     async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Subscription> {
         self.inner.consume(queue, options).await

@@ -32,9 +32,11 @@
 //! its history. The wait queues are classic queues: a node that crashes can lose a message in
 //! the moment it moves between two of them.
 //!
-//! Brokers that delay natively (SQS `DelaySeconds`, JetStream's nak with delay) report it in
-//! [`Capabilities`](mqtransport_core::Capabilities); a transport that can neither delay
-//! natively nor dead-letter expired messages refuses a delayed publish.
+//! A broker that delays by itself (SQS `DelaySeconds`, JetStream's nak with delay) says how far
+//! in [`Capabilities::native_delay`](mqtransport_core::Capabilities::native_delay): delays up
+//! to that go through its [`Transport::publish_delayed`], longer ones through the levels. A
+//! transport that can neither delay by itself nor dead-letter expired messages refuses a
+//! delayed publish.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +98,9 @@ impl Delays {
             )));
         }
         let caps = transport.capabilities();
+        if caps.native_delay.is_some_and(|longest| delay <= longest) {
+            return transport.publish_delayed(publish, delay).await;
+        }
         if !(caps.dead_letter_exchanges && caps.message_ttl) {
             return Err(Error::new(
                 ErrorKind::Unsupported,

@@ -7,12 +7,16 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::*;
 use mqtransport::prelude::*;
-use mqtransport::{DeliveryInfo, ErrorKind, PublishOptions};
+use mqtransport::transport::Subscription;
+use mqtransport::{
+    Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery, DeliveryInfo, DynTransport, Envelope,
+    ErrorKind, MemoryBroker, Publish, PublishOptions, QueueInfo, Transport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -229,6 +233,103 @@ async fn publish_at_waits_until_the_time(fx: Arc<Fx>) -> TestResult {
     assert_eq!(second, 1);
     // Less the time spent before the first publish read the wall clock.
     assert!(at - sent >= Duration::from_millis(350), "{:?}", at - sent);
+    running.shutdown().await?;
+    Ok(())
+}
+
+/// The embedded broker pretending to delay up to 15 minutes by itself (as SQS does): it
+/// records each delay it is asked for and delivers at once.
+struct NativeDelay {
+    inner: DynTransport,
+    asked: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Transport for NativeDelay {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = self.inner.capabilities();
+        caps.native_delay = Some(Duration::from_secs(15 * 60));
+        caps
+    }
+    async fn declare(&self, topology: &Topology) -> mqtransport::Result<Declared> {
+        self.inner.declare(topology).await
+    }
+    async fn queue_info(&self, queue: &str) -> mqtransport::Result<QueueInfo> {
+        self.inner.queue_info(queue).await
+    }
+    async fn exchange_exists(&self, exchange: &str) -> mqtransport::Result<()> {
+        self.inner.exchange_exists(exchange).await
+    }
+    async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> mqtransport::Result<u32> {
+        self.inner.delete_queue(queue, options).await
+    }
+    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> mqtransport::Result<()> {
+        self.inner.delete_exchange(exchange, if_unused).await
+    }
+    async fn unbind(&self, binding: &Binding) -> mqtransport::Result<()> {
+        self.inner.unbind(binding).await
+    }
+    async fn purge(&self, queue: &str) -> mqtransport::Result<u32> {
+        self.inner.purge(queue).await
+    }
+    async fn publish(&self, publish: Publish) -> mqtransport::Result<Confirmation> {
+        self.inner.publish(publish).await
+    }
+    async fn publish_delayed(&self, publish: Publish, delay: Duration) -> mqtransport::Result<Confirmation> {
+        self.asked.lock().unwrap().push(delay);
+        self.inner.publish(publish).await
+    }
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> mqtransport::Result<Subscription> {
+        self.inner.consume(queue, options).await
+    }
+    async fn get(&self, queue: &str, no_ack: bool) -> mqtransport::Result<Option<Delivery>> {
+        self.inner.get(queue, no_ack).await
+    }
+    async fn ping(&self) -> mqtransport::Result<()> {
+        self.inner.ping().await
+    }
+    async fn close(&self) -> mqtransport::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_that_delays_by_itself_gets_the_delays_it_can_take() -> TestResult {
+    let broker = MemoryBroker::new();
+    let refused = DynTransport::new(broker.connect())
+        .publish_delayed(Publish::to_queue("any", Envelope::new("x")), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let native = NativeDelay {
+        inner: DynTransport::new(broker.connect()),
+        asked: Arc::clone(&asked),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let app = App::with_state(tx)
+        .transport(DynTransport::new(native))
+        .consumer(Consumer::for_queue(Queue::durable("native")).handle(due))
+        .build()
+        .await?;
+    let producer = app.producer::<ReminderDue>(Route::queue("native"));
+    let running = app.start().await?;
+    // Within the broker's 15 minutes: its own mechanism.
+    producer
+        .send_delayed(&ReminderDue { id: 1 }, Duration::from_secs(5))
+        .await?;
+    assert_eq!(recv(&mut rx, "the natively delayed reminder").await?.0, 1);
+    // Beyond them: the TTL levels.
+    let sent = Instant::now();
+    producer
+        .send_delayed(&ReminderDue { id: 2 }, Duration::from_secs(3600))
+        .await?;
+    let (id, at, _) = tokio::time::timeout(Duration::from_secs(7200), rx.recv())
+        .await?
+        .ok_or("the app stopped")?;
+    assert_eq!(id, 2);
+    assert!(at - sent >= Duration::from_secs(3600));
+    assert_eq!(*asked.lock().unwrap(), [Duration::from_secs(5)]);
     running.shutdown().await?;
     Ok(())
 }
