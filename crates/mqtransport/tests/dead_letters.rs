@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use mqtransport::prelude::*;
 use mqtransport::{
-    Confirmation, DeadLetterFilter, DeadLetterPolicy, DeadLetters, DeliveryInfo, Disposition, DynTransport, FieldValue,
-    Overflow, Publish, Replay, ReplayAction, ReplayTarget, Transport, headers,
+    AppBuilder, Confirmation, DeadLetterFilter, DeadLetterPolicy, DeadLetters, DeliveryInfo, Disposition, DynTransport,
+    FieldValue, Overflow, Publish, Replay, ReplayAction, ReplayTarget, Transport, headers,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -33,11 +33,14 @@ struct OrderCancelled {
     id: u64,
 }
 
+/// What a handler saw: the order id, the attempt, and `x-mqt-replayed`.
+type HandlerSaw = (u64, u32, Option<i64>);
+
 /// The handlers' state: whether the payment service works, and what they saw.
 #[derive(Clone)]
 struct Shop {
     healthy: Arc<AtomicBool>,
-    seen: mpsc::UnboundedSender<(u64, u32, Option<i64>)>,
+    seen: mpsc::UnboundedSender<HandlerSaw>,
 }
 
 async fn created(info: DeliveryInfo, o: OrderCreated, State(shop): State<Shop>) -> Result<(), HandlerError> {
@@ -60,7 +63,7 @@ struct Setup {
     q: String,
     dlq: String,
     healthy: Arc<AtomicBool>,
-    seen: mpsc::UnboundedReceiver<(u64, u32, Option<i64>)>,
+    seen: mpsc::UnboundedReceiver<HandlerSaw>,
     settled: Settlements,
     running: mqtransport::Running,
     app_publisher: Publisher,
@@ -69,15 +72,8 @@ struct Setup {
 /// A running app whose `orders` consumer fails every message (no retries) until `healthy`.
 async fn shop(fx: &Fx, base: &str) -> Result<Setup, BoxError> {
     let q = fx.queue(base);
-    let healthy = Arc::new(AtomicBool::new(false));
-    let (tx, seen) = mpsc::unbounded_channel();
-    let (hook, settled) = settlements();
-    let app = fx
-        .app(App::with_state(Shop {
-            healthy: Arc::clone(&healthy),
-            seen: tx,
-        }))
-        .on_settle(hook)
+    let (app, healthy, seen, settled) = shop_app(fx);
+    let app = app
         .consumer(
             Consumer::for_queue(Queue::durable(&q))
                 .handle(created)
@@ -96,6 +92,28 @@ async fn shop(fx: &Fx, base: &str) -> Result<Setup, BoxError> {
         running: app.start().await?,
         app_publisher,
     })
+}
+
+/// An app on the broker under test whose payment service is down, reporting settlements; with
+/// the switch that brings it back and what its handlers see.
+fn shop_app(
+    fx: &Fx,
+) -> (
+    AppBuilder<Shop>,
+    Arc<AtomicBool>,
+    mpsc::UnboundedReceiver<HandlerSaw>,
+    Settlements,
+) {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let (tx, seen) = mpsc::unbounded_channel();
+    let (hook, settled) = settlements();
+    let app = fx
+        .app(App::with_state(Shop {
+            healthy: Arc::clone(&healthy),
+            seen: tx,
+        }))
+        .on_settle(hook);
+    (app, healthy, seen, settled)
 }
 
 impl Setup {
@@ -312,14 +330,8 @@ async fn replays_go_to_another_route_at_a_limited_rate(fx: Arc<Fx>) -> TestResul
 async fn dead_letters_the_broker_made_are_read_from_x_death(fx: Arc<Fx>) -> TestResult {
     let q = fx.queue("broker");
     let dlq = format!("{q}.dlq");
-    let (hook, mut settled) = settlements();
-    let (tx, _seen) = mpsc::unbounded_channel();
-    let app = fx
-        .app(App::with_state(Shop {
-            healthy: Arc::new(AtomicBool::new(false)),
-            seen: tx,
-        }))
-        .on_settle(hook)
+    let (app, _healthy, _seen, mut settled) = shop_app(&fx);
+    let app = app
         .topology(
             Topology::new().queue(Queue::durable(&dlq)).queue(
                 Queue::durable(&q)
@@ -382,14 +394,8 @@ async fn a_crash_between_the_replay_confirm_and_the_removal_loses_nothing(fx: Ar
 async fn a_full_dead_letter_queue_backs_the_consumer_off(fx: Arc<Fx>) -> TestResult {
     let q = fx.queue("full");
     let dlq = format!("{q}.dlq");
-    let (hook, mut settled) = settlements();
-    let (tx, _seen) = mpsc::unbounded_channel();
-    let app = fx
-        .app(App::with_state(Shop {
-            healthy: Arc::new(AtomicBool::new(false)),
-            seen: tx,
-        }))
-        .on_settle(hook)
+    let (app, _healthy, _seen, mut settled) = shop_app(&fx);
+    let app = app
         .topology(Topology::new().queue(Queue::durable(&dlq).max_length(1).overflow(Overflow::RejectPublish)))
         .consumer(
             Consumer::for_queue(Queue::durable(&q))
