@@ -98,7 +98,7 @@ pub struct Consumer<S = ()> {
     pub(crate) declare: Option<Queue>,
     pub(crate) handlers: Vec<(String, BoxedHandler<S>)>,
     pub(crate) fallback: Option<BoxedHandler<S>>,
-    pub(crate) default_name: Option<String>,
+    pub(crate) untyped: UntypedNaming,
     pub(crate) prefetch: u16,
     pub(crate) concurrency: usize,
     pub(crate) unknown: UnknownMessage,
@@ -145,7 +145,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             declare: None,
             handlers: Vec::new(),
             fallback: None,
-            default_name: None,
+            untyped: UntypedNaming::default(),
             prefetch: DEFAULT_PREFETCH,
             concurrency: DEFAULT_CONCURRENCY,
             handler_timeout: None,
@@ -163,8 +163,45 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         c
     }
 
-    /// Handles the message type that `handler` takes: deliveries whose name (`type`) is that
-    /// message's name go to it.
+    /// Handles the message type that `handler` takes: deliveries whose name is that message's
+    /// name go to it.
+    ///
+    /// A delivery's name is its `type` property, which every mqtransport publisher sets. Other
+    /// clients (pika, Kombu, FastStream) usually send none; for those the consumer looks, in
+    /// this order, at the header named by [`name_from_header`](Self::name_from_header), the
+    /// top-level JSON field named by [`name_from_field`](Self::name_from_field), and the
+    /// [`default_message`](Self::default_message). A delivery still without a name, or with a
+    /// name no handler serves, goes to the [`fallback`](Self::fallback) if there is one, else
+    /// to the [`on_unknown`](Self::on_unknown) policy (dead-lettered by default, with the
+    /// reason).
+    ///
+    /// The consumer does not try each registered type in turn until one decodes: a JSON
+    /// object decodes as any type whose fields it has (unknown fields are ignored), so the
+    /// first registered type would win silently, and reordering handlers would change where
+    /// messages go.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "user.signed_up")]
+    /// struct SignedUp { user: u64 }
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "user.deleted")]
+    /// struct Deleted { user: u64 }
+    ///
+    /// async fn signed_up(e: SignedUp) {}
+    /// async fn deleted(e: Deleted) {}
+    ///
+    /// // A Python service publishes {"event": "user.deleted", "user": 7} with no type.
+    /// let users: Consumer = Consumer::new("users")
+    ///     .handle(signed_up)
+    ///     .handle(deleted)
+    ///     .name_from_field("event")
+    ///     .default_message::<SignedUp>(); // neither type nor "event": a sign-up
+    /// # let _ = users;
+    /// ```
     pub fn handle<H, T>(mut self, handler: H) -> Self
     where
         H: Handler<T, S>,
@@ -218,14 +255,33 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
-    /// Messages without a name (`type`), as other clients may send, are taken to be `M`.
+    /// Messages without a name (`type`), as other clients may send, are taken to be `M`
+    /// (after the header and field of [`name_from_header`](Self::name_from_header) and
+    /// [`name_from_field`](Self::name_from_field), if set, named nothing).
     pub fn default_message<M: Message>(self) -> Self {
         self.default_name(M::NAME)
     }
 
-    /// Messages without a name are taken to be called `name`.
+    /// Messages without a name are taken to be called `name` (see
+    /// [`default_message`](Self::default_message)).
     pub fn default_name(mut self, name: impl Into<String>) -> Self {
-        self.default_name = Some(name.into());
+        self.untyped.default_name = Some(name.into());
+        self
+    }
+
+    /// A message without a `type` is named by its string header `key` (e.g. Celery's `task`),
+    /// if it has one. See [`handle`](Self::handle) for the whole order.
+    pub fn name_from_header(mut self, key: impl Into<String>) -> Self {
+        self.untyped.header = Some(key.into());
+        self
+    }
+
+    /// A message without a `type` is named by the string field `field` of its JSON object
+    /// body (e.g. `{"event": "user.deleted", …}`), if it has one. The body is parsed for it
+    /// only when the delivery has no name otherwise. See [`handle`](Self::handle) for the
+    /// whole order.
+    pub fn name_from_field(mut self, field: impl Into<String>) -> Self {
+        self.untyped.field = Some(field.into());
         self
     }
 
@@ -335,7 +391,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             queue: self.queue.clone(),
             by_name: self.handlers.iter().map(|(n, h)| (n.clone(), Arc::clone(h))).collect(),
             fallback: self.fallback.clone(),
-            default_name: self.default_name.clone(),
+            untyped: self.untyped.clone(),
             unknown: self.unknown,
         };
         let mut service = BoxCloneService::new(Dispatch {
@@ -353,14 +409,46 @@ struct Table<S> {
     queue: String,
     by_name: FxHashMap<String, BoxedHandler<S>>,
     fallback: Option<BoxedHandler<S>>,
-    default_name: Option<String>,
+    untyped: UntypedNaming,
     unknown: UnknownMessage,
+}
+
+/// Where the name of a message without a `type` comes from, tried in this order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UntypedNaming {
+    header: Option<String>,
+    field: Option<String>,
+    default_name: Option<String>,
+}
+
+impl UntypedNaming {
+    fn is_set(&self) -> bool {
+        self.header.is_some() || self.field.is_some() || self.default_name.is_some()
+    }
+
+    /// The name of `envelope`, which has no `type`.
+    fn name_of(&self, envelope: &mqtransport_core::Envelope) -> Option<String> {
+        let from_header = || {
+            let key = self.header.as_deref()?;
+            envelope.header(key)?.as_str().map(str::to_owned)
+        };
+        let from_field = || {
+            let field = self.field.as_deref()?;
+            let body: serde_json::Value = serde_json::from_slice(&envelope.body).ok()?;
+            body.get(field)?.as_str().map(str::to_owned)
+        };
+        from_header().or_else(from_field).or_else(|| self.default_name.clone())
+    }
 }
 
 impl<S> Table<S> {
     fn unknown(&self, req: &Incoming) -> Outcome {
         let why = match req.name() {
             Some(name) => format!("no handler for message '{name}' on queue '{}'", self.queue),
+            None if self.untyped.is_set() => format!(
+                "the message has no name (type), and its header, field or the default message of queue '{}' named no handler",
+                self.queue
+            ),
             None => format!(
                 "the message has no name (type) and queue '{}' names no default message",
                 self.queue
@@ -409,7 +497,14 @@ impl<S: Clone + Send + Sync + 'static> Service<Incoming> for Dispatch<S> {
 
     fn call(&mut self, req: Incoming) -> Self::Future {
         let table = &self.table;
-        let name = req.name().or(table.default_name.as_deref());
+        let untyped;
+        let name = match req.name() {
+            Some(name) => Some(name),
+            None => {
+                untyped = table.untyped.name_of(req.envelope());
+                untyped.as_deref()
+            }
+        };
         let handler = name.and_then(|n| table.by_name.get(n)).or(table.fallback.as_ref());
         match handler {
             Some(h) => Either::Left(h.call(req, self.state.clone()).map(Ok as HandlerOk)),

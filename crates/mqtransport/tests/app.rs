@@ -61,7 +61,7 @@ fn fixed(ms: u64) -> RetryPolicy {
 
 app_suite!(
     typed_messages_reach_their_handlers,
-    untyped_messages_take_the_default_message,
+    untyped_messages_are_named_by_header_field_or_default,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -139,9 +139,12 @@ async fn typed_messages_reach_their_handlers(fx: Arc<Fx>) -> TestResult {
     Ok(())
 }
 
-async fn untyped_messages_take_the_default_message(fx: Arc<Fx>) -> TestResult {
-    async fn created(order: OrderCreated, State(tx): State<Tx<OrderCreated>>) {
-        let _ = tx.send(order);
+async fn untyped_messages_are_named_by_header_field_or_default(fx: Arc<Fx>) -> TestResult {
+    async fn created(order: OrderCreated, State(tx): State<Tx<String>>) {
+        let _ = tx.send(format!("created {}", order.id));
+    }
+    async fn cancelled(order: OrderCancelled, State(tx): State<Tx<String>>) {
+        let _ = tx.send(format!("cancelled {}", order.id));
     }
     let q = fx.queue("untyped");
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -149,21 +152,34 @@ async fn untyped_messages_take_the_default_message(fx: Arc<Fx>) -> TestResult {
         .app(App::with_state(tx))
         .consumer(
             Consumer::for_queue(Queue::durable(&q))
-                .default_message::<OrderCreated>()
-                .handle(created),
+                .handle(created)
+                .handle(cancelled)
+                .name_from_header("event")
+                .name_from_field("kind")
+                .default_message::<OrderCreated>(),
         )
         .build()
         .await?;
     let running = app.start().await?;
-    // As another client would send it: no type, no content type.
+    // As other clients would send them: no type, no content type.
     let conn = fx.conn().await?;
-    conn.publish(Publish::to_queue(
-        q.as_str(),
+    for envelope in [
+        Envelope::new(r#"{"id":6}"#).with_header("event", "orders.cancelled"),
+        Envelope::new(r#"{"kind":"orders.cancelled","id":7}"#),
+        // The header comes before the field.
+        Envelope::new(r#"{"kind":"orders.created","id":8}"#).with_header("event", "orders.cancelled"),
         Envelope::new(r#"{"id":5,"customer":"bob"}"#),
-    ))
-    .await?;
-    let got = recv(&mut rx, "the untyped message").await?;
-    assert_eq!(got.id, 5);
+    ] {
+        conn.publish(Publish::to_queue(q.as_str(), envelope)).await?;
+    }
+    let mut got = BTreeSet::new();
+    for _ in 0..4 {
+        got.insert(recv(&mut rx, "an untyped message").await?);
+    }
+    assert_eq!(
+        got,
+        BTreeSet::from(["cancelled 6", "cancelled 7", "cancelled 8", "created 5"].map(String::from))
+    );
     running.shutdown().await?;
     conn.close().await?;
     Ok(())
