@@ -289,6 +289,7 @@ impl Publisher {
             publisher: self.unbound(),
             route,
             validate: self.inner.validate,
+            events: false,
             _message: PhantomData,
         }
     }
@@ -494,6 +495,8 @@ pub struct Producer<M> {
     publisher: Publisher,
     route: Route,
     validate: bool,
+    /// Unroutable messages are dropped by the broker instead of returned.
+    events: bool,
     _message: PhantomData<fn(&M)>,
 }
 
@@ -503,6 +506,7 @@ impl<M> Clone for Producer<M> {
             publisher: self.publisher.clone(),
             route: self.route.clone(),
             validate: self.validate,
+            events: self.events,
             _message: PhantomData,
         }
     }
@@ -514,6 +518,7 @@ impl<M> fmt::Debug for Producer<M> {
             .field("message", &std::any::type_name::<M>())
             .field("route", &self.route)
             .field("validate", &self.validate)
+            .field("events", &self.events)
             .finish()
     }
 }
@@ -531,8 +536,42 @@ impl<M: Message> Producer<M> {
         &self.route
     }
 
+    /// Publishes events rather than commands: a message that no queue is bound to receive is
+    /// dropped by the broker and still confirmed, as an event nobody subscribes to should be.
+    ///
+    /// By default a producer publishes commands, which must reach a queue: an unroutable one
+    /// comes back as [`Confirmation::Returned`], and [`send`](Self::send) fails with
+    /// [`ErrorKind::Unroutable`]. (Per publish: [`PublishOptions::not_mandatory`].)
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "logs.line")]
+    /// struct LogLine { text: String }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let app = App::builder()
+    ///     .url("memory://docs-events")
+    ///     .topology(Topology::new().exchange(Exchange::fanout("logs")))
+    ///     .build()
+    ///     .await?;
+    /// let logs = app.producer::<LogLine>(Route::exchange("logs")).events();
+    /// logs.send(&LogLine { text: "no one listens yet".into() }).await?; // fine: dropped
+    /// let command = app.producer::<LogLine>(Route::exchange("logs"));
+    /// assert!(command.send(&LogLine { text: "must arrive".into() }).await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn events(mut self) -> Self {
+        self.events = true;
+        self
+    }
+
     fn to_publish(&self, message: &M, options: &PublishOptions) -> Result<Publish> {
-        self.publisher.build(&self.route, message, options, self.validate)
+        let publish = self.publisher.build(&self.route, message, options, self.validate)?;
+        Ok(if self.events { publish.mandatory(false) } else { publish })
     }
 
     /// Publishes `message` and returns the broker's confirmation as a value: a returned

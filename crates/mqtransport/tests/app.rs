@@ -62,6 +62,7 @@ fn fixed(ms: u64) -> RetryPolicy {
 app_suite!(
     typed_messages_reach_their_handlers,
     untyped_messages_are_named_by_header_field_or_default,
+    events_to_nobody_are_dropped_and_commands_fail,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -182,6 +183,23 @@ async fn untyped_messages_are_named_by_header_field_or_default(fx: Arc<Fx>) -> T
     );
     running.shutdown().await?;
     conn.close().await?;
+    Ok(())
+}
+
+async fn events_to_nobody_are_dropped_and_commands_fail(fx: Arc<Fx>) -> TestResult {
+    let x = fx.exchange("broadcast");
+    let app = fx
+        .app(App::builder())
+        .topology(Topology::new().exchange(Exchange::fanout(&x)))
+        .build()
+        .await?;
+    let command = app.producer::<OrderCreated>(Route::exchange(x.as_str()));
+    let err = command.send(&order(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unroutable, "{err}");
+    let event = command.clone().events();
+    event.send(&order(2)).await?;
+    assert_eq!(event.publish(&order(3)).await?, mqtransport::Confirmation::Confirmed);
+    app.transport().close().await?;
     Ok(())
 }
 
