@@ -508,7 +508,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                     .queue
                     .is_empty()
                     .then(|| "a consumer has an empty queue name".to_owned());
-                c.problems.iter().cloned().chain(empty)
+                c.problems.iter().cloned().chain(empty).chain(c.conflicts())
             })
             .collect();
         if !problems.is_empty() {
@@ -584,6 +584,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                     prefetch: c.prefetch,
                     concurrency: c.concurrency,
                     retry: c.retry,
+                    acknowledge: c.acknowledge,
                     dead_letter: match &c.dead_letter {
                         DeadLetterPolicy::Queue(name) => DeadLetterTarget::Queue {
                             name: ShortStr::from(name.as_str()),

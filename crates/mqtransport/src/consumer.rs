@@ -50,6 +50,35 @@ pub enum UnknownMessage {
     Discard,
 }
 
+/// When a consumer acknowledges a delivery: after its handler (at least once, the default) or
+/// before it (at most once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Acknowledge {
+    /// After the handler, by its outcome: a message is never lost, and may run twice (after a
+    /// crash, a lost connection, or a retry). The default.
+    #[default]
+    AfterHandling,
+    /// As soon as the delivery arrives, before the handler runs: the message is never run
+    /// twice, and is lost if the process dies while handling it (Kombu's simple consumers,
+    /// `auto_ack` in spirit). The prefetch still bounds what the broker sends ahead. A
+    /// handler's failure is not retried: the message goes to the dead-letter queue with the
+    /// reason (with [`DeadLetterPolicy::Broker`] it is gone).
+    OnReceipt,
+    /// The broker's no-ack mode (pika's `auto_ack=True`): the broker forgets each message as it
+    /// sends it. The cheapest, and the least safe: RabbitMQ applies no prefetch to such a
+    /// consumer, so deliveries pile up in the client while handlers are busy, and every one
+    /// of them is lost with the process. Failures go as with [`OnReceipt`](Self::OnReceipt).
+    BrokerNoAck,
+}
+
+impl Acknowledge {
+    /// Whether the message is acknowledged before the handler runs.
+    pub fn is_at_most_once(self) -> bool {
+        !matches!(self, Acknowledge::AfterHandling)
+    }
+}
+
 /// Where a message goes when it can never be handled: failed validation, a malformed body, a
 /// permanent error, or retries exhausted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +132,9 @@ pub struct Consumer<S = ()> {
     pub(crate) concurrency: usize,
     pub(crate) unknown: UnknownMessage,
     pub(crate) retry: RetryPolicy,
+    /// Whether `retry` was set (an at-most-once consumer refuses a retry policy).
+    pub(crate) retry_set: bool,
+    pub(crate) acknowledge: Acknowledge,
     pub(crate) dead_letter: DeadLetterPolicy,
     pub(crate) layers: Vec<LayerFn>,
     /// The handler deadline set by [`timeout`](Consumer::timeout).
@@ -151,6 +183,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             handler_timeout: None,
             unknown: UnknownMessage::default(),
             retry: RetryPolicy::default(),
+            retry_set: false,
+            acknowledge: Acknowledge::default(),
             layers: Vec::new(),
             problems: Vec::new(),
         }
@@ -309,7 +343,28 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// How failures are retried.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self.retry_set = true;
         self
+    }
+
+    /// When deliveries are acknowledged: after handling (the default, at least once) or on
+    /// receipt (at most once; see [`Acknowledge`]). An at-most-once consumer never runs a
+    /// message twice, so it refuses a retry policy at build.
+    pub fn acknowledge(mut self, when: Acknowledge) -> Self {
+        self.acknowledge = when;
+        self
+    }
+
+    /// What `build()` refuses in this consumer's settings.
+    pub(crate) fn conflicts(&self) -> Option<String> {
+        (self.acknowledge.is_at_most_once() && self.retry_set && self.retry.attempts_allowed() > 1).then(|| {
+            format!(
+                "consumer on queue '{}' acknowledges on receipt ({:?}) and so never runs a message twice, but has a retry policy of {} attempts: drop the retry policy, or acknowledge after handling",
+                self.queue,
+                self.acknowledge,
+                self.retry.attempts_allowed()
+            )
+        })
     }
 
     /// Where messages go that can never be handled.

@@ -96,7 +96,9 @@ pub mod testing;
 #[doc(inline)]
 pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signal};
 #[doc(inline)]
-pub use consumer::{Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage};
+pub use consumer::{
+    Acknowledge, Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage,
+};
 #[doc(inline)]
 pub use consumer_status::ConsumerStatus;
 #[doc(inline)]

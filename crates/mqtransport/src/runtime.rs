@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-use crate::consumer::HandlerService;
+use crate::consumer::{Acknowledge, HandlerService};
 use crate::consumer_status::SettleHealth;
 use crate::delivery::{ConsumerCtx, DeliveryParts, Incoming};
 use crate::outcome::Outcome;
@@ -55,6 +55,12 @@ pub enum Disposition {
     /// the queue instead (nothing is lost; it comes back redelivered).
     Returned {
         /// What failed.
+        reason: String,
+    },
+    /// A consumer that acknowledges on receipt ([`Acknowledge`](crate::Acknowledge)) failed to
+    /// handle the message and could not keep it in a dead-letter queue: it is gone.
+    Dropped {
+        /// Why it failed, and why it was not kept.
         reason: String,
     },
 }
@@ -138,6 +144,7 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) prefetch: u16,
     pub(crate) concurrency: usize,
     pub(crate) retry: RetryPolicy,
+    pub(crate) acknowledge: Acknowledge,
     pub(crate) dead_letter: DeadLetterTarget,
     pub(crate) transport: DynTransport,
     pub(crate) tracker: Arc<Tracker>,
@@ -154,7 +161,12 @@ impl ConsumerRuntime {
     /// Starts consuming: errors (a missing queue, an exclusive lock) reach the caller here.
     pub(crate) async fn subscribe(&self) -> Result<mqtransport_core::Subscription> {
         self.transport
-            .consume(self.queue(), ConsumeOptions::default().prefetch(self.prefetch))
+            .consume(
+                self.queue(),
+                ConsumeOptions::default()
+                    .prefetch(self.prefetch)
+                    .no_ack(self.acknowledge == Acknowledge::BrokerNoAck),
+            )
             .await
             .map_err(|e| e.context(format_args!("cannot consume queue '{}'", self.queue())))
     }
@@ -267,9 +279,13 @@ impl ConsumerRuntime {
             exchange,
             routing_key,
             redelivered,
-            acker,
+            mut acker,
             ..
         } = delivery;
+        if self.acknowledge == Acknowledge::OnReceipt {
+            report(acker.ack().await, "ack on receipt");
+            acker = Acker::settled(delivery_tag);
+        }
         let parts = Arc::new(DeliveryParts {
             envelope,
             queue: self.ctx.queue.clone(),
@@ -318,6 +334,17 @@ impl ConsumerRuntime {
                 d.settle_ack().await;
                 Disposition::Acked
             }
+            // Acknowledged already: what failed is never run again, only kept for inspection.
+            Outcome::Requeue | Outcome::Retry { .. } | Outcome::DeadLetter { .. }
+                if self.acknowledge.is_at_most_once() =>
+            {
+                let reason = match outcome {
+                    Outcome::Retry { reason, .. } | Outcome::DeadLetter { reason } => reason,
+                    _ => "the handler asked for a requeue".to_owned(),
+                };
+                let reason = format!("acknowledged on receipt, so not run again: {reason}");
+                Box::pin(self.dead_letter(d, attempt, reason)).await
+            }
             Outcome::Requeue => {
                 d.settle_requeue().await;
                 Disposition::Requeued
@@ -358,6 +385,12 @@ impl ConsumerRuntime {
                 dead_letter_queue = queue.as_deref().unwrap_or("(broker)"),
                 "dead-lettered: {reason}"
             ),
+            Disposition::Dropped { reason } => tracing::error!(
+                queue = self.queue(),
+                message = name,
+                message_id = id,
+                "the message is lost: {reason}"
+            ),
             Disposition::Returned { reason } => tracing::error!(
                 queue = self.queue(),
                 message = name,
@@ -397,6 +430,9 @@ impl ConsumerRuntime {
     async fn dead_letter(&self, d: Handled, attempt: u32, reason: String) -> Disposition {
         self.reply_failure(&d.parts, &reason).await;
         let (name, declaration) = match &self.dead_letter {
+            DeadLetterTarget::Broker if self.acknowledge.is_at_most_once() => {
+                return Disposition::Dropped { reason };
+            }
             DeadLetterTarget::Broker => {
                 d.settle_reject().await;
                 return Disposition::DeadLettered { queue: None, reason };
@@ -418,6 +454,12 @@ impl ConsumerRuntime {
                 Disposition::DeadLettered {
                     queue: Some(name.to_string()),
                     reason,
+                }
+            }
+            Err(e) if self.acknowledge.is_at_most_once() => {
+                self.settle_health.refused(&e.to_string());
+                Disposition::Dropped {
+                    reason: format!("{reason}; dead-lettering to '{name}' failed: {e}"),
                 }
             }
             Err(e) => {

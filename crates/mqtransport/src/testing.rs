@@ -78,7 +78,8 @@ impl Settled {
         match &self.disposition {
             Disposition::Retried { reason, .. }
             | Disposition::DeadLettered { reason, .. }
-            | Disposition::Returned { reason } => Some(reason),
+            | Disposition::Returned { reason }
+            | Disposition::Dropped { reason } => Some(reason),
             _ => None,
         }
     }

@@ -19,8 +19,8 @@ use garde::Validate;
 use mqtransport::middleware::{ConcurrencyLimitLayer, Next, from_fn};
 use mqtransport::prelude::*;
 use mqtransport::{
-    Backoff, DeadLetterPolicy, Disposition, ErrorKind, Extension, FieldValue, FromRef, Incoming, PublishOptions,
-    UnknownMessage, headers,
+    Acknowledge, Backoff, DeadLetterPolicy, Disposition, ErrorKind, Extension, FieldValue, FromRef, Incoming,
+    PublishOptions, UnknownMessage, headers,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
@@ -63,6 +63,7 @@ app_suite!(
     typed_messages_reach_their_handlers,
     untyped_messages_are_named_by_header_field_or_default,
     events_to_nobody_are_dropped_and_commands_fail,
+    at_most_once_consumers_never_run_a_message_twice,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -200,6 +201,70 @@ async fn events_to_nobody_are_dropped_and_commands_fail(fx: Arc<Fx>) -> TestResu
     event.send(&order(2)).await?;
     assert_eq!(event.publish(&order(3)).await?, mqtransport::Confirmation::Confirmed);
     app.transport().close().await?;
+    Ok(())
+}
+
+async fn at_most_once_consumers_never_run_a_message_twice(fx: Arc<Fx>) -> TestResult {
+    /// Order 1 fails; order 2 hangs until the app is stopped under it.
+    async fn created(order: OrderCreated, State(tx): State<Tx<u64>>) -> Result<(), HandlerError> {
+        let _ = tx.send(order.id);
+        if order.id == 1 {
+            return Err(HandlerError::transient("flaky"));
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+    for mode in [Acknowledge::OnReceipt, Acknowledge::BrokerNoAck] {
+        let refused = fx
+            .app(App::with_state(mpsc::unbounded_channel::<u64>().0))
+            .consumer(
+                Consumer::new("unused")
+                    .handle(created)
+                    .acknowledge(mode)
+                    .retry(RetryPolicy::max_attempts(2)),
+            )
+            .build()
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("never runs a message twice"), "{refused}");
+
+        let q = fx.queue(&format!("at-most-once-{mode:?}"));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (hook, mut settled) = settlements();
+        let app = fx
+            .app(App::with_state(tx))
+            .on_settle(hook)
+            .shutdown_timeout(Duration::ZERO)
+            .consumer(
+                Consumer::for_queue(Queue::durable(&q))
+                    .handle(created)
+                    .acknowledge(mode),
+            )
+            .build()
+            .await?;
+        let orders = app.producer::<OrderCreated>(Route::queue(q.as_str()));
+        let running = app.start().await?;
+        orders.send(&order(1)).await?;
+        assert_eq!(recv(&mut rx, "the failing order").await?, 1);
+        match settled.next().await?.disposition {
+            Disposition::DeadLettered { reason, .. } => {
+                assert!(
+                    reason.contains("acknowledged on receipt, so not run again: flaky"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Stopped while handling: acknowledged already, so gone rather than run again.
+        orders.send(&order(2)).await?;
+        assert_eq!(recv(&mut rx, "the hanging order").await?, 2);
+        running.shutdown().await?;
+        let conn = fx.conn().await?;
+        assert_eq!(conn.queue_info(&q).await?.message_count, 0, "{mode:?}");
+        assert_eq!(conn.queue_info(&format!("{q}.dlq")).await?.message_count, 1);
+        conn.close().await?;
+        assert!(rx.try_recv().is_err(), "a message ran twice");
+    }
     Ok(())
 }
 
