@@ -106,7 +106,15 @@ impl Codec {
     /// Decodes a `T` from `bytes`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
         match self {
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| codec_error(format!("invalid JSON: {e}"))),
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| {
+                codec_error(match e.classify() {
+                    // Well-formed JSON of another shape: say so, not "invalid JSON".
+                    serde_json::error::Category::Data => {
+                        format!("the JSON does not match `{}`: {e}", short_type_name::<T>())
+                    }
+                    _ => format!("invalid JSON: {e}"),
+                })
+            }),
             Codec::MsgPack => msgpack::decode(bytes),
         }
     }
@@ -116,6 +124,14 @@ impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.content_type())
     }
+}
+
+/// `T`'s name without its module path (`OrderCreated`, `Vec<u8>`).
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let generics = full.find('<').unwrap_or(full.len());
+    let start = full[..generics].rfind("::").map_or(0, |i| i + 2);
+    &full[start..]
 }
 
 fn codec_error(message: String) -> Error {
@@ -229,6 +245,14 @@ pub enum DecodeError {
         /// The content encoding it came with.
         content_encoding: String,
     },
+    /// The body is compressed by the sender (Kombu's `compression` header), which we do not
+    /// undo.
+    Compressed {
+        /// The message name.
+        message: &'static str,
+        /// The compression it names (e.g. `application/x-gzip` for Kombu's zlib).
+        compression: String,
+    },
     /// The body does not parse as the message.
     Malformed {
         /// The message name.
@@ -263,6 +287,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "message '{message}' has content encoding '{content_encoding}', which is not supported"
             ),
+            DecodeError::Compressed { message, compression } => write!(
+                f,
+                "message '{message}' is compressed ('{compression}' in its compression header, as Kombu sends it), which is not supported: publish it uncompressed"
+            ),
             DecodeError::Malformed { message, codec, error } => {
                 write!(f, "message '{message}' is malformed ({codec}): {}", error.message())
             }
@@ -273,8 +301,12 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// The header in which Kombu names the compression of a body it compressed.
+const KOMBU_COMPRESSION: &str = "compression";
+
 /// Decodes and validates an `M` from an envelope, honouring its content type (a message without
-/// one is read with `M`'s own codec) and content encoding (none, `identity` or `utf-8`).
+/// one is read with `M`'s own codec) and content encoding (none, `identity` or `utf-8`). A body
+/// Kombu compressed (its `compression` header) is refused, naming the compression.
 pub fn decode<M: Message>(envelope: &Envelope) -> Result<M, DecodeError> {
     let props = envelope.properties();
     if let Some(enc) = props.content_encoding.as_deref()
@@ -287,6 +319,12 @@ pub fn decode<M: Message>(envelope: &Envelope) -> Result<M, DecodeError> {
         return Err(DecodeError::UnsupportedContentEncoding {
             message: M::NAME,
             content_encoding: enc.to_owned(),
+        });
+    }
+    if let Some(compression) = envelope.header(KOMBU_COMPRESSION).and_then(|v| v.as_str()) {
+        return Err(DecodeError::Compressed {
+            message: M::NAME,
+            compression: compression.to_owned(),
         });
     }
     let codec = match props.content_type.as_deref() {

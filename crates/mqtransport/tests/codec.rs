@@ -104,8 +104,24 @@ fn decoding_honours_the_content_type_and_encoding() {
     let e = decode::<Reading>(&Envelope::new(r#"{"sensor":"t1"}"#)).unwrap_err();
     assert!(
         e.to_string().starts_with(
-            "message 'sensor.reading' is malformed (application/json): invalid JSON: missing field `value`"
+            "message 'sensor.reading' is malformed (application/json): the JSON does not match `Reading`: missing field `value`"
         ),
+        "{e}"
+    );
+    let e = decode::<Reading>(&Envelope::new(r#"{"sensor":"t1""#)).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("message 'sensor.reading' is malformed (application/json): invalid JSON: EOF"),
+        "{e}"
+    );
+
+    // Kombu's compression names itself in a header.
+    let zipped = Envelope::new(vec![0x78, 0x9c, 0x01]).with_header("compression", "application/x-gzip");
+    let e = decode::<Reading>(&zipped).unwrap_err();
+    assert!(matches!(e, DecodeError::Compressed { .. }));
+    assert!(
+        e.to_string()
+            .starts_with("message 'sensor.reading' is compressed ('application/x-gzip' in its compression header"),
         "{e}"
     );
 }
