@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mqtransport_core::{
-    BrokerUrl, DynTransport, Error, ErrorKind, Queue, QueueType, Result, ShortStr, Topology, Transport,
+    Binding, BrokerUrl, DynTransport, Error, ErrorKind, Queue, QueueType, Result, ShortStr, Topology, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -504,10 +504,10 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             .consumers
             .iter()
             .flat_map(|c| {
-                let empty = c
-                    .queue
-                    .is_empty()
-                    .then(|| "a consumer has an empty queue name".to_owned());
+                let empty = (c.queue.is_empty() && c.subscription.is_none()).then(|| {
+                    "a consumer has an empty queue name (for a server-named queue of its own, use Consumer::subscribe)"
+                        .to_owned()
+                });
                 c.problems.iter().cloned().chain(empty).chain(c.conflicts())
             })
             .collect();
@@ -532,7 +532,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                 (t, redacted_url)
             }
         };
-        match declare(&transport, &redacted_url, &self.topology, &self.consumers).await {
+        let mut consumers = self.consumers;
+        match declare(&transport, &redacted_url, &self.topology, &mut consumers).await {
             Ok(()) => {}
             Err(e) => {
                 let _ = transport.close().await;
@@ -544,12 +545,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         let system = capabilities.system;
         let warnings: Vec<String> = capabilities
             .delivery_timeout
-            .map(|limit| {
-                self.consumers
-                    .iter()
-                    .filter_map(|c| c.unacked_too_long(limit))
-                    .collect()
-            })
+            .map(|limit| consumers.iter().filter_map(|c| c.unacked_too_long(limit)).collect())
             .unwrap_or_default();
         for w in &warnings {
             tracing::warn!("{w}");
@@ -564,8 +560,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             delays: crate::delay::Delays::new(self.delay_prefix),
         });
         let tracker = Arc::new(Tracker::default());
-        let (runtimes, services): (Vec<_>, Vec<_>) = self
-            .consumers
+        let (runtimes, services): (Vec<_>, Vec<_>) = consumers
             .iter()
             .map(|c| {
                 let mut service = c.service(self.state.clone());
@@ -629,15 +624,34 @@ fn dead_letter_queue<S>(name: &str, c: &Consumer<S>, topology: &Topology) -> Que
     }
 }
 
-/// Declares the app's topology, then each dead-letter queue, then checks the consumed queues.
+/// Declares a subscription's server-named queue and binds it to `exchange` with each key;
+/// returns the queue's name.
+async fn subscribe(transport: &DynTransport, exchange: &str, keys: &[String]) -> Result<String> {
+    let declared = transport.declare(&Topology::new().queue(Queue::server_named())).await?;
+    let Some(queue) = declared.queues.into_iter().next().map(|q| q.name) else {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "the broker named no queue for the subscription",
+        ));
+    };
+    let mut bindings = Topology::new();
+    for key in keys {
+        bindings = bindings.bind(Binding::queue(queue.as_str(), exchange, key.as_str()));
+    }
+    transport.declare(&bindings).await?;
+    Ok(queue)
+}
+
+/// Declares the app's topology, then each subscription's queue (naming its consumer's queue),
+/// then each dead-letter queue, then checks the consumed queues.
 async fn declare<S: Clone + Send + Sync + 'static>(
     transport: &DynTransport,
     redacted_url: &str,
     topology: &Topology,
-    consumers: &[Consumer<S>],
+    consumers: &mut [Consumer<S>],
 ) -> Result<()> {
     let mut all = topology.clone();
-    for c in consumers {
+    for c in consumers.iter() {
         if let Some(q) = &c.declare
             && !all.queues.iter().any(|known| known.name == q.name)
         {
@@ -649,7 +663,14 @@ async fn declare<S: Clone + Send + Sync + 'static>(
         .declare(&all)
         .await
         .map_err(|e| e.context(format_args!("declaring the app's topology on {redacted_url}")))?;
-    for c in consumers {
+    for c in consumers.iter_mut() {
+        if let Some((exchange, keys)) = &c.subscription {
+            c.queue = subscribe(transport, exchange, keys)
+                .await
+                .map_err(|e| e.context(format_args!("subscribing to exchange '{exchange}' on {redacted_url}")))?;
+        }
+    }
+    for c in consumers.iter() {
         if let DeadLetterPolicy::Queue(name) = &c.dead_letter
             && !all.queues.iter().any(|q| q.name == *name)
         {

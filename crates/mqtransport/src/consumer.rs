@@ -123,8 +123,11 @@ pub enum DeadLetterPolicy {
 /// # let _ = orders;
 /// ```
 pub struct Consumer<S = ()> {
+    /// The queue; for a subscription, empty until the app declares its server-named queue.
     pub(crate) queue: String,
     pub(crate) declare: Option<Queue>,
+    /// For [`Consumer::subscribe`]: the exchange and the binding keys.
+    pub(crate) subscription: Option<(String, Vec<String>)>,
     pub(crate) handlers: Vec<(String, BoxedHandler<S>)>,
     pub(crate) fallback: Option<BoxedHandler<S>>,
     pub(crate) untyped: UntypedNaming,
@@ -175,6 +178,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             dead_letter: DeadLetterPolicy::Queue(format!("{queue}.dlq")),
             queue,
             declare: None,
+            subscription: None,
             handlers: Vec::new(),
             fallback: None,
             untyped: UntypedNaming::default(),
@@ -188,6 +192,60 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             layers: Vec::new(),
             problems: Vec::new(),
         }
+    }
+
+    /// A subscription: every message `exchange` routes with one of `binding_keys` (topic
+    /// patterns such as `orders.*` or `#.eu`, direct keys, or none for a fanout), delivered to
+    /// this app instance's own queue, as pub/sub consumers do (the RabbitMQ tutorials' logs,
+    /// routing and topics).
+    ///
+    /// The queue is server-named, exclusive and auto-delete: each running instance gets every
+    /// message, and the queue is gone when the app stops (on RabbitMQ it is declared again,
+    /// under a new name, and bound again after a reconnect; messages published meanwhile miss
+    /// it, as with any subscription). Its dead letters go to one durable queue shared by every
+    /// subscriber of the exchange, `<exchange>.dlq` (`mqt.<exchange>.dlq` for the broker's own
+    /// `amq.` exchanges, whose prefix RabbitMQ reserves); choose another with
+    /// [`dead_letter_queue`](Self::dead_letter_queue), or none with
+    /// [`dead_letter(DeadLetterPolicy::Broker)`](Self::dead_letter) (a subscription queue has no
+    /// dead-letter exchange, so the broker drops them). The exchange must exist: declare it in
+    /// the app's topology, or it is another service's.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "orders.created")]
+    /// struct OrderCreated { id: u64 }
+    ///
+    /// async fn created(order: OrderCreated) {}
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let app = App::builder()
+    ///     .url("memory://docs-subscribe")
+    ///     .topology(Topology::new().exchange(Exchange::topic("shop")))
+    ///     .consumer(Consumer::subscribe("shop", ["orders.*"]).handle(created))
+    ///     .build()
+    ///     .await?;
+    /// let running = app.start().await?;
+    /// assert!(running.consumers()[0].queue.starts_with("amq.gen-"));
+    /// # running.shutdown().await
+    /// # }
+    /// ```
+    pub fn subscribe<K: Into<String>>(exchange: impl Into<String>, binding_keys: impl IntoIterator<Item = K>) -> Self {
+        let exchange = exchange.into();
+        let mut c = Consumer::new(String::new());
+        c.dead_letter = DeadLetterPolicy::Queue(if exchange.starts_with("amq.") {
+            format!("mqt.{exchange}.dlq")
+        } else {
+            format!("{exchange}.dlq")
+        });
+        let mut keys: Vec<String> = binding_keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            keys.push(String::new());
+        }
+        c.subscription = Some((exchange, keys));
+        c
     }
 
     /// Declares `queue` when the app is built, and consumes it.
@@ -435,7 +493,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
-    /// The queue consumed.
+    /// The queue consumed (empty for a [subscription](Self::subscribe) before its app is
+    /// built).
     pub fn queue(&self) -> &str {
         &self.queue
     }
