@@ -11,7 +11,7 @@
 //! | attribute | meaning | default |
 //! |---|---|---|
 //! | `name = "orders.created"` | the message name (AMQP `type` property), the dispatch key | the type's name in snake_case: `OrderCreated` → `order_created` |
-//! | `codec = "json"` / `"msgpack"` | how the body is encoded | `json` |
+//! | `codec = "json"` / `"msgpack"` / `"text"` / `"bytes"` | how the body is encoded | `json` |
 //! | `validate` / `validate = false` | run `garde::Validate` on consume (and produce, per the producer) | on when the type or a field carries a `#[garde(...)]` attribute |
 //! | `crate = "path"` | where the `mqtransport` crate is | `::mqtransport` |
 
@@ -50,10 +50,10 @@ fn parse_attrs(input: &DeriveInput) -> syn::Result<Attrs> {
             } else if meta.path.is_ident("codec") {
                 let lit: LitStr = meta.value()?.parse()?;
                 let codec = lit.value();
-                if !matches!(codec.as_str(), "json" | "msgpack") {
+                if !matches!(codec.as_str(), "json" | "msgpack" | "text" | "bytes") {
                     return Err(syn::Error::new(
                         lit.span(),
-                        format!("unknown codec \"{codec}\": expected \"json\" or \"msgpack\""),
+                        format!("unknown codec \"{codec}\": expected \"json\", \"msgpack\", \"text\" or \"bytes\""),
                     ));
                 }
                 set(&mut attrs.codec, (codec, lit.span()), &meta, "codec")
@@ -163,6 +163,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         .map_or_else(|| snake_case(&ident.to_string()), |lit| lit.value());
     let codec = match attrs.codec.as_ref().map(|(c, _)| c.as_str()) {
         Some("msgpack") => quote!(#krate::Codec::MsgPack),
+        Some("text") => quote!(#krate::Codec::Text),
+        Some("bytes") => quote!(#krate::Codec::Bytes),
         _ => quote!(#krate::Codec::Json),
     };
     let validate = if attrs.validate.unwrap_or_else(|| has_garde(input)) {

@@ -109,6 +109,11 @@ impl App {
         self.publisher.producer(route)
     }
 
+    /// A producer of plain text or bytes for `route` (see [`PlainProducer`](crate::PlainProducer)).
+    pub fn plain_producer(&self, route: Route) -> crate::PlainProducer {
+        self.publisher.plain_producer(route)
+    }
+
     /// What [`build`](AppBuilder::build) found risky but not wrong, each also logged as a
     /// warning: e.g. a consumer whose deliveries could stay unacknowledged past the broker's
     /// consumer timeout (see [`Consumer::timeout`]). Empty on the embedded broker, which has no

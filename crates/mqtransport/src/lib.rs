@@ -86,6 +86,7 @@ mod handler;
 mod message;
 pub mod middleware;
 mod outcome;
+mod plain;
 mod publish;
 mod retry;
 mod rpc;
@@ -118,6 +119,8 @@ pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 pub use mqtransport_macros::Message;
 #[doc(inline)]
 pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome, Reply};
+#[doc(inline)]
+pub use plain::{NotText, PlainProducer};
 #[doc(inline)]
 pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
 #[doc(inline)]

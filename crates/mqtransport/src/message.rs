@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 /// | attribute | meaning | default |
 /// |---|---|---|
 /// | `name = "orders.created"` | the message name | the type's name in snake_case |
-/// | `codec = "json"` / `"msgpack"` | how the body is encoded (`msgpack` needs the `msgpack` feature) | `json` |
+/// | `codec = "json"` / `"msgpack"` / `"text"` / `"bytes"` | how the body is encoded (`msgpack` needs the `msgpack` feature; `text` and `bytes` are for messages that are a string or a byte string: see [`Codec`]) | `json` |
 /// | `validate` / `validate = false` | check the value with [`garde`](https://docs.rs/garde) | on when the type or a field has a `#[garde(...)]` attribute |
 /// | `crate = "path"` | where the `mqtransport` crate is | `::mqtransport` |
 ///
@@ -64,6 +64,14 @@ pub enum Codec {
     /// MessagePack (`application/msgpack`), with field names (a map per struct), so that other
     /// languages' clients read it; needs the `msgpack` feature.
     MsgPack,
+    /// Plain text (`text/plain; charset=utf-8`), for a message that is a string (e.g. a newtype
+    /// `struct Greeting(String)`): the body is the text itself, without JSON's quotes. Reads
+    /// any `text/*` content type whose body is UTF-8.
+    Text,
+    /// Raw bytes (`application/octet-stream`), for a message that is a byte string (e.g.
+    /// `struct Blob(#[serde(with = "serde_bytes")] Vec<u8>)`, or a `Vec<u8>` field): the body is
+    /// the bytes themselves.
+    Bytes,
 }
 
 impl Codec {
@@ -72,6 +80,8 @@ impl Codec {
         match self {
             Codec::Json => "application/json",
             Codec::MsgPack => "application/msgpack",
+            Codec::Text => "text/plain; charset=utf-8",
+            Codec::Bytes => "application/octet-stream",
         }
     }
 
@@ -90,6 +100,10 @@ impl Codec {
         .any(|t| essence.eq_ignore_ascii_case(t))
         {
             Some(Codec::MsgPack)
+        } else if essence.len() > 5 && essence[..5].eq_ignore_ascii_case("text/") {
+            Some(Codec::Text)
+        } else if essence.eq_ignore_ascii_case("application/octet-stream") {
+            Some(Codec::Bytes)
         } else {
             None
         }
@@ -100,6 +114,26 @@ impl Codec {
         match self {
             Codec::Json => serde_json::to_vec(value).map_err(|e| codec_error(format!("cannot encode as JSON: {e}"))),
             Codec::MsgPack => msgpack::encode(value),
+            Codec::Text => match serde_json::to_value(value) {
+                Ok(serde_json::Value::String(text)) => Ok(text.into_bytes()),
+                Ok(other) => Err(codec_error(format!(
+                    "the text codec encodes strings only, not {}",
+                    json_kind(&other)
+                ))),
+                Err(e) => Err(codec_error(format!("cannot encode as text: {e}"))),
+            },
+            Codec::Bytes => match serde_json::to_value(value) {
+                Ok(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok()))
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| codec_error("the bytes codec encodes byte strings only".to_owned())),
+                Ok(other) => Err(codec_error(format!(
+                    "the bytes codec encodes byte strings only, not {}",
+                    json_kind(&other)
+                ))),
+                Err(e) => Err(codec_error(format!("cannot encode as bytes: {e}"))),
+            },
         }
     }
 
@@ -116,6 +150,17 @@ impl Codec {
                 })
             }),
             Codec::MsgPack => msgpack::decode(bytes),
+            Codec::Text => {
+                let text =
+                    std::str::from_utf8(bytes).map_err(|e| codec_error(format!("the text is not UTF-8: {e}")))?;
+                T::deserialize(serde_json::Value::String(text.to_owned()))
+                    .map_err(|e| codec_error(format!("text does not match `{}`: {e}", short_type_name::<T>())))
+            }
+            Codec::Bytes => {
+                let items = bytes.iter().map(|b| serde_json::Value::from(*b)).collect();
+                T::deserialize(serde_json::Value::Array(items))
+                    .map_err(|e| codec_error(format!("bytes do not match `{}`: {e}", short_type_name::<T>())))
+            }
         }
     }
 }
@@ -123,6 +168,18 @@ impl Codec {
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.content_type())
+    }
+}
+
+/// What a JSON value is, for an error message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a sequence",
+        serde_json::Value::Object(_) => "a map or struct",
     }
 }
 

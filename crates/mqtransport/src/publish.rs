@@ -283,6 +283,12 @@ impl Publisher {
         crate::rpc::Requester::new(Arc::clone(&self.inner.replies), self.unbound(), route)
     }
 
+    /// A producer of plain text or bytes bound to `route` (see
+    /// [`PlainProducer`](crate::PlainProducer)).
+    pub fn plain_producer(&self, route: Route) -> crate::PlainProducer {
+        crate::PlainProducer::new(self.unbound(), route)
+    }
+
     /// A typed producer of `M` bound to `route`.
     pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
         Producer {
@@ -433,7 +439,7 @@ impl Publisher {
 }
 
 /// `Ok` for a confirmed publish, else an error naming what was sent where.
-fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, routing_key: &str) -> Result<()> {
+pub(crate) fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, routing_key: &str) -> Result<()> {
     match confirmation {
         Confirmation::Confirmed => Ok(()),
         Confirmation::Returned { reply_code, reply_text } => Err(Error::new(

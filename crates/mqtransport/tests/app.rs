@@ -64,6 +64,7 @@ app_suite!(
     untyped_messages_are_named_by_header_field_or_default,
     events_to_nobody_are_dropped_and_commands_fail,
     at_most_once_consumers_never_run_a_message_twice,
+    plain_bodies_travel_both_ways,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -265,6 +266,87 @@ async fn at_most_once_consumers_never_run_a_message_twice(fx: Arc<Fx>) -> TestRe
         conn.close().await?;
         assert!(rx.try_recv().is_err(), "a message ran twice");
     }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "greeting", codec = "text")]
+struct Greeting(String);
+
+async fn plain_bodies_travel_both_ways(fx: Arc<Fx>) -> TestResult {
+    /// (what, text, content type, has a message id and a timestamp, persistent)
+    type Got = (&'static str, String, Option<String>, bool, bool);
+    fn got(what: &'static str, info: &DeliveryInfo, text: String) -> Got {
+        let props = info.envelope().properties();
+        (
+            what,
+            text,
+            props.content_type.clone(),
+            props.message_id.is_some() && props.timestamp.is_some(),
+            props.delivery_mode == Some(mqtransport::DeliveryMode::Persistent),
+        )
+    }
+    async fn greeted(info: DeliveryInfo, g: Greeting, State(tx): State<Tx<Got>>) {
+        let _ = tx.send(got("typed", &info, g.0));
+    }
+    async fn plain(info: DeliveryInfo, text: String, State(tx): State<Tx<Got>>) {
+        let _ = tx.send(got("text", &info, text));
+    }
+    async fn binary(info: DeliveryInfo, body: bytes::Bytes, State(tx): State<Tx<Got>>) {
+        let _ = tx.send(got("bytes", &info, format!("{body:?}")));
+    }
+    let q = fx.queue("plain");
+    let bin = fx.queue("binary");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let app = fx
+        .app(App::with_state(tx))
+        .consumer(Consumer::for_queue(Queue::durable(&q)).handle(greeted).fallback(plain))
+        .consumer(Consumer::for_queue(Queue::durable(&bin)).fallback(binary))
+        .build()
+        .await?;
+    let text = app.plain_producer(Route::queue(q.as_str()));
+    let typed = app.producer::<Greeting>(Route::queue(q.as_str()));
+    let bytes_out = app.plain_producer(Route::queue(bin.as_str()));
+    let conn = fx.conn().await?;
+    let running = app.start().await?;
+    let plain_text = Some("text/plain; charset=utf-8".to_owned());
+
+    text.send_text("Hello World!").await?;
+    assert_eq!(
+        recv(&mut rx, "the plain text").await?,
+        ("text", "Hello World!".into(), plain_text.clone(), true, true)
+    );
+    typed.send(&Greeting("hi".into())).await?;
+    assert_eq!(
+        recv(&mut rx, "the typed text").await?,
+        ("typed", "hi".into(), plain_text, true, true)
+    );
+    // As pika sends it: a bare body; and a JSON string, unquoted.
+    conn.publish(Publish::to_queue(q.as_str(), Envelope::new("from pika")))
+        .await?;
+    assert_eq!(
+        recv(&mut rx, "the bare body").await?,
+        ("text", "from pika".into(), None, false, false)
+    );
+    conn.publish(Publish::to_queue(
+        q.as_str(),
+        Envelope::new(r#""quoted""#).with_content_type("application/json"),
+    ))
+    .await?;
+    assert_eq!(recv(&mut rx, "the JSON string").await?.1, "quoted");
+    bytes_out.send_bytes(vec![0xca, 0xfe]).await?;
+    assert_eq!(
+        recv(&mut rx, "the bytes").await?,
+        (
+            "bytes",
+            r#"b"\xca\xfe""#.into(),
+            Some("application/octet-stream".into()),
+            true,
+            true
+        )
+    );
+    running.shutdown().await?;
+    conn.close().await?;
     Ok(())
 }
 

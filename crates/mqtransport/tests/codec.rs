@@ -191,3 +191,52 @@ mod msgpack {
         assert_eq!(decode::<Reading>(&env).unwrap().value, 2.0);
     }
 }
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "greeting", codec = "text")]
+struct Greeting(String);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "blob", codec = "bytes")]
+struct Blob(Vec<u8>);
+
+/// Not a string: the text codec refuses to encode it.
+#[derive(Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(codec = "text")]
+struct NotAString {
+    n: u32,
+}
+
+#[test]
+fn text_and_bytes_codecs_carry_the_value_itself() {
+    let e = encode(&Greeting("Hello World!".into())).unwrap();
+    assert_eq!(&e.body[..], b"Hello World!");
+    assert_eq!(
+        e.properties().content_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(decode::<Greeting>(&e).unwrap(), Greeting("Hello World!".into()));
+    // Another client's plain text, with or without a content type.
+    assert_eq!(
+        decode::<Greeting>(&Envelope::new("hi").with_content_type("text/plain")).unwrap(),
+        Greeting("hi".into())
+    );
+    assert_eq!(decode::<Greeting>(&Envelope::new("hi")).unwrap(), Greeting("hi".into()));
+    let e = decode::<Greeting>(&Envelope::new(vec![0xff]).with_content_type("text/plain")).unwrap_err();
+    assert!(e.to_string().contains("not UTF-8"), "{e}");
+
+    let e = encode(&Blob(vec![0, 1, 0xfe, 0xff])).unwrap();
+    assert_eq!(&e.body[..], &[0, 1, 0xfe, 0xff]);
+    assert_eq!(e.properties().content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(decode::<Blob>(&e).unwrap(), Blob(vec![0, 1, 0xfe, 0xff]));
+
+    let refused = encode(&NotAString { n: 1 }).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("the text codec encodes strings only, not a map or struct"),
+        "{refused}"
+    );
+    assert_eq!(Codec::from_content_type("text/x-log"), Some(Codec::Text));
+    assert_eq!(Codec::from_content_type("application/octet-stream"), Some(Codec::Bytes));
+}
