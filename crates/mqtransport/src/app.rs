@@ -6,9 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mqtransport_core::{
-    Binding, BrokerUrl, DynTransport, Error, ErrorKind, Queue, QueueType, Result, ShortStr, Topology, Transport,
-};
+use mqtransport_core::{BrokerUrl, DynTransport, Error, Result, ShortStr, Topology, Transport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -16,6 +14,7 @@ use tower::{Layer, Service};
 
 use crate::consumer::{Consumer, DeadLetterPolicy, HandlerService, LayerFn, layer_fn};
 use crate::consumer_status::{ConsumerStatus, SettleHealth};
+use crate::declaration::{Existing, dead_letter_queue, declare};
 use crate::delivery::{ConsumerCtx, Incoming};
 use crate::message::Message;
 use crate::middleware::TraceLayer;
@@ -366,6 +365,8 @@ pub struct AppBuilder<S = ()> {
     validate_on_publish: bool,
     tracing: bool,
     delay_prefix: String,
+    /// Exchanges and queues the app uses without declaring them.
+    existing: Existing,
     pub(crate) publish_observer: Option<Arc<dyn PublishObserver>>,
     pub(crate) settle_observers: Vec<Arc<dyn SettleObserver>>,
 }
@@ -398,6 +399,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             validate_on_publish: cfg!(debug_assertions),
             tracing: true,
             delay_prefix: crate::delay::DEFAULT_PREFIX.to_owned(),
+            existing: Existing::default(),
             publish_observer: None,
             settle_observers: Vec::new(),
         }
@@ -421,6 +423,22 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
     /// after every reconnect).
     pub fn topology(mut self, topology: Topology) -> Self {
         self.topology = std::mem::take(&mut self.topology).merge(topology);
+        self
+    }
+
+    /// The app uses exchange `name`, which another service declares: `build()` checks that it
+    /// exists (a passive declare) and never declares it, so its settings are the owner's
+    /// business. Bindings of the app's topology may name it.
+    pub fn existing_exchange(mut self, name: impl Into<String>) -> Self {
+        self.existing.exchanges.push(name.into());
+        self
+    }
+
+    /// The app uses queue `name`, which another service declares: `build()` checks that it
+    /// exists and never declares it. (A consumer made with [`Consumer::new`] already consumes
+    /// a queue without declaring it; this is for queues the app only publishes to or binds.)
+    pub fn existing_queue(mut self, name: impl Into<String>) -> Self {
+        self.existing.queues.push(name.into());
         self
     }
 
@@ -538,7 +556,11 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             }
         };
         let mut consumers = self.consumers;
-        match declare(&transport, &redacted_url, &self.topology, &mut consumers).await {
+        let declared = async {
+            self.existing.check(&transport, &redacted_url).await?;
+            declare(&transport, &redacted_url, &self.topology, &mut consumers).await
+        };
+        match declared.await {
             Ok(()) => {}
             Err(e) => {
                 let _ = transport.close().await;
@@ -611,101 +633,4 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             warnings,
         })
     }
-}
-
-/// The declaration of a consumer's dead-letter queue: the topology's own if it has one, else a
-/// durable queue of the consumed queue's type.
-fn dead_letter_queue<S>(name: &str, c: &Consumer<S>, topology: &Topology) -> Queue {
-    if let Some(q) = topology.queues.iter().find(|q| q.name == name) {
-        return q.clone();
-    }
-    let origin = c
-        .declare
-        .as_ref()
-        .or_else(|| topology.queues.iter().find(|q| q.name == c.queue));
-    match origin.map(Queue::queue_type) {
-        Some(QueueType::Quorum) => Queue::quorum(name),
-        _ => Queue::durable(name),
-    }
-}
-
-/// Declares a subscription's server-named queue and binds it to `exchange` with each key;
-/// returns the queue's name.
-async fn subscribe(transport: &DynTransport, exchange: &str, keys: &[String]) -> Result<String> {
-    let declared = transport.declare(&Topology::new().queue(Queue::server_named())).await?;
-    let Some(queue) = declared.queues.into_iter().next().map(|q| q.name) else {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            "the broker named no queue for the subscription",
-        ));
-    };
-    let mut bindings = Topology::new();
-    for key in keys {
-        bindings = bindings.bind(Binding::queue(queue.as_str(), exchange, key.as_str()));
-    }
-    transport.declare(&bindings).await?;
-    Ok(queue)
-}
-
-/// Declares the app's topology, then each subscription's queue (naming its consumer's queue),
-/// then each dead-letter queue, then checks the consumed queues.
-async fn declare<S: Clone + Send + Sync + 'static>(
-    transport: &DynTransport,
-    redacted_url: &str,
-    topology: &Topology,
-    consumers: &mut [Consumer<S>],
-) -> Result<()> {
-    let mut all = topology.clone();
-    for c in consumers.iter() {
-        if let Some(q) = &c.declare
-            && !all.queues.iter().any(|known| known.name == q.name)
-        {
-            all.queues.push(q.clone());
-        }
-    }
-    all.validate().map_err(|e| e.context("the app's topology is invalid"))?;
-    transport
-        .declare(&all)
-        .await
-        .map_err(|e| e.context(format_args!("declaring the app's topology on {redacted_url}")))?;
-    for c in consumers.iter_mut() {
-        if let Some((exchange, keys)) = &c.subscription {
-            c.queue = subscribe(transport, exchange, keys)
-                .await
-                .map_err(|e| e.context(format_args!("subscribing to exchange '{exchange}' on {redacted_url}")))?;
-        }
-    }
-    for c in consumers.iter() {
-        if let DeadLetterPolicy::Queue(name) = &c.dead_letter
-            && !all.queues.iter().any(|q| q.name == *name)
-        {
-            let q = dead_letter_queue(name, c, topology);
-            if let Err(e) = transport.declare(&Topology::new().queue(q)).await {
-                // An existing queue declared with other options serves as well.
-                if !(e.kind() == ErrorKind::Precondition && transport.queue_info(name).await.is_ok()) {
-                    return Err(e.context(format_args!(
-                        "declaring the dead-letter queue '{name}' of queue '{}' on {redacted_url}",
-                        c.queue
-                    )));
-                }
-            }
-        }
-        if !all.queues.iter().any(|q| q.name == c.queue)
-            && let Err(e) = transport.queue_info(&c.queue).await
-        {
-            return Err(if e.kind() == ErrorKind::NotFound {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "queue '{}' is consumed by the app but does not exist on {redacted_url}: declare it in the app's topology, or use Consumer::for_queue",
-                        c.queue
-                    ),
-                )
-                .with_source(e)
-            } else {
-                e.context(format_args!("checking queue '{}' on {redacted_url}", c.queue))
-            });
-        }
-    }
-    Ok(())
 }

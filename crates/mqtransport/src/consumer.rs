@@ -139,6 +139,8 @@ pub struct Consumer<S = ()> {
     pub(crate) retry_set: bool,
     pub(crate) acknowledge: Acknowledge,
     pub(crate) dead_letter: DeadLetterPolicy,
+    /// Whether `dead_letter` was chosen (an exclusive queue needs a chosen one).
+    pub(crate) dead_letter_chosen: bool,
     pub(crate) layers: Vec<LayerFn>,
     /// The handler deadline set by [`timeout`](Consumer::timeout).
     pub(crate) handler_timeout: Option<Duration>,
@@ -170,12 +172,21 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 
 impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// Consumes the existing queue `queue` (declared by the app's topology, or by someone
-    /// else). Defaults: prefetch 64, 16 handlers at once, [`RetryPolicy::default`], dead
-    /// letters to `<queue>.dlq`, unknown messages dead-lettered.
+    /// else: the app does not declare it). Defaults: prefetch 64, 16 handlers at once,
+    /// [`RetryPolicy::default`], dead letters to `<queue>.dlq`, unknown messages dead-lettered.
+    ///
+    /// The app declares the dead-letter queue at build unless it exists: a durable queue of the
+    /// consumed queue's type when the app knows it (a quorum queue's dead letters go to a
+    /// quorum queue, replicated as the messages were; dead letters are worth keeping), else a
+    /// durable classic queue. For a queue another team owns, choose where its dead letters go
+    /// with [`dead_letter_queue`](Self::dead_letter_queue) or
+    /// [`dead_letter`](Self::dead_letter). An exclusive queue must choose (its default would
+    /// outlive it); a [subscription](Self::subscribe) has its own default.
     pub fn new(queue: impl Into<String>) -> Self {
         let queue = queue.into();
         Consumer {
             dead_letter: DeadLetterPolicy::Queue(format!("{queue}.dlq")),
+            dead_letter_chosen: false,
             queue,
             declare: None,
             subscription: None,
@@ -414,24 +425,36 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     }
 
     /// What `build()` refuses in this consumer's settings.
-    pub(crate) fn conflicts(&self) -> Option<String> {
-        (self.acknowledge.is_at_most_once() && self.retry_set && self.retry.attempts_allowed() > 1).then(|| {
+    pub(crate) fn conflicts(&self) -> Vec<String> {
+        let exclusive = self.declare.as_ref().is_some_and(|q| q.exclusive);
+        let dead_letters = (exclusive && !self.dead_letter_chosen).then(|| {
+            format!(
+                "queue '{0}' is exclusive, so its default dead-letter queue '{0}.dlq' would outlive it, one per app instance: \
+                 choose one shared by every instance with .dead_letter_queue(name), or none with \
+                 .dead_letter(DeadLetterPolicy::Broker) (for a pub/sub queue of its own, use Consumer::subscribe)",
+                self.queue
+            )
+        });
+        let retries = (self.acknowledge.is_at_most_once() && self.retry_set && self.retry.attempts_allowed() > 1).then(|| {
             format!(
                 "consumer on queue '{}' acknowledges on receipt ({:?}) and so never runs a message twice, but has a retry policy of {} attempts: drop the retry policy, or acknowledge after handling",
                 self.queue,
                 self.acknowledge,
                 self.retry.attempts_allowed()
             )
-        })
+        });
+        dead_letters.into_iter().chain(retries).collect()
     }
 
     /// Where messages go that can never be handled.
     pub fn dead_letter(mut self, policy: DeadLetterPolicy) -> Self {
         self.dead_letter = policy;
+        self.dead_letter_chosen = true;
         self
     }
 
-    /// Dead letters go to `queue` (declared by the app unless the topology declares it).
+    /// Dead letters go to `queue` (declared by the app unless the topology declares it or it
+    /// exists).
     pub fn dead_letter_queue(self, queue: impl Into<String>) -> Self {
         self.dead_letter(DeadLetterPolicy::Queue(queue.into()))
     }

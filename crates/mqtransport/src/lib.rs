@@ -79,6 +79,7 @@ mod app;
 mod consumer;
 mod consumer_status;
 mod dead_letter;
+mod declaration;
 pub mod delay;
 mod delivery;
 mod extract;
