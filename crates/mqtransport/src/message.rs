@@ -65,8 +65,8 @@ pub enum Codec {
     /// languages' clients read it; needs the `msgpack` feature.
     MsgPack,
     /// Plain text (`text/plain; charset=utf-8`), for a message that is a string (e.g. a newtype
-    /// `struct Greeting(String)`): the body is the text itself, without JSON's quotes. Reads
-    /// any `text/*` content type whose body is UTF-8.
+    /// `struct Greeting(String)`): the body is the text itself, without JSON's quotes. A
+    /// message whose own codec is text reads any `text/*` content type whose body is UTF-8.
     Text,
     /// Raw bytes (`application/octet-stream`), for a message that is a byte string (e.g.
     /// `struct Blob(#[serde(with = "serde_bytes")] Vec<u8>)`, or a `Vec<u8>` field): the body is
@@ -100,7 +100,7 @@ impl Codec {
         .any(|t| essence.eq_ignore_ascii_case(t))
         {
             Some(Codec::MsgPack)
-        } else if essence.len() > 5 && essence[..5].eq_ignore_ascii_case("text/") {
+        } else if essence.eq_ignore_ascii_case("text/plain") {
             Some(Codec::Text)
         } else if essence.eq_ignore_ascii_case("application/octet-stream") {
             Some(Codec::Bytes)
@@ -386,6 +386,9 @@ pub fn decode<M: Message>(envelope: &Envelope) -> Result<M, DecodeError> {
     }
     let codec = match props.content_type.as_deref() {
         None | Some("") => M::CODEC,
+        Some(ct) if M::CODEC == Codec::Text && ct.get(..5).is_some_and(|t| t.eq_ignore_ascii_case("text/")) => {
+            Codec::Text
+        }
         Some(ct) => Codec::from_content_type(ct).ok_or_else(|| DecodeError::UnsupportedContentType {
             message: M::NAME,
             content_type: ct.to_owned(),

@@ -237,6 +237,11 @@ fn text_and_bytes_codecs_carry_the_value_itself() {
             .contains("the text codec encodes strings only, not a map or struct"),
         "{refused}"
     );
-    assert_eq!(Codec::from_content_type("text/x-log"), Some(Codec::Text));
+    assert_eq!(
+        decode::<Greeting>(&Envelope::new("a line").with_content_type("text/x-log")).unwrap(),
+        Greeting("a line".into())
+    );
+    assert_eq!(Codec::from_content_type("text/plain"), Some(Codec::Text));
+    assert_eq!(Codec::from_content_type("text/xml"), None);
     assert_eq!(Codec::from_content_type("application/octet-stream"), Some(Codec::Bytes));
 }
