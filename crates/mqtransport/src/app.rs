@@ -90,12 +90,58 @@ impl fmt::Debug for App {
 impl App {
     /// An app without shared state.
     pub fn builder() -> AppBuilder<()> {
-        AppBuilder::new(())
+        AppBuilder::new(StateInit::Ready(()))
     }
 
     /// An app whose handlers share `state` (taken by [`State<T>`](crate::State) arguments).
     pub fn with_state<S: Clone + Send + Sync + 'static>(state: S) -> AppBuilder<S> {
-        AppBuilder::new(state)
+        AppBuilder::new(StateInit::Ready(state))
+    }
+
+    /// An app whose state is made when the app is built, from its [`Publisher`]: for state
+    /// that holds the app's own producers or requesters, which exist only once it is
+    /// connected.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "orders.created")]
+    /// struct OrderCreated { id: u64 }
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "invoices.requested")]
+    /// struct InvoiceRequested { order: u64 }
+    ///
+    /// #[derive(Clone)]
+    /// struct Services {
+    ///     invoices: Producer<InvoiceRequested>,
+    /// }
+    ///
+    /// async fn created(order: OrderCreated, State(s): State<Services>) -> Result<(), HandlerError> {
+    ///     s.invoices.send(&InvoiceRequested { order: order.id }).await.map_err(HandlerError::transient)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let app = App::with_state_from(|publisher| Services {
+    ///     invoices: publisher.producer(Route::queue("invoices")),
+    /// })
+    /// .url("memory://docs-state-from")
+    /// .topology(Topology::new().queue(Queue::durable("invoices")))
+    /// .consumer(Consumer::for_queue(Queue::durable("orders")).handle(created))
+    /// .build()
+    /// .await?;
+    /// # let _ = app;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_state_from<S, F>(make: F) -> AppBuilder<S>
+    where
+        S: Clone + Send + Sync + 'static,
+        F: FnOnce(&Publisher) -> S + Send + 'static,
+    {
+        AppBuilder::new(StateInit::FromPublisher(Box::new(make)))
     }
 
     /// Publishes typed or raw messages.
@@ -354,7 +400,7 @@ impl Drop for Running {
 /// Builds an [`App`]. Made by [`App::builder`] or [`App::with_state`].
 #[must_use = "an AppBuilder does nothing until .build().await"]
 pub struct AppBuilder<S = ()> {
-    state: S,
+    state: StateInit<S>,
     url: Option<String>,
     transport: Option<DynTransport>,
     topology: Topology,
@@ -385,8 +431,14 @@ fn redact(url: &str) -> String {
     BrokerUrl::parse(url).map_or_else(|_| "(an invalid URL)".to_owned(), |u| u.to_string())
 }
 
+/// An app's state, or how to make it once the app's publisher exists.
+enum StateInit<S> {
+    Ready(S),
+    FromPublisher(Box<dyn FnOnce(&Publisher) -> S + Send>),
+}
+
 impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
-    fn new(state: S) -> Self {
+    fn new(state: StateInit<S>) -> Self {
         AppBuilder {
             state,
             url: None,
@@ -534,6 +586,16 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
                 c.problems.iter().cloned().chain(empty).chain(c.conflicts())
             })
             .collect();
+        let mut problems = problems;
+        let mut seen = std::collections::HashSet::new();
+        for c in self.consumers.iter().filter(|c| c.subscription.is_none()) {
+            if !seen.insert(c.queue.as_str()) {
+                problems.push(format!(
+                    "queue '{}' has two consumers in this app, whose handlers would each get a share of its messages: register every handler on one consumer",
+                    c.queue
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(Error::invalid(format!(
                 "the app is misconfigured: {}",
@@ -586,11 +648,15 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             runtime: tokio::runtime::Handle::try_current().ok(),
             delays: crate::delay::Delays::new(self.delay_prefix),
         });
+        let state = match self.state {
+            StateInit::Ready(state) => state,
+            StateInit::FromPublisher(make) => make(&publisher),
+        };
         let tracker = Arc::new(Tracker::default());
         let (runtimes, services): (Vec<_>, Vec<_>) = consumers
             .iter()
             .map(|c| {
-                let mut service = c.service(self.state.clone());
+                let mut service = c.service(state.clone());
                 for layer in &self.layers {
                     service = layer(service);
                 }

@@ -65,6 +65,7 @@ app_suite!(
     events_to_nobody_are_dropped_and_commands_fail,
     at_most_once_consumers_never_run_a_message_twice,
     plain_bodies_travel_both_ways,
+    state_can_hold_the_apps_own_producers,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -349,6 +350,55 @@ async fn plain_bodies_travel_both_ways(fx: Arc<Fx>) -> TestResult {
     conn.close().await?;
     Ok(())
 }
+
+async fn state_can_hold_the_apps_own_producers(fx: Arc<Fx>) -> TestResult {
+    #[derive(Clone)]
+    struct Services {
+        cancellations: Producer<OrderCancelled>,
+        seen: Tx<u64>,
+    }
+    async fn created(order: OrderCreated, State(s): State<Services>) -> Result<(), HandlerError> {
+        s.cancellations
+            .send(&OrderCancelled { id: order.id })
+            .await
+            .map_err(HandlerError::transient)
+    }
+    async fn cancelled(order: OrderCancelled, State(s): State<Services>) {
+        let _ = s.seen.send(order.id);
+    }
+    let orders = fx.queue("orders");
+    let cancellations = fx.queue("cancellations");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let route = Route::queue(cancellations.as_str());
+    let app = fx
+        .app(App::with_state_from(move |publisher| Services {
+            cancellations: publisher.producer(route),
+            seen: tx,
+        }))
+        .consumer(Consumer::for_queue(Queue::durable(&orders)).handle(created))
+        .consumer(Consumer::for_queue(Queue::durable(&cancellations)).handle(cancelled))
+        .build()
+        .await?;
+    let producer = app.producer::<OrderCreated>(Route::queue(orders.as_str()));
+    let running = app.start().await?;
+    producer.send(&order(4)).await?;
+    assert_eq!(recv(&mut rx, "the cancellation the handler sent").await?, 4);
+    running.shutdown().await?;
+
+    // Two consumers on one queue would split its traffic between two handler sets.
+    let err = fx
+        .app(App::with_state(mpsc::unbounded_channel::<u64>().0))
+        .consumer(Consumer::new(&orders).handle(cancelled_by_id))
+        .consumer(Consumer::new(&orders).handle(created_by_id))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has two consumers in this app"), "{err}");
+    Ok(())
+}
+
+async fn cancelled_by_id(_o: OrderCancelled) {}
+async fn created_by_id(_o: OrderCreated) {}
 
 async fn bad_input_is_dead_lettered_with_its_reason(fx: Arc<Fx>) -> TestResult {
     async fn created(order: OrderCreated, State(tx): State<Tx<u64>>) {
