@@ -158,15 +158,22 @@ struct OrderCreated {
 /// Runs `peer` (a script in `tests/interop`) with `args` after the URL and queue; for a
 /// consumer, waits until it says it is ready. The child is killed when dropped.
 async fn start_peer(python: &str, peer: &str, queue: &str, args: &[&str]) -> tokio::process::Child {
-    let mut child = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(script(peer))
         .args([rabbit_url().as_str(), queue])
-        .args(args)
+        .args(args);
+    spawn(command, args.first() == Some(&"consume")).await
+}
+
+/// Spawns `command` with its output piped; with `wait_ready`, waits until it prints `ready`.
+async fn spawn(mut command: Command, wait_ready: bool) -> tokio::process::Child {
+    let mut child = command
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("the peer starts");
-    if args.first() == Some(&"consume") {
+        .expect("the program starts");
+    if wait_ready {
         // Read up to "ready" one byte at a time, so that nothing after it is taken.
         let stdout = child.stdout.as_mut().expect("stdout");
         let ready = async {
@@ -174,7 +181,7 @@ async fn start_peer(python: &str, peer: &str, queue: &str, args: &[&str]) -> tok
             loop {
                 let mut byte = [0u8; 1];
                 if tokio::io::AsyncReadExt::read(stdout, &mut byte).await.expect("reads") == 0 {
-                    panic!("the peer ended before it was ready");
+                    panic!("the program ended before it was ready");
                 }
                 if byte[0] == b'\n' {
                     if line == b"ready" {
@@ -188,20 +195,31 @@ async fn start_peer(python: &str, peer: &str, queue: &str, args: &[&str]) -> tok
         };
         tokio::time::timeout(Duration::from_secs(60), ready)
             .await
-            .expect("the peer is ready in time");
+            .expect("the program is ready in time");
     }
     child
 }
 
-/// Waits for the peer to exit successfully; returns the JSON lines it printed.
-async fn finish_peer(child: tokio::process::Child) -> Vec<serde_json::Value> {
+/// Waits for a program to exit successfully; returns what it printed.
+async fn finish(child: tokio::process::Child) -> String {
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .expect("the peer finishes")
+        .expect("the program finishes")
         .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}: {stdout}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
+}
+
+/// Waits for the peer to exit successfully; returns the JSON lines it printed.
+async fn finish_peer(child: tokio::process::Child) -> Vec<serde_json::Value> {
+    finish(child)
+        .await
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -388,4 +406,97 @@ async fn our_messages_reach_a_typed_faststream_subscriber() {
     assert!(seen[0]["message_id"].as_str().is_some_and(|m| !m.is_empty()));
     app.transport().close().await.expect("close");
     delete_queues(&queue).await;
+}
+
+/// The `tutorials` example and the tutorials' pika programs (`tests/interop/tutorial_peer.py`),
+/// each tutorial both ways. One test: the tutorials' names are fixed, so they run in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorials_interoperate_with_their_pika_programs() {
+    let Some(python) = prerequisites("pika").await else {
+        return;
+    };
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "mqtransport", "--example", "tutorials"])
+        .status()
+        .await
+        .expect("cargo runs");
+    assert!(built.success(), "the tutorials example builds");
+    // target/<profile>/deps/<this test> → target/<profile>/examples/tutorials
+    let exe = std::env::current_exe().expect("the test's path");
+    let tutorials = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the target directory")
+        .join("examples")
+        .join("tutorials");
+    let ours = |args: &[&str], ready: bool| {
+        let mut command = Command::new(&tutorials);
+        command.args(args).env("MQT_URL", rabbit_url());
+        spawn(command, ready)
+    };
+    let pika = |args: &[&str], ready: bool| {
+        let mut command = Command::new(&python);
+        command.arg(script("tutorial_peer.py")).arg(rabbit_url()).args(args);
+        spawn(command, ready)
+    };
+
+    // 1. Hello World.
+    finish(pika(&["hello", "send", "Hello from pika"], false).await).await;
+    let got = finish(ours(&["hello", "receive", "1"], false).await).await;
+    assert!(got.contains(" [x] Received Hello from pika"), "{got}");
+    let receiver = pika(&["hello", "receive", "1"], true).await;
+    finish(ours(&["hello", "send", "Hello from Rust"], false).await).await;
+    let got = finish(receiver).await;
+    assert!(got.contains(" [x] Received Hello from Rust"), "{got}");
+
+    // 2. Work queues.
+    finish(pika(&["work", "send", "pika task.", "pika task.."], false).await).await;
+    let got = finish(ours(&["work-queues", "work", "2"], false).await).await;
+    assert!(
+        got.contains("done: pika task.") && got.contains("done: pika task.."),
+        "{got}"
+    );
+    let worker = pika(&["work", "work", "2"], true).await;
+    finish(ours(&["work-queues", "send", "rust task.", "rust task.."], false).await).await;
+    let got = finish(worker).await;
+    assert!(
+        got.contains(" [x] Done rust task.") && got.contains(" [x] Done rust task.."),
+        "{got}"
+    );
+
+    // 3 to 5. Publish/subscribe, routing, topics: each side subscribes, the other emits.
+    for (tutorial, exchange, kind, key, pattern) in [
+        ("publish-subscribe", "logs", "fanout", "", ""),
+        ("routing", "direct_logs", "direct", "error", "error"),
+        ("topics", "topic_logs", "topic", "kern.critical", "kern.*"),
+    ] {
+        let receiver = pika(&["logs", "receive", exchange, kind, "1", pattern], true).await;
+        let emit: Vec<&str> = if key.is_empty() {
+            vec![tutorial, "emit", "from Rust"]
+        } else {
+            vec![tutorial, "emit", key, "from Rust"]
+        };
+        finish(ours(&emit, false).await).await;
+        let got = finish(receiver).await;
+        assert!(got.contains(&format!(" [x] {key}:from Rust")), "{tutorial}: {got}");
+
+        let subscriber = ours(&[tutorial, "receive", "1", pattern], true).await;
+        finish(pika(&["logs", "emit", exchange, kind, key, "from pika"], false).await).await;
+        let got = finish(subscriber).await;
+        let line = if key.is_empty() {
+            " [x] from pika".to_owned()
+        } else {
+            format!(" [x] {key}:from pika")
+        };
+        assert!(got.contains(&line), "{tutorial}: {got}");
+    }
+
+    let conn = mqtransport::connect(&rabbit_url()).await.expect("connect");
+    for q in ["hello", "hello.dlq", "task_queue", "task_queue.dlq"] {
+        let _ = conn.delete_queue(q, Default::default()).await;
+    }
+    for x in ["logs", "direct_logs", "topic_logs"] {
+        let _ = conn.delete_exchange(x, false).await;
+    }
+    conn.close().await.expect("close");
 }
