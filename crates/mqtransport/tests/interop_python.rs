@@ -491,8 +491,33 @@ async fn the_tutorials_interoperate_with_their_pika_programs() {
         assert!(got.contains(&line), "{tutorial}: {got}");
     }
 
+    // 6. RPC: the tutorial's client calls our server, our client calls the tutorial's server.
+    let server = ours(&["rpc", "serve", "1"], true).await;
+    let mut client = Command::new(&python);
+    client
+        .arg(script("rpc_client.py"))
+        .args([rabbit_url().as_str(), "rpc_queue", "30"]);
+    let got = finish(spawn(client, false).await).await;
+    assert_eq!(got.trim(), "832040");
+    finish(server).await;
+    let mut pika_server = Command::new(&python);
+    pika_server
+        .arg(script("rpc_server.py"))
+        .args([rabbit_url().as_str(), "rpc_queue", "1"]);
+    let pika_server = spawn(pika_server, true).await;
+    let got = finish(ours(&["rpc", "call", "30"], false).await).await;
+    assert!(got.contains(" [.] Got 832040"), "{got}");
+    finish(pika_server).await;
+
     let conn = mqtransport::connect(&rabbit_url()).await.expect("connect");
-    for q in ["hello", "hello.dlq", "task_queue", "task_queue.dlq"] {
+    for q in [
+        "hello",
+        "hello.dlq",
+        "task_queue",
+        "task_queue.dlq",
+        "rpc_queue",
+        "rpc_queue.dlq",
+    ] {
         let _ = conn.delete_queue(q, Default::default()).await;
     }
     for x in ["logs", "direct_logs", "topic_logs"] {
