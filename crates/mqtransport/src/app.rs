@@ -1,26 +1,27 @@
 //! The [`App`]: broker connection, topology, shared state, consumers, producers, start and
 //! graceful shutdown.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mqtransport_core::{BrokerUrl, DynTransport, Error, Result, ShortStr, Topology, Transport};
+use mqtransport_core::{BrokerUrl, DynTransport, Error, Result, Topology, Transport};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::consumer::{Consumer, DeadLetterPolicy, HandlerService, LayerFn, layer_fn};
-use crate::consumer_status::{ConsumerStatus, SettleHealth};
-use crate::declaration::{Existing, dead_letter_queue, declare};
-use crate::delivery::{ConsumerCtx, Incoming};
+use crate::attach::{Attach, spawn_consumer};
+use crate::consumer::{Consumer, HandlerService, LayerFn, layer_fn};
+use crate::consumer_status::ConsumerStatus;
+use crate::declaration::{Existing, declare};
+use crate::delivery::Incoming;
 use crate::message::Message;
-use crate::middleware::TraceLayer;
 use crate::outcome::{BoxError, Outcome};
 use crate::publish::{Producer, PublishObserver, Publisher, PublisherInner, Route};
-use crate::runtime::{ConsumerRuntime, DeadLetterTarget, OnSettle, SettleObserver, SettledDelivery, Tracker};
+use crate::runtime::{ConsumerRuntime, OnSettle, SettleObserver, SettledDelivery, Tracker};
 
 /// How long [`Running::shutdown`] lets in-flight handlers finish by default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,6 +77,8 @@ pub struct App {
     tracker: Arc<Tracker>,
     /// What `build` found risky but not wrong (also logged as warnings).
     warnings: Vec<String>,
+    /// An `Attach<S>` of the app's state type, for consumers added while it runs.
+    attach: Arc<dyn Any + Send + Sync>,
 }
 
 impl fmt::Debug for App {
@@ -218,17 +221,7 @@ impl App {
         }
         let tasks = subscribed
             .into_iter()
-            .map(|(rt, service, stream)| {
-                let stop = stop_rx.clone();
-                let failed = failed_tx.clone();
-                tokio::spawn(async move {
-                    let result = rt.run(service, stream, stop).await;
-                    if let Err(e) = &result {
-                        let _ = failed.send(Error::new(e.kind(), e.message()));
-                    }
-                    result
-                })
-            })
+            .map(|(rt, service, stream)| spawn_consumer(rt, service, stream, stop_rx.clone(), failed_tx.clone()))
             .collect();
         Ok(Running {
             inner: Some(RunningInner {
@@ -238,8 +231,10 @@ impl App {
                 tasks,
                 stop: stop_tx,
                 failed: failed_rx,
+                report_failure: failed_tx,
                 shutdown_timeout: self.shutdown_timeout,
                 tracker: self.tracker,
+                attach: self.attach,
             }),
         })
     }
@@ -255,6 +250,14 @@ impl App {
         let running = self.start().await?;
         running.run_until(signal).await
     }
+}
+
+/// What `build()` and `add_consumer` refuse in a consumer on its own.
+fn consumer_problems<S: Clone + Send + Sync + 'static>(c: &Consumer<S>) -> Vec<String> {
+    let empty = (c.queue.is_empty() && c.subscription.is_none()).then(|| {
+        "a consumer has an empty queue name (for a server-named queue of its own, use Consumer::subscribe)".to_owned()
+    });
+    c.problems.iter().cloned().chain(empty).chain(c.conflicts()).collect()
 }
 
 /// Resolves at ctrl-c or (on Unix) SIGTERM.
@@ -293,8 +296,11 @@ struct RunningInner {
     tasks: Vec<JoinHandle<Result<()>>>,
     stop: watch::Sender<Option<Instant>>,
     failed: mpsc::UnboundedReceiver<Error>,
+    /// The sending side of `failed`, for consumers added later.
+    report_failure: mpsc::UnboundedSender<Error>,
     shutdown_timeout: Duration,
     tracker: Arc<Tracker>,
+    attach: Arc<dyn Any + Send + Sync>,
 }
 
 impl fmt::Debug for Running {
@@ -322,6 +328,79 @@ impl Running {
             .tracker
             .in_flight
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Adds a consumer to the running app: it is checked and declared as `build()` does its
+    /// consumers (its queue, its subscription, its dead-letter queue), then starts at once,
+    /// with the app's state, middleware and tracing. `S` must be the app's state type.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "reports.requested")]
+    /// struct ReportRequested { id: u64 }
+    ///
+    /// async fn report(r: ReportRequested) {}
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let app = App::builder().url("memory://docs-add-consumer").build().await?;
+    /// let mut running = app.start().await?;
+    /// // Later, say once a feature flag is on:
+    /// running
+    ///     .add_consumer(Consumer::for_queue(Queue::durable("reports")).handle(report))
+    ///     .await?;
+    /// assert_eq!(running.consumers()[0].queue, "reports");
+    /// # running.shutdown().await
+    /// # }
+    /// ```
+    pub async fn add_consumer<S: Clone + Send + Sync + 'static>(&mut self, consumer: Consumer<S>) -> Result<()> {
+        let inner = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| Error::closed("the app was shut down"))?;
+        let Some(attach) = inner.attach.downcast_ref::<Attach<S>>() else {
+            return Err(Error::invalid(format!(
+                "the consumer of queue '{}' needs app state of type {}, which is not this app's",
+                consumer.queue,
+                std::any::type_name::<S>()
+            )));
+        };
+        let mut problems = consumer_problems(&consumer);
+        if consumer.subscription.is_none() && inner.runtimes.iter().any(|rt| rt.queue() == consumer.queue) {
+            problems.push(format!(
+                "queue '{}' already has a consumer in this app: register every handler on one consumer",
+                consumer.queue
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Error::invalid(format!(
+                "the consumer is misconfigured: {}",
+                problems.join("; ")
+            )));
+        }
+        let mut consumers = [consumer];
+        declare(
+            &attach.transport,
+            &attach.redacted_url,
+            &attach.topology,
+            &mut consumers,
+        )
+        .await?;
+        let [consumer] = consumers;
+        let (runtime, service) = attach.runtime(&consumer);
+        let stream = runtime.subscribe().await?;
+        let task = spawn_consumer(
+            Arc::clone(&runtime),
+            service,
+            stream,
+            inner.stop.subscribe(),
+            inner.report_failure.clone(),
+        );
+        inner.runtimes.push(runtime);
+        inner.tasks.push(task);
+        Ok(())
     }
 
     /// Each consumer's state, in the order they were added.
@@ -565,7 +644,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         self
     }
 
-    /// Whether every delivery gets a [`TraceLayer`] span (default: yes).
+    /// Whether every delivery gets a [`TraceLayer`](crate::middleware::TraceLayer) span (default: yes).
     pub fn tracing(mut self, on: bool) -> Self {
         self.tracing = on;
         self
@@ -575,17 +654,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
     /// their dead-letter queues) and checks that every consumed queue exists. Errors name the
     /// broker (without its password) or the entity at fault.
     pub async fn build(self) -> Result<App> {
-        let problems: Vec<String> = self
-            .consumers
-            .iter()
-            .flat_map(|c| {
-                let empty = (c.queue.is_empty() && c.subscription.is_none()).then(|| {
-                    "a consumer has an empty queue name (for a server-named queue of its own, use Consumer::subscribe)"
-                        .to_owned()
-                });
-                c.problems.iter().cloned().chain(empty).chain(c.conflicts())
-            })
-            .collect();
+        let problems: Vec<String> = self.consumers.iter().flat_map(consumer_problems).collect();
         let mut problems = problems;
         let mut seen = std::collections::HashSet::new();
         for c in self.consumers.iter().filter(|c| c.subscription.is_none()) {
@@ -631,7 +700,6 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         }
 
         let capabilities = transport.capabilities();
-        let system = capabilities.system;
         let warnings: Vec<String> = capabilities
             .delivery_timeout
             .map(|limit| consumers.iter().filter_map(|c| c.unacked_too_long(limit)).collect())
@@ -653,41 +721,18 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             StateInit::FromPublisher(make) => make(&publisher),
         };
         let tracker = Arc::new(Tracker::default());
-        let (runtimes, services): (Vec<_>, Vec<_>) = consumers
-            .iter()
-            .map(|c| {
-                let mut service = c.service(state.clone());
-                for layer in &self.layers {
-                    service = layer(service);
-                }
-                if self.tracing {
-                    service = layer_fn(TraceLayer::new())(service);
-                }
-                let runtime = Arc::new(ConsumerRuntime {
-                    ctx: Arc::new(ConsumerCtx {
-                        queue: ShortStr::from(c.queue.as_str()),
-                        system,
-                        publisher: publisher.clone(),
-                    }),
-                    prefetch: c.prefetch,
-                    concurrency: c.concurrency,
-                    retry: c.retry,
-                    acknowledge: c.acknowledge,
-                    dead_letter: match &c.dead_letter {
-                        DeadLetterPolicy::Queue(name) => DeadLetterTarget::Queue {
-                            name: ShortStr::from(name.as_str()),
-                            declaration: dead_letter_queue(name, c, &self.topology),
-                        },
-                        DeadLetterPolicy::Broker => DeadLetterTarget::Broker,
-                    },
-                    transport: transport.clone(),
-                    tracker: Arc::clone(&tracker),
-                    observers: self.settle_observers.clone(),
-                    settle_health: SettleHealth::default(),
-                });
-                (runtime, service)
-            })
-            .unzip();
+        let attach = Attach {
+            state,
+            layers: self.layers,
+            tracing: self.tracing,
+            topology: self.topology,
+            transport: transport.clone(),
+            redacted_url: redacted_url.clone(),
+            publisher: publisher.clone(),
+            tracker: Arc::clone(&tracker),
+            observers: self.settle_observers,
+        };
+        let (runtimes, services): (Vec<_>, Vec<_>) = consumers.iter().map(|c| attach.runtime(c)).unzip();
         Ok(App {
             transport,
             redacted_url,
@@ -697,6 +742,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             shutdown_timeout: self.shutdown_timeout,
             tracker,
             warnings,
+            attach: Arc::new(attach),
         })
     }
 }

@@ -76,6 +76,7 @@
 //! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
 mod app;
+mod attach;
 mod consumer;
 mod consumer_status;
 mod dead_letter;

@@ -66,6 +66,7 @@ app_suite!(
     at_most_once_consumers_never_run_a_message_twice,
     plain_bodies_travel_both_ways,
     state_can_hold_the_apps_own_producers,
+    a_running_app_adds_a_consumer,
     bad_input_is_dead_lettered_with_its_reason,
     unknown_messages_can_be_discarded,
     a_panicking_handler_is_retried,
@@ -394,6 +395,46 @@ async fn state_can_hold_the_apps_own_producers(fx: Arc<Fx>) -> TestResult {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("has two consumers in this app"), "{err}");
+    Ok(())
+}
+
+async fn a_running_app_adds_a_consumer(fx: Arc<Fx>) -> TestResult {
+    async fn created(order: OrderCreated, State(tx): State<Tx<u64>>) {
+        let _ = tx.send(order.id);
+    }
+    let first = fx.queue("first");
+    let later = fx.queue("later");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let app = fx
+        .app(App::with_state(tx))
+        .consumer(Consumer::for_queue(Queue::durable(&first)).handle(created))
+        .build()
+        .await?;
+    let to_later = app.producer::<OrderCreated>(Route::queue(later.as_str()));
+    let mut running = app.start().await?;
+    running
+        .add_consumer(Consumer::for_queue(Queue::durable(&later)).handle(created))
+        .await?;
+    to_later.send(&order(11)).await?;
+    assert_eq!(recv(&mut rx, "a message to the added consumer").await?, 11);
+    let queues: Vec<String> = running.consumers().into_iter().map(|c| c.queue).collect();
+    assert_eq!(queues, [first.clone(), later.clone()]);
+
+    // The app's own state type, and one consumer per queue.
+    let wrong_state = running
+        .add_consumer(Consumer::<()>::new(&later).handle(cancelled_by_id))
+        .await
+        .unwrap_err();
+    assert!(
+        wrong_state.to_string().contains("which is not this app's"),
+        "{wrong_state}"
+    );
+    let twice = running
+        .add_consumer(Consumer::new(&first).handle(created))
+        .await
+        .unwrap_err();
+    assert!(twice.to_string().contains("already has a consumer"), "{twice}");
+    running.shutdown().await?;
     Ok(())
 }
 
