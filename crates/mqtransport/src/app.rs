@@ -347,9 +347,9 @@ impl Running {
     /// # async fn main() -> mqtransport::Result<()> {
     /// let app = App::builder().url("memory://docs-add-consumer").build().await?;
     /// let mut running = app.start().await?;
-    /// // Later, say once a feature flag is on:
+    /// // Later, say once a feature flag is on (`()`: the app's state type, here none):
     /// running
-    ///     .add_consumer(Consumer::for_queue(Queue::durable("reports")).handle(report))
+    ///     .add_consumer(Consumer::<()>::for_queue(Queue::durable("reports")).handle(report))
     ///     .await?;
     /// assert_eq!(running.consumers()[0].queue, "reports");
     /// # running.shutdown().await
