@@ -255,6 +255,16 @@ async fn order_consumer(
     (app.start().await.expect("start"), rx, settled)
 }
 
+/// An app that declares the durable `queue` (as the peers declare it) and publishes to it.
+async fn declaring(queue: &str) -> App {
+    App::builder()
+        .url(rabbit_url())
+        .topology(Topology::new().queue(Queue::durable(queue)))
+        .build()
+        .await
+        .expect("app")
+}
+
 async fn delete_queues(queue: &str) {
     let conn = mqtransport::connect(&rabbit_url()).await.expect("connect");
     for q in [queue.to_owned(), format!("{queue}.dlq")] {
@@ -322,12 +332,7 @@ async fn our_messages_reach_a_kombu_consumer() {
         return;
     };
     let queue = format!("mqt-kombu-out-{}", std::process::id());
-    let app = App::builder()
-        .url(rabbit_url())
-        .topology(Topology::new().queue(Queue::durable(&queue)))
-        .build()
-        .await
-        .expect("app");
+    let app = declaring(&queue).await;
     let consumer = start_peer(&python, "kombu_peer.py", &queue, &["consume", "2"]).await;
     let orders = app.producer::<OrderCreated>(Route::queue(queue.as_str()));
     for (id, customer) in [(1, "ada"), (2, "bob")] {
@@ -384,12 +389,7 @@ async fn our_messages_reach_a_typed_faststream_subscriber() {
         return;
     };
     let queue = format!("mqt-faststream-out-{}", std::process::id());
-    let app = App::builder()
-        .url(rabbit_url())
-        .topology(Topology::new().queue(Queue::durable(&queue)))
-        .build()
-        .await
-        .expect("app");
+    let app = declaring(&queue).await;
     let subscriber = start_peer(&python, "faststream_peer.py", &queue, &["consume", "1"]).await;
     app.producer::<OrderCreated>(Route::queue(queue.as_str()))
         .send(&OrderCreated {

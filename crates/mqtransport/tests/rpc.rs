@@ -268,11 +268,8 @@ async fn a_responder_skips_a_request_whose_caller_gave_up(fx: Arc<Fx>) -> TestRe
 /// and the requester works again once reconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_fails_waiting_calls_at_once() {
-    use mqtransport_testkit::proxy::{Cut, FaultProxy};
-    let url = mqtransport::BrokerUrl::parse(&rabbit_url()).expect("URL parses");
-    let Some(direct) =
-        mqtransport_testkit::reachable_or_skip("RabbitMQ", &url.to_string(), mqtransport::connect(&rabbit_url()).await)
-    else {
+    use mqtransport_testkit::proxy::Cut;
+    let Some((direct, proxy, through)) = rabbit_through_proxy().await else {
         return;
     };
     let q = format!("mqt-rpc-lost-{}", std::process::id());
@@ -284,15 +281,6 @@ async fn a_lost_connection_fails_waiting_calls_at_once() {
         .await
         .expect("responder");
     let responding = responder_app.start().await.expect("start");
-    let proxy = FaultProxy::start(&format!("{}:{}", url.host(), url.port().unwrap_or(5672)))
-        .await
-        .expect("proxy");
-    let through = format!(
-        "amqp://{}:{}@{}/%2f?heartbeat=2",
-        url.username().unwrap_or("guest"),
-        url.password().unwrap_or("guest"),
-        proxy.addr()
-    );
     let caller = App::builder().url(through).build().await.expect("caller");
     let math = caller
         .requester::<Square, Squared>(Route::queue(q.as_str()))

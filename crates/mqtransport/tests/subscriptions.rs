@@ -155,11 +155,8 @@ async fn a_server_named_queue_is_refused_outside_a_subscription(fx: Arc<Fx>) -> 
 /// name and its bindings) when the connection does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_is_declared_and_bound_again_after_a_reconnect() {
-    use mqtransport_testkit::proxy::{Cut, FaultProxy};
-    let url = mqtransport::BrokerUrl::parse(&rabbit_url()).expect("URL parses");
-    let Some(direct) =
-        mqtransport_testkit::reachable_or_skip("RabbitMQ", &url.to_string(), mqtransport::connect(&rabbit_url()).await)
-    else {
+    use mqtransport_testkit::proxy::Cut;
+    let Some((direct, proxy, through)) = rabbit_through_proxy().await else {
         return;
     };
     let x = format!("mqt-sub-reconnect-{}", std::process::id());
@@ -167,15 +164,6 @@ async fn a_subscription_is_declared_and_bound_again_after_a_reconnect() {
         .declare(&Topology::new().exchange(Exchange::fanout(&x)))
         .await
         .expect("exchange");
-    let proxy = FaultProxy::start(&format!("{}:{}", url.host(), url.port().unwrap_or(5672)))
-        .await
-        .expect("proxy");
-    let through = format!(
-        "amqp://{}:{}@{}/%2f?heartbeat=2",
-        url.username().unwrap_or("guest"),
-        url.password().unwrap_or("guest"),
-        proxy.addr()
-    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let app = App::with_state(tx)
         .url(through)

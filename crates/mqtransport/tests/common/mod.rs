@@ -166,6 +166,28 @@ pub fn rabbit_url() -> String {
     std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// A direct connection to the RabbitMQ under test (`None`: SKIPPED), a fault proxy in front of
+/// it, and a URL through the proxy (with 2 s heartbeats, so that a cut is noticed soon).
+pub async fn rabbit_through_proxy() -> Option<(DynTransport, mqtransport_testkit::proxy::FaultProxy, String)> {
+    let url = mqtransport::BrokerUrl::parse(&rabbit_url()).expect("URL parses");
+    let direct = mqtransport_testkit::reachable_or_skip(
+        "RabbitMQ",
+        &url.to_string(),
+        mqtransport::connect(&rabbit_url()).await,
+    )?;
+    let proxy =
+        mqtransport_testkit::proxy::FaultProxy::start(&format!("{}:{}", url.host(), url.port().unwrap_or(5672)))
+            .await
+            .expect("proxy");
+    let through = format!(
+        "amqp://{}:{}@{}/%2f?heartbeat=2",
+        url.username().unwrap_or("guest"),
+        url.password().unwrap_or("guest"),
+        proxy.addr()
+    );
+    Some((direct, proxy, through))
+}
+
 /// Instantiates each scenario twice: on the embedded broker and on RabbitMQ.
 macro_rules! app_suite {
     ($($name:ident),* $(,)?) => {
