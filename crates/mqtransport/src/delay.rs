@@ -1,5 +1,6 @@
-//! Delayed delivery without a broker plugin: [`Producer::publish_delayed`](crate::Producer::publish_delayed),
-//! `publish_at`, and the runtime's retry backoff all go through [`Delays`].
+//! Delayed delivery without a broker plugin: [`Producer::send_delayed`](crate::Producer::send_delayed),
+//! [`Producer::send_at`](crate::Producer::send_at) and the runtime's retry backoff all go through
+//! the mechanism described here.
 //!
 //! # How a delay maps onto the broker
 //!
