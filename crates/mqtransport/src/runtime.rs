@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
@@ -440,10 +440,7 @@ impl ConsumerRuntime {
             DeadLetterTarget::Queue { name, declaration } => (name.clone(), declaration.clone()),
         };
         let mut copy = d.parts.envelope.clone();
-        let failed_at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        copy.headers_mut().insert(headers::FAILED_AT, failed_at);
+        copy.headers_mut().insert(headers::FAILED_AT, now_millis());
         self.stamp(&mut copy, &d, attempt, &reason);
         // A dead letter must not expire in the dead-letter queue.
         copy.properties_mut().expiration = None;
