@@ -13,7 +13,7 @@ use crate::Incoming;
 use crate::extract::FromDelivery;
 use crate::message::Codec;
 use crate::outcome::{IntoOutcome, Outcome};
-use crate::publish::{PublishOptions, Publisher, Route, confirmed};
+use crate::publish::{PublishOptions, Publisher, Route, addressed, confirmed};
 
 /// A body that is not UTF-8 text, taken by a handler as a `String`: dead-lettered with the
 /// reason.
@@ -152,12 +152,8 @@ impl PlainProducer {
         props.content_type = Some(codec.content_type().to_owned());
         props.kind.clone_from(&self.name);
         let envelope = self.publisher.stamped(envelope, options);
-        let routing_key = match &options.routing_key {
-            Some(k) => k.as_str().into(),
-            None => self.route.routing_key_for(self.name.as_deref().unwrap_or("")),
-        };
-        let publish = mqtransport_core::Publish::new(self.route.exchange_name(), routing_key, envelope)
-            .mandatory(options.mandatory && !self.events);
+        let publish = addressed(&self.route, self.name.as_deref().unwrap_or(""), envelope, options);
+        let publish = if self.events { publish.mandatory(false) } else { publish };
         self.publisher.publish_raw(publish).await
     }
 }

@@ -355,11 +355,7 @@ impl Publisher {
         validate: bool,
     ) -> Result<Publish> {
         let envelope = self.envelope(message, options, validate)?;
-        let routing_key = match &options.routing_key {
-            Some(k) => ShortStr::from(k.as_str()),
-            None => route.routing_key_for(M::NAME),
-        };
-        Ok(Publish::new(route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory))
+        Ok(addressed(route, M::NAME, envelope, options))
     }
 
     /// Publishes `message` to `route` with `options`.
@@ -461,6 +457,16 @@ pub(crate) fn confirmed(confirmation: Confirmation, name: &str, exchange: &str, 
             ),
         )),
     }
+}
+
+/// `envelope`, a message called `name`, on its way to `route`: the route's exchange, the
+/// options' routing key or else the route's, mandatory as the options say.
+pub(crate) fn addressed(route: &Route, name: &str, envelope: Envelope, options: &PublishOptions) -> Publish {
+    let routing_key = match &options.routing_key {
+        Some(k) => ShortStr::from(k.as_str()),
+        None => route.routing_key_for(name),
+    };
+    Publish::new(route.exchange.clone(), routing_key, envelope).mandatory(options.mandatory)
 }
 
 /// A UUIDv7: time-ordered, so ids sort by publish time.
