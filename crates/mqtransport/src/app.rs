@@ -20,7 +20,8 @@ use crate::declaration::{Existing, declare};
 use crate::delivery::Incoming;
 use crate::message::Message;
 use crate::outcome::{BoxError, Outcome};
-use crate::publish::{Producer, PublishObserver, Publisher, PublisherInner, Route};
+use crate::producer::Producer;
+use crate::publish::{PublishObserver, Publisher, PublisherInner, Route};
 use crate::runtime::{ConsumerRuntime, OnSettle, SettleObserver, SettledDelivery, Tracker};
 
 /// How long [`Running::shutdown`] lets in-flight handlers finish by default.

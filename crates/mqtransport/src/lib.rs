@@ -89,6 +89,7 @@ mod message;
 pub mod middleware;
 mod outcome;
 mod plain;
+mod producer;
 mod publish;
 mod retry;
 mod rpc;
@@ -124,7 +125,9 @@ pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome, Reply};
 #[doc(inline)]
 pub use plain::{NotText, PlainProducer};
 #[doc(inline)]
-pub use publish::{BlockingProducer, Producer, PublishOptions, Publisher, Route};
+pub use producer::{BlockingProducer, Producer};
+#[doc(inline)]
+pub use publish::{PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
 
