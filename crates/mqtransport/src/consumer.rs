@@ -424,8 +424,14 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         self
     }
 
-    /// What `build()` refuses in this consumer's settings.
-    pub(crate) fn conflicts(&self) -> Vec<String> {
+    /// What `build()` and [`Running::add_consumer`](crate::Running::add_consumer) refuse in
+    /// this consumer on its own: mistakes found while registering, an empty queue name, and
+    /// settings that contradict each other.
+    pub(crate) fn problems_on_its_own(&self) -> Vec<String> {
+        let empty = (self.queue.is_empty() && self.subscription.is_none()).then(|| {
+            "a consumer has an empty queue name (for a server-named queue of its own, use Consumer::subscribe)"
+                .to_owned()
+        });
         let exclusive = self.declare.as_ref().is_some_and(|q| q.exclusive);
         let dead_letters = (exclusive && !self.dead_letter_chosen).then(|| {
             format!(
@@ -443,7 +449,13 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
                 self.retry.attempts_allowed()
             )
         });
-        dead_letters.into_iter().chain(retries).collect()
+        self.problems
+            .iter()
+            .cloned()
+            .chain(empty)
+            .chain(dead_letters)
+            .chain(retries)
+            .collect()
     }
 
     /// Where messages go that can never be handled.

@@ -93,12 +93,13 @@ mod producer;
 mod publish;
 mod retry;
 mod rpc;
+mod running;
 mod runtime;
 #[cfg(feature = "memory")]
 pub mod testing;
 
 #[doc(inline)]
-pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, Running, shutdown_signal};
+pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, shutdown_signal};
 #[doc(inline)]
 pub use consumer::{
     Acknowledge, Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage,
@@ -130,6 +131,8 @@ pub use producer::{BlockingProducer, Producer};
 pub use publish::{PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
+#[doc(inline)]
+pub use running::Running;
 
 pub use rpc::{DEFAULT_RPC_TIMEOUT, RawRequester, Requester, RpcError};
 #[doc(inline)]

@@ -47,9 +47,10 @@ use std::time::Duration;
 use mqtransport_core::{Confirmation, DynTransport, Envelope, Error, ErrorKind, Publish, Result, Transport};
 use mqtransport_memory::MemoryBroker;
 
-use crate::app::{AppBuilder, Running};
+use crate::app::AppBuilder;
 use crate::message::{DecodeError, Message, decode};
 use crate::publish::{PublishObserver, Publisher, PublisherInner, Route};
+use crate::running::Running;
 pub use crate::runtime::Disposition;
 use crate::runtime::SettleObserver;
 
