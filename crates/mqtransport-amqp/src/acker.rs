@@ -122,6 +122,8 @@ impl Tags {
             }
             Cmd::Settle(Settle::Nack { requeue }) => Some(Frame::Nack { tag, requeue }),
             Cmd::Settle(Settle::Reject { requeue }) => Some(Frame::Reject { tag, requeue }),
+            // RabbitMQ has no redelivery delay (its capabilities say so): requeued at once.
+            Cmd::Settle(Settle::RequeueAfter(_)) => Some(Frame::Nack { tag, requeue: true }),
         };
         if tag >= self.next {
             self.settled.insert(tag);

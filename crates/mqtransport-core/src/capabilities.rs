@@ -19,6 +19,20 @@ pub struct Capabilities {
     /// `DelaySeconds`, up to 15 minutes). `None`: the framework delays through TTL wait queues
     /// and dead-letter exchanges, and does so for longer delays too.
     pub native_delay: Option<std::time::Duration>,
+    /// The longest delay with which a delivery can be returned to its queue in place
+    /// ([`Settle::RequeueAfter`](crate::Settle::RequeueAfter); SQS: its visibility timeout, up
+    /// to 12 hours). A retry within it keeps the message where it is (and, on a FIFO queue,
+    /// holds back the rest of its group) instead of publishing a copy. `None`: no such thing.
+    pub redelivery_delay: Option<std::time::Duration>,
+    /// Exclusive and auto-delete queues, and exclusive consumers.
+    pub exclusive_queues: bool,
+    /// Queue length limits (`x-max-length`, `x-max-length-bytes`, `x-overflow`).
+    pub length_limits: bool,
+    /// Consumer arguments: consumer priorities (`x-priority`) and single active consumer.
+    pub consumer_arguments: bool,
+    /// A queue delivers in order: competing consumers take turns, and a requeued message goes
+    /// back to its place. (SQS standard queues deliver in about that order, not exactly.)
+    pub ordered_queues: bool,
     /// Message priorities (`x-max-priority`).
     pub priorities: bool,
     /// [`DIRECT_REPLY_TO`] direct reply-to.
@@ -58,6 +72,11 @@ impl Capabilities {
             dead_letter_exchanges: true,
             message_ttl: true,
             native_delay: None,
+            redelivery_delay: None,
+            exclusive_queues: true,
+            length_limits: true,
+            consumer_arguments: true,
+            ordered_queues: true,
             priorities: true,
             direct_reply_to: true,
             quorum_queues: true,

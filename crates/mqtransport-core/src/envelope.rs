@@ -259,6 +259,13 @@ pub mod headers {
     pub const TRACESTATE: &str = "tracestate";
     /// RabbitMQ's dead-letter history.
     pub const X_DEATH: &str = "x-death";
+    /// How many times the broker has handed this message out, this time included (SQS's
+    /// `ApproximateReceiveCount`); set by transports whose retries redeliver the message in
+    /// place, so that the attempt is [`ATTEMPT`] plus the deliveries before this one.
+    pub const RECEIVE_COUNT: &str = "x-mqt-receive-count";
+    /// The message group of a message to a FIFO queue (SQS `MessageGroupId`): messages of one
+    /// group are delivered in order, one at a time; groups go on independently.
+    pub const GROUP_ID: &str = "x-mqt-group-id";
     /// Quorum queues' redelivery counter.
     pub const X_DELIVERY_COUNT: &str = "x-delivery-count";
 }

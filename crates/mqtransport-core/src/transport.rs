@@ -214,6 +214,10 @@ pub enum Settle {
         /// Put it back in the queue.
         requeue: bool,
     },
+    /// Return it to its queue, to be delivered again after the delay (SQS: the message's
+    /// visibility timeout). Only for a transport whose
+    /// [`Capabilities::redelivery_delay`] covers the delay; others requeue at once.
+    RequeueAfter(std::time::Duration),
 }
 
 /// The transport side of an [`Acker`]: settles delivery `tag`. Implementations must be cheap: the
@@ -289,6 +293,12 @@ impl Acker {
     /// Rejects: requeue, or dead-letter / drop. Settles when called, like [`ack`](Self::ack).
     pub fn reject(self, requeue: bool) -> impl Future<Output = Result<()>> + Send + 'static {
         std::future::ready(self.finish(Settle::Reject { requeue }))
+    }
+
+    /// Returns the delivery to its queue to come back after `delay` (see
+    /// [`Settle::RequeueAfter`]). Settles when called, like [`ack`](Self::ack).
+    pub fn requeue_after(self, delay: std::time::Duration) -> impl Future<Output = Result<()>> + Send + 'static {
+        std::future::ready(self.finish(Settle::RequeueAfter(delay)))
     }
 }
 

@@ -401,8 +401,20 @@ impl ConsumerRuntime {
     }
 
     /// Publishes a copy as the next attempt to a wait queue that dead-letters it back after
-    /// `delay`, waits for the confirm, then acks the original.
+    /// `delay`, waits for the confirm, then acks the original. A transport that can redeliver
+    /// the message itself after `delay` (SQS: its visibility timeout) does so instead: the
+    /// message keeps its place, and the transport counts its deliveries
+    /// ([`headers::RECEIVE_COUNT`]).
     async fn retry_later(&self, d: Handled, attempt: u32, delay: Duration, reason: String) -> Disposition {
+        if self
+            .transport
+            .capabilities()
+            .redelivery_delay
+            .is_some_and(|longest| delay <= longest)
+        {
+            d.settle_requeue_after(delay).await;
+            return Disposition::Retried { attempt, delay, reason };
+        }
         let mut copy = d.parts.envelope.clone();
         self.stamp(&mut copy, &d, attempt + 1, &reason);
         // The copy waits out its delay in the delay levels; an expiration would cut the wait short.
@@ -627,6 +639,10 @@ impl Handled {
 
     async fn settle_reject(self) {
         report(self.acker.reject(false).await, "reject");
+    }
+
+    async fn settle_requeue_after(self, delay: Duration) {
+        report(self.acker.requeue_after(delay).await, "requeue with a delay");
     }
 }
 

@@ -553,7 +553,8 @@ impl QueueCell {
         };
         match settle {
             Settle::Ack => {}
-            Settle::Nack { requeue: true } | Settle::Reject { requeue: true } => {
+            // The embedded broker has no redelivery delay (its capabilities say so): at once.
+            Settle::Nack { requeue: true } | Settle::Reject { requeue: true } | Settle::RequeueAfter(_) => {
                 self.put_back(&mut st, msg, Return::Requeue, fx);
             }
             Settle::Nack { requeue: false } | Settle::Reject { requeue: false } => {

@@ -152,13 +152,22 @@ impl fmt::Debug for DeliveryParts {
 }
 
 /// The attempt number an envelope carries (`x-mqt-attempt`, 1 when absent or nonsense).
+/// The attempt a delivery is: its [`headers::ATTEMPT`] (1 when absent), plus the deliveries of
+/// this very message before this one where the transport counts them
+/// ([`headers::RECEIVE_COUNT`], on transports that retry by redelivering in place).
 fn attempt_of(envelope: &Envelope) -> u32 {
-    envelope
+    let stamped = envelope
         .header(headers::ATTEMPT)
         .and_then(FieldValue::as_i64)
         .and_then(|a| u32::try_from(a).ok())
         .filter(|a| *a >= 1)
-        .unwrap_or(1)
+        .unwrap_or(1);
+    let earlier = envelope
+        .header(headers::RECEIVE_COUNT)
+        .and_then(FieldValue::as_i64)
+        .and_then(|n| u32::try_from(n).ok())
+        .map_or(0, |n| n.saturating_sub(1));
+    stamped.saturating_add(earlier)
 }
 
 #[cfg(test)]
@@ -172,5 +181,8 @@ mod tests {
         assert_eq!(attempt_of(&Envelope::new("x").with_header(headers::ATTEMPT, 2i32)), 2);
         assert_eq!(attempt_of(&Envelope::new("x").with_header(headers::ATTEMPT, -4i32)), 1);
         assert_eq!(attempt_of(&Envelope::new("x").with_header(headers::ATTEMPT, "7")), 1);
+        let redelivered = Envelope::new("x").with_header(headers::RECEIVE_COUNT, 3i64);
+        assert_eq!(attempt_of(&redelivered), 3, "two deliveries before this one");
+        assert_eq!(attempt_of(&redelivered.with_header(headers::ATTEMPT, 2i64)), 4);
     }
 }
