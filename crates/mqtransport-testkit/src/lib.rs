@@ -305,6 +305,14 @@ where
         }
         Err(e) => panic!("{}: cannot connect: {e}", connector.describe()),
     };
+    if let Some(missing) = scenarios::unmet(name, &conn.capabilities()) {
+        println!(
+            "SKIPPED (capability): scenario {name} needs {missing}, which {} lacks",
+            connector.describe()
+        );
+        let _ = conn.close().await;
+        return;
+    }
     let created = Arc::new(Mutex::new(Created::default()));
     let ctx = Ctx {
         conn: conn.clone(),
