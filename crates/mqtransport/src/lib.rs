@@ -73,6 +73,7 @@
 //! | `memory` | yes | the embedded broker (`memory://`), RabbitMQ semantics in process, and [`testing`] |
 //! | `amqp` | yes | RabbitMQ (`amqp://`) through lapin (no TLS stack) |
 //! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
+//! | `sqs` | no | Amazon SQS (`sqs://`) through the official aws-sdk-sqs: the same App, retries (in place, by visibility), dead letters and delays; see the `mqtransport-sqs` crate for how each maps |
 //! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
 mod app;
@@ -165,6 +166,11 @@ pub use mqtransport_amqp::{
     AmqpOptions, AmqpTransport, ConnectionAddresses, ConnectionStates, LinkState, TlsOptions, Unconfirmed,
 };
 
+/// The Amazon SQS transport.
+#[cfg(feature = "sqs")]
+#[doc(inline)]
+pub use mqtransport_sqs::{SqsOptions, SqsTransport};
+
 /// The embedded broker.
 #[cfg(feature = "memory")]
 #[doc(inline)]
@@ -198,7 +204,8 @@ pub mod __private {
 /// | `memory://` or `memory://name` | the embedded broker; the same name is the same broker in this process |
 /// | `amqp://` | RabbitMQ (the default `amqp` feature) |
 /// | `amqps://` | RabbitMQ over TLS, with the `amqp-tls` feature ([`ErrorKind::Unsupported`] without it) |
-/// | `sqs://`, `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
+/// | `sqs://` | Amazon SQS, with the `sqs` feature ([`ErrorKind::Unsupported`] naming the feature without it); the URL is described by `SqsOptions` |
+/// | `redis://`, `nats://` | reserved for planned transports ([`ErrorKind::Unsupported`]) |
 ///
 /// A malformed URL fails with [`ErrorKind::InvalidInput`]; messages never show the password.
 pub async fn connect(url: &str) -> Result<DynTransport> {
@@ -208,6 +215,15 @@ pub async fn connect(url: &str) -> Result<DynTransport> {
         Scheme::Memory => DynTransport::new(MemoryBroker::from_url(&url)?.connect()),
         #[cfg(feature = "amqp")]
         Scheme::Amqp | Scheme::Amqps => DynTransport::new(AmqpTransport::connect(&url).await?),
+        #[cfg(feature = "sqs")]
+        Scheme::Sqs => DynTransport::new(SqsTransport::connect_with(SqsOptions::from_broker_url(&url)?).await?),
+        #[cfg(not(feature = "sqs"))]
+        Scheme::Sqs => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("no transport for '{url}': build mqtransport with the `sqs` feature for Amazon SQS"),
+            ));
+        }
         other => {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -254,6 +270,15 @@ mod tests {
         let e = connect("nats://app:secret@localhost").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.message().contains("nats://app:***@localhost"), "{e}");
+        assert!(!e.message().contains("secret"), "{e}");
+    }
+
+    #[cfg(not(feature = "sqs"))]
+    #[tokio::test]
+    async fn sqs_without_its_feature_names_the_feature() {
+        let e = connect("sqs://KEY:secret@us-east-1/").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.message().contains("`sqs` feature"), "{e}");
         assert!(!e.message().contains("secret"), "{e}");
     }
 }
