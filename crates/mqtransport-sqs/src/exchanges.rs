@@ -50,6 +50,17 @@ pub(crate) struct Record {
     pub(crate) bindings: HashMap<String, Binding>,
 }
 
+impl Record {
+    /// The same exchange with other bindings.
+    fn with_bindings(&self, bindings: HashMap<String, Binding>) -> Arc<Record> {
+        Arc::new(Record {
+            exchange: self.exchange.clone(),
+            url: self.url.clone(),
+            bindings,
+        })
+    }
+}
+
 struct Cached {
     record: Option<Arc<Record>>,
     read_at: Instant,
@@ -316,14 +327,7 @@ impl Exchanges {
             .map_err(|e| sdk_error(&e, format_args!("binding to exchange '{}'", b.source)))?;
         let mut bindings = source.bindings.clone();
         bindings.insert(key, b.clone());
-        self.store(
-            &b.source,
-            Some(Arc::new(Record {
-                exchange: source.exchange.clone(),
-                url: source.url.clone(),
-                bindings,
-            })),
-        );
+        self.store(&b.source, Some(source.with_bindings(bindings)));
         Ok(())
     }
 
@@ -349,14 +353,7 @@ impl Exchanges {
         if bindings.is_empty() && source.exchange.auto_delete {
             return self.delete(sqs, &b.source, false).await;
         }
-        self.store(
-            &b.source,
-            Some(Arc::new(Record {
-                exchange: source.exchange.clone(),
-                url: source.url.clone(),
-                bindings,
-            })),
-        );
+        self.store(&b.source, Some(source.with_bindings(bindings)));
         Ok(())
     }
 
