@@ -87,7 +87,7 @@ fn not_found(name: &str) -> Error {
     )
 }
 
-fn encode_exchange(x: &Exchange) -> Vec<u8> {
+fn encode_exchange(x: &Exchange) -> Result<Vec<u8>> {
     let mut out = BytesMut::new();
     out.put_u8(match x.kind {
         ExchangeKind::Direct => b'd',
@@ -96,8 +96,8 @@ fn encode_exchange(x: &Exchange) -> Vec<u8> {
         ExchangeKind::Headers => b'h',
     });
     out.put_u8(u8::from(x.durable) | (u8::from(x.auto_delete) << 1) | (u8::from(x.internal) << 2));
-    put_table(&mut out, &x.arguments);
-    out.to_vec()
+    put_table(&mut out, &x.arguments)?;
+    Ok(out.to_vec())
 }
 
 fn decode_exchange(name: &str, bytes: &[u8]) -> Result<Exchange> {
@@ -117,7 +117,7 @@ fn decode_exchange(name: &str, bytes: &[u8]) -> Result<Exchange> {
     Ok(x)
 }
 
-fn encode_binding(b: &Binding) -> Vec<u8> {
+fn encode_binding(b: &Binding) -> Result<Vec<u8>> {
     let mut out = BytesMut::new();
     match &b.destination {
         Destination::Queue(q) => {
@@ -130,8 +130,8 @@ fn encode_binding(b: &Binding) -> Vec<u8> {
         }
     }
     put_str(&mut out, b.routing_key.as_bytes());
-    put_table(&mut out, &b.arguments);
-    out.to_vec()
+    put_table(&mut out, &b.arguments)?;
+    Ok(out.to_vec())
 }
 
 fn decode_binding(source: &str, bytes: &[u8]) -> Result<Binding> {
@@ -244,7 +244,7 @@ impl Exchanges {
 
     async fn create(&self, sqs: &Sqs, x: &Exchange) -> Result<()> {
         let queue = sqs_name(&sqs.options.prefix, Role::Exchange, &x.name)?;
-        let declaration = tag_value(&encode_exchange(x));
+        let declaration = tag_value(&encode_exchange(x)?);
         if declaration.len() > MAX_TAG_VALUE {
             return Err(Error::invalid(format!(
                 "exchange '{}': its arguments do not fit in an SQS tag (256 characters)",
@@ -292,7 +292,7 @@ impl Exchanges {
             check.declare_exchange(&dest.exchange)?;
         }
         check.bind(b)?;
-        let encoded = encode_binding(b);
+        let encoded = encode_binding(b)?;
         let key = binding_key(&encoded);
         if source.bindings.contains_key(&key) {
             return Ok(());
@@ -337,7 +337,7 @@ impl Exchanges {
         let Some(source) = self.get(sqs, &b.source, true).await? else {
             return Ok(());
         };
-        let key = binding_key(&encode_binding(b));
+        let key = binding_key(&encode_binding(b)?);
         if !source.bindings.contains_key(&key) {
             return Ok(());
         }
@@ -458,15 +458,15 @@ mod tests {
     #[test]
     fn declarations_and_bindings_round_trip_through_tags() {
         let x = Exchange::topic("events").alternate_exchange("lost").internal();
-        assert_eq!(decode_exchange("events", &encode_exchange(&x)).unwrap(), x);
+        assert_eq!(decode_exchange("events", &encode_exchange(&x).unwrap()).unwrap(), x);
         let b = Binding::queue("orders", "events", "order.*")
             .arguments(FieldTable::new().with("x-match", "any").with("k", 1i32));
-        let encoded = encode_binding(&b);
+        let encoded = encode_binding(&b).unwrap();
         assert_eq!(decode_binding("events", &encoded).unwrap(), b);
         let e = Binding::exchange("downstream", "events", "#");
-        assert_eq!(decode_binding("events", &encode_binding(&e)).unwrap(), e);
-        assert_eq!(binding_key(&encoded), binding_key(&encode_binding(&b.clone())));
-        assert_ne!(binding_key(&encoded), binding_key(&encode_binding(&e)));
+        assert_eq!(decode_binding("events", &encode_binding(&e).unwrap()).unwrap(), e);
+        assert_eq!(binding_key(&encoded), binding_key(&encode_binding(&b.clone()).unwrap()));
+        assert_ne!(binding_key(&encoded), binding_key(&encode_binding(&e).unwrap()));
         assert!(binding_key(&encoded).len() <= 128);
     }
 }

@@ -1,9 +1,12 @@
 //! A compact, lossless binary encoding of AMQP properties, header tables and topology
 //! declarations, for the one SQS message attribute (and the queue tags) that carry them.
 //!
-//! Strings and byte strings are a `u32` big-endian length and the bytes; every field value is
-//! a type byte (AMQP 0-9-1's own letters) and its data. Decoding checks every length and limits
-//! nesting, so a damaged attribute is an error naming what is wrong, never a panic.
+//! Sizes match AMQP 0-9-1's encoding of the same properties byte for byte (a table key and a
+//! text property are a `u8` length and the bytes, a long string a `u32` length; every field
+//! value is a type byte, AMQP's own letters, and its data), so a message's properties take as
+//! many bytes of SQS's size limit as they take of an AMQP frame, and the frame checks of the
+//! core apply. Decoding checks every length and limits nesting, so a damaged attribute is an
+//! error naming what is wrong, never a panic.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use mqtransport_core::{Decimal, DeliveryMode, Error, FieldTable, FieldValue, MAX_HEADER_DEPTH, Properties, Result};
@@ -14,16 +17,31 @@ pub(crate) fn put_str(out: &mut BytesMut, s: &[u8]) {
     out.put_slice(s);
 }
 
-/// Appends a table.
-pub(crate) fn put_table(out: &mut BytesMut, table: &FieldTable) {
-    out.put_u32(u32::try_from(table.len()).unwrap_or(u32::MAX));
-    for (key, value) in table.iter() {
-        put_str(out, key.as_bytes());
-        put_value(out, value);
-    }
+/// Appends a short string (at most 255 bytes, as AMQP's), naming `what` if it is longer.
+pub(crate) fn put_short(out: &mut BytesMut, s: &str, what: &str) -> Result<()> {
+    let Ok(len) = u8::try_from(s.len()) else {
+        return Err(Error::invalid(format!(
+            "{what} '{}…' is {} bytes long; at most 255 are allowed",
+            s.chars().take(32).collect::<String>(),
+            s.len()
+        )));
+    };
+    out.put_u8(len);
+    out.put_slice(s.as_bytes());
+    Ok(())
 }
 
-fn put_value(out: &mut BytesMut, value: &FieldValue) {
+/// Appends a table.
+pub(crate) fn put_table(out: &mut BytesMut, table: &FieldTable) -> Result<()> {
+    out.put_u32(u32::try_from(table.len()).unwrap_or(u32::MAX));
+    for (key, value) in table.iter() {
+        put_short(out, key, "a header name")?;
+        put_value(out, value)?;
+    }
+    Ok(())
+}
+
+fn put_value(out: &mut BytesMut, value: &FieldValue) -> Result<()> {
     match value {
         FieldValue::Bool(v) => {
             out.put_u8(b't');
@@ -86,7 +104,7 @@ fn put_value(out: &mut BytesMut, value: &FieldValue) {
             out.put_u8(b'A');
             out.put_u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
             for item in items {
-                put_value(out, item);
+                put_value(out, item)?;
             }
         }
         FieldValue::Timestamp(t) => {
@@ -95,10 +113,11 @@ fn put_value(out: &mut BytesMut, value: &FieldValue) {
         }
         FieldValue::Table(t) => {
             out.put_u8(b'F');
-            put_table(out, t);
+            put_table(out, t)?;
         }
         FieldValue::Void => out.put_u8(b'V'),
     }
+    Ok(())
 }
 
 /// Reads what the `put_*` functions wrote, naming `what` in its errors.
@@ -164,6 +183,15 @@ impl<'a> Reader<'a> {
         String::from_utf8(b.to_vec()).map_err(|_| self.damaged("a name or text is not UTF-8"))
     }
 
+    /// A short string: a `u8` length and the bytes.
+    pub(crate) fn short(&mut self) -> Result<String> {
+        let len = usize::from(self.u8()?);
+        self.need(len)?;
+        let (head, tail) = self.buf.split_at(len);
+        self.buf = tail;
+        String::from_utf8(head.to_vec()).map_err(|_| self.damaged("a name or text is not UTF-8"))
+    }
+
     pub(crate) fn table(&mut self) -> Result<FieldTable> {
         self.table_at(0)
     }
@@ -175,7 +203,7 @@ impl<'a> Reader<'a> {
         let n = self.u32()?;
         let mut table = FieldTable::new();
         for _ in 0..n {
-            let key = self.string()?;
+            let key = self.short()?;
             let value = self.value(depth)?;
             table.insert(key, value);
         }
@@ -240,7 +268,7 @@ const APP_ID: u16 = 1 << 12;
 const CLUSTER_ID: u16 = 1 << 13;
 
 /// Appends every property that is set.
-pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties) {
+pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties) -> Result<()> {
     let strings = [
         (CONTENT_TYPE, &p.content_type),
         (CONTENT_ENCODING, &p.content_encoding),
@@ -272,11 +300,11 @@ pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties) {
     out.put_u16(present);
     for (_, value) in strings {
         if let Some(s) = value {
-            put_str(out, s.as_bytes());
+            put_short(out, s, "a message property")?;
         }
     }
     if let Some(h) = &p.headers {
-        put_table(out, h);
+        put_table(out, h)?;
     }
     if let Some(m) = p.delivery_mode {
         out.put_u8(m.as_u8());
@@ -287,6 +315,7 @@ pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties) {
     if let Some(t) = p.timestamp {
         out.put_u64(t);
     }
+    Ok(())
 }
 
 /// Where a text property lives in [`Properties`].
@@ -310,7 +339,7 @@ pub(crate) fn read_properties(r: &mut Reader<'_>) -> Result<Properties> {
     ];
     for (bit, field) in order {
         if present & bit != 0 {
-            *field(&mut p) = Some(r.string()?);
+            *field(&mut p) = Some(r.short()?);
         }
     }
     if present & HEADERS != 0 {
@@ -376,15 +405,28 @@ mod tests {
         p.app_id = Some("a".into());
         p.cluster_id = Some("cl".into());
         let mut out = BytesMut::new();
-        put_properties(&mut out, &p);
+        put_properties(&mut out, &p).unwrap();
+        // AMQP counts the 2 bytes of property flags in the frame's own overhead.
+        assert_eq!(out.len(), 2 + p.encoded_size().unwrap(), "as many bytes as AMQP's encoding");
         let mut r = Reader::new(&out, "properties");
         assert_eq!(read_properties(&mut r).unwrap(), p);
         assert!(r.is_empty());
         let mut out = BytesMut::new();
-        put_properties(&mut out, &Properties::default());
+        put_properties(&mut out, &Properties::default()).unwrap();
         assert_eq!(
             read_properties(&mut Reader::new(&out, "properties")).unwrap(),
             Properties::default()
+        );
+    }
+
+    #[test]
+    fn names_longer_than_amqp_allows_are_refused() {
+        let mut out = BytesMut::new();
+        let table = FieldTable::new().with("k".repeat(256), 1i32);
+        let e = put_table(&mut out, &table).unwrap_err();
+        assert!(
+            e.message().contains("a header name") && e.message().contains("256 bytes"),
+            "{e}"
         );
     }
 
@@ -393,12 +435,12 @@ mod tests {
         let mut out = BytesMut::new();
         let mut p = Properties::default();
         p.kind = Some("OrderPlaced".into());
-        put_properties(&mut out, &p);
+        put_properties(&mut out, &p).unwrap();
         for cut in 0..out.len() {
             let e = read_properties(&mut Reader::new(&out[..cut], "message properties")).unwrap_err();
             assert!(e.message().contains("message properties"), "{e}");
         }
-        let bad = [0u8, 4, 0, 0, 0, 1, 0, 0, 0, 1, b'k', b'?'];
+        let bad = [0u8, 4, 0, 0, 0, 1, 1, b'k', b'?'];
         let e = read_properties(&mut Reader::new(&bad, "message properties")).unwrap_err();
         assert!(e.message().contains("unknown value type"), "{e}");
     }

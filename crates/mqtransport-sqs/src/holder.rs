@@ -5,8 +5,9 @@
 //!   transport have no dead-letter exchange; the App's dead-letter queue takes failures);
 //! - requeue: visibility 0; requeue after a delay: visibility = the delay (at most what is left of
 //!   SQS's 12 hours since the receive);
-//! - the lease: every half visibility timeout, the visibility of every message still held is
-//!   extended by the visibility timeout, until it is settled (or SQS's 12 hours run out).
+//! - the lease: a third of a visibility timeout after a message was received (or last
+//!   extended), its visibility is extended by the visibility timeout, until it is settled (or
+//!   SQS's 12 hours run out).
 //!
 //! Settling is not awaited by the caller (an [`AckHandle`] is synchronous): a settle that SQS
 //! refuses is logged, and the message comes back when its visibility timeout ends (at least
@@ -297,12 +298,14 @@ async fn change_visibility(sqs: &Sqs, url: &str, entries: Vec<(String, i32)>) {
     }
 }
 
-/// Extends the visibility of held messages every half visibility timeout.
+/// Extends the visibility of each held message once a third of its visibility timeout has
+/// passed since it was received or last extended. Looking every sixth of the timeout, an
+/// extension goes out at the latest half-way through: the other half is the margin for the call.
 async fn lease(sqs: Arc<Sqs>, holder: Weak<Holder>) {
     let visibility = sqs.options.visibility;
-    let period = visibility / 2;
+    let period = visibility / 3;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(visibility / 6).await;
         let Some(h) = holder.upgrade() else { return };
         if h.closed.load(Ordering::Acquire) {
             return;

@@ -25,7 +25,7 @@
 //! | nack / reject with requeue | visibility 0 |
 //! | nack / reject without requeue | deleted (there are no dead-letter exchanges: the App's dead-letter queue takes failures) |
 //! | retry after a delay | visibility = the delay, up to 11 h (the message keeps its place; a FIFO group waits for it); the attempt counts `ApproximateReceiveCount` |
-//! | a handler running long | a lease: the visibility is extended every half `visibility` until the message is settled (at most SQS's 12 h) |
+//! | a handler running long | a lease: the visibility is extended every third of `visibility` until the message is settled (at most SQS's 12 h) |
 //! | delayed publish | `DelaySeconds` up to 15 min; longer: sent on every 15 min until due (not on FIFO queues, which SQS cannot delay per message) |
 //! | dead letters, inspect / replay / purge | the App's dead-letter queue and tools, through `get` and publish; no `StartMessageMoveTask` |
 //! | FIFO group | the `x-mqt-group-id` header (`default` when absent); deduplication id: the message id |

@@ -35,12 +35,23 @@ pub const MAX_DELAY_SECONDS: Duration = Duration::from_secs(15 * 60);
 /// ```
 /// use mqtransport_sqs::SqsOptions;
 ///
-/// let options = SqsOptions::from_url("sqs://AKID:secret@eu-west-1/?endpoint=http://127.0.0.1:4566&prefix=dev-")?;
+/// let options = SqsOptions::from_url("sqs://AKID:wJalrXUtn@eu-west-1/?endpoint=http://127.0.0.1:4566&prefix=dev-")?;
 /// assert_eq!(options.region.as_deref(), Some("eu-west-1"));
 /// assert_eq!(options.prefix, "dev-");
-/// assert!(!format!("{options:?}").contains("secret"));
+/// assert!(!format!("{options:?}").contains("wJalrXUtn"));
+///
+/// // The same in code:
+/// let in_code = SqsOptions::default()
+///     .with_region("eu-west-1")
+///     .with_credentials("AKID", "wJalrXUtn")
+///     .with_endpoint("http://127.0.0.1:4566")
+///     .with_prefix("dev-");
+/// assert_eq!(format!("{in_code:?}"), format!("{options:?}"));
 /// # Ok::<(), mqtransport_sqs::Error>(())
 /// ```
+///
+/// An App takes a transport connected with options in code through
+/// `AppBuilder::transport(DynTransport::new(SqsTransport::connect_with(options).await?))`.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct SqsOptions {
@@ -99,6 +110,55 @@ impl fmt::Debug for SqsOptions {
 }
 
 impl SqsOptions {
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the endpoint (e.g. a local SQS-compatible server).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the access key id and secret (instead of the standard AWS credential chain).
+    pub fn with_credentials(mut self, access_key: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.credentials = Some((access_key.into(), secret.into()));
+        self
+    }
+
+    /// Sets the prefix of every SQS queue name.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the long-polling wait of consumers.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets the visibility timeout of received messages.
+    pub fn with_visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Sets how long a publisher trusts its copy of an exchange's bindings.
+    pub fn with_binding_refresh(mut self, refresh: Duration) -> Self {
+        self.binding_refresh = refresh;
+        self
+    }
+
+    /// Sets the largest message sent (SQS's default limit is 256 KiB; raise it where the queue
+    /// allows more).
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
     /// Reads the options of an `sqs://` URL (see the type's docs).
     pub fn from_url(url: &str) -> Result<Self> {
         Self::from_broker_url(&BrokerUrl::parse(url)?)

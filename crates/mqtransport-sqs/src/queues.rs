@@ -65,11 +65,11 @@ pub(crate) fn generated_name() -> String {
     )
 }
 
-fn encode_declaration(q: &Queue) -> Vec<u8> {
+fn encode_declaration(q: &Queue) -> Result<Vec<u8>> {
     let mut out = BytesMut::new();
     out.put_u8(u8::from(q.durable) | (u8::from(q.auto_delete) << 1));
-    put_table(&mut out, &q.arguments);
-    out.to_vec()
+    put_table(&mut out, &q.arguments)?;
+    Ok(out.to_vec())
 }
 
 fn decode_declaration(name: &str, bytes: &[u8]) -> Result<Queue> {
@@ -86,7 +86,7 @@ fn decode_declaration(name: &str, bytes: &[u8]) -> Result<Queue> {
 pub(crate) async fn declare(sqs: &Sqs, q: &Queue) -> Result<QueueInfo> {
     check_supported(q)?;
     let sqs_queue = sqs_name(&sqs.options.prefix, Role::Queue, &q.name)?;
-    let declaration = tag_value(&encode_declaration(q));
+    let declaration = tag_value(&encode_declaration(q)?);
     if declaration.len() > crate::client::MAX_TAG_VALUE {
         return Err(Error::invalid(format!(
             "queue '{}': its arguments do not fit in an SQS tag (256 characters)",
@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn a_declaration_round_trips_through_its_tag() {
         let q = Queue::quorum("orders");
-        let back = decode_declaration("orders", &encode_declaration(&q)).unwrap();
+        let back = decode_declaration("orders", &encode_declaration(&q).unwrap()).unwrap();
         assert_eq!(back, q);
     }
 }

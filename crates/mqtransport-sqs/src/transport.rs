@@ -28,6 +28,10 @@ use crate::wire::{self, Outgoing};
 /// (each a new message, so SQS's retention period does not limit it).
 pub const MAX_DELAY: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
+/// What of SQS's message size [`Capabilities::frame_max`] leaves for the attribute names, the
+/// route (two names of at most 255 bytes) and the `type` and `content_type` copies.
+const FRAME_RESERVE: usize = 2048;
+
 /// The message group of a FIFO message that names none.
 const DEFAULT_GROUP: &str = "default";
 
@@ -162,9 +166,20 @@ impl SqsTransport {
         }
     }
 
+    /// The largest properties (as AMQP would encode them, which is how many bytes they take
+    /// here too): SQS's message size less room for the attribute names, the route and the
+    /// `type` and `content_type` copies.
+    fn frame_max(&self) -> u32 {
+        let max = self.inner.sqs.options.max_message_size.saturating_sub(FRAME_RESERVE);
+        u32::try_from(max).unwrap_or(u32::MAX)
+    }
+
+    /// Encodes a publish, refusing before anything is sent properties that do not fit
+    /// [`frame_max`](Self::frame_max) and a message over SQS's size limit.
     fn encode(&self, p: &Publish) -> Result<Outgoing> {
-        let message = wire::encode(&p.exchange, &p.routing_key, &p.envelope)?;
         let max = self.inner.sqs.options.max_message_size;
+        p.check_size(max, self.frame_max())?;
+        let message = wire::encode(&p.exchange, &p.routing_key, &p.envelope)?;
         if message.size > max {
             return Err(Error::oversized(&p.exchange, &p.routing_key, message.size, max)
                 .context("SQS counts the body and the message attributes (the properties and headers) together"));
@@ -293,7 +308,7 @@ impl Transport for SqsTransport {
         c.direct_reply_to = false;
         c.quorum_queues = false;
         c.max_message_size = self.inner.sqs.options.max_message_size;
-        c.frame_max = u32::try_from(self.inner.sqs.options.max_message_size).unwrap_or(u32::MAX);
+        c.frame_max = self.frame_max();
         c.delivery_timeout = None;
         c
     }

@@ -82,7 +82,7 @@ pub(crate) fn encode(exchange: &str, routing_key: &str, envelope: &Envelope) -> 
     block.extend_from_slice(&[VERSION, flags]);
     put_str(&mut block, exchange.as_bytes());
     put_str(&mut block, routing_key.as_bytes());
-    put_properties(&mut block, props);
+    put_properties(&mut block, props)?;
     let block = block.freeze();
 
     let mut size = body.len();
