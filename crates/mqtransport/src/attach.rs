@@ -40,10 +40,12 @@ impl<S: Clone + Send + Sync + 'static> Attach<S> {
         if self.tracing {
             service = layer_fn(TraceLayer::new())(service);
         }
+        let capabilities = self.transport.capabilities();
         let runtime = Arc::new(ConsumerRuntime {
+            owns_queue: c.subscription.is_some() && !capabilities.exclusive_queues,
             ctx: Arc::new(ConsumerCtx {
                 queue: ShortStr::from(c.queue.as_str()),
-                system: self.transport.capabilities().system,
+                system: capabilities.system,
                 publisher: self.publisher.clone(),
             }),
             prefetch: c.prefetch,

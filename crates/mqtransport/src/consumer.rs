@@ -211,7 +211,8 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
     /// routing and topics).
     ///
     /// The queue is server-named, exclusive and auto-delete: each running instance gets every
-    /// message, and the queue is gone when the app stops (on RabbitMQ it is declared again,
+    /// message, and the queue is gone when the app stops (on SQS, which has no exclusive queues,
+    /// an ordinary queue that the app deletes at shutdown; on RabbitMQ it is declared again,
     /// under a new name, and bound again after a reconnect; messages published meanwhile miss
     /// it, as with any subscription). Its dead letters go to one durable queue shared by every
     /// subscriber of the exchange, `<exchange>.dlq` (`mqt.<exchange>.dlq` for the broker's own

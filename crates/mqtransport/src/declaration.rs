@@ -59,9 +59,15 @@ impl Existing {
 }
 
 /// Declares a subscription's server-named queue and binds it to `exchange` with each key;
-/// returns the queue's name.
+/// returns the queue's name. The queue is exclusive where the broker has exclusive queues;
+/// elsewhere (SQS) it is an ordinary one that the app deletes at shutdown.
 async fn subscribe(transport: &DynTransport, exchange: &str, keys: &[String]) -> Result<String> {
-    let declared = transport.declare(&Topology::new().queue(Queue::server_named())).await?;
+    let queue = if transport.capabilities().exclusive_queues {
+        Queue::server_named()
+    } else {
+        Queue::transient("")
+    };
+    let declared = transport.declare(&Topology::new().queue(queue)).await?;
     let Some(queue) = declared.queues.into_iter().next().map(|q| q.name) else {
         return Err(Error::new(
             ErrorKind::NotFound,

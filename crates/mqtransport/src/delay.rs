@@ -98,6 +98,11 @@ impl Delays {
                 "a delay of {delay:?} is longer than the longest supported, {MAX_DELAY:?} (2^30 - 1 ms)"
             )));
         }
+        if publish.envelope.properties().expiration.is_some() {
+            return Err(Error::invalid(
+                "a delayed message cannot carry an expiration: the broker removes it when the delay hands the message on",
+            ));
+        }
         let caps = transport.capabilities();
         if caps.native_delay.is_some_and(|longest| delay <= longest) {
             return transport.publish_delayed(publish, delay).await;
@@ -109,11 +114,6 @@ impl Delays {
                     "the {} transport can neither delay messages nor dead-letter expired ones, so it cannot delay a message",
                     caps.system
                 ),
-            ));
-        }
-        if publish.envelope.properties().expiration.is_some() {
-            return Err(Error::invalid(
-                "a delayed message cannot carry an expiration: the broker removes it when the delay hands the message on",
             ));
         }
         let target = if publish.exchange.is_empty() {

@@ -1,5 +1,6 @@
 //! Request/reply: a typed [`Requester`] that publishes a request and waits for its reply over
-//! direct reply-to ([`DIRECT_REPLY_TO`]: no queue per caller or per call), and the typed
+//! direct reply-to ([`DIRECT_REPLY_TO`]: no queue per caller or per call; on a broker without
+//! it, such as SQS, one reply queue per app, `mqt.reply.<id>`, deleted at shutdown), and the typed
 //! [`RpcError`] it fails with. The responder is an ordinary handler that returns its answer (a
 //! [`Message`], or a `Result` of one: see [`Outcome::Reply`](crate::Outcome::Reply)), or sends
 //! it with [`Publisher::reply`](crate::Publisher::reply). A handler that fails for good (its
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use mqtransport_core::{
-    Confirmation, ConsumeOptions, DIRECT_REPLY_TO, DynTransport, Envelope, Error, Transport, headers,
+    Confirmation, ConsumeOptions, DIRECT_REPLY_TO, DynTransport, Envelope, Error, Queue, Topology, Transport, headers,
 };
 use tokio::sync::oneshot;
 
@@ -107,6 +108,9 @@ pub(crate) struct Replies {
     next: AtomicU64,
     /// Makes correlation ids unique across processes sharing a responder.
     prefix: String,
+    /// Where replies go: [`DIRECT_REPLY_TO`], or on a broker without it this app's own reply
+    /// queue (`mqt.reply.<id>`), declared by the first call and deleted at shutdown.
+    address: Mutex<String>,
 }
 
 impl Replies {
@@ -118,7 +122,23 @@ impl Replies {
             starting: tokio::sync::Mutex::new(()),
             next: AtomicU64::new(0),
             prefix: uuid::Uuid::now_v7().simple().to_string(),
+            address: Mutex::new(DIRECT_REPLY_TO.to_owned()),
         })
+    }
+
+    /// Where this app's replies go.
+    fn address(&self) -> String {
+        self.address.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Deletes the reply queue, if this app made one (a broker without direct reply-to).
+    pub(crate) async fn close(&self) {
+        let address = self.address();
+        if address != DIRECT_REPLY_TO
+            && let Err(e) = self.transport.delete_queue(&address, Default::default()).await
+        {
+            tracing::info!(reply_queue = address, "could not delete the reply queue: {e}");
+        }
     }
 
     fn waiting(&self) -> MutexGuard<'_, HashMap<String, oneshot::Sender<Answer>>> {
@@ -139,11 +159,24 @@ impl Replies {
         if self.running.load(Ordering::Acquire) {
             return Ok(());
         }
+        let address = if self.transport.capabilities().direct_reply_to {
+            DIRECT_REPLY_TO.to_owned()
+        } else {
+            // No direct reply-to (SQS): a reply queue of this app's own. Not exclusive, as such
+            // brokers have none; deleted at shutdown.
+            let name = format!("mqt.reply.{}", self.prefix);
+            self.transport
+                .declare(&Topology::new().queue(Queue::durable(&name)))
+                .await
+                .map_err(RpcError::Publish)?;
+            name
+        };
         let mut replies = self
             .transport
-            .consume(DIRECT_REPLY_TO, ConsumeOptions::default().no_ack(true))
+            .consume(&address, ConsumeOptions::default().no_ack(true))
             .await
             .map_err(RpcError::Publish)?;
+        *self.address.lock().unwrap_or_else(PoisonError::into_inner) = address;
         self.running.store(true, Ordering::Release);
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -396,7 +429,7 @@ async fn call(
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let props = publish.envelope.properties_mut();
-    props.reply_to = Some(DIRECT_REPLY_TO.to_owned());
+    props.reply_to = Some(replies.address());
     props.correlation_id = Some(id);
     props.expiration = Some(timeout.max(Duration::from_millis(1)).as_millis().to_string());
     publish.envelope.headers_mut().insert(headers::DEADLINE, deadline_ms);

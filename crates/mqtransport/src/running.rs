@@ -199,6 +199,12 @@ impl Running {
                 }
             }
         }
+        for rt in inner.runtimes.iter().filter(|rt| rt.owns_queue) {
+            if let Err(e) = inner.transport.delete_queue(rt.queue(), Default::default()).await {
+                tracing::info!(queue = rt.queue(), "could not delete the subscription's queue: {e}");
+            }
+        }
+        inner.publisher.inner.replies.close().await;
         let closed = inner.transport.close().await;
         match first_error {
             Some(e) => Err(e),

@@ -141,6 +141,9 @@ const MAX_REASON: usize = 1024;
 
 pub(crate) struct ConsumerRuntime {
     pub(crate) ctx: Arc<ConsumerCtx>,
+    /// The queue is this app's own and goes at shutdown: a subscription's, on a broker without
+    /// exclusive queues (which RabbitMQ would delete with the connection).
+    pub(crate) owns_queue: bool,
     pub(crate) prefetch: u16,
     pub(crate) concurrency: usize,
     pub(crate) retry: RetryPolicy,
@@ -565,8 +568,11 @@ impl ConsumerRuntime {
             headers.insert(headers::ORIGINAL_ROUTING_KEY, d.parts.delivered_routing_key());
         }
         headers.insert(headers::ORIGINAL_QUEUE, FieldValue::from(queue));
-        // The copy must reach its queue even when the stamps push it past a frame.
-        let dropped = copy.properties_mut().fit_frame(self.transport.capabilities().frame_max);
+        // The copy must reach its queue even when the stamps push it past a frame (or, where the
+        // broker limits the whole message, past what the body leaves of it).
+        let caps = self.transport.capabilities();
+        let left = u32::try_from(caps.max_message_size.saturating_sub(copy.body.len())).unwrap_or(u32::MAX);
+        let dropped = copy.properties_mut().fit_frame(caps.frame_max.min(left));
         if !dropped.is_empty() {
             tracing::warn!(
                 queue = self.queue(),
