@@ -134,7 +134,9 @@ async fn many_calls_at_once_each_get_their_own_reply(fx: Arc<Fx>) -> TestResult 
     let q = fx.queue("square");
     let (caller, running) = responder(&fx, &q).await?;
     let math = caller.requester::<Square, Squared>(Route::queue(q.as_str()));
-    let calls = (0..1000i64).map(|n| {
+    // moto, the SQS server of the tests, answers a few hundred calls a second.
+    let many = if fx.is_sqs() { 100 } else { 1000 };
+    let calls = (0..many).map(|n| {
         let math = math.clone();
         async move { (n, math.request(&Square { n }).await) }
     });
@@ -257,6 +259,12 @@ async fn a_responder_skips_a_request_whose_caller_gave_up(fx: Arc<Fx>) -> TestRe
     fx.conn().await?.publish(Publish::to_queue(q.as_str(), late)).await?;
     let seen = settled.next().await?;
     assert_eq!(seen.disposition, Disposition::Expired, "{seen:?}");
+    if fx.is_sqs() {
+        // SQS does not apply a message's expiration: the first request waited in the queue
+        // too, and is skipped the same way.
+        let seen = settled.next().await?;
+        assert_eq!(seen.disposition, Disposition::Expired, "{seen:?}");
+    }
     running.shutdown().await?;
     let info = fx.conn().await?.queue_info(&q).await?;
     assert_eq!(info.message_count, 0, "nothing left in the queue");

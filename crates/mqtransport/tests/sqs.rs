@@ -1,7 +1,9 @@
 //! The App on Amazon SQS (an SQS-compatible server at `MQT_TEST_SQS_URL`, default moto on
 //! 127.0.0.1:4566): retries redelivered in place (visibility), dead letters and their replay,
 //! delayed publishes, the lease that keeps a long handler's message invisible, FIFO group order
-//! under failure, colliding names, and what SQS cannot do refused at build.
+//! under failure, request/reply over a reply queue, colliding names, and what SQS cannot do
+//! refused at build. (The app suite of every other test file runs on SQS too, with `--features
+//! sqs`; see `common::not_on_sqs` for what it skips.)
 
 #![cfg(feature = "sqs")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -292,9 +294,175 @@ async fn what_sqs_cannot_do_is_refused_at_build() {
     assert!(e.message().contains("priorities"), "{e}");
     let e = App::builder()
         .url(sqs_url())
-        .consumer(Consumer::subscribe("amq.topic", ["jobs.#"]).handle(|_: Job| async {}))
+        .consumer(
+            Consumer::for_queue(Queue::durable(unique("excl")).exclusive())
+                .dead_letter_queue(unique("excl-dlq"))
+                .handle(|_: Job| async {}),
+        )
         .build()
         .await
         .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.message().contains("exclusive"), "{e}");
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "math.square")]
+struct Square {
+    n: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "math.squared")]
+struct Squared {
+    n: i64,
+}
+
+async fn square(
+    req: Square,
+    envelope: mqtransport::Envelope,
+    State(reply_to): State<mpsc::UnboundedSender<String>>,
+) -> Result<Squared, HandlerError> {
+    let _ = reply_to.send(envelope.properties().reply_to.clone().unwrap_or_default());
+    if req.n < 0 {
+        return Err(HandlerError::permanent(format!("cannot square {} here", req.n)));
+    }
+    Ok(Squared { n: req.n * req.n })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_goes_over_a_reply_queue_that_shutdown_deletes() {
+    let Some(conn) = connect(&sqs_url()).await else { return };
+    let q = unique("rpc");
+    let dlq = format!("{q}.dlq");
+    let (reply_to, mut addresses) = mpsc::unbounded_channel();
+    let responder = App::with_state(reply_to)
+        .url(url_with("wait=1s"))
+        .consumer(Consumer::for_queue(Queue::durable(&q)).concurrency(8).handle(square))
+        .build()
+        .await
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let caller = App::builder().url(url_with("wait=1s")).build().await.unwrap();
+    let requester = caller
+        .requester::<Square, Squared>(Route::queue(&q))
+        .with_timeout(DEADLINE);
+    let calls = (1..=20).map(|n| {
+        let requester = requester.clone();
+        async move { requester.request(&Square { n }).await }
+    });
+    for (n, answer) in (1..=20).zip(futures_util::future::join_all(calls).await) {
+        assert_eq!(answer.unwrap(), Squared { n: n * n });
+    }
+    let address = recv(&mut addresses, "a request's reply_to").await;
+    assert!(address.starts_with("mqt.reply."), "{address}");
+    // A failing responder answers with a typed error at once, not at the deadline.
+    let started = Instant::now();
+    let failed = requester.request(&Square { n: -2 }).await.unwrap_err();
+    assert!(
+        matches!(&failed, RpcError::Failed { reason } if reason.contains("cannot square -2")),
+        "{failed:?}"
+    );
+    assert!(
+        started.elapsed() < DEADLINE / 2,
+        "the failure took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        conn.queue_info(&address).await.is_ok(),
+        "the reply queue exists while the app runs"
+    );
+    caller.start().await.unwrap().shutdown().await.unwrap();
+    let gone = conn.queue_info(&address).await.unwrap_err();
+    assert_eq!(gone.kind(), ErrorKind::NotFound, "shutdown deletes the reply queue");
+    responder.shutdown().await.unwrap();
+    delete_queues(&conn, &[&q, &dlq]).await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Ping")]
+struct Ping {
+    n: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[message(name = "Pong")]
+struct Pong {
+    n: u64,
+}
+
+async fn ping(headers: Headers, p: Ping, State(seen): State<mpsc::UnboundedSender<(u64, Option<i64>)>>) {
+    let priority = headers.get("priority").and_then(mqtransport::FieldValue::as_i64);
+    let _ = seen.send((p.n, priority));
+}
+
+/// A plain boto3 service sends JSON (named by a `type` attribute, or not named at all) that the
+/// app consumes, and receives what the app's producer sends, with its `type`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boto3_service_and_the_app_talk_both_ways() {
+    let python = std::env::var("MQT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_boto3 = tokio::process::Command::new(&python)
+        .args(["-c", "import boto3"])
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !has_boto3 {
+        assert!(
+            !mqtransport_testkit::brokers_required(),
+            "{python} cannot import boto3 (set MQT_TEST_PYTHON), and MQT_REQUIRE_BROKERS=1"
+        );
+        println!("SKIPPED: boto3 not importable by {python} (set MQT_TEST_PYTHON)");
+        return;
+    }
+    let Some(conn) = connect(&sqs_url()).await else { return };
+    // Names without '.', so that the SQS names are the same for the boto3 side.
+    let inbox = unique("boto-in");
+    let outbox = unique("boto-out");
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let app = App::with_state(seen_tx)
+        .url(url_with("wait=1s"))
+        .topology(Topology::new().queue(Queue::durable(&outbox)))
+        .consumer(
+            Consumer::for_queue(Queue::durable(&inbox))
+                .default_message::<Ping>()
+                .handle(ping),
+        )
+        .build()
+        .await
+        .unwrap();
+    let pongs = app.producer::<Pong>(Route::queue(&outbox));
+    let running = app.start().await.unwrap();
+    pongs.send(&Pong { n: 42 }).await.unwrap();
+
+    let url = mqtransport::BrokerUrl::parse(&sqs_url()).unwrap();
+    let endpoint = url.query("endpoint").unwrap_or("http://127.0.0.1:4566").to_owned();
+    let region = if url.host().is_empty() { "us-east-1" } else { url.host() }.to_owned();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sqs_peer.py");
+    let out = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(&python)
+            .arg(script)
+            .args([endpoint.as_str(), region.as_str(), inbox.as_str(), outbox.as_str()])
+            .output(),
+    )
+    .await
+    .expect("the boto3 peer finishes")
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout);
+    let got: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(got["body"], serde_json::json!({"n": 42}), "{line}");
+    assert_eq!(got["type"], "Pong", "{line}");
+    assert_eq!(got["content_type"], "application/json", "{line}");
+
+    let mut pings = Vec::new();
+    for _ in 0..3 {
+        pings.push(recv(&mut seen, "a ping from boto3").await);
+    }
+    pings.sort_unstable();
+    assert_eq!(pings, vec![(1, None), (2, None), (3, Some(7))]);
+    running.shutdown().await.unwrap();
+    delete_queues(&conn, &[&inbox, &outbox, &format!("{inbox}.dlq")]).await;
 }

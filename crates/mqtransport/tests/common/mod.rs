@@ -22,6 +22,8 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub enum Kind {
     Memory(MemoryBroker),
     Rabbit(String),
+    /// An SQS-compatible server (with the `sqs` feature).
+    Sqs(String),
 }
 
 pub struct Fx {
@@ -50,6 +52,15 @@ fn unique() -> String {
 impl Fx {
     pub fn is_rabbit(&self) -> bool {
         matches!(self.kind, Kind::Rabbit(_))
+    }
+
+    /// On the embedded broker, whose tests run on tokio's paused clock.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.kind, Kind::Memory(_))
+    }
+
+    pub fn is_sqs(&self) -> bool {
+        matches!(self.kind, Kind::Sqs(_))
     }
 
     /// A unique queue name; the queue, its dead-letter queue and the given retry wait queues
@@ -83,7 +94,7 @@ impl Fx {
         let app = app.delay_prefix(self.delay_prefix());
         match &self.kind {
             Kind::Memory(b) => app.transport(DynTransport::new(b.connect())),
-            Kind::Rabbit(url) => app.url(url.clone()),
+            Kind::Rabbit(url) | Kind::Sqs(url) => app.url(url.clone()),
         }
     }
 
@@ -92,7 +103,7 @@ impl Fx {
     pub fn rabbit_url(&self) -> Option<&str> {
         match &self.kind {
             Kind::Rabbit(u) => Some(u),
-            Kind::Memory(_) => None,
+            Kind::Memory(_) | Kind::Sqs(_) => None,
         }
     }
 
@@ -100,7 +111,7 @@ impl Fx {
     pub async fn conn(&self) -> Result<DynTransport, BoxError> {
         Ok(match &self.kind {
             Kind::Memory(b) => DynTransport::new(b.connect()),
-            Kind::Rabbit(url) => mqtransport::connect(url).await?,
+            Kind::Rabbit(url) | Kind::Sqs(url) => mqtransport::connect(url).await?,
         })
     }
 
@@ -128,6 +139,22 @@ fn required() -> bool {
 }
 
 pub async fn run(kind: Kind, name: &str, scenario: Scenario) {
+    if let Kind::Sqs(url) = &kind {
+        if let Some(why) = not_on_sqs(name) {
+            println!("SKIPPED on SQS: {name}: {why}");
+            return;
+        }
+        match mqtransport::connect(url).await {
+            Ok(c) => {
+                let _ = c.close().await;
+            }
+            Err(e) if !required() => {
+                println!("SKIPPED: SQS not reachable ({e})");
+                return;
+            }
+            Err(e) => panic!("SQS is required (MQT_REQUIRE_BROKERS=1) but not reachable: {e}"),
+        }
+    }
     if let Kind::Rabbit(url) = &kind {
         match mqtransport::connect(url).await {
             Ok(c) => {
@@ -162,6 +189,31 @@ pub async fn run(kind: Kind, name: &str, scenario: Scenario) {
     }
 }
 
+/// The SQS server under test (`MQT_TEST_SQS_URL`, default moto on 127.0.0.1:4566), polling
+/// with short waits so that consumers stop quickly.
+pub fn sqs_url() -> String {
+    let url = std::env::var("MQT_TEST_SQS_URL")
+        .unwrap_or_else(|_| "sqs://test:test@us-east-1/?endpoint=http://127.0.0.1:4566".into());
+    format!("{url}{}wait=1s", if url.contains('?') { "&" } else { "?" })
+}
+
+/// Why an app scenario cannot run on SQS, if it cannot: each needs what SQS lacks.
+fn not_on_sqs(scenario: &str) -> Option<&'static str> {
+    Some(match scenario {
+        "dead_letters_can_go_to_the_broker" | "dead_letters_the_broker_made_are_read_from_x_death" => {
+            "dead-letter exchanges"
+        }
+        "a_full_dead_letter_queue_backs_the_consumer_off" | "existing_entities_are_checked_and_never_declared" => {
+            "queue length limits (x-max-length)"
+        }
+        "an_exclusive_queue_must_choose_where_its_dead_letters_go" => "exclusive queues",
+        "delays_of_many_sizes_arrive_in_order_of_their_due_time" => {
+            "delays finer than a second (DelaySeconds counts whole seconds; each delay is rounded up, never early)"
+        }
+        _ => return None,
+    })
+}
+
 pub fn rabbit_url() -> String {
     std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
@@ -188,7 +240,8 @@ pub async fn rabbit_through_proxy() -> Option<(DynTransport, mqtransport_testkit
     Some((direct, proxy, through))
 }
 
-/// Instantiates each scenario twice: on the embedded broker and on RabbitMQ.
+/// Instantiates each scenario on the embedded broker, on RabbitMQ and (with the `sqs` feature)
+/// on SQS.
 macro_rules! app_suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -197,6 +250,20 @@ macro_rules! app_suite {
                 async fn $name() {
                     $crate::common::run(
                         $crate::common::Kind::Memory(mqtransport::MemoryBroker::new()),
+                        stringify!($name),
+                        |fx| Box::pin(super::$name(fx)),
+                    )
+                    .await;
+                }
+            )*
+        }
+        #[cfg(feature = "sqs")]
+        mod sqs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::common::run(
+                        $crate::common::Kind::Sqs($crate::common::sqs_url()),
                         stringify!($name),
                         |fx| Box::pin(super::$name(fx)),
                     )
