@@ -1,6 +1,8 @@
 //! The App's consume path (decode JSON, validate, dispatch by name, run the handler, ack)
 //! against a bare transport loop (consume, ack) on the same pre-filled queue, side by side in
-//! one run, on the embedded broker and on RabbitMQ (`MQT_TEST_AMQP_URL`). On the embedded broker
+//! one run, on the embedded broker, on RabbitMQ (`MQT_TEST_AMQP_URL`) and, built with the `sqs`
+//! feature, on SQS (`MQT_TEST_SQS_URL`; against moto, a Python server, the absolute figure says
+//! little about AWS, only that the path works and what it costs beside the bare loop). On the embedded broker
 //! also against a bare bounded tokio mpsc carrying the same bodies: the floor of any in-process
 //! hand-off. The message is one integer field; the handler does nothing.
 //!
@@ -10,7 +12,8 @@
 //! ```
 //!
 //! Prints messages per second for each case and the ratio `app/bare` per broker.
-//! `MQT_BENCH_BROKER=memory` (or `rabbitmq`) runs one broker only, `MQT_BENCH_CASE=app` (or
+//! `MQT_BENCH_SQS_MESSAGES` (default 300) sets the SQS count.
+//! `MQT_BENCH_BROKER=memory` (or `rabbitmq`, `sqs`) runs one broker only, `MQT_BENCH_CASE=app` (or
 //! `bare`, `mpsc`) one case only (for profiling).
 
 use std::sync::Arc;
@@ -41,14 +44,15 @@ const PREFETCH: u16 = 256;
 #[derive(Clone)]
 enum Broker {
     Memory(MemoryBroker),
-    Rabbit(String),
+    /// RabbitMQ or SQS, by URL.
+    Url(String),
 }
 
 impl Broker {
     async fn connect(&self) -> Result<DynTransport, BoxError> {
         Ok(match self {
             Broker::Memory(b) => DynTransport::new(b.connect()),
-            Broker::Rabbit(url) => mqtransport::connect(url).await?,
+            Broker::Url(url) => mqtransport::connect(url).await?,
         })
     }
 }
@@ -221,7 +225,7 @@ fn main() -> Result<(), BoxError> {
     match rabbit_up {
         Ok(()) => brokers.push((
             "rabbitmq",
-            Broker::Rabbit(url.clone()),
+            Broker::Url(url.clone()),
             if quick {
                 500
             } else {
@@ -232,6 +236,28 @@ fn main() -> Result<(), BoxError> {
             return Err(format!("RabbitMQ is required but not reachable: {e}").into());
         }
         Err(e) => println!("SKIPPED: RabbitMQ not reachable ({e})"),
+    }
+    #[cfg(feature = "sqs")]
+    {
+        let sqs = std::env::var("MQT_TEST_SQS_URL")
+            .unwrap_or_else(|_| "sqs://test:test@us-east-1/?endpoint=http://127.0.0.1:4566".into());
+        let sqs = format!("{sqs}{}wait=1s", if sqs.contains('?') { "&" } else { "?" });
+        match rt.block_on(async { mqtransport::connect(&sqs).await.map(drop) }) {
+            Ok(()) => brokers.push((
+                "sqs",
+                Broker::Url(sqs),
+                // moto takes some 50 sends a second: a few hundred messages say enough.
+                if quick {
+                    50
+                } else {
+                    env_usize("MQT_BENCH_SQS_MESSAGES").unwrap_or(300)
+                },
+            )),
+            Err(e) if std::env::var("MQT_REQUIRE_BROKERS").is_ok_and(|v| v == "1") => {
+                return Err(format!("SQS is required but not reachable: {e}").into());
+            }
+            Err(e) => println!("SKIPPED: SQS not reachable ({e})"),
+        }
     }
     println!("{:<52} {:>12}", "case", "per second");
     let mut ratios = Vec::new();
