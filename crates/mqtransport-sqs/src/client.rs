@@ -99,6 +99,20 @@ pub(crate) fn tag_bytes(value: &str, what: &str) -> Result<Vec<u8>> {
         })
 }
 
+/// An error and its causes, each once, joined by `: `.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// Whether an SDK error says the queue does not exist.
 pub(crate) fn is_missing_queue(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
@@ -145,10 +159,20 @@ where
             service.err().code().unwrap_or("error"),
             service.err().message().unwrap_or("(no message)")
         ),
-        other => aws_sdk_sqs::error::DisplayErrorContext(other).to_string(),
+        other => causes(other),
+    };
+    // The SDK reports credentials it could not find as a failure to send.
+    let kind = if kind == ErrorKind::Connection && detail.contains("loading credentials") {
+        ErrorKind::Auth
+    } else {
+        kind
     };
     let message = match kind {
         ErrorKind::NotFound => format!("{what}: no such queue ({detail})"),
+        ErrorKind::Auth if detail.contains("loading credentials") => format!(
+            "{what}: no AWS credentials: give them in the URL (sqs://KEY:SECRET@REGION/), or set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile ({detail})"
+        ),
         _ => format!("{what}: SQS said {detail}"),
     };
     Error::new(kind, message)

@@ -407,7 +407,11 @@ mod tests {
         let mut out = BytesMut::new();
         put_properties(&mut out, &p).unwrap();
         // AMQP counts the 2 bytes of property flags in the frame's own overhead.
-        assert_eq!(out.len(), 2 + p.encoded_size().unwrap(), "as many bytes as AMQP's encoding");
+        assert_eq!(
+            out.len(),
+            2 + p.encoded_size().unwrap(),
+            "as many bytes as AMQP's encoding"
+        );
         let mut r = Reader::new(&out, "properties");
         assert_eq!(read_properties(&mut r).unwrap(), p);
         assert!(r.is_empty());

@@ -178,3 +178,13 @@ async fn a_consumer_dropped_mid_poll_gives_its_messages_back_at_once() {
     assert_eq!(got.envelope.body.as_ref(), b"during the poll");
     t.delete_queue(&q, DeleteQueue::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_connection_error_without_the_secret() {
+    let e = SqsTransport::connect("sqs://AKID:hunter2@us-east-1/?endpoint=http://127.0.0.1:1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+    assert!(e.message().contains("Connection refused"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+}
