@@ -30,13 +30,16 @@
 //! | dead letters, inspect / replay / purge | the App's dead-letter queue and tools, through `get` and publish; no `StartMessageMoveTask` |
 //! | FIFO group | the `x-mqt-group-id` header (`default` when absent); deduplication id: the message id |
 //! | purge | receives and deletes the ready messages (not SQS's once-a-minute `PurgeQueue`) |
+//! | request/reply (the App's `Requester`) | no direct reply-to: one reply queue per app, `mqt.reply.<id>` (SQS name `mqt-reply-<id>`), deleted at shutdown |
+//! | subscriptions (`Consumer::subscribe`) | no exclusive queues: a generated queue per app instance, deleted at shutdown |
 //! | `get` | a short-poll `ReceiveMessage` of one message; its message count is `ApproximateNumberOfMessages` |
 //! | close | stops consumers and makes every held message visible again |
 //!
 //! Refused with [`ErrorKind::Unsupported`](mqtransport_core::ErrorKind::Unsupported), at
 //! declare (so at the App's `build()`): exclusive and auto-delete queues, exclusive consumers,
 //! consumer arguments, priorities, message and queue TTLs, length limits, dead-letter exchanges,
-//! stream queues. There is no direct reply-to. A message's `expiration` travels with it but SQS
+//! stream queues. There is no direct reply-to. A queue this transport generated (a reply queue, a
+//! subscription's) outlives an app that stops without its shutdown: SQS deletes nothing by itself. A message's `expiration` travels with it but SQS
 //! does not apply it (the App skips requests whose `x-mqt-deadline` has passed). Queue counts
 //! are SQS's approximations, and SQS does not report consumers (`consumer_count` is 0).
 //!
