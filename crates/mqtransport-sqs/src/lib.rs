@@ -28,7 +28,7 @@
 //! | a handler running long | a lease: the visibility is extended every third of `visibility` until the message is settled (at most SQS's 12 h) |
 //! | delayed publish | `DelaySeconds` up to 15 min; longer: sent on every 15 min until due (not on FIFO queues, which SQS cannot delay per message) |
 //! | dead letters, inspect / replay / purge | the App's dead-letter queue and tools, through `get` and publish; no `StartMessageMoveTask` |
-//! | FIFO group | the `x-mqt-group-id` header (`default` when absent); deduplication id: the message id |
+//! | FIFO group | the `x-mqt-group-id` header (`default` when absent); deduplication id: the message id (and the replay count of a replayed dead letter) |
 //! | purge | receives and deletes the ready messages (not SQS's once-a-minute `PurgeQueue`) |
 //! | request/reply (the App's `Requester`) | no direct reply-to: one reply queue per app, `mqt.reply.<id>` (SQS name `mqt-reply-<id>`), deleted at shutdown |
 //! | subscriptions (`Consumer::subscribe`) | no exclusive queues: a generated queue per app instance, deleted at shutdown |

@@ -106,12 +106,20 @@ pub(crate) fn encode(exchange: &str, routing_key: &str, envelope: &Envelope) -> 
         }
     }
     let group = envelope.header(headers::GROUP_ID).map(FieldValue::display_value);
+    // A replayed dead letter keeps its message id; SQS would drop it as a duplicate for 5 minutes.
+    let deduplication =
+        props.message_id.as_ref().map(
+            |id| match envelope.header(headers::REPLAYED).and_then(FieldValue::as_i64) {
+                Some(n) => format!("{id}-replay-{n}"),
+                None => id.clone(),
+            },
+        );
     Ok(Outgoing {
         body,
         attributes,
         size,
         group,
-        deduplication: props.message_id.clone(),
+        deduplication,
     })
 }
 
@@ -269,6 +277,18 @@ mod tests {
         let mut expected = env.clone();
         expected.headers_mut().insert(headers::RECEIVE_COUNT, 2i64);
         assert_eq!(back.envelope.properties(), expected.properties());
+    }
+
+    #[test]
+    fn a_replay_is_not_a_duplicate_of_its_original() {
+        let original = Envelope::new("x").with_message_id("m-1");
+        let replay = original.clone().with_header(headers::REPLAYED, 1i64);
+        let (a, b) = (
+            encode("", "q.fifo", &original).unwrap(),
+            encode("", "q.fifo", &replay).unwrap(),
+        );
+        assert_eq!(a.deduplication.as_deref(), Some("m-1"));
+        assert_ne!(a.deduplication, b.deduplication);
     }
 
     #[test]

@@ -111,6 +111,20 @@ fn worker(failing: u64, failures: u32, work: Duration) -> (Worker, mpsc::Unbound
     (w, rx)
 }
 
+/// Starts an app on SQS (with `options` added to the URL) whose one consumer is `consumer`
+/// handling jobs with `w`; returns it running, and a producer of jobs to its queue.
+async fn start_jobs(w: Worker, options: &str, consumer: Consumer<Worker>) -> (mqtransport::Running, Producer<Job>) {
+    let queue = consumer.queue().to_owned();
+    let app = App::with_state(w)
+        .url(url_with(options))
+        .consumer(consumer.handle(run_job))
+        .build()
+        .await
+        .unwrap();
+    let producer = app.producer::<Job>(Route::queue(&queue));
+    (app.start().await.unwrap(), producer)
+}
+
 fn job(id: u64, group: &str) -> Job {
     Job {
         id,
@@ -125,18 +139,13 @@ async fn a_retry_is_redelivered_in_place_then_dead_lettered_and_replayed() {
     let dlq = format!("{q}.dlq");
     let (w, mut seen) = worker(7, 2, Duration::ZERO);
     let healthy = Arc::clone(&w.failures);
-    let app = App::with_state(w)
-        .url(url_with("wait=1s"))
-        .consumer(
-            Consumer::for_queue(Queue::durable(&q))
-                .retry(RetryPolicy::max_attempts(2).backoff(mqtransport::Backoff::fixed(Duration::from_secs(2))))
-                .handle(run_job),
-        )
-        .build()
-        .await
-        .unwrap();
-    let producer = app.producer::<Job>(Route::queue(&q));
-    let running = app.start().await.unwrap();
+    let (running, producer) = start_jobs(
+        w,
+        "wait=1s",
+        Consumer::for_queue(Queue::durable(&q))
+            .retry(RetryPolicy::max_attempts(2).backoff(mqtransport::Backoff::fixed(Duration::from_secs(2)))),
+    )
+    .await;
     producer.send(&job(7, "a")).await.unwrap();
 
     let (_, first, at1) = recv(&mut seen, "the first attempt").await;
@@ -177,14 +186,12 @@ async fn a_long_handler_keeps_its_message_through_the_lease() {
     let q = unique("lease");
     // Visibility 2 s, work 5 s: without the lease SQS would hand the message out again.
     let (w, mut seen) = worker(0, 0, Duration::from_secs(5));
-    let app = App::with_state(w)
-        .url(url_with("wait=1s&visibility=2s"))
-        .consumer(Consumer::for_queue(Queue::durable(&q)).concurrency(2).handle(run_job))
-        .build()
-        .await
-        .unwrap();
-    let producer = app.producer::<Job>(Route::queue(&q));
-    let running = app.start().await.unwrap();
+    let (running, producer) = start_jobs(
+        w,
+        "wait=1s&visibility=2s",
+        Consumer::for_queue(Queue::durable(&q)).concurrency(2),
+    )
+    .await;
     producer.send(&job(1, "a")).await.unwrap();
     let (first, attempt, _) = recv(&mut seen, "the job").await;
     assert_eq!((first.id, attempt), (1, 1));
@@ -201,14 +208,7 @@ async fn a_delayed_publish_arrives_no_earlier_than_asked() {
     let Some(conn) = connect(&sqs_url()).await else { return };
     let q = unique("delay");
     let (w, mut seen) = worker(0, 0, Duration::ZERO);
-    let app = App::with_state(w)
-        .url(url_with("wait=1s"))
-        .consumer(Consumer::for_queue(Queue::durable(&q)).handle(run_job))
-        .build()
-        .await
-        .unwrap();
-    let producer = app.producer::<Job>(Route::queue(&q));
-    let running = app.start().await.unwrap();
+    let (running, producer) = start_jobs(w, "wait=1s", Consumer::for_queue(Queue::durable(&q))).await;
     let sent = Instant::now();
     producer
         .send_delayed(&job(3, "a"), Duration::from_secs(2))
@@ -226,20 +226,15 @@ async fn a_failing_fifo_message_holds_back_its_group_only() {
     let Some(conn) = connect(&sqs_url()).await else { return };
     let q = format!("{}.fifo", unique("fifo"));
     let (w, mut seen) = worker(1, 1, Duration::ZERO);
-    let app = App::with_state(w)
-        .url(url_with("wait=1s"))
-        .consumer(
-            Consumer::for_queue(Queue::durable(&q))
-                .concurrency(4)
-                .retry(RetryPolicy::max_attempts(3).backoff(mqtransport::Backoff::fixed(Duration::from_secs(2))))
-                .dead_letter_queue(format!("{}-dlq", q.trim_end_matches(".fifo")))
-                .handle(run_job),
-        )
-        .build()
-        .await
-        .unwrap();
-    let producer = app.producer::<Job>(Route::queue(&q));
-    let running = app.start().await.unwrap();
+    let (running, producer) = start_jobs(
+        w,
+        "wait=1s",
+        Consumer::for_queue(Queue::durable(&q))
+            .concurrency(4)
+            .retry(RetryPolicy::max_attempts(3).backoff(mqtransport::Backoff::fixed(Duration::from_secs(2))))
+            .dead_letter_queue(format!("{}-dlq", q.trim_end_matches(".fifo"))),
+    )
+    .await;
     for (id, group) in [(1, "g1"), (2, "g1"), (3, "g2")] {
         let options = PublishOptions::default().header(mqtransport::headers::GROUP_ID, group);
         let confirmed = producer.publish_with(&job(id, group), options).await.unwrap();
