@@ -32,7 +32,7 @@
 //! | purge | receives and deletes the ready messages (not SQS's once-a-minute `PurgeQueue`) |
 //! | request/reply (the App's `Requester`) | no direct reply-to: one reply queue per app, `mqt.reply.<id>` (SQS name `mqt-reply-<id>`), deleted at shutdown |
 //! | subscriptions (`Consumer::subscribe`) | no exclusive queues: a generated queue per app instance, deleted at shutdown |
-//! | `get` | a short-poll `ReceiveMessage` of one message; its message count is `ApproximateNumberOfMessages` |
+//! | `get` | a short-poll `ReceiveMessage` of one message (a one-second long poll when that finds nothing but SQS counts messages, since a short poll asks only some servers); its message count is `ApproximateNumberOfMessages` |
 //! | close | stops consumers and makes every held message visible again |
 //!
 //! Refused with [`ErrorKind::Unsupported`](mqtransport_core::ErrorKind::Unsupported), at

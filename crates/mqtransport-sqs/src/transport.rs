@@ -503,7 +503,13 @@ impl Transport for SqsTransport {
         let sqs = &self.inner.sqs;
         let holder = self.gets();
         loop {
-            let Some(m) = consume::receive(sqs, &url, 1, Duration::ZERO).await?.into_iter().next() else {
+            let mut received = consume::receive(sqs, &url, 1, Duration::ZERO).await?;
+            // A short poll asks only some of SQS's servers and may miss the few messages a queue
+            // holds; when SQS counts some, a one-second long poll asks them all.
+            if received.is_empty() && queues::info(sqs, queue, &url).await?.message_count > 0 {
+                received = consume::receive(sqs, &url, 1, Duration::from_secs(1)).await?;
+            }
+            let Some(m) = received.into_iter().next() else {
                 return Ok(None);
             };
             let mut incoming = wire::decode(queue, &m);
