@@ -188,3 +188,33 @@ async fn an_unreachable_endpoint_is_a_connection_error_without_the_secret() {
     assert!(e.message().contains("Connection refused"), "{e}");
     assert!(!e.to_string().contains("hunter2"), "{e}");
 }
+
+/// A delay longer than SQS's 15 minutes travels in hops: the message carries when it is due
+/// (`x-mqt-deliver-at`), and one received early is sent again with the rest of its delay. Shown
+/// here with a message due in 2 s that SQS hands out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_received_before_it_is_due_is_sent_on_until_it_is() {
+    let Some(t) = connect("wait=1s").await else { return };
+    let q = unique("hops");
+    t.declare(&Topology::new().queue(Queue::durable(&q))).await.unwrap();
+    let due = std::time::SystemTime::now() + Duration::from_secs(2);
+    let due_ms = due.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let early = Envelope::new("not yet").with_header("x-mqt-deliver-at", due_ms);
+    t.publish(Publish::to_queue(q.as_str(), early)).await.unwrap();
+    let mut consumer = t.consume(&q, ConsumeOptions::default().prefetch(10)).await.unwrap();
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("delivered once due")
+        .unwrap()
+        .unwrap();
+    assert!(std::time::SystemTime::now() >= due, "delivered before it was due");
+    assert_eq!(d.envelope.body.as_ref(), b"not yet");
+    assert!(
+        d.envelope.header("x-mqt-deliver-at").is_none(),
+        "the due time is the transport's own"
+    );
+    assert!(!d.redelivered, "the hop is a new message, not a redelivery");
+    d.ack().await.unwrap();
+    drop(consumer);
+    t.delete_queue(&q, DeleteQueue::default()).await.unwrap();
+}
