@@ -289,7 +289,7 @@ pub struct AppBuilder<S = ()> {
     delay_prefix: String,
     /// Exchanges and queues the app uses without declaring them.
     existing: Existing,
-    pub(crate) publish_observer: Option<Arc<dyn PublishObserver>>,
+    pub(crate) publish_observers: Vec<Arc<dyn PublishObserver>>,
     pub(crate) settle_observers: Vec<Arc<dyn SettleObserver>>,
 }
 
@@ -328,7 +328,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             tracing: true,
             delay_prefix: crate::delay::DEFAULT_PREFIX.to_owned(),
             existing: Existing::default(),
-            publish_observer: None,
+            publish_observers: Vec::new(),
             settle_observers: Vec::new(),
         }
     }
@@ -504,12 +504,20 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         for w in &warnings {
             tracing::warn!("{w}");
         }
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let (mut publish_observers, mut settle_observers) = (self.publish_observers, self.settle_observers);
+        #[cfg(feature = "metrics")]
+        {
+            let metrics = Arc::new(crate::observe::Metrics::new(capabilities.system));
+            publish_observers.push(Arc::clone(&metrics) as Arc<dyn PublishObserver>);
+            settle_observers.push(metrics);
+        }
         let publisher = Publisher::new(PublisherInner {
             replies: crate::rpc::Replies::new(transport.clone()),
             transport: transport.clone(),
             app_id: self.name,
             validate: self.validate_on_publish,
-            observer: self.publish_observer,
+            observers: publish_observers,
             runtime: tokio::runtime::Handle::try_current().ok(),
             delays: crate::delay::Delays::new(self.delay_prefix),
         });
@@ -527,7 +535,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             redacted_url: redacted_url.clone(),
             publisher: publisher.clone(),
             tracker: Arc::clone(&tracker),
-            observers: self.settle_observers,
+            observers: settle_observers,
         };
         let (runtimes, services): (Vec<_>, Vec<_>) = consumers.iter().map(|c| attach.runtime(c)).unzip();
         Ok(App {

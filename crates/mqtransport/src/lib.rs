@@ -88,6 +88,7 @@ mod extract;
 mod handler;
 mod message;
 pub mod middleware;
+mod observe;
 mod outcome;
 mod plain;
 mod producer;

@@ -163,16 +163,17 @@ impl PublishOptions {
     }
 }
 
-/// Sees every publish (the testing support records them).
+/// Sees every publish (the testing support records them; the `metrics` feature counts them).
 pub(crate) trait PublishObserver: Send + Sync {
-    fn published(&self, publish: &Publish, result: &Result<Confirmation>);
+    /// `elapsed`: from the publish to the broker's answer.
+    fn published(&self, publish: &Publish, result: &Result<Confirmation>, elapsed: Duration);
 }
 
 pub(crate) struct PublisherInner {
     pub(crate) transport: DynTransport,
     pub(crate) app_id: Option<String>,
     pub(crate) validate: bool,
-    pub(crate) observer: Option<Arc<dyn PublishObserver>>,
+    pub(crate) observers: Vec<Arc<dyn PublishObserver>>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     /// The app's reply consumer and the calls waiting on it.
     pub(crate) replies: Arc<crate::rpc::Replies>,
@@ -385,14 +386,16 @@ impl Publisher {
 
     /// Publishes a raw message, for interoperating with other clients: nothing is added to it.
     pub async fn publish_raw(&self, publish: Publish) -> Result<Confirmation> {
-        match &self.inner.observer {
-            None => self.inner.transport.publish(publish).await,
-            Some(observer) => {
-                let result = self.inner.transport.publish(publish.clone()).await;
-                observer.published(&publish, &result);
-                result
-            }
+        if self.inner.observers.is_empty() {
+            return self.inner.transport.publish(publish).await;
         }
+        let started = std::time::Instant::now();
+        let result = self.inner.transport.publish(publish.clone()).await;
+        let elapsed = started.elapsed();
+        for observer in &self.inner.observers {
+            observer.published(&publish, &result, elapsed);
+        }
+        result
     }
 
     /// Publishes `publish` to arrive after `delay` (see [`delay`](crate::delay)): the

@@ -67,7 +67,8 @@ pub enum Disposition {
 
 /// Sees every settled delivery (the testing support records them).
 pub(crate) trait SettleObserver: Send + Sync {
-    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition);
+    /// `elapsed`: from the delivery reaching the consumer to its settling.
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition, elapsed: Duration);
 }
 
 /// One settled delivery, as an [`AppBuilder::on_settle`](crate::AppBuilder::on_settle) hook
@@ -81,17 +82,20 @@ pub struct SettledDelivery<'a> {
     pub envelope: &'a Envelope,
     /// What the runtime did with it.
     pub disposition: &'a Disposition,
+    /// From the delivery reaching the consumer to its settling.
+    pub elapsed: Duration,
 }
 
 /// A closure as a [`SettleObserver`].
 pub(crate) struct OnSettle<F>(pub(crate) F);
 
 impl<F: Fn(SettledDelivery<'_>) + Send + Sync> SettleObserver for OnSettle<F> {
-    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition) {
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition, elapsed: Duration) {
         (self.0)(SettledDelivery {
             queue,
             envelope,
             disposition,
+            elapsed,
         });
     }
 }
@@ -276,6 +280,8 @@ impl ConsumerRuntime {
     }
 
     async fn process(&self, service: &mut HandlerService, delivery: Delivery) {
+        // Timed only for those who watch (metrics, on_settle hooks, TestApp).
+        let started = (!self.observers.is_empty()).then(std::time::Instant::now);
         let delivery_tag = delivery.delivery_tag();
         let Delivery {
             envelope,
@@ -302,12 +308,12 @@ impl ConsumerRuntime {
         // the dead-letter queue with the reason, and the queue moves on.
         if let Some(why) = parts.envelope.header(headers::UNREADABLE) {
             let outcome = Outcome::dead_letter(format!("unreadable message: {}", why.display_value()));
-            return self.settle(outcome, Handled { parts, acker }).await;
+            return self.settle(outcome, Handled { parts, acker, started }).await;
         }
         if let Some(deadline) = parts.envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)
             && deadline < now_millis()
         {
-            return Box::pin(self.skip_expired(Handled { parts, acker })).await;
+            return Box::pin(self.skip_expired(Handled { parts, acker, started })).await;
         }
         let req = Incoming::new(Arc::clone(&parts), Arc::clone(&self.ctx));
         let run = async move {
@@ -319,12 +325,13 @@ impl ConsumerRuntime {
             Ok(Err(e)) => Outcome::from_error(&*e),
             Err(panic) => Outcome::retry(format!("the handler panicked: {}", panic_text(&*panic))),
         };
-        self.settle(outcome, Handled { parts, acker }).await;
+        self.settle(outcome, Handled { parts, acker, started }).await;
     }
 
     async fn settle(&self, outcome: Outcome, d: Handled) {
         let attempt = d.parts.attempt();
         let parts = Arc::clone(&d.parts);
+        let started = d.started;
         let envelope = parts.envelope();
         let disposition = match outcome {
             Outcome::Ack => {
@@ -364,7 +371,7 @@ impl ConsumerRuntime {
         };
         self.log(envelope, &disposition);
         for o in &self.observers {
-            o.settled(self.queue(), envelope, &disposition);
+            o.settled(self.queue(), envelope, &disposition, elapsed_since(started));
         }
     }
 
@@ -489,9 +496,15 @@ impl ConsumerRuntime {
             "skipping a request whose caller gave up waiting (its deadline passed)"
         );
         let parts = Arc::clone(&d.parts);
+        let started = d.started;
         d.settle_ack().await;
         for o in &self.observers {
-            o.settled(self.queue(), &parts.envelope, &Disposition::Expired);
+            o.settled(
+                self.queue(),
+                &parts.envelope,
+                &Disposition::Expired,
+                elapsed_since(started),
+            );
         }
     }
 
@@ -612,6 +625,10 @@ impl ConsumerRuntime {
     }
 }
 
+fn elapsed_since(started: Option<std::time::Instant>) -> Duration {
+    started.map_or(Duration::ZERO, |t| t.elapsed())
+}
+
 /// Resolves once a stop is requested.
 async fn stopped(stop: &mut Stop) {
     while stop.borrow_and_update().is_none() {
@@ -632,6 +649,8 @@ fn now_millis() -> i64 {
 struct Handled {
     parts: Arc<DeliveryParts>,
     acker: Acker,
+    /// When the delivery reached the consumer, if anyone watches.
+    started: Option<std::time::Instant>,
 }
 
 impl Handled {

@@ -123,7 +123,7 @@ struct Recorder {
 }
 
 impl SettleObserver for Recorder {
-    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition) {
+    fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition, _elapsed: std::time::Duration) {
         self.settled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -136,7 +136,7 @@ impl SettleObserver for Recorder {
 }
 
 impl PublishObserver for Recorder {
-    fn published(&self, publish: &Publish, result: &Result<Confirmation>) {
+    fn published(&self, publish: &Publish, result: &Result<Confirmation>, _elapsed: std::time::Duration) {
         self.published
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -181,7 +181,8 @@ impl TestApp {
     ) -> Result<TestApp> {
         let recorder = Arc::new(Recorder::default());
         let mut app = app.transport(DynTransport::new(broker.connect()));
-        app.publish_observer = Some(Arc::clone(&recorder) as Arc<dyn PublishObserver>);
+        app.publish_observers
+            .push(Arc::clone(&recorder) as Arc<dyn PublishObserver>);
         app.settle_observers
             .push(Arc::clone(&recorder) as Arc<dyn SettleObserver>);
         let running = app.build().await?.start().await?;
@@ -191,7 +192,7 @@ impl TestApp {
             transport: conn.clone(),
             app_id: Some("mqtransport-testing".into()),
             validate: false,
-            observer: None,
+            observers: Vec::new(),
             runtime: None,
             delays: crate::delay::Delays::new(crate::delay::DEFAULT_PREFIX),
         });
