@@ -11,10 +11,12 @@
 //! MQT_BENCH_MESSAGES=20000 cargo bench -p mqtransport --bench app
 //! ```
 //!
-//! Prints messages per second for each case and the ratio `app/bare` per broker.
+//! Prints messages per second for each case and the ratio `app/bare` per broker; built with the
+//! `metrics` feature, also the App recording metrics to a Prometheus recorder, and the ratio
+//! `app with metrics/app`.
 //! `MQT_BENCH_SQS_MESSAGES` (default 300) sets the SQS count.
 //! `MQT_BENCH_BROKER=memory` (or `rabbitmq`, `sqs`) runs one broker only, `MQT_BENCH_CASE=app` (or
-//! `bare`, `mpsc`) one case only (for profiling).
+//! `bare`, `mpsc`, `metrics`) one case only (for profiling).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -125,8 +127,9 @@ async fn handle(order: Order, State(count): State<Count>) {
     count.seen.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Consume `n` deliveries through the App: decode, validate, dispatch, handle, ack.
-async fn app(broker: &Broker, queue: &str, n: usize) -> Result<Duration, BoxError> {
+/// Consume `n` deliveries through the App: decode, validate, dispatch, handle, ack; with
+/// `metrics`, recording them (feature `metrics`, to the Prometheus recorder `main` installed).
+async fn app(broker: &Broker, queue: &str, n: usize, metrics: bool) -> Result<Duration, BoxError> {
     let setup = broker.connect().await?;
     fill(&setup, queue, n).await?;
     let settled = Arc::new(AtomicUsize::new(0));
@@ -135,7 +138,12 @@ async fn app(broker: &Broker, queue: &str, n: usize) -> Result<Duration, BoxErro
     // is not either).
     let finished: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let (s, d, f) = (Arc::clone(&settled), Arc::clone(&done), Arc::clone(&finished));
-    let app = App::with_state(Count { seen: Arc::default() })
+    let app = App::with_state(Count { seen: Arc::default() });
+    #[cfg(feature = "metrics")]
+    let app = app.metrics(metrics);
+    #[cfg(not(feature = "metrics"))]
+    let _ = metrics;
+    let app = app
         .transport(broker.connect().await?)
         .on_settle(move |_| {
             if s.fetch_add(1, Ordering::Relaxed) + 1 == n {
@@ -262,9 +270,12 @@ fn main() -> Result<(), BoxError> {
     println!("{:<52} {:>12}", "case", "per second");
     let mut ratios = Vec::new();
     let mut mpsc_ratio = None;
+    let mut metrics_ratios = Vec::new();
+    #[cfg(feature = "metrics")]
+    let _prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     brokers.retain(|(name, _, _)| only.as_deref().is_none_or(|o| o == *name));
     for (name, broker, n) in &brokers {
-        let (mut b, mut a, mut m) = (Duration::MAX, Duration::MAX, Duration::MAX);
+        let (mut b, mut a, mut m, mut am) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
         let in_memory = matches!(broker, Broker::Memory(_));
         // Interleaved round by round, so that machine noise hits all alike; best of each.
         for round in 0..rounds {
@@ -283,7 +294,14 @@ fn main() -> Result<(), BoxError> {
                 a = a.min(rt.block_on(cleaned(
                     broker,
                     &format!("{q}-app"),
-                    app(broker, &format!("{q}-app"), *n),
+                    app(broker, &format!("{q}-app"), *n, false),
+                ))?);
+            }
+            if cfg!(feature = "metrics") && wanted("metrics") {
+                am = am.min(rt.block_on(cleaned(
+                    broker,
+                    &format!("{q}-metrics"),
+                    app(broker, &format!("{q}-metrics"), *n, true),
                 ))?);
             }
         }
@@ -305,6 +323,14 @@ fn main() -> Result<(), BoxError> {
             format!("{name}: app decode + validate + dispatch + ack"),
             rate(*n, a)
         );
+        if am != Duration::MAX {
+            println!(
+                "{:<52} {:>12.0}",
+                format!("{name}: app with metrics (Prometheus recorder)"),
+                rate(*n, am)
+            );
+            metrics_ratios.push((name, rate(*n, am) / rate(*n, a)));
+        }
         ratios.push((name, rate(*n, a) / rate(*n, b)));
     }
     for (name, r) in ratios {
@@ -312,6 +338,9 @@ fn main() -> Result<(), BoxError> {
     }
     if let Some(r) = mpsc_ratio {
         println!("ratio app/mpsc memory: {r:.2}");
+    }
+    for (name, r) in metrics_ratios {
+        println!("ratio app with metrics/app {name}: {r:.2}");
     }
     Ok(())
 }

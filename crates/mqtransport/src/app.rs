@@ -287,6 +287,8 @@ pub struct AppBuilder<S = ()> {
     validate_on_publish: bool,
     tracing: bool,
     delay_prefix: String,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
     /// Exchanges and queues the app uses without declaring them.
     existing: Existing,
     pub(crate) publish_observers: Vec<Arc<dyn PublishObserver>>,
@@ -327,6 +329,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             validate_on_publish: cfg!(debug_assertions),
             tracing: true,
             delay_prefix: crate::delay::DEFAULT_PREFIX.to_owned(),
+            #[cfg(feature = "metrics")]
+            metrics: true,
             existing: Existing::default(),
             publish_observers: Vec::new(),
             settle_observers: Vec::new(),
@@ -433,6 +437,25 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         self
     }
 
+    /// Whether the app records metrics (feature `metrics`; on by default): through the
+    /// `metrics` facade, to whatever recorder the application installed (e.g.
+    /// `metrics-exporter-prometheus`; the `operations` example serves them), named after the
+    /// OpenTelemetry messaging metrics:
+    ///
+    /// | metric | kind | labels |
+    /// |---|---|---|
+    /// | `messaging.client.sent.messages` | counter | `messaging.system`, `messaging.destination.name` (the exchange, or the queue for the default exchange), `message`, `outcome` (`confirmed`, `returned`, `nacked`, `failed`) |
+    /// | `messaging.client.operation.duration` | histogram, seconds | as above, with `messaging.operation.name` = `send` |
+    /// | `messaging.client.consumed.messages` | counter | `messaging.system`, `messaging.destination.name` (the queue), `message`, `outcome` (`acked`, `requeued`, `retried`, `dead_lettered`, `dropped`, `returned`, `expired`) |
+    /// | `messaging.process.duration` | histogram, seconds | as the consumed counter: from the delivery reaching the consumer to its settling |
+    ///
+    /// `message` is the message name; no label carries a message id.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
     /// The prefix of the queues and exchanges that delay messages (default `mqt.delay`; see
     /// [`delay`](crate::delay)). Apps that delay messages to each other's queues share them,
     /// so keep the default unless the virtual host is shared with something else of that name.
@@ -507,7 +530,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
         let (mut publish_observers, mut settle_observers) = (self.publish_observers, self.settle_observers);
         #[cfg(feature = "metrics")]
-        {
+        if self.metrics {
             let metrics = Arc::new(crate::observe::Metrics::new(capabilities.system));
             publish_observers.push(Arc::clone(&metrics) as Arc<dyn PublishObserver>);
             settle_observers.push(metrics);
@@ -518,6 +541,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             app_id: self.name,
             validate: self.validate_on_publish,
             observers: publish_observers,
+            unconfirmed: Default::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             delays: crate::delay::Delays::new(self.delay_prefix),
         });

@@ -63,6 +63,7 @@ impl<S: Clone + Send + Sync + 'static> Attach<S> {
             tracker: Arc::clone(&self.tracker),
             observers: self.observers.clone(),
             settle_health: SettleHealth::default(),
+            ended: std::sync::Mutex::new(None),
         });
         (runtime, service)
     }
@@ -78,7 +79,12 @@ pub(crate) fn spawn_consumer(
     failed: mpsc::UnboundedSender<Error>,
 ) -> JoinHandle<Result<()>> {
     tokio::spawn(async move {
-        let result = runtime.run(service, stream, stop).await;
+        let result = Arc::clone(&runtime).run(service, stream, stop).await;
+        let reason = match &result {
+            Ok(()) => "the app stopped it".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        *runtime.ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
         if let Err(e) = &result {
             let _ = failed.send(Error::new(e.kind(), e.message()));
         }

@@ -58,6 +58,7 @@
 //! |---|---|
 //! | messages | [`Message`] and `#[derive(Message)]`, [`Codec`], [`Invalid`] |
 //! | the app | [`App`], [`AppBuilder`], [`Running`], [`Consumer`], [`ConsumerStatus`], [`RetryPolicy`], [`DeadLetterPolicy`] |
+//! | operations | [`Running::health`] ([`Health`]: broker, consumers, unconfirmed publishes); metrics with the `metrics` feature |
 //! | handlers | [`Handler`], extractors ([`FromDelivery`], [`State`], [`DeliveryInfo`], [`Headers`], [`Extension`]), [`Outcome`], [`HandlerError`] |
 //! | publishing | [`Publisher`], [`Producer`], [`Route`], [`PublishOptions`], [`BlockingProducer`]; delayed with [`Producer::send_delayed`] and [`Producer::send_at`] ([`delay`]: how, without a broker plugin) |
 //! | dead letters | [`DeadLetters`] (from [`App::dead_letters`], or over any connection): list, [`summary`](DeadLetters::summary), [`Replay`] with a [`DeadLetterFilter`], purge |
@@ -74,6 +75,7 @@
 //! | `amqp` | yes | RabbitMQ (`amqp://`) through lapin (no TLS stack) |
 //! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
 //! | `sqs` | no | Amazon SQS (`sqs://`) through the official aws-sdk-sqs: the same App, retries (in place, by visibility), dead letters and delays; see the `mqtransport-sqs` crate for how each maps |
+//! | `metrics` | no | metrics through the `metrics` facade, named after the OpenTelemetry messaging metrics (see `AppBuilder::metrics`) |
 //! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
 mod app;
@@ -124,6 +126,8 @@ pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 /// `#[derive(Message)]`: see [`Message`] for its attributes.
 pub use mqtransport_macros::Message;
 #[doc(inline)]
+pub use observe::{BrokerHealth, ConsumerHealth, ConsumerState, HEALTH_PING_TIMEOUT, Health};
+#[doc(inline)]
 pub use outcome::{BoxError, HandlerError, IntoOutcome, Outcome, Reply};
 #[doc(inline)]
 pub use plain::{NotText, PlainProducer};
@@ -133,7 +137,6 @@ pub use producer::{BlockingProducer, Producer};
 pub use publish::{PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
-#[doc(inline)]
 pub use running::Running;
 
 pub use rpc::{DEFAULT_RPC_TIMEOUT, RawRequester, Requester, RpcError};

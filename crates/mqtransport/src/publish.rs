@@ -163,6 +163,22 @@ impl PublishOptions {
     }
 }
 
+/// Counts a publish as unconfirmed while it lives.
+struct Unconfirmed<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Unconfirmed<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Unconfirmed(count)
+    }
+}
+
+impl Drop for Unconfirmed<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Sees every publish (the testing support records them; the `metrics` feature counts them).
 pub(crate) trait PublishObserver: Send + Sync {
     /// `elapsed`: from the publish to the broker's answer.
@@ -174,6 +190,8 @@ pub(crate) struct PublisherInner {
     pub(crate) app_id: Option<String>,
     pub(crate) validate: bool,
     pub(crate) observers: Vec<Arc<dyn PublishObserver>>,
+    /// Publishes sent and not yet answered (for [`Health`](crate::Health)).
+    pub(crate) unconfirmed: std::sync::atomic::AtomicUsize,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     /// The app's reply consumer and the calls waiting on it.
     pub(crate) replies: Arc<crate::rpc::Replies>,
@@ -386,6 +404,7 @@ impl Publisher {
 
     /// Publishes a raw message, for interoperating with other clients: nothing is added to it.
     pub async fn publish_raw(&self, publish: Publish) -> Result<Confirmation> {
+        let _unconfirmed = Unconfirmed::new(&self.inner.unconfirmed);
         if self.inner.observers.is_empty() {
             return self.inner.transport.publish(publish).await;
         }
@@ -403,6 +422,11 @@ impl Publisher {
     /// wait queue could be made.
     pub async fn publish_raw_delayed(&self, publish: Publish, delay: Duration) -> Result<Confirmation> {
         self.inner.delays.publish(&self.inner.transport, publish, delay).await
+    }
+
+    /// Publishes sent through this publisher (and its clones) and not yet answered.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.inner.unconfirmed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The queues and exchanges this app's delays use.

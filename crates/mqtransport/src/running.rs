@@ -15,6 +15,7 @@ use crate::attach::{Attach, spawn_consumer};
 use crate::consumer::Consumer;
 use crate::consumer_status::ConsumerStatus;
 use crate::declaration::declare;
+use crate::observe::{BrokerHealth, ConsumerHealth, ConsumerState, Health};
 use crate::publish::Publisher;
 use crate::runtime::{ConsumerRuntime, Tracker};
 
@@ -150,6 +151,69 @@ impl Running {
             .iter()
             .map(|rt| rt.settle_health.status(rt.queue()))
             .collect()
+    }
+
+    /// The app's health: whether the broker answers a ping (within
+    /// [`HEALTH_PING_TIMEOUT`](crate::HEALTH_PING_TIMEOUT)), each consumer running, recovering
+    /// (the broker does not answer; the transport resumes it when it does) or stopped with why,
+    /// and the publishes awaiting the broker. For liveness and readiness probes.
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mqtransport::Result<()> {
+    /// let running = App::builder()
+    ///     .url("memory://docs-health")
+    ///     .consumer(Consumer::for_queue(Queue::durable("jobs")).fallback(|_: String| async {}))
+    ///     .build()
+    ///     .await?
+    ///     .start()
+    ///     .await?;
+    /// let health = running.health().await;
+    /// assert!(health.is_live() && health.is_ready());
+    /// # running.shutdown().await
+    /// # }
+    /// ```
+    pub async fn health(&self) -> Health {
+        let inner = self.inner();
+        let started = std::time::Instant::now();
+        let pinged = tokio::time::timeout(crate::HEALTH_PING_TIMEOUT, inner.transport.ping()).await;
+        let error = match pinged {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {:?}", crate::HEALTH_PING_TIMEOUT)),
+        };
+        let reachable = error.is_none();
+        let consumers = inner
+            .runtimes
+            .iter()
+            .map(|rt| {
+                let ended = rt
+                    .ended
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                let state = match ended {
+                    Some(reason) => ConsumerState::Stopped { reason },
+                    None if reachable => ConsumerState::Running,
+                    None => ConsumerState::Recovering,
+                };
+                ConsumerHealth {
+                    queue: rt.queue().to_owned(),
+                    state,
+                    status: rt.settle_health.status(rt.queue()),
+                }
+            })
+            .collect();
+        Health {
+            broker: BrokerHealth {
+                reachable,
+                error,
+                ping: started.elapsed(),
+            },
+            consumers,
+            unconfirmed: inner.publisher.unconfirmed(),
+        }
     }
 
     /// The queues consumed, with the delay's wait queues (where retries wait).

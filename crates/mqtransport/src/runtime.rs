@@ -158,6 +158,8 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
     /// Retry and dead-letter copies the broker refused in a row.
     pub(crate) settle_health: SettleHealth,
+    /// Why the consumer ended, once it has.
+    pub(crate) ended: std::sync::Mutex<Option<String>>,
 }
 
 impl ConsumerRuntime {

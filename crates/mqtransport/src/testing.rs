@@ -193,6 +193,7 @@ impl TestApp {
             app_id: Some("mqtransport-testing".into()),
             validate: false,
             observers: Vec::new(),
+            unconfirmed: Default::default(),
             runtime: None,
             delays: crate::delay::Delays::new(crate::delay::DEFAULT_PREFIX),
         });

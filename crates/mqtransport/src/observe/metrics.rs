@@ -9,36 +9,107 @@
 //! | `messaging.client.consumed.messages` | counter | `messaging.system`, `messaging.destination.name` (the queue), `message`, `outcome` (`acked`, `requeued`, `retried`, `dead_lettered`, `dropped`, `returned`, `expired`) |
 //! | `messaging.process.duration` | histogram, seconds | as the consumed counter: from the delivery reaching the consumer to its settling |
 //!
-//! Labels never carry message ids. `message` is the message name (`type`), empty when a
+//! The handles of each label set are registered once and kept. Labels never carry message ids. `message` is the message name (`type`), empty when a
 //! message has none. Replies over direct reply-to count under `amq.rabbitmq.reply-to`, whatever
 //! the channel's own address.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use metrics::{Label, counter, histogram};
+use metrics::{Counter, Histogram, Label, counter, histogram};
+use mqtransport_core::hash::FxHasher;
 use mqtransport_core::{Confirmation, Envelope, Publish, Result};
 
 use crate::publish::PublishObserver;
 use crate::runtime::{Disposition, SettleObserver};
 
+/// Which pair of metrics.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    Sent,
+    Consumed,
+}
+
+/// The registered counter and histogram of one label set, kept so that a delivery neither
+/// builds labels nor asks the recorder again (the recorder is fixed once the app records).
+struct Handles {
+    side: Side,
+    destination: String,
+    message: String,
+    outcome: &'static str,
+    counter: Counter,
+    histogram: Histogram,
+}
+
 /// Records every publish and every settled delivery of an app.
 pub(crate) struct Metrics {
     system: &'static str,
+    /// By a hash of the labels; a bucket holds the rare collisions.
+    handles: Mutex<HashMap<u64, Vec<Handles>>>,
 }
 
 impl Metrics {
     pub(crate) fn new(system: &'static str) -> Self {
-        Metrics { system }
+        Metrics {
+            system,
+            handles: Mutex::default(),
+        }
     }
 
-    fn labels(&self, destination: &str, envelope: &Envelope, outcome: &'static str) -> [Label; 4] {
-        let name = envelope.properties().kind.clone().unwrap_or_default();
-        [
+    /// Counts one and records `elapsed`, for the label set of `side`, `destination`, the
+    /// message's name and `outcome`.
+    fn record(&self, side: Side, destination: &str, envelope: &Envelope, outcome: &'static str, elapsed: Duration) {
+        let message = envelope.properties().kind.as_deref().unwrap_or("");
+        let mut h = FxHasher::default();
+        (side, destination, message, outcome).hash(&mut h);
+        let key = h.finish();
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = handles.entry(key).or_default();
+        let found = bucket.iter().position(|e| {
+            e.side == side && e.outcome == outcome && e.destination == destination && e.message == message
+        });
+        let entry = match found {
+            Some(i) => &bucket[i],
+            None => {
+                bucket.push(self.register(side, destination, message, outcome));
+                &bucket[bucket.len() - 1]
+            }
+        };
+        entry.counter.increment(1);
+        entry.histogram.record(elapsed.as_secs_f64());
+    }
+
+    fn register(&self, side: Side, destination: &str, message: &str, outcome: &'static str) -> Handles {
+        let labels = [
             Label::from_static_parts("messaging.system", self.system),
             Label::new("messaging.destination.name", destination.to_owned()),
-            Label::new("message", name),
+            Label::new("message", message.to_owned()),
             Label::from_static_parts("outcome", outcome),
-        ]
+        ];
+        let (counter, histogram) = match side {
+            Side::Consumed => (
+                counter!("messaging.client.consumed.messages", labels.iter()),
+                histogram!("messaging.process.duration", labels.iter()),
+            ),
+            Side::Sent => {
+                let mut with_operation = labels.to_vec();
+                with_operation.push(Label::from_static_parts("messaging.operation.name", "send"));
+                (
+                    counter!("messaging.client.sent.messages", labels.iter()),
+                    histogram!("messaging.client.operation.duration", with_operation.iter()),
+                )
+            }
+        };
+        Handles {
+            side,
+            destination: destination.to_owned(),
+            message: message.to_owned(),
+            outcome,
+            counter,
+            histogram,
+        }
     }
 }
 
@@ -57,9 +128,7 @@ fn settled_outcome(disposition: &Disposition) -> &'static str {
 
 impl SettleObserver for Metrics {
     fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition, elapsed: Duration) {
-        let labels = self.labels(queue, envelope, settled_outcome(disposition));
-        counter!("messaging.client.consumed.messages", labels.iter()).increment(1);
-        histogram!("messaging.process.duration", labels.iter()).record(elapsed.as_secs_f64());
+        self.record(Side::Consumed, queue, envelope, settled_outcome(disposition), elapsed);
     }
 }
 
@@ -81,10 +150,6 @@ impl PublishObserver for Metrics {
         } else {
             &publish.exchange
         };
-        let labels = self.labels(destination, &publish.envelope, outcome);
-        counter!("messaging.client.sent.messages", labels.iter()).increment(1);
-        let mut with_operation = labels.to_vec();
-        with_operation.push(Label::from_static_parts("messaging.operation.name", "send"));
-        histogram!("messaging.client.operation.duration", with_operation.iter()).record(elapsed.as_secs_f64());
+        self.record(Side::Sent, destination, &publish.envelope, outcome, elapsed);
     }
 }
