@@ -289,6 +289,8 @@ pub struct AppBuilder<S = ()> {
     delay_prefix: String,
     #[cfg(feature = "metrics")]
     metrics: bool,
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) trace_parent: crate::TraceParent,
     /// Exchanges and queues the app uses without declaring them.
     existing: Existing,
     pub(crate) publish_observers: Vec<Arc<dyn PublishObserver>>,
@@ -331,6 +333,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             delay_prefix: crate::delay::DEFAULT_PREFIX.to_owned(),
             #[cfg(feature = "metrics")]
             metrics: true,
+            #[cfg(feature = "opentelemetry")]
+            trace_parent: crate::TraceParent::default(),
             existing: Existing::default(),
             publish_observers: Vec::new(),
             settle_observers: Vec::new(),
@@ -456,6 +460,14 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         self
     }
 
+    /// How each delivery's span relates to the span that published its message (feature
+    /// `opentelemetry`): a child (the default: one trace across services) or a link.
+    #[cfg(feature = "opentelemetry")]
+    pub fn trace_parent(mut self, parent: crate::TraceParent) -> Self {
+        self.trace_parent = parent;
+        self
+    }
+
     /// The prefix of the queues and exchanges that delay messages (default `mqt.delay`; see
     /// [`delay`](crate::delay)). Apps that delay messages to each other's queues share them,
     /// so keep the default unless the virtual host is shared with something else of that name.
@@ -554,6 +566,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             state,
             layers: self.layers,
             tracing: self.tracing,
+            #[cfg(feature = "opentelemetry")]
+            trace_parent: self.trace_parent,
             topology: self.topology,
             transport: transport.clone(),
             redacted_url: redacted_url.clone(),

@@ -21,6 +21,8 @@ pub(crate) struct Attach<S> {
     pub(crate) state: S,
     pub(crate) layers: Vec<LayerFn>,
     pub(crate) tracing: bool,
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) trace_parent: crate::TraceParent,
     pub(crate) topology: Topology,
     pub(crate) transport: DynTransport,
     pub(crate) redacted_url: String,
@@ -38,7 +40,10 @@ impl<S: Clone + Send + Sync + 'static> Attach<S> {
             service = layer(service);
         }
         if self.tracing {
-            service = layer_fn(TraceLayer::new())(service);
+            let trace = TraceLayer::new();
+            #[cfg(feature = "opentelemetry")]
+            let trace = trace.trace_parent(self.trace_parent);
+            service = layer_fn(trace)(service);
         }
         let capabilities = self.transport.capabilities();
         let runtime = Arc::new(ConsumerRuntime {

@@ -75,6 +75,7 @@
 //! | `amqp` | yes | RabbitMQ (`amqp://`) through lapin (no TLS stack) |
 //! | `amqp-tls` | no | RabbitMQ over TLS (`amqps://`), rustls with the ring provider |
 //! | `sqs` | no | Amazon SQS (`sqs://`) through the official aws-sdk-sqs: the same App, retries (in place, by visibility), dead letters and delays; see the `mqtransport-sqs` crate for how each maps |
+//! | `opentelemetry` | no | W3C trace context across services: publishes carry `traceparent`/`tracestate` of the current span, a delivery's span is the producer's child (or a link, `AppBuilder::trace_parent`), through `tracing-opentelemetry` |
 //! | `metrics` | no | metrics through the `metrics` facade, named after the OpenTelemetry messaging metrics (see `AppBuilder::metrics`) |
 //! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
@@ -125,6 +126,8 @@ pub use handler::Handler;
 pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 /// `#[derive(Message)]`: see [`Message`] for its attributes.
 pub use mqtransport_macros::Message;
+#[cfg(feature = "opentelemetry")]
+pub use observe::TraceParent;
 #[doc(inline)]
 pub use observe::{BrokerHealth, ConsumerHealth, ConsumerState, HEALTH_PING_TIMEOUT, Health};
 #[doc(inline)]

@@ -346,6 +346,8 @@ impl Publisher {
                 headers.insert(k.clone(), v.clone());
             }
         }
+        #[cfg(feature = "opentelemetry")]
+        crate::observe::inject(&mut envelope);
         envelope
     }
 

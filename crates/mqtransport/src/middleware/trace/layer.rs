@@ -88,11 +88,15 @@ impl MakeSpan for DefaultMakeSpan {
 }
 
 /// A span per delivery: the handler (and every layer inside this one) runs in it, and the
-/// outcome is recorded in its `mqt.outcome` field. Apps get it by default
+/// outcome is recorded in its `mqt.outcome` field. With the `opentelemetry` feature, the span
+/// is a child (or, see [`trace_parent`](Self::trace_parent), a link) of the span whose
+/// `traceparent` the message carries. Apps get it by default
 /// ([`AppBuilder::tracing`](crate::AppBuilder::tracing) turns it off).
 #[derive(Debug, Clone, Default)]
 pub struct TraceLayer<M = DefaultMakeSpan> {
     make_span: M,
+    #[cfg(feature = "opentelemetry")]
+    parent: crate::TraceParent,
 }
 
 impl TraceLayer {
@@ -105,7 +109,19 @@ impl TraceLayer {
 impl<M: MakeSpan> TraceLayer<M> {
     /// Spans from `make_span`.
     pub fn with_make_span<N: MakeSpan>(self, make_span: N) -> TraceLayer<N> {
-        TraceLayer { make_span }
+        TraceLayer {
+            make_span,
+            #[cfg(feature = "opentelemetry")]
+            parent: self.parent,
+        }
+    }
+
+    /// How a delivery's span relates to the span that published its message (feature
+    /// `opentelemetry`; a child by default).
+    #[cfg(feature = "opentelemetry")]
+    pub fn trace_parent(mut self, parent: crate::TraceParent) -> Self {
+        self.parent = parent;
+        self
     }
 }
 
@@ -116,6 +132,8 @@ impl<S, M: Clone> Layer<S> for TraceLayer<M> {
         Trace {
             inner,
             make_span: self.make_span.clone(),
+            #[cfg(feature = "opentelemetry")]
+            parent: self.parent,
         }
     }
 }
@@ -125,6 +143,8 @@ impl<S, M: Clone> Layer<S> for TraceLayer<M> {
 pub struct Trace<S, M = DefaultMakeSpan> {
     inner: S,
     make_span: M,
+    #[cfg(feature = "opentelemetry")]
+    parent: crate::TraceParent,
 }
 
 impl<S, M> Service<Incoming> for Trace<S, M>
@@ -142,6 +162,8 @@ where
 
     fn call(&mut self, req: Incoming) -> Self::Future {
         let span = self.make_span.make_span(&req);
+        #[cfg(feature = "opentelemetry")]
+        crate::observe::relate(&span, req.envelope(), self.parent);
         let inner = {
             let _entered = span.enter();
             self.inner.call(req)
