@@ -20,7 +20,8 @@ use crate::outcome::{BoxError, Outcome};
 use crate::producer::Producer;
 use crate::publish::{PublishObserver, Publisher, PublisherInner, Route};
 use crate::running::{Running, RunningInner};
-use crate::runtime::{ConsumerRuntime, OnSettle, SettleObserver, SettledDelivery, Tracker};
+use crate::runtime::{ConsumerRuntime, Tracker};
+use crate::settled::{OnSettle, SettleObserver, SettledDelivery};
 
 /// How long [`Running::shutdown`] lets in-flight handlers finish by default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -14,7 +14,8 @@ use crate::declaration::dead_letter_queue;
 use crate::delivery::ConsumerCtx;
 use crate::middleware::TraceLayer;
 use crate::publish::Publisher;
-use crate::runtime::{ConsumerRuntime, DeadLetterTarget, SettleObserver, Stop, Tracker};
+use crate::runtime::{ConsumerRuntime, DeadLetterTarget, Stop, Tracker};
+use crate::settled::SettleObserver;
 
 /// What an app of state `S` needs to run a consumer, kept for the app's lifetime.
 pub(crate) struct Attach<S> {

@@ -100,6 +100,7 @@ mod retry;
 mod rpc;
 mod running;
 mod runtime;
+mod settled;
 #[cfg(feature = "memory")]
 pub mod testing;
 
@@ -144,7 +145,7 @@ pub use running::Running;
 
 pub use rpc::{DEFAULT_RPC_TIMEOUT, RawRequester, Requester, RpcError};
 #[doc(inline)]
-pub use runtime::{Disposition, SettledDelivery};
+pub use settled::{Disposition, SettledDelivery};
 
 #[doc(inline)]
 pub use mqtransport_core::{

@@ -51,8 +51,8 @@ use crate::app::AppBuilder;
 use crate::message::{DecodeError, Message, decode};
 use crate::publish::{PublishObserver, Publisher, PublisherInner, Route};
 use crate::running::Running;
-pub use crate::runtime::Disposition;
-use crate::runtime::SettleObserver;
+pub use crate::settled::Disposition;
+use crate::settled::SettleObserver;
 
 /// How long [`TestApp::wait_idle`] waits, in tokio time.
 pub const IDLE_DEADLINE: Duration = Duration::from_secs(600);

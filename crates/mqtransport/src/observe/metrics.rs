@@ -23,7 +23,7 @@ use mqtransport_core::hash::FxHasher;
 use mqtransport_core::{Confirmation, Envelope, Publish, Result};
 
 use crate::publish::PublishObserver;
-use crate::runtime::{Disposition, SettleObserver};
+use crate::settled::{Disposition, SettleObserver};
 
 /// Which pair of metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
