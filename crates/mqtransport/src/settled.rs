@@ -13,7 +13,8 @@ pub enum Disposition {
     Acked,
     /// Put back in the queue at once.
     Requeued,
-    /// Published again, as attempt `attempt + 1`, to come back after `delay`; then acked.
+    /// To come back after `delay` as attempt `attempt + 1`: published again and acked, or,
+    /// where the broker can hide a message for that long (SQS), returned to its queue in place.
     Retried {
         /// The attempt that failed.
         attempt: u32,
