@@ -89,6 +89,17 @@ pub(crate) async fn receive(sqs: &Sqs, url: &str, max: usize, wait: Duration) ->
     Ok(out.messages.unwrap_or_default())
 }
 
+/// Receives up to `max` of the ready messages of `queue` at once: a short poll, and when that
+/// finds nothing though SQS counts ready messages, a one-second long poll (a short poll asks
+/// only some of SQS's servers and may miss the few messages a queue holds). Empty: none ready.
+pub(crate) async fn receive_ready(sqs: &Sqs, queue: &str, url: &str, max: usize) -> Result<Vec<Message>> {
+    let received = receive(sqs, url, max, Duration::ZERO).await?;
+    if received.is_empty() && crate::queues::info(sqs, queue, url).await?.message_count > 0 {
+        return receive(sqs, url, max, Duration::from_secs(1)).await;
+    }
+    Ok(received)
+}
+
 /// If the message is still early, sends it on with the rest of its delay and deletes it;
 /// returns whether it did.
 pub(crate) async fn hop_if_early(

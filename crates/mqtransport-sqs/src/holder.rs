@@ -203,7 +203,7 @@ async fn settle_ops(sqs: Arc<Sqs>, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut calls = Vec::new();
         for (url, receipts) in &deletes {
             for chunk in receipts.chunks(10) {
-                calls.push(futures_util::future::Either::Left(delete(&sqs, url, chunk)));
+                calls.push(futures_util::future::Either::Left(delete_settled(&sqs, url, chunk)));
             }
         }
         for (url, entries) in &changes {
@@ -220,7 +220,9 @@ async fn settle_ops(sqs: Arc<Sqs>, mut rx: mpsc::UnboundedReceiver<Op>) {
     }
 }
 
-async fn delete(sqs: &Sqs, url: &str, receipts: &[String]) {
+/// Deletes up to 10 received messages in one `DeleteMessageBatch`; returns how many SQS deleted.
+/// One it did not delete is logged: it will be delivered again.
+pub(crate) async fn delete_messages(sqs: &Sqs, url: &str, receipts: &[String]) -> Result<usize> {
     let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
         .iter()
         .enumerate()
@@ -232,29 +234,32 @@ async fn delete(sqs: &Sqs, url: &str, receipts: &[String]) {
                 .ok()
         })
         .collect();
-    match sqs
+    let out = sqs
         .client
         .delete_message_batch()
         .queue_url(url)
         .set_entries(Some(entries))
         .send()
         .await
-    {
-        Ok(out) => {
-            for f in out.failed() {
-                tracing::warn!(
-                    queue_url = url,
-                    "SQS did not delete a settled message, it will be delivered again: {}: {}",
-                    f.code(),
-                    f.message().unwrap_or("")
-                );
-            }
-        }
-        Err(e) => tracing::warn!(
+        .map_err(|e| sdk_error(&e, "deleting messages"))?;
+    for f in out.failed() {
+        tracing::warn!(
             queue_url = url,
-            "settled messages could not be deleted, they will be delivered again: {}",
-            sdk_error(&e, "deleting messages")
-        ),
+            "SQS did not delete a message, it will be delivered again: {}: {}",
+            f.code(),
+            f.message().unwrap_or("")
+        );
+    }
+    Ok(out.successful().len())
+}
+
+/// Deletes settled messages; a failure is logged (the messages come back, at least once).
+async fn delete_settled(sqs: &Sqs, url: &str, receipts: &[String]) {
+    if let Err(e) = delete_messages(sqs, url, receipts).await {
+        tracing::warn!(
+            queue_url = url,
+            "settled messages could not be deleted, they will be delivered again: {e}"
+        );
     }
 }
 

@@ -416,28 +416,18 @@ impl Transport for SqsTransport {
         let sqs = &self.inner.sqs;
         let mut purged = 0u32;
         loop {
-            let messages = consume::receive(sqs, &url, 10, Duration::ZERO).await?;
+            let messages = consume::receive_ready(sqs, queue, &url, 10).await?;
             if messages.is_empty() {
-                if queues::info(sqs, queue, &url).await?.message_count == 0 {
-                    return Ok(purged);
-                }
-                continue;
+                return Ok(purged);
             }
-            let entries = messages.iter().enumerate().filter_map(|(i, m)| {
-                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .ok()
-            });
-            sqs.client
-                .delete_message_batch()
-                .queue_url(url.as_ref())
-                .set_entries(Some(entries.collect()))
-                .send()
+            let receipts: Vec<String> = messages
+                .iter()
+                .filter_map(|m| m.receipt_handle().map(str::to_owned))
+                .collect();
+            let deleted = crate::holder::delete_messages(sqs, &url, &receipts)
                 .await
-                .map_err(|e| crate::client::sdk_error(&e, format_args!("purging queue '{queue}'")))?;
-            purged += u32::try_from(messages.len()).unwrap_or(0);
+                .map_err(|e| e.context(format_args!("purging queue '{queue}'")))?;
+            purged += u32::try_from(deleted).unwrap_or(0);
         }
     }
 
@@ -503,12 +493,7 @@ impl Transport for SqsTransport {
         let sqs = &self.inner.sqs;
         let holder = self.gets();
         loop {
-            let mut received = consume::receive(sqs, &url, 1, Duration::ZERO).await?;
-            // A short poll asks only some of SQS's servers and may miss the few messages a queue
-            // holds; when SQS counts some, a one-second long poll asks them all.
-            if received.is_empty() && queues::info(sqs, queue, &url).await?.message_count > 0 {
-                received = consume::receive(sqs, &url, 1, Duration::from_secs(1)).await?;
-            }
+            let received = consume::receive_ready(sqs, queue, &url, 1).await?;
             let Some(m) = received.into_iter().next() else {
                 return Ok(None);
             };
