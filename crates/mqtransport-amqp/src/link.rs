@@ -160,6 +160,15 @@ impl Link {
         self.state.borrow().public()
     }
 
+    /// Connections made again after one was lost: the generation of the latest connection
+    /// announced up, less the first.
+    pub(crate) fn reconnects(&self) -> u64 {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .map_or(0, |(generation, _)| generation.saturating_sub(1))
+    }
+
     /// The link's phases, for the transport's restore task. The receiver does not keep the
     /// link alive: once the link is gone, waiting on it ends.
     pub(crate) fn phases(&self) -> watch::Receiver<Phase> {

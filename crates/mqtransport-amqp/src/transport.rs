@@ -357,6 +357,17 @@ impl Transport for AmqpTransport {
         Ok(Some(to_delivery(d, acker).with_message_count(msg.message_count)))
     }
 
+    /// Connected when both connections are up; the reconnects of both added up.
+    fn connection_state(&self) -> mqtransport_core::ConnectionState {
+        let c = &self.inner.channels;
+        let reconnects = c.consume.reconnects() + c.publish.reconnects();
+        match self.state() {
+            LinkState::Up(_) => mqtransport_core::ConnectionState::up(reconnects),
+            LinkState::Blocked(_) => mqtransport_core::ConnectionState::up(reconnects).with_blocked(true),
+            LinkState::Down | LinkState::Closed => mqtransport_core::ConnectionState::down(reconnects),
+        }
+    }
+
     async fn ping(&self) -> Result<()> {
         let c = &self.inner.channels;
         c.check_open()?;

@@ -10,6 +10,7 @@
 //! - [`BrokerUrl`] and the one [`Error`] type.
 
 mod capabilities;
+pub mod connection_state;
 pub mod envelope;
 pub mod error;
 pub mod field;
@@ -22,6 +23,8 @@ pub mod topology;
 pub mod transport;
 pub mod url;
 
+#[doc(inline)]
+pub use connection_state::ConnectionState;
 #[doc(inline)]
 pub use envelope::{DeliveryMode, Envelope, Properties, headers};
 #[doc(inline)]

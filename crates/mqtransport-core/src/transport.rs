@@ -505,6 +505,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Checks that the broker answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
+    /// The state of the connection(s) underneath, read without asking the broker (for health
+    /// and metrics). The default, for a transport without a connection to lose: always up.
+    fn connection_state(&self) -> crate::ConnectionState {
+        crate::ConnectionState::default()
+    }
+
     /// Closes the connection: consumers end, unacknowledged deliveries are requeued, exclusive
     /// queues are deleted.
     fn close(&self) -> impl Future<Output = Result<()>> + Send;
@@ -525,6 +531,7 @@ trait ErasedTransport: Send + Sync + 'static {
     fn consume<'a>(&'a self, queue: &'a str, options: ConsumeOptions) -> BoxFuture<'a, Result<Subscription>>;
     fn get<'a>(&'a self, queue: &'a str, no_ack: bool) -> BoxFuture<'a, Result<Option<Delivery>>>;
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    fn connection_state(&self) -> crate::ConnectionState;
     fn close(&self) -> BoxFuture<'_, Result<()>>;
 }
 
@@ -567,6 +574,9 @@ impl<T: Transport> ErasedTransport for T {
     }
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Transport::ping(self))
+    }
+    fn connection_state(&self) -> crate::ConnectionState {
+        Transport::connection_state(self)
     }
     fn close(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Transport::close(self))
@@ -633,6 +643,9 @@ impl Transport for DynTransport {
     }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+    fn connection_state(&self) -> crate::ConnectionState {
+        self.inner.connection_state()
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

@@ -79,6 +79,9 @@ pub struct App {
     warnings: Vec<String>,
     /// An `Attach<S>` of the app's state type, for consumers added while it runs.
     attach: Arc<dyn Any + Send + Sync>,
+    /// The app's metrics, when it records them: `start` samples the gauges.
+    #[cfg(feature = "metrics")]
+    metrics: Option<Arc<crate::observe::Metrics>>,
 }
 
 impl fmt::Debug for App {
@@ -218,6 +221,10 @@ impl App {
                     return Err(e);
                 }
             }
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.sample(self.publisher.clone(), self.transport.clone(), stop_rx.clone());
         }
         let tasks = subscribed
             .into_iter()
@@ -543,12 +550,16 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
         #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
         let (mut publish_observers, mut settle_observers) = (self.publish_observers, self.settle_observers);
         #[cfg(feature = "metrics")]
-        if self.metrics {
-            let metrics = Arc::new(crate::observe::Metrics::new(capabilities.system));
-            publish_observers.push(Arc::clone(&metrics) as Arc<dyn PublishObserver>);
-            settle_observers.push(metrics);
+        let metrics = self
+            .metrics
+            .then(|| Arc::new(crate::observe::Metrics::new(capabilities.system)));
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &metrics {
+            publish_observers.push(Arc::clone(metrics) as Arc<dyn PublishObserver>);
+            settle_observers.push(Arc::clone(metrics) as Arc<dyn crate::settled::SettleObserver>);
         }
         let publisher = Publisher::new(PublisherInner {
+            system: capabilities.system,
             replies: crate::rpc::Replies::new(transport.clone()),
             transport: transport.clone(),
             app_id: self.name,
@@ -575,6 +586,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             publisher: publisher.clone(),
             tracker: Arc::clone(&tracker),
             observers: settle_observers,
+            #[cfg(feature = "metrics")]
+            metrics: metrics.clone(),
         };
         let (runtimes, services): (Vec<_>, Vec<_>) = consumers.iter().map(|c| attach.runtime(c)).unzip();
         Ok(App {
@@ -587,6 +600,8 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             tracker,
             warnings,
             attach: Arc::new(attach),
+            #[cfg(feature = "metrics")]
+            metrics,
         })
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Attach<S> {
     pub(crate) publisher: Publisher,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) observers: Vec<Arc<dyn SettleObserver>>,
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<Arc<crate::observe::Metrics>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Attach<S> {
@@ -70,6 +72,8 @@ impl<S: Clone + Send + Sync + 'static> Attach<S> {
             observers: self.observers.clone(),
             settle_health: SettleHealth::default(),
             ended: std::sync::Mutex::new(None),
+            #[cfg(feature = "metrics")]
+            in_flight_gauge: self.metrics.as_ref().map(|m| m.in_flight(&c.queue)),
         });
         (runtime, service)
     }

@@ -127,6 +127,8 @@ pub use handler::Handler;
 pub use message::{Codec, DecodeError, Invalid, Message, decode, encode};
 /// `#[derive(Message)]`: see [`Message`] for its attributes.
 pub use mqtransport_macros::Message;
+#[cfg(feature = "metrics")]
+pub use observe::METRICS_SAMPLE_INTERVAL;
 #[cfg(feature = "opentelemetry")]
 pub use observe::TraceParent;
 #[doc(inline)]
@@ -149,9 +151,9 @@ pub use settled::{Disposition, SettledDelivery};
 
 #[doc(inline)]
 pub use mqtransport_core::{
-    Binding, BrokerUrl, Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery, DeliveryMode,
-    DynTransport, Envelope, Error, ErrorKind, Exchange, ExchangeKind, FieldTable, FieldValue, Overflow, Properties,
-    Publish, Queue, QueueInfo, QueueType, Result, Scheme, Topology, Transport, headers,
+    Binding, BrokerUrl, Capabilities, Confirmation, ConnectionState, ConsumeOptions, Declared, DeleteQueue, Delivery,
+    DeliveryMode, DynTransport, Envelope, Error, ErrorKind, Exchange, ExchangeKind, FieldTable, FieldValue, Overflow,
+    Properties, Publish, Queue, QueueInfo, QueueType, Result, Scheme, Topology, Transport, headers,
 };
 
 /// The transport layer underneath the app, for code that talks to the broker directly:

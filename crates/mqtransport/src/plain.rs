@@ -154,6 +154,6 @@ impl PlainProducer {
         let envelope = self.publisher.stamped(envelope, options);
         let publish = addressed(&self.route, self.name.as_deref().unwrap_or(""), envelope, options);
         let publish = if self.events { publish.mandatory(false) } else { publish };
-        self.publisher.publish_raw(publish).await
+        self.publisher.publish_stamped(publish).await
     }
 }

@@ -143,7 +143,7 @@ impl<M: Message> Producer<M> {
     /// Publishes `message` with `options`.
     pub async fn publish_with(&self, message: &M, options: PublishOptions) -> Result<Confirmation> {
         let publish = self.to_publish(message, &options)?;
-        self.publisher.publish_raw(publish).await
+        self.publisher.publish_stamped(publish).await
     }
 
     /// Publishes `message` and succeeds only if the broker confirmed it: a returned or nacked
@@ -239,7 +239,7 @@ impl<M: Message> Producer<M> {
         futures_util::stream::iter(publishes)
             .map(|p| async move {
                 match p {
-                    Ok(p) => self.publisher.publish_raw(p).await,
+                    Ok(p) => self.publisher.publish_stamped(p).await,
                     Err(e) => Err(e),
                 }
             })
@@ -347,7 +347,7 @@ impl<M: Message> BlockingProducer<M> {
     pub fn publish(&self, message: &M) -> Result<Confirmation> {
         let publish = self.producer.to_publish(message, &PublishOptions::default())?;
         let publisher = self.producer.publisher.clone();
-        self.run(async move { publisher.publish_raw(publish).await })
+        self.run(async move { publisher.publish_stamped(publish).await })
     }
 
     /// Publishes `message` and succeeds only if the broker confirmed it (see

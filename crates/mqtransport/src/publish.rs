@@ -9,6 +9,7 @@ use mqtransport_core::{
     Confirmation, DeliveryMode, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish, Result, ShortStr,
     Transport,
 };
+use tracing::Instrument;
 
 use crate::message::{Message, encode};
 use crate::producer::Producer;
@@ -187,6 +188,8 @@ pub(crate) trait PublishObserver: Send + Sync {
 
 pub(crate) struct PublisherInner {
     pub(crate) transport: DynTransport,
+    /// The transport's `messaging.system`, for spans.
+    pub(crate) system: &'static str,
     pub(crate) app_id: Option<String>,
     pub(crate) validate: bool,
     pub(crate) observers: Vec<Arc<dyn PublishObserver>>,
@@ -346,8 +349,6 @@ impl Publisher {
                 headers.insert(k.clone(), v.clone());
             }
         }
-        #[cfg(feature = "opentelemetry")]
-        crate::observe::inject(&mut envelope);
         envelope
     }
 
@@ -380,7 +381,7 @@ impl Publisher {
         options: PublishOptions,
     ) -> Result<Confirmation> {
         let publish = self.build(route, message, &options, self.inner.validate)?;
-        self.publish_raw(publish).await
+        self.publish_stamped(publish).await
     }
 
     /// Publishes `message` to `route` and succeeds only if the broker confirmed it: a returned
@@ -400,12 +401,44 @@ impl Publisher {
     /// Publishes `publish` (a message called `name`) and requires the broker's confirm.
     pub(crate) async fn publish_confirmed(&self, publish: Publish, name: &str) -> Result<()> {
         let (exchange, routing_key) = (publish.exchange.clone(), publish.routing_key.clone());
-        let confirmation = self.publish_raw(publish).await?;
+        let confirmation = self.publish_stamped(publish).await?;
         confirmed(confirmation, name, &exchange, &routing_key)
     }
 
     /// Publishes a raw message, for interoperating with other clients: nothing is added to it.
     pub async fn publish_raw(&self, publish: Publish) -> Result<Confirmation> {
+        self.publish_in_span(publish, false).await
+    }
+
+    /// Publishes a message this app made (a typed publish, a request, a reply): with the
+    /// `opentelemetry` feature, its `send` span's context goes into its headers, unless it
+    /// carries a `traceparent` already.
+    pub(crate) async fn publish_stamped(&self, publish: Publish) -> Result<Confirmation> {
+        self.publish_in_span(publish, true).await
+    }
+
+    /// Publishes `publish` in a `send` span that ends with the broker's answer; `trace`: write
+    /// the span's context into the message.
+    async fn publish_in_span(
+        &self,
+        #[cfg_attr(not(feature = "opentelemetry"), allow(unused_mut))] mut publish: Publish,
+        trace: bool,
+    ) -> Result<Confirmation> {
+        let span = crate::observe::send_span(&publish, self.inner.system);
+        #[cfg(feature = "opentelemetry")]
+        if trace {
+            let _entered = span.enter();
+            crate::observe::inject(&mut publish.envelope);
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = trace;
+        let result = self.publish_observed(publish).instrument(span.clone()).await;
+        span.record("mqt.outcome", crate::observe::publish_outcome(&result));
+        result
+    }
+
+    /// Publishes `publish`, counted as unconfirmed until answered, and tells the observers.
+    async fn publish_observed(&self, publish: Publish) -> Result<Confirmation> {
         let _unconfirmed = Unconfirmed::new(&self.inner.unconfirmed);
         if self.inner.observers.is_empty() {
             return self.inner.transport.publish(publish).await;

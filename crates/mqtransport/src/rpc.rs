@@ -24,6 +24,7 @@ use mqtransport_core::{
     Confirmation, ConsumeOptions, DIRECT_REPLY_TO, DynTransport, Envelope, Error, Queue, Topology, Transport, headers,
 };
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::message::{DecodeError, Message, decode};
 use crate::publish::{PublishOptions, Publisher, Route};
@@ -424,16 +425,34 @@ async fn call(
     let started = tokio::time::Instant::now();
     replies.listen().await?;
     let (id, answer, _waiting) = replies.register();
+    let reply_to = replies.address();
+    // Every direct reply-to address (one per channel) under the one pseudo-queue.
+    let reply_queue = if reply_to.starts_with(mqtransport_core::DIRECT_REPLY_TO) {
+        mqtransport_core::DIRECT_REPLY_TO
+    } else {
+        reply_to.as_str()
+    };
+    let receive = tracing::debug_span!(
+        "receive",
+        otel.name = %format_args!("receive {reply_queue}"),
+        otel.kind = "consumer",
+        messaging.system = publisher.inner.system,
+        messaging.operation.type = "receive",
+        messaging.operation.name = "receive",
+        messaging.destination.name = reply_queue,
+        messaging.message.conversation_id = id.as_str(),
+        mqt.outcome = tracing::field::Empty,
+    );
     let deadline_ms = SystemTime::now()
         .checked_add(timeout)
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(i64::MAX, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let props = publish.envelope.properties_mut();
-    props.reply_to = Some(replies.address());
+    props.reply_to = Some(reply_to);
     props.correlation_id = Some(id);
     props.expiration = Some(timeout.max(Duration::from_millis(1)).as_millis().to_string());
     publish.envelope.headers_mut().insert(headers::DEADLINE, deadline_ms);
-    match publisher.publish_raw(publish.mandatory(true)).await {
+    match publisher.publish_stamped(publish.mandatory(true)).await {
         Ok(Confirmation::Confirmed) => {}
         Ok(Confirmation::Returned { reply_code, reply_text }) => {
             return Err(RpcError::NoRoute {
@@ -450,11 +469,21 @@ async fn call(
         Err(e) => return Err(RpcError::Publish(e)),
     }
     let left = timeout.saturating_sub(started.elapsed());
-    let reply = match tokio::time::timeout(left, answer).await {
-        Err(_) => return Err(RpcError::Timeout(timeout)),
-        Ok(Err(_)) => return Err(RpcError::ConnectionLost("the reply consumer ended".to_owned())),
+    let reply = match tokio::time::timeout(left, answer).instrument(receive.clone()).await {
+        Err(_) => {
+            receive.record("mqt.outcome", "timeout");
+            return Err(RpcError::Timeout(timeout));
+        }
+        Ok(Err(_)) => {
+            receive.record("mqt.outcome", "connection_lost");
+            return Err(RpcError::ConnectionLost("the reply consumer ended".to_owned()));
+        }
         Ok(Ok(answer)) => answer?,
     };
+    receive.record("mqt.outcome", "replied");
+    // The wait for the reply links to the responder's span that sent it.
+    #[cfg(feature = "opentelemetry")]
+    crate::observe::relate(&receive, &reply, crate::TraceParent::Link);
     if let Some(why) = reply.header(headers::RPC_ERROR) {
         let reason = why.as_str().map_or_else(|| why.display_value(), str::to_owned);
         let refused = reply.header(headers::RPC_FAILURE).and_then(|v| v.as_str()) == Some("rejected");

@@ -210,6 +210,7 @@ impl Running {
                 reachable,
                 error,
                 ping: started.elapsed(),
+                connection: inner.transport.connection_state(),
             },
             consumers,
             unconfirmed: inner.publisher.unconfirmed(),

@@ -15,6 +15,7 @@ use mqtransport_core::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 use crate::consumer::{Acknowledge, HandlerService};
 use crate::consumer_status::SettleHealth;
@@ -84,6 +85,9 @@ pub(crate) struct ConsumerRuntime {
     pub(crate) settle_health: SettleHealth,
     /// Why the consumer ended, once it has.
     pub(crate) ended: std::sync::Mutex<Option<String>>,
+    /// Its deliveries being handled, when the app records metrics.
+    #[cfg(feature = "metrics")]
+    pub(crate) in_flight_gauge: Option<metrics::Gauge>,
 }
 
 impl ConsumerRuntime {
@@ -176,6 +180,8 @@ impl ConsumerRuntime {
     /// Handles one delivery with `service`, and gives the service back for the next.
     async fn handle(&self, mut service: HandlerService, delivery: Delivery) -> HandlerService {
         let _in_flight = InFlight::new(&self.tracker);
+        #[cfg(feature = "metrics")]
+        let _handling = crate::observe::Handling::new(self.in_flight_gauge.as_ref());
         self.process(&mut service, delivery).await;
         service
     }
@@ -229,6 +235,7 @@ impl ConsumerRuntime {
             redelivered,
             delivery_tag,
             handler_started: std::sync::atomic::AtomicBool::new(false),
+            process_span: std::sync::OnceLock::new(),
         });
         // A delivery the transport could not read as sent never reaches a handler: it goes to
         // the dead-letter queue with the reason, and the queue moves on.
@@ -254,7 +261,19 @@ impl ConsumerRuntime {
         self.settle(outcome, Handled { parts, acker, started }).await;
     }
 
+    /// Settles the delivery in a `settle` span, the child of its `process` span.
     async fn settle(&self, outcome: Outcome, d: Handled) {
+        let span = {
+            let parts = &d.parts;
+            let current = tracing::Span::current();
+            let parent = parts.process_span.get().unwrap_or(&current);
+            crate::observe::settle_span(parent, self.queue(), &parts.envelope, self.ctx.system)
+        };
+        let disposition = self.settle_in_span(outcome, d).instrument(span.clone()).await;
+        span.record("mqt.outcome", disposition);
+    }
+
+    async fn settle_in_span(&self, outcome: Outcome, d: Handled) -> &'static str {
         let attempt = d.parts.attempt();
         let parts = Arc::clone(&d.parts);
         let started = d.started;
@@ -299,6 +318,7 @@ impl ConsumerRuntime {
         for o in &self.observers {
             o.settled(self.queue(), envelope, &disposition, elapsed_since(started));
         }
+        disposition.as_str()
     }
 
     fn log(&self, envelope: &Envelope, disposition: &Disposition) {
@@ -454,7 +474,7 @@ impl ConsumerRuntime {
             .ctx
             .publisher
             .stamped(envelope, &PublishOptions::default().transient());
-        match self.ctx.publisher.publish_raw(to.publish(envelope)).await {
+        match self.ctx.publisher.publish_stamped(to.publish(envelope)).await {
             Ok(Confirmation::Confirmed) => {}
             Ok(other) => tracing::warn!(
                 queue = self.queue(),
@@ -480,7 +500,7 @@ impl ConsumerRuntime {
         let reply = Envelope::new(bytes::Bytes::new())
             .with_header(headers::RPC_ERROR, truncate(reason, MAX_REASON))
             .with_header(headers::RPC_FAILURE, failure);
-        if let Err(e) = self.ctx.publisher.publish_raw(to.publish(reply)).await {
+        if let Err(e) = self.ctx.publisher.publish_stamped(to.publish(reply)).await {
             tracing::info!(queue = self.queue(), "could not tell a caller its request failed: {e}");
         }
     }
@@ -507,6 +527,9 @@ impl ConsumerRuntime {
             headers.insert(headers::ORIGINAL_ROUTING_KEY, d.parts.delivered_routing_key());
         }
         headers.insert(headers::ORIGINAL_QUEUE, FieldValue::from(queue));
+        // A copy of a message that carries no trace context continues the settling's trace.
+        #[cfg(feature = "opentelemetry")]
+        crate::observe::inject(copy);
         // The copy must reach its queue even when the stamps push it past a frame (or, where the
         // broker limits the whole message, past what the body leaves of it).
         let caps = self.transport.capabilities();

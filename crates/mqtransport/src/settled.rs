@@ -48,6 +48,22 @@ pub enum Disposition {
     },
 }
 
+impl Disposition {
+    /// A short name for spans and metrics: `acked`, `requeued`, `retried`, `dead_lettered`,
+    /// `expired`, `returned`, `dropped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Disposition::Acked => "acked",
+            Disposition::Requeued => "requeued",
+            Disposition::Retried { .. } => "retried",
+            Disposition::DeadLettered { .. } => "dead_lettered",
+            Disposition::Expired => "expired",
+            Disposition::Returned { .. } => "returned",
+            Disposition::Dropped { .. } => "dropped",
+        }
+    }
+}
+
 /// Sees every settled delivery (the testing support records them).
 pub(crate) trait SettleObserver: Send + Sync {
     /// `elapsed`: from the delivery reaching the consumer to its settling.

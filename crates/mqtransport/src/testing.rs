@@ -188,6 +188,7 @@ impl TestApp {
         let running = app.build().await?.start().await?;
         let conn = DynTransport::new(broker.connect());
         let input = Publisher::new(PublisherInner {
+            system: "memory",
             replies: crate::rpc::Replies::new(conn.clone()),
             transport: conn.clone(),
             app_id: Some("mqtransport-testing".into()),

@@ -76,13 +76,18 @@ async fn a_lost_broker_makes_the_app_not_ready_until_it_is_back() {
 
     proxy.refuse(true);
     proxy.cut(Cut::Reset);
-    let down = until(&running, "unreachable", |h| !h.broker.reachable).await;
+    let down = until(&running, "unreachable", |h| {
+        !h.broker.reachable && !h.broker.connection.connected
+    })
+    .await;
     assert!(down.broker.error.is_some());
     assert_eq!(down.consumers[0].state, ConsumerState::Recovering);
     assert!(down.is_live() && !down.is_ready(), "{down:#?}");
 
     proxy.refuse(false);
-    until(&running, "ready again", Health::is_ready).await;
+    let back = until(&running, "ready again", Health::is_ready).await;
+    assert!(back.broker.connection.connected, "{back:#?}");
+    assert!(back.broker.connection.reconnects >= 1, "{back:#?}");
     running.shutdown().await.unwrap();
     direct.delete_queue(&q, Default::default()).await.unwrap();
     direct

@@ -24,6 +24,9 @@ pub struct DeliveryParts {
     /// Set when a handler function starts (its arguments extracted): a failure after it is
     /// the handler's, one before it (a message that cannot be read or dispatched) a refusal.
     pub(crate) handler_started: std::sync::atomic::AtomicBool,
+    /// The delivery's `process` span, once [`TraceLayer`](crate::middleware::TraceLayer) made
+    /// it: the settling's span is its child.
+    pub(crate) process_span: std::sync::OnceLock<tracing::Span>,
 }
 
 impl Clone for DeliveryParts {
@@ -36,6 +39,7 @@ impl Clone for DeliveryParts {
             redelivered: self.redelivered,
             delivery_tag: self.delivery_tag,
             handler_started: std::sync::atomic::AtomicBool::new(self.handler_started()),
+            process_span: self.process_span.clone(),
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct BrokerHealth {
     pub error: Option<String>,
     /// How long the ping took.
     pub ping: Duration,
+    /// What the transport says of its connection, without asking the broker: up or lost,
+    /// blocked, and how many times it reconnected.
+    pub connection: mqtransport_core::ConnectionState,
 }
 
 /// What a consumer is doing.

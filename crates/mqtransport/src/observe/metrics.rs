@@ -8,6 +8,14 @@
 //! | `messaging.client.operation.duration` | histogram, seconds | as above, with `messaging.operation.name` = `send` |
 //! | `messaging.client.consumed.messages` | counter | `messaging.system`, `messaging.destination.name` (the queue), `message`, `outcome` (`acked`, `requeued`, `retried`, `dead_lettered`, `dropped`, `returned`, `expired`) |
 //! | `messaging.process.duration` | histogram, seconds | as the consumed counter: from the delivery reaching the consumer to its settling |
+//! | `mqtransport.consumer.in_flight` | gauge | `messaging.system`, `messaging.destination.name` (the queue): deliveries being handled |
+//! | `mqtransport.publisher.unconfirmed` | gauge | `messaging.system`: publishes sent and not yet answered by the broker |
+//! | `mqtransport.connection.up` | gauge, 1 or 0 | `messaging.system`: every connection to the broker is up |
+//! | `mqtransport.connection.blocked` | gauge, 1 or 0 | `messaging.system`: the broker blocks publishing (a resource alarm) |
+//! | `mqtransport.connection.reconnects` | counter | `messaging.system`: connections made again after one was lost |
+//!
+//! The in-flight gauge moves with each delivery; the publisher and connection gauges are read
+//! every [`METRICS_SAMPLE_INTERVAL`](crate::METRICS_SAMPLE_INTERVAL) while the app runs.
 //!
 //! The handles of each label set are registered once and kept. Labels never carry message ids. `message` is the message name (`type`), empty when a
 //! message has none. Replies over direct reply-to count under `amq.rabbitmq.reply-to`, whatever
@@ -18,12 +26,16 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use metrics::{Counter, Histogram, Label, counter, histogram};
+use metrics::{Counter, Gauge, Histogram, Label, counter, gauge, histogram};
 use mqtransport_core::hash::FxHasher;
-use mqtransport_core::{Confirmation, Envelope, Publish, Result};
+use mqtransport_core::{Confirmation, DynTransport, Envelope, Publish, Result, Transport};
 
-use crate::publish::PublishObserver;
+use crate::publish::{PublishObserver, Publisher};
+use crate::runtime::Stop;
 use crate::settled::{Disposition, SettleObserver};
+
+/// How often a running app reads the gauges of its publisher and connection.
+pub const METRICS_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Which pair of metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +93,47 @@ impl Metrics {
         entry.histogram.record(elapsed.as_secs_f64());
     }
 
+    /// The gauge of deliveries being handled by the consumer of `queue`.
+    pub(crate) fn in_flight(&self, queue: &str) -> Gauge {
+        gauge!(
+            "mqtransport.consumer.in_flight",
+            "messaging.system" => self.system,
+            "messaging.destination.name" => queue.to_owned()
+        )
+    }
+
+    /// Reads the unconfirmed publishes and the connection's state every
+    /// [`METRICS_SAMPLE_INTERVAL`] until `stop` is asked (or its sender is gone).
+    pub(crate) fn sample(&self, publisher: Publisher, transport: DynTransport, mut stop: Stop) {
+        let system = self.system;
+        let unconfirmed = gauge!("mqtransport.publisher.unconfirmed", "messaging.system" => system);
+        let up = gauge!("mqtransport.connection.up", "messaging.system" => system);
+        let blocked = gauge!("mqtransport.connection.blocked", "messaging.system" => system);
+        let reconnects = counter!("mqtransport.connection.reconnects", "messaging.system" => system);
+        let read = move || {
+            unconfirmed.set(publisher.unconfirmed() as f64);
+            let state = transport.connection_state();
+            up.set(if state.connected { 1.0 } else { 0.0 });
+            blocked.set(if state.blocked { 1.0 } else { 0.0 });
+            reconnects.absolute(state.reconnects);
+        };
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_SAMPLE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => read(),
+                    changed = stop.changed() => {
+                        read();
+                        if changed.is_err() || stop.borrow().is_some() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     fn register(&self, side: Side, destination: &str, message: &str, outcome: &'static str) -> Handles {
         let labels = [
             Label::from_static_parts("messaging.system", self.system),
@@ -113,43 +166,37 @@ impl Metrics {
     }
 }
 
-/// The outcome label of a settled delivery.
-fn settled_outcome(disposition: &Disposition) -> &'static str {
-    match disposition {
-        Disposition::Acked => "acked",
-        Disposition::Requeued => "requeued",
-        Disposition::Retried { .. } => "retried",
-        Disposition::DeadLettered { .. } => "dead_lettered",
-        Disposition::Dropped { .. } => "dropped",
-        Disposition::Returned { .. } => "returned",
-        Disposition::Expired => "expired",
+/// Counts one delivery in a consumer's in-flight gauge while it lives (also when its handler
+/// is cancelled).
+pub(crate) struct Handling<'a>(Option<&'a Gauge>);
+
+impl<'a> Handling<'a> {
+    pub(crate) fn new(gauge: Option<&'a Gauge>) -> Self {
+        if let Some(g) = gauge {
+            g.increment(1.0);
+        }
+        Handling(gauge)
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.decrement(1.0);
+        }
     }
 }
 
 impl SettleObserver for Metrics {
     fn settled(&self, queue: &str, envelope: &Envelope, disposition: &Disposition, elapsed: Duration) {
-        self.record(Side::Consumed, queue, envelope, settled_outcome(disposition), elapsed);
+        self.record(Side::Consumed, queue, envelope, disposition.as_str(), elapsed);
     }
 }
 
 impl PublishObserver for Metrics {
     fn published(&self, publish: &Publish, result: &Result<Confirmation>, elapsed: Duration) {
-        let outcome = match result {
-            Ok(Confirmation::Confirmed) => "confirmed",
-            Ok(Confirmation::Returned { .. }) => "returned",
-            Ok(_) => "nacked",
-            Err(_) => "failed",
-        };
-        let destination: &str = if publish.exchange.is_empty() {
-            // A reply's direct reply-to address differs per channel: one label value for all.
-            if publish.routing_key.starts_with(mqtransport_core::DIRECT_REPLY_TO) {
-                mqtransport_core::DIRECT_REPLY_TO
-            } else {
-                &publish.routing_key
-            }
-        } else {
-            &publish.exchange
-        };
+        let outcome = super::spans::publish_outcome(result);
+        let destination = super::spans::destination(publish);
         self.record(Side::Sent, destination, &publish.envelope, outcome, elapsed);
     }
 }

@@ -26,7 +26,7 @@ where
 }
 
 /// The default span, named `process`, with OpenTelemetry messaging attributes:
-/// `otel.name` (`<queue> process`), `otel.kind` (`consumer`), `messaging.system`,
+/// `otel.name` (`process <queue>`), `otel.kind` (`consumer`), `messaging.system`,
 /// `messaging.operation.type` (`process`), `messaging.destination.name` (the queue),
 /// `messaging.rabbitmq.destination.routing_key`, `messaging.message.id`,
 /// `messaging.message.conversation_id`, `messaging.message.body.size`, plus `mqt.message.name`,
@@ -57,7 +57,7 @@ macro_rules! process_span {
         tracing::span!(
             $level,
             "process",
-            otel.name = %format_args!("{} process", req.queue()),
+            otel.name = %format_args!("process {}", req.queue()),
             otel.kind = "consumer",
             messaging.system = req.messaging_system(),
             messaging.operation.type = "process",
@@ -162,6 +162,8 @@ where
 
     fn call(&mut self, req: Incoming) -> Self::Future {
         let span = self.make_span.make_span(&req);
+        // The runtime settles the delivery in a child of this span.
+        let _ = req.parts.process_span.set(span.clone());
         #[cfg(feature = "opentelemetry")]
         crate::observe::relate(&span, req.envelope(), self.parent);
         let inner = {
