@@ -8,6 +8,7 @@
 //! | `mqt publish` | [`publish`]: messages to a queue or an exchange, confirmed |
 //! | `mqt consume` | [`consume`]: messages from a queue, acked, requeued or not acked |
 //! | `mqt dlq` | [`dlq`]: list, show, replay and purge a dead-letter queue |
+//! | `mqt topology` | [`topology`]: apply, diff, lint and export topology files |
 //!
 //! The broker comes from a URL ([`broker`]); output is for people unless asked for JSON
 //! ([`output`], [`render`]).
@@ -19,3 +20,4 @@ pub mod dlq;
 pub mod output;
 pub mod publish;
 pub mod render;
+pub mod topology;

@@ -2,6 +2,7 @@
 //! ([`mqtransport_cli`]) and prints, for people or as JSON (`--json`).
 
 use std::io::{IsTerminal as _, Read as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use mqtransport::{DeadLetterFilter, DeadLetters, Replay, ReplayTarget, Route};
 use mqtransport_cli::bench::{BenchConfig, QueueKind, StopAfter};
 use mqtransport_cli::consume::{ConsumeRequest, Settle};
 use mqtransport_cli::output::{Output, table};
-use mqtransport_cli::publish::{Destination, MessageOptions};
-use mqtransport_cli::{bench, broker, consume, dlq, publish, render};
+use mqtransport_cli::publish::{MessageOptions, Target};
+use mqtransport_cli::topology::{Format, Management, TopologyFile};
+use mqtransport_cli::{bench, broker, consume, dlq, publish, render, topology};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -21,7 +23,7 @@ use serde_json::json;
     name = "mqt",
     version,
     about = "The mqtransport command line: load tests, messages in and out, dead letters",
-    after_help = "Examples:\n  mqt bench --count 100000\n  MQT_URL=amqp://guest:guest@localhost:5672/%2f mqt publish --queue orders '{\"id\": 1}'\n  mqt --url amqp://guest:guest@localhost:5672/%2f consume orders --count 1"
+    after_help = "Exit codes: 0 done; 1 done, and something is wrong (a diff differs, messages were lost or refused); 2 could not run (bad input, broker unreachable).\n\nExamples:\n  mqt bench --count 100000\n  MQT_URL=amqp://guest:guest@localhost:5672/%2f mqt publish --queue orders '{\"id\": 1}'\n  mqt --url amqp://guest:guest@localhost:5672/%2f consume orders --count 1"
 )]
 struct Cli {
     /// The broker: memory:// (the embedded broker, inside this process), amqp://, amqps://,
@@ -61,6 +63,69 @@ enum Command {
     /// Dead-letter queues: list, summarise, show, replay, purge.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Topology files (TOML, YAML, JSON): apply, diff, lint, export.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+}
+
+#[derive(Subcommand)]
+enum TopologyCommand {
+    /// Declare a file's exchanges, queues and bindings on the broker (idempotent).
+    #[command(after_help = "Example:\n  mqt --url amqp://guest:guest@localhost:5672/%2f topology apply topology.toml")]
+    Apply {
+        /// The topology file (.toml, .yaml, .yml, .json).
+        file: PathBuf,
+    },
+    /// List what on the broker differs from the file, changing nothing; exit code 1 when
+    /// something differs.
+    #[command(
+        after_help = "Example (in CI):\n  mqt --url \"$AMQP_URL\" topology diff topology.yaml || echo \"the broker drifted\""
+    )]
+    Diff {
+        /// The topology file.
+        file: PathBuf,
+        /// RabbitMQ's management API, to check bindings (default: the AMQP host on port 15672,
+        /// when it answers).
+        #[arg(long, value_name = "URL")]
+        management: Option<String>,
+    },
+    /// Look for RabbitMQ pitfalls in a file (mirroring arguments, a TTL or length limit
+    /// without a dead-letter route, a queue nobody binds, ...).
+    #[command(after_help = "Example:\n  mqt topology lint topology.toml --strict")]
+    Lint {
+        /// The topology file.
+        file: PathBuf,
+        /// Exit code 1 when anything is found.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Write a RabbitMQ virtual host's exchanges, queues and bindings as a topology file, read
+    /// through its management API.
+    #[command(
+        after_help = "Example:\n  mqt --url amqp://guest:guest@localhost:5672/%2f topology export --prefix shop. --output topology.toml"
+    )]
+    Export {
+        /// RabbitMQ's management API (default: the AMQP host on port 15672).
+        #[arg(long, value_name = "URL")]
+        management: Option<String>,
+        /// Only entities whose names start with this (a binding when its source or
+        /// destination does).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The file's format (default: from --output's extension, else TOML).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Toml,
+    Yaml,
+    Json,
 }
 
 #[derive(Args)]
@@ -309,7 +374,7 @@ fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -338,6 +403,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => run_publish(&cli.url, args, out).await,
         Command::Consume(args) => run_consume(&cli.url, args, out).await,
         Command::Dlq(command) => run_dlq(&cli.url, command, out).await,
+        Command::Topology(command) => run_topology(&cli.url, command, out).await,
     }
 }
 
@@ -442,8 +508,8 @@ async fn run_publish(url: &str, args: PublishArgs, out: Output) -> anyhow::Resul
         transient: args.transient,
     };
     let to = match (args.queue, args.exchange) {
-        (Some(q), _) => Destination::Queue(q),
-        (None, Some(name)) => Destination::Exchange {
+        (Some(q), _) => Target::Queue(q),
+        (None, Some(name)) => Target::Exchange {
             name,
             routing_key: args.routing_key,
         },
@@ -456,8 +522,8 @@ async fn run_publish(url: &str, args: PublishArgs, out: Output) -> anyhow::Resul
     let published = published?;
     let failed: Vec<_> = published.iter().filter(|p| p.outcome != "confirmed").collect();
     let target = match &to {
-        Destination::Queue(q) => format!("queue '{q}'"),
-        Destination::Exchange { name, routing_key } => format!("exchange '{name}' with routing key '{routing_key}'"),
+        Target::Queue(q) => format!("queue '{q}'"),
+        Target::Exchange { name, routing_key } => format!("exchange '{name}' with routing key '{routing_key}'"),
     };
     if out.json {
         println!(
@@ -721,4 +787,144 @@ async fn dlq_command(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The management API a topology command reads: the one given, else the default next to the
+/// AMQP listener; and the virtual host of the broker URL.
+fn management(url: &str, given: Option<&str>) -> anyhow::Result<Management> {
+    let vhost = mqtransport::BrokerUrl::parse(url).map_or_else(|_| "/".to_owned(), |u| u.vhost().to_owned());
+    match given {
+        Some(m) => Management::new(m, &vhost),
+        None => match topology::management_url(url) {
+            Some(m) => Management::new(&m, &vhost),
+            None => bail!(
+                "{} is not RabbitMQ: only RabbitMQ's management API lists a broker's entities",
+                broker::redacted(url)
+            ),
+        },
+    }
+}
+
+async fn run_topology(url: &str, command: TopologyCommand, out: Output) -> anyhow::Result<ExitCode> {
+    match command {
+        TopologyCommand::Lint { file, strict } => {
+            let findings = topology::lint(&TopologyFile::read(&file)?.topology()?);
+            if out.json {
+                println!("{}", serde_json::to_string_pretty(&findings)?);
+            } else if findings.is_empty() {
+                println!("{}: no pitfalls found", file.display());
+            } else {
+                for f in &findings {
+                    println!("{} {}: {}", out.bad("warning:"), f.entity, f.message);
+                }
+            }
+            Ok(if strict && !findings.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        TopologyCommand::Apply { file } => {
+            let wanted = TopologyFile::read(&file)?.topology()?;
+            for f in topology::lint(&wanted) {
+                eprintln!("warning: {}: {}", f.entity, f.message);
+            }
+            note_embedded(url);
+            let transport = broker::connect(url).await?;
+            let declared = transport.declare(&wanted).await;
+            let _ = transport.close().await;
+            declared.with_context(|| format!("cannot apply '{}'", file.display()))?;
+            let (x, q, b) = (wanted.exchanges.len(), wanted.queues.len(), wanted.bindings.len());
+            if out.json {
+                println!("{}", json!({ "exchanges": x, "queues": q, "bindings": b }));
+            } else {
+                println!(
+                    "declared {x} exchange(s), {q} queue(s) and {b} binding(s) on {}",
+                    broker::redacted(url)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TopologyCommand::Diff {
+            file,
+            management: given,
+        } => {
+            let wanted = TopologyFile::read(&file)?.topology()?;
+            let transport = broker::connect(url).await?;
+            // An explicit management API must answer; the default one is used when it does.
+            let listing = match (given.as_deref(), topology::management_url(url)) {
+                (Some(m), _) => Some(management(url, Some(m))?.definitions(None).await?),
+                (None, Some(_)) if !wanted.bindings.is_empty() => {
+                    match management(url, None)?.definitions(None).await {
+                        Ok(listing) => Some(listing),
+                        Err(e) => {
+                            eprintln!("note: {e:#}");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let result = topology::diff(&transport, &wanted, listing.as_ref()).await;
+            let _ = transport.close().await;
+            let (differences, note) = result?;
+            if out.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({ "same": differences.is_empty(), "differences": differences, "note": note })
+                    )?
+                );
+            } else {
+                for d in &differences {
+                    println!("{}", out.bad(&d.to_string()));
+                }
+                if let Some(note) = &note {
+                    eprintln!("note: {note}");
+                }
+                if differences.is_empty() {
+                    println!("{} matches {}", broker::redacted(url), file.display());
+                } else {
+                    println!("{} difference(s) from {}", differences.len(), file.display());
+                }
+            }
+            Ok(if differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        TopologyCommand::Export {
+            management: given,
+            prefix,
+            format,
+            output,
+        } => {
+            let listing = management(url, given.as_deref())?
+                .definitions(prefix.as_deref())
+                .await?;
+            let format = match (format, &output) {
+                (Some(FormatArg::Toml), _) => Format::Toml,
+                (Some(FormatArg::Yaml), _) => Format::Yaml,
+                (Some(FormatArg::Json), _) => Format::Json,
+                (None, Some(path)) => Format::of(path)?,
+                (None, None) => Format::Toml,
+            };
+            let text = TopologyFile::of(&listing).render(format)?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write '{}'", path.display()))?;
+                    eprintln!(
+                        "wrote {} exchange(s), {} queue(s) and {} binding(s) to {}",
+                        listing.exchanges.len(),
+                        listing.queues.len(),
+                        listing.bindings.len(),
+                        path.display()
+                    );
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -9,7 +9,7 @@ use mqtransport::{Confirmation, DynTransport, Envelope, ErrorKind, FieldValue, P
 
 /// Where messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
+pub enum Target {
     /// A queue, through the default exchange (checked to exist first).
     Queue(String),
     /// An exchange, with a routing key.
@@ -125,7 +125,7 @@ pub fn envelope(body: Bytes, options: &MessageOptions) -> Envelope {
 /// message was returned or nacked, naming them (the others were sent).
 pub async fn publish(
     transport: &DynTransport,
-    to: &Destination,
+    to: &Target,
     bodies: &[Bytes],
     count: usize,
     options: &MessageOptions,
@@ -134,7 +134,7 @@ pub async fn publish(
         bail!("nothing to publish: the input holds no message");
     }
     let (exchange, routing_key) = match to {
-        Destination::Queue(q) => {
+        Target::Queue(q) => {
             match transport.queue_info(q).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => bail!("queue '{q}' does not exist"),
@@ -142,7 +142,7 @@ pub async fn publish(
             }
             (String::new(), q.clone())
         }
-        Destination::Exchange { name, routing_key } => (name.clone(), routing_key.clone()),
+        Target::Exchange { name, routing_key } => (name.clone(), routing_key.clone()),
     };
     let sends = bodies
         .iter()

@@ -91,6 +91,8 @@ pub struct RabbitNode {
     home: PathBuf,
     /// Lines added to the node's `rabbitmq.conf`.
     config: String,
+    /// The management plugin's HTTP port, when the node runs it.
+    management_port: Option<u16>,
     /// The node's OS process while it runs.
     pid: Option<u32>,
 }
@@ -100,6 +102,18 @@ impl RabbitNode {
     /// `consumer_timeout = 2000`) added to a configuration that listens on 127.0.0.1 only.
     pub async fn start(bin: &Path, label: &str, config: &str) -> NodeResult<RabbitNode> {
         Self::start_with_home(bin, label, config, None).await
+    }
+
+    /// Starts a node of its own that also runs the management plugin (its HTTP API on a port
+    /// of its own, see [`management_url`](Self::management_url)).
+    pub async fn start_with_management(bin: &Path, label: &str) -> NodeResult<RabbitNode> {
+        let (dir, n) = fresh_dir(label)?;
+        write_cookie(&dir)?;
+        let mut node = RabbitNode::unbooted(bin, label, "", dir.clone(), dir, n)?;
+        node.management_port = Some(free_port()?);
+        node.write_files()?;
+        node.boot().await?;
+        Ok(node)
     }
 
     /// Starts a node whose cookie is in `home`, or (`None`) in its own directory.
@@ -112,27 +126,36 @@ impl RabbitNode {
                 dir.clone()
             }
         };
-        let name = format!("mqt-{}-{n}-{label}@localhost", std::process::id());
-        let mut node = RabbitNode {
-            bin: bin.to_owned(),
-            name,
-            amqp_port: free_port()?,
-            dist_port: free_port()?,
-            dir,
-            home,
-            config: config.to_owned(),
-            pid: None,
-        };
+        let mut node = RabbitNode::unbooted(bin, label, config, dir, home, n)?;
         node.write_files()?;
         node.boot().await?;
         Ok(node)
     }
 
+    fn unbooted(bin: &Path, label: &str, config: &str, dir: PathBuf, home: PathBuf, n: u32) -> NodeResult<RabbitNode> {
+        Ok(RabbitNode {
+            bin: bin.to_owned(),
+            name: format!("mqt-{}-{n}-{label}@localhost", std::process::id()),
+            amqp_port: free_port()?,
+            dist_port: free_port()?,
+            dir,
+            home,
+            config: config.to_owned(),
+            management_port: None,
+            pid: None,
+        })
+    }
+
     fn write_files(&self) -> NodeResult<()> {
-        let conf = format!(
+        let mut conf = format!(
             "listeners.tcp.default = 127.0.0.1:{}\n{}\n",
             self.amqp_port, self.config
         );
+        if let Some(port) = self.management_port {
+            conf.push_str(&format!(
+                "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}\n"
+            ));
+        }
         let write = |file: &str, text: &str| {
             std::fs::write(self.dir.join(file), text).map_err(|e| format!("writing {file} for {}: {e}", self.name))
         };
@@ -140,7 +163,18 @@ impl RabbitNode {
         // The channel tick enforces `consumer_timeout`: once a second, not once a minute.
         write("advanced.config", "[{rabbit, [{channel_tick_interval, 1000}]}].\n")?;
         write("rabbitmq-env.conf", "")?;
-        write("enabled_plugins", "[].\n")
+        let plugins = if self.management_port.is_some() {
+            "[rabbitmq_management].\n"
+        } else {
+            "[].\n"
+        };
+        write("enabled_plugins", plugins)
+    }
+
+    /// `http://guest:guest@127.0.0.1:<port>` of the node's management API, if it runs one.
+    pub fn management_url(&self) -> Option<String> {
+        self.management_port
+            .map(|p| format!("http://guest:guest@127.0.0.1:{p}"))
     }
 
     /// The node's Erlang name.

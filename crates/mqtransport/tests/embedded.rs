@@ -281,6 +281,9 @@ async fn every_delivery_gets_a_span_with_messaging_attributes() {
     )
     .await
     .unwrap();
+    app.publish(&Route::queue("traced"), &InvoicePaid { id: 5 })
+        .await
+        .unwrap();
     app.wait_idle().await.unwrap();
     app.shutdown().await.unwrap();
 
@@ -290,7 +293,7 @@ async fn every_delivery_gets_a_span_with_messaging_attributes() {
         .find(|(name, _)| name == "process")
         .expect("a process span");
     let get = |k: &str| fields.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    assert_eq!(get("otel.name"), Some("traced process"));
+    assert_eq!(get("otel.name"), Some("process traced"));
     assert_eq!(get("otel.kind"), Some("consumer"));
     assert_eq!(get("messaging.system"), Some("memory"));
     assert_eq!(get("messaging.operation.type"), Some("process"));
@@ -305,6 +308,24 @@ async fn every_delivery_gets_a_span_with_messaging_attributes() {
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     );
     assert_eq!(get("mqt.outcome"), Some("ack"));
+
+    // The settling, and a typed publish, have spans of their own.
+    let field = |span: &str, k: &str| {
+        spans
+            .iter()
+            .filter(|(name, _)| name == span)
+            .flat_map(|(_, fields)| fields.iter().rev())
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("settle", "otel.name").as_deref(), Some("settle traced"));
+    assert_eq!(field("settle", "messaging.operation.type").as_deref(), Some("settle"));
+    assert_eq!(field("settle", "mqt.outcome").as_deref(), Some("acked"));
+    assert_eq!(field("send", "otel.name").as_deref(), Some("send traced"));
+    assert_eq!(field("send", "otel.kind").as_deref(), Some("producer"));
+    assert_eq!(field("send", "messaging.operation.type").as_deref(), Some("send"));
+    assert_eq!(field("send", "mqt.message.name").as_deref(), Some("invoices.paid"));
+    assert_eq!(field("send", "mqt.outcome").as_deref(), Some("confirmed"));
 }
 
 #[tokio::test(start_paused = true)]
