@@ -11,6 +11,7 @@
 
 mod capabilities;
 pub mod connection_state;
+mod dyn_transport;
 pub mod envelope;
 pub mod error;
 pub mod field;
