@@ -182,6 +182,15 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             const NAME: &'static str = #name;
             const CODEC: #krate::Codec = #codec;
             #validate
+
+            fn schema() -> ::core::option::Option<#krate::__private::serde_json::Value> {
+                // The schema when the type derives `schemars::JsonSchema` (and the `asyncapi`
+                // feature is on), by autoref: the probe's `&`-impl needs the bound, the
+                // by-value fallback does not.
+                #[allow(unused_imports)]
+                use #krate::__private::{SchemaFallback as _, SchemaOf as _};
+                (&&#krate::__private::SchemaProbe::<Self>::NEW).schema()
+            }
         }
     })
 }

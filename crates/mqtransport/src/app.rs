@@ -82,6 +82,10 @@ pub struct App {
     /// The app's metrics, when it records them: `start` samples the gauges.
     #[cfg(feature = "metrics")]
     metrics: Option<Arc<crate::observe::Metrics>>,
+    /// What the AsyncAPI document says: the app's name, its topology and its consumers.
+    title: String,
+    topology: Topology,
+    receives: Vec<crate::asyncapi::ReceiveDoc>,
 }
 
 impl fmt::Debug for App {
@@ -194,6 +198,51 @@ impl App {
         crate::DeadLetters::new(self.transport.clone(), queue)
     }
 
+    /// The app's AsyncAPI 3.0 document (JSON): a channel per queue it consumes or sends to
+    /// and per exchange it declares or sends to; a `receive` operation per consumer; a `send`
+    /// operation per producer and requester made so far (with a requester's reply); each
+    /// message with its content type and, for a type that also derives
+    /// `schemars::JsonSchema` (feature `asyncapi`), its JSON Schema.
+    ///
+    /// An app writes it as it starts when the environment variable [`ASYNCAPI_ENV`]
+    /// (`MQT_ASYNCAPI`) names a file: `MQT_ASYNCAPI=asyncapi.json cargo run`, then
+    /// `mqt docs serve asyncapi.json`.
+    ///
+    /// [`ASYNCAPI_ENV`]: crate::ASYNCAPI_ENV
+    ///
+    /// ```
+    /// # use mqtransport::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[message(name = "shop.order")]
+    /// struct Order { id: u64 }
+    /// async fn take(_: Order) {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = App::builder()
+    ///     .url("memory://asyncapi-doc")
+    ///     .consumer(Consumer::for_queue(Queue::durable("orders")).handle(take))
+    ///     .build()
+    ///     .await?;
+    /// let doc = app.asyncapi();
+    /// assert_eq!(doc["asyncapi"], "3.0.0");
+    /// assert_eq!(doc["operations"]["receive_queue_orders"]["action"], "receive");
+    /// assert!(doc["components"]["messages"]["shop.order"].is_object());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn asyncapi(&self) -> serde_json::Value {
+        let url = (self.redacted_url != GIVEN_TRANSPORT).then_some(self.redacted_url.as_str());
+        crate::asyncapi::document(&crate::asyncapi::AppDoc {
+            title: &self.title,
+            url,
+            system: self.transport.capabilities().system,
+            topology: &self.topology,
+            receives: &self.receives,
+            sends: &self.publisher.inner.sends.all(),
+        })
+    }
+
     /// The broker connection.
     pub fn transport(&self) -> &DynTransport {
         &self.transport
@@ -208,6 +257,18 @@ impl App {
     /// [`Running::shutdown`]. A consumer that cannot start (its queue is missing, or locked by
     /// an exclusive consumer) fails the start, and nothing keeps running.
     pub async fn start(self) -> Result<Running> {
+        if let Some(path) = std::env::var_os(crate::ASYNCAPI_ENV) {
+            let path = std::path::PathBuf::from(path);
+            let text = serde_json::to_string_pretty(&self.asyncapi()).map_err(|e| Error::invalid(e.to_string()))?;
+            std::fs::write(&path, text).map_err(|e| {
+                Error::invalid(format!(
+                    "cannot write the AsyncAPI document to '{}' ({} is set): {e}",
+                    path.display(),
+                    crate::ASYNCAPI_ENV
+                ))
+            })?;
+            tracing::info!(path = %path.display(), "wrote the app's AsyncAPI document");
+        }
         let (stop_tx, stop_rx) = watch::channel(None);
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let services = self.services.into_inner().unwrap_or_else(PoisonError::into_inner);
@@ -314,6 +375,9 @@ impl<S> fmt::Debug for AppBuilder<S> {
             .finish_non_exhaustive()
     }
 }
+
+/// What an app's errors call a transport given as a value (it has no URL).
+const GIVEN_TRANSPORT: &str = "the given transport";
 
 fn redact(url: &str) -> String {
     BrokerUrl::parse(url).map_or_else(|_| "(an invalid URL)".to_owned(), |u| u.to_string())
@@ -512,7 +576,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             )));
         }
         let (transport, redacted_url) = match self.transport {
-            Some(t) => (t, "the given transport".to_owned()),
+            Some(t) => (t, GIVEN_TRANSPORT.to_owned()),
             None => {
                 let url = self.url.unwrap_or_else(crate::url_from_env);
                 let redacted_url = redact(&url);
@@ -562,11 +626,12 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             system: capabilities.system,
             replies: crate::rpc::Replies::new(transport.clone()),
             transport: transport.clone(),
-            app_id: self.name,
+            app_id: self.name.clone(),
             validate: self.validate_on_publish,
             observers: publish_observers,
             unconfirmed: Default::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            sends: Default::default(),
             delays: crate::delay::Delays::new(self.delay_prefix),
         });
         let state = match self.state {
@@ -580,7 +645,7 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             tracing: self.tracing,
             #[cfg(feature = "opentelemetry")]
             trace_parent: self.trace_parent,
-            topology: self.topology,
+            topology: self.topology.clone(),
             transport: transport.clone(),
             redacted_url: redacted_url.clone(),
             publisher: publisher.clone(),
@@ -590,6 +655,15 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             metrics: metrics.clone(),
         };
         let (runtimes, services): (Vec<_>, Vec<_>) = consumers.iter().map(|c| attach.runtime(c)).unzip();
+        let receives = consumers
+            .iter()
+            .map(|c| crate::asyncapi::ReceiveDoc {
+                queue: c.queue.clone(),
+                subscription: c.subscription.clone(),
+                messages: c.docs.clone(),
+                any: c.fallback.is_some(),
+            })
+            .collect();
         Ok(App {
             transport,
             redacted_url,
@@ -602,6 +676,9 @@ impl<S: Clone + Send + Sync + 'static> AppBuilder<S> {
             attach: Arc::new(attach),
             #[cfg(feature = "metrics")]
             metrics,
+            title: self.name.unwrap_or_else(|| "mqtransport app".to_owned()),
+            topology: self.topology,
+            receives,
         })
     }
 }

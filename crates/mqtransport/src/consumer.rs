@@ -129,6 +129,8 @@ pub struct Consumer<S = ()> {
     /// For [`Consumer::subscribe`]: the exchange and the binding keys.
     pub(crate) subscription: Option<(String, Vec<String>)>,
     pub(crate) handlers: Vec<(String, BoxedHandler<S>)>,
+    /// The typed messages handled, for the app's AsyncAPI document.
+    pub(crate) docs: Vec<crate::MessageDoc>,
     pub(crate) fallback: Option<BoxedHandler<S>>,
     pub(crate) untyped: UntypedNaming,
     pub(crate) prefetch: u16,
@@ -191,6 +193,7 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
             declare: None,
             subscription: None,
             handlers: Vec::new(),
+            docs: Vec::new(),
             fallback: None,
             untyped: UntypedNaming::default(),
             prefetch: DEFAULT_PREFETCH,
@@ -312,7 +315,10 @@ impl<S: Clone + Send + Sync + 'static> Consumer<S> {
         T: 'static,
     {
         match H::message() {
-            Ok(Some(name)) => self.add(name.to_owned(), erase(handler)),
+            Ok(Some(name)) => {
+                self.docs.extend(H::message_doc());
+                self.add(name.to_owned(), erase(handler));
+            }
             Ok(None) => self.problems.push(format!(
                 "a handler given to .handle() on queue '{}' takes no message argument, so it names no message type: give it a #[derive(Message)] argument, or register it with .handle_name(name, handler) or .fallback(handler)",
                 self.queue

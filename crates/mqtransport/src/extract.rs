@@ -65,6 +65,9 @@ pub trait FromDelivery<S>: Sized {
     /// at most one, which is the message type the handler serves.
     const MESSAGE: Option<&'static str> = None;
 
+    /// What the app's AsyncAPI document says of that message.
+    const MESSAGE_DOC: Option<crate::MessageDoc> = None;
+
     /// Extracts the value.
     fn from_delivery(req: &Incoming, state: &S) -> impl Future<Output = Result<Self, Self::Rejection>> + Send;
 }
@@ -72,6 +75,7 @@ pub trait FromDelivery<S>: Sized {
 impl<S: Sync, M: Message> FromDelivery<S> for M {
     type Rejection = DecodeError;
     const MESSAGE: Option<&'static str> = Some(M::NAME);
+    const MESSAGE_DOC: Option<crate::MessageDoc> = Some(crate::MessageDoc::of::<M>());
 
     async fn from_delivery(req: &Incoming, _state: &S) -> Result<Self, DecodeError> {
         decode(req.envelope())
@@ -133,6 +137,7 @@ impl<S: Sync> FromDelivery<S> for Publisher {
 impl<S: Sync, T: FromDelivery<S>> FromDelivery<S> for Option<T> {
     type Rejection = Infallible;
     const MESSAGE: Option<&'static str> = T::MESSAGE;
+    const MESSAGE_DOC: Option<crate::MessageDoc> = T::MESSAGE_DOC;
 
     async fn from_delivery(req: &Incoming, state: &S) -> Result<Self, Infallible> {
         Ok(T::from_delivery(req, state).await.ok())
@@ -142,6 +147,7 @@ impl<S: Sync, T: FromDelivery<S>> FromDelivery<S> for Option<T> {
 impl<S: Sync, T: FromDelivery<S>> FromDelivery<S> for Result<T, T::Rejection> {
     type Rejection = Infallible;
     const MESSAGE: Option<&'static str> = T::MESSAGE;
+    const MESSAGE_DOC: Option<crate::MessageDoc> = T::MESSAGE_DOC;
 
     async fn from_delivery(req: &Incoming, state: &S) -> Result<Self, Infallible> {
         Ok(T::from_delivery(req, state).await)

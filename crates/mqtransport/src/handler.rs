@@ -47,6 +47,12 @@ pub trait Handler<T, S>: Clone + Send + Sync + Sized + 'static {
     /// The message name the arguments decode, if any; an error if they decode two.
     #[doc(hidden)]
     fn message() -> Result<Option<&'static str>, String>;
+
+    /// What the AsyncAPI document says of the message the arguments decode.
+    #[doc(hidden)]
+    fn message_doc() -> Option<crate::MessageDoc> {
+        None
+    }
 }
 
 /// The one message name among a handler's arguments.
@@ -63,6 +69,11 @@ fn one_message(names: &[Option<&'static str>]) -> Result<Option<&'static str>, S
         }
     }
     Ok(found)
+}
+
+/// The document of the message among a handler's arguments.
+fn first_doc(docs: &[Option<crate::MessageDoc>]) -> Option<crate::MessageDoc> {
+    docs.iter().flatten().next().copied()
 }
 
 macro_rules! impl_handler {
@@ -92,6 +103,10 @@ macro_rules! impl_handler {
 
             fn message() -> Result<Option<&'static str>, String> {
                 one_message(&[$($ty::MESSAGE,)*])
+            }
+
+            fn message_doc() -> Option<crate::MessageDoc> {
+                first_doc(&[$($ty::MESSAGE_DOC,)*])
             }
         }
     };

@@ -80,6 +80,7 @@
 //! | `msgpack` | no | MessagePack bodies (`#[message(codec = "msgpack")]`) |
 
 mod app;
+mod asyncapi;
 mod attach;
 mod consumer;
 mod consumer_status;
@@ -106,6 +107,8 @@ pub mod testing;
 
 #[doc(inline)]
 pub use app::{App, AppBuilder, DEFAULT_SHUTDOWN_TIMEOUT, shutdown_signal};
+#[doc(inline)]
+pub use asyncapi::{ASYNCAPI_ENV, MessageDoc};
 #[doc(inline)]
 pub use consumer::{
     Acknowledge, Consumer, DEFAULT_CONCURRENCY, DEFAULT_PREFETCH, DeadLetterPolicy, HandlerService, UnknownMessage,
@@ -144,6 +147,9 @@ pub use publish::{PublishOptions, Publisher, Route};
 #[doc(inline)]
 pub use retry::{Backoff, RetryPolicy};
 pub use running::Running;
+/// `schemars`, for message types that derive `JsonSchema` (feature `asyncapi`).
+#[cfg(feature = "asyncapi")]
+pub use schemars;
 
 pub use rpc::{DEFAULT_RPC_TIMEOUT, RawRequester, Requester, RpcError};
 #[doc(inline)]
@@ -197,6 +203,41 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use serde_json;
+
+    /// Asks whether `T` has a JSON Schema (see `Message::schema`).
+    pub struct SchemaProbe<T>(std::marker::PhantomData<T>);
+
+    impl<T> SchemaProbe<T> {
+        /// The probe.
+        pub const NEW: Self = SchemaProbe(std::marker::PhantomData);
+    }
+
+    /// The schema of a type that has one.
+    pub trait SchemaOf {
+        /// `Some` schema.
+        fn schema(&self) -> Option<serde_json::Value>;
+    }
+
+    #[cfg(feature = "asyncapi")]
+    impl<T: schemars::JsonSchema> SchemaOf for &SchemaProbe<T> {
+        fn schema(&self) -> Option<serde_json::Value> {
+            Some(schemars::schema_for!(T).to_value())
+        }
+    }
+
+    /// No schema, for a type without one.
+    pub trait SchemaFallback {
+        /// `None`.
+        fn schema(&self) -> Option<serde_json::Value>;
+    }
+
+    impl<T> SchemaFallback for SchemaProbe<T> {
+        fn schema(&self) -> Option<serde_json::Value> {
+            None
+        }
+    }
+
     /// What `#[derive(Message)]` calls for a type with validation rules.
     pub fn garde_validate<T>(value: &T) -> Result<(), crate::Invalid>
     where

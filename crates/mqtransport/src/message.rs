@@ -53,6 +53,13 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn validate(&self) -> Result<(), Invalid> {
         Ok(())
     }
+
+    /// The JSON Schema of the message, for the app's AsyncAPI document
+    /// ([`App::asyncapi`](crate::App::asyncapi)). The derive gives the schema of a type that
+    /// also derives `schemars::JsonSchema`, with the `asyncapi` feature; `None` otherwise.
+    fn schema() -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// How a message body is encoded.

@@ -200,6 +200,8 @@ pub(crate) struct PublisherInner {
     pub(crate) replies: Arc<crate::rpc::Replies>,
     /// The delay levels: delayed publishes and retries.
     pub(crate) delays: crate::delay::Delays,
+    /// The producers and requesters made, for the AsyncAPI document.
+    pub(crate) sends: crate::asyncapi::SendDocs,
 }
 
 /// Where the answer to a message goes: its `reply_to`, with its correlation id (or, lacking
@@ -301,6 +303,11 @@ impl Publisher {
     /// a handler that asks another service before it answers. See
     /// [`App::requester`](crate::App::requester).
     pub fn requester<Req: Message, Resp: Message>(&self, route: Route) -> crate::rpc::Requester<Req, Resp> {
+        self.inner.sends.add(crate::asyncapi::SendDoc {
+            route: route.clone(),
+            message: Some(crate::MessageDoc::of::<Req>()),
+            reply: Some(crate::MessageDoc::of::<Resp>()),
+        });
         crate::rpc::Requester::new(Arc::clone(&self.inner.replies), self.unbound(), route)
     }
 
@@ -312,6 +319,11 @@ impl Publisher {
 
     /// A typed producer of `M` bound to `route`.
     pub fn producer<M: Message>(&self, route: Route) -> Producer<M> {
+        self.inner.sends.add(crate::asyncapi::SendDoc {
+            route: route.clone(),
+            message: Some(crate::MessageDoc::of::<M>()),
+            reply: None,
+        });
         Producer::new(self.unbound(), route, self.inner.validate)
     }
 

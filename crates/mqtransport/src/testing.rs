@@ -196,6 +196,7 @@ impl TestApp {
             observers: Vec::new(),
             unconfirmed: Default::default(),
             runtime: None,
+            sends: Default::default(),
             delays: crate::delay::Delays::new(crate::delay::DEFAULT_PREFIX),
         });
         Ok(TestApp {
