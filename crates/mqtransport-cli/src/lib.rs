@@ -9,6 +9,7 @@
 //! | `mqt consume` | [`consume`]: messages from a queue, acked, requeued or not acked |
 //! | `mqt dlq` | [`dlq`]: list, show, replay and purge a dead-letter queue |
 //! | `mqt topology` | [`topology`]: apply, diff, lint and export topology files |
+//! | `mqt docs` | [`docs`]: an app's AsyncAPI document as a page, written or served |
 //!
 //! The broker comes from a URL ([`broker`]); output is for people unless asked for JSON
 //! ([`output`], [`render`]).
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod broker;
 pub mod consume;
 pub mod dlq;
+pub mod docs;
 pub mod output;
 pub mod publish;
 pub mod render;

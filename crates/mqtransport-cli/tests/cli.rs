@@ -3,30 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::Duration;
+
+use common::{amqp_url, announced_url, mqt, spawn_mqt, text};
 
 use mqtransport::prelude::*;
 use mqtransport::{DeleteQueue, DynTransport, Transport};
 use serde_json::Value;
-
-fn amqp_url() -> String {
-    std::env::var("MQT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// `mqt` with `args` (and `MQT_URL` unset, so `--url` or the default decides).
-fn mqt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mqt"))
-        .args(args)
-        .env_remove("MQT_URL")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Succeeded, or panics with what it printed.
 fn ok(out: Output) -> Output {
@@ -138,33 +124,23 @@ async fn bench_on_rabbitmq_with_two_queues_deletes_them() {
 
 #[tokio::test]
 async fn bench_serves_prometheus_metrics_while_it_runs() {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mqt"))
-        .args([
-            "bench",
-            "--duration",
-            "3",
-            "--rate",
-            "200",
-            "--prometheus",
-            "127.0.0.1:0",
-            "--json",
-        ])
-        .env_remove("MQT_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let url = line
-        .strip_prefix("serving Prometheus metrics at http://")
-        .unwrap_or_else(|| panic!("{line}"));
-    let addr = url.strip_suffix("/metrics").unwrap().to_owned();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut child = spawn_mqt(&[
+        "bench",
+        "--duration",
+        "3",
+        "--rate",
+        "200",
+        "--prometheus",
+        "127.0.0.1:0",
+        "--json",
+    ]);
+    let url = announced_url(&mut child).await;
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{url}"))
+        .to_owned();
     // Scrape until the publishes show (the first second may have none yet).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let body = loop {
