@@ -346,13 +346,27 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     fails_with(&out, "cannot connect to amqp://guest:***@127.0.0.1:1");
     assert!(!text(&out.stderr).contains("s3cr3t-pw"));
     // Every command explains itself with an example.
-    for command in [
-        &["bench", "--help"][..],
-        &["publish", "--help"],
-        &["consume", "--help"],
-        &["dlq", "replay", "--help"],
-    ] {
-        let out = ok(mqt(command));
+    let commands: &[&[&str]] = &[
+        &["bench"],
+        &["publish"],
+        &["consume"],
+        &["dlq"],
+        &["dlq", "list"],
+        &["dlq", "summary"],
+        &["dlq", "show"],
+        &["dlq", "replay"],
+        &["dlq", "purge"],
+        &["topology"],
+        &["topology", "apply"],
+        &["topology", "diff"],
+        &["topology", "lint"],
+        &["topology", "export"],
+        &["docs"],
+        &["docs", "serve"],
+        &["docs", "html"],
+    ];
+    for command in commands {
+        let out = ok(mqt(&[*command, &["--help"]].concat()));
         assert!(text(&out.stdout).contains("Example"), "{command:?}");
     }
 }

@@ -436,6 +436,13 @@ impl Publisher {
         #[cfg_attr(not(feature = "opentelemetry"), allow(unused_mut))] mut publish: Publish,
         trace: bool,
     ) -> Result<Confirmation> {
+        if !crate::observe::spans_wanted() {
+            #[cfg(feature = "opentelemetry")]
+            if trace {
+                crate::observe::inject(&mut publish.envelope);
+            }
+            return self.publish_observed(publish).await;
+        }
         let span = crate::observe::send_span(&publish, self.inner.system);
         #[cfg(feature = "opentelemetry")]
         if trace {

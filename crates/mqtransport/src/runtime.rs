@@ -263,6 +263,10 @@ impl ConsumerRuntime {
 
     /// Settles the delivery in a `settle` span, the child of its `process` span.
     async fn settle(&self, outcome: Outcome, d: Handled) {
+        if !crate::observe::spans_wanted() {
+            self.settle_in_span(outcome, d).await;
+            return;
+        }
         let span = {
             let parts = &d.parts;
             let current = tracing::Span::current();

@@ -50,14 +50,23 @@ pub(crate) enum Command {
     )]
     Consume(ConsumeArgs),
     /// Dead-letter queues: list, summarise, show, replay, purge.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mqt dlq summary orders.dlq\n  mqt dlq replay orders.dlq --dry-run"
+    )]
     Dlq(DlqCommand),
     /// Topology files (TOML, YAML, JSON): apply, diff, lint, export.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mqt topology lint topology.toml\n  mqt --url amqp://guest:guest@localhost:5672/%2f topology diff topology.toml"
+    )]
     Topology(TopologyCommand),
     /// An app's AsyncAPI document as a page. The app writes the document when it starts with
     /// MQT_ASYNCAPI set (see `App::asyncapi`).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  MQT_ASYNCAPI=asyncapi.json cargo run && mqt docs serve asyncapi.json"
+    )]
     Docs(DocsCommand),
 }
 

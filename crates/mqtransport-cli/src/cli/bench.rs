@@ -42,11 +42,23 @@ pub(crate) async fn run_bench(url: &str, args: BenchArgs, out: Output) -> anyhow
         let bound = bench::serve_prometheus(addr).await?;
         eprintln!("serving Prometheus metrics at http://{bound}/metrics");
     }
+    // A bar of the messages consumed (published, without consumers) for a count; a spinner for
+    // a duration.
     let bar = (!out.json && std::io::stderr().is_terminal()).then(|| {
-        let bar = indicatif::ProgressBar::new_spinner();
+        let bar = match config.stop {
+            StopAfter::Count(n) => {
+                let bar = indicatif::ProgressBar::new(n);
+                if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+                    bar.set_style(style);
+                }
+                bar
+            }
+            StopAfter::Duration(_) => indicatif::ProgressBar::new_spinner(),
+        };
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
+    let consumers = config.consumers;
     let mut last = (0u64, 0u64, Duration::ZERO);
     let report = bench::run(url, &config, |p| {
         if let Some(bar) = &bar {
@@ -62,6 +74,7 @@ pub(crate) async fn run_bench(url: &str, args: BenchArgs, out: Output) -> anyhow
                 consume_rate
             ));
             last = (p.confirmed, p.consumed, p.elapsed);
+            bar.set_position(if consumers > 0 { p.consumed } else { p.confirmed });
         }
     })
     .await;

@@ -18,7 +18,7 @@ mod trace_context;
 pub use metrics::METRICS_SAMPLE_INTERVAL;
 #[cfg(feature = "metrics")]
 pub(crate) use metrics::{Handling, Metrics};
-pub(crate) use spans::{publish_outcome, send_span, settle_span};
+pub(crate) use spans::{publish_outcome, send_span, settle_span, spans_wanted};
 #[cfg(feature = "opentelemetry")]
 pub use trace_context::TraceParent;
 #[cfg(feature = "opentelemetry")]

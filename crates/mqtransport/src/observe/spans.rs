@@ -8,6 +8,12 @@
 use mqtransport_core::{DIRECT_REPLY_TO, Envelope, Publish};
 use tracing::Span;
 
+/// Whether a DEBUG span could be enabled at all (the global maximum level): when not, the
+/// `send` and `settle` spans are not made, nor their futures wrapped.
+pub(crate) fn spans_wanted() -> bool {
+    tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
+}
+
 /// Where a publish goes, as spans and metrics name it: the exchange, or the queue for the
 /// default exchange, with every direct reply-to address under the one pseudo-queue (each
 /// channel's address differs).

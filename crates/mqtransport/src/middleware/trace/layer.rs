@@ -163,7 +163,9 @@ where
     fn call(&mut self, req: Incoming) -> Self::Future {
         let span = self.make_span.make_span(&req);
         // The runtime settles the delivery in a child of this span.
-        let _ = req.parts.process_span.set(span.clone());
+        if !span.is_disabled() {
+            let _ = req.parts.process_span.set(span.clone());
+        }
         #[cfg(feature = "opentelemetry")]
         crate::observe::relate(&span, req.envelope(), self.parent);
         let inner = {
