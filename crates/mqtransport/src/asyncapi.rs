@@ -184,14 +184,15 @@ impl Builder<'_> {
         json!({ "$ref": format!("#/channels/{channel}/messages/{key}") })
     }
 
+    /// Adds `op` as `key`, or `key_2`, `key_3`, ... when taken.
     fn operation(&mut self, key: String, op: Value) {
-        let mut key = key;
+        let mut unique = key.clone();
         let mut n = 2;
-        while self.operations.contains_key(&key) {
-            key = format!("{}_{n}", key.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_'));
+        while self.operations.contains_key(&unique) {
+            unique = format!("{key}_{n}");
             n += 1;
         }
-        self.operations.insert(key, op);
+        self.operations.insert(unique, op);
     }
 }
 
