@@ -185,8 +185,8 @@ impl Builder<'_> {
     }
 
     /// Adds `op` as `key`, or `key_2`, `key_3`, ... when taken.
-    fn operation(&mut self, key: String, op: Value) {
-        let mut unique = key.clone();
+    fn operation(&mut self, key: &str, op: Value) {
+        let mut unique = key.to_owned();
         let mut n = 2;
         while self.operations.contains_key(&unique) {
             unique = format!("{key}_{n}");
@@ -228,7 +228,7 @@ pub(crate) fn document(app: &AppDoc<'_>) -> Value {
         if r.any {
             op["description"] = json!(format!("{description} Any other message goes to its fallback handler."));
         }
-        b.operation(format!("receive_{}", channel), op);
+        b.operation(&format!("receive_{channel}"), op);
     }
     for s in app.sends {
         let channel = if s.route.exchange_name().is_empty() {
@@ -257,7 +257,7 @@ pub(crate) fn document(app: &AppDoc<'_>) -> Value {
             });
         }
         let name = s.message.map_or("raw", |m| m.name);
-        b.operation(format!("send_{}_{}", channel, id(name, false)), op);
+        b.operation(&format!("send_{}_{}", channel, id(name, false)), op);
     }
     let channels: Map<String, Value> = b
         .channels

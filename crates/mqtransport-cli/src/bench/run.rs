@@ -36,7 +36,8 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// Counts and latencies, shared by the producers and the consumers' handler.
 struct Stats {
-    started: Instant,
+    /// When publishing began (the apps' connects and declarations are not timed).
+    started: std::sync::OnceLock<Instant>,
     sent: AtomicU64,
     confirmed: AtomicU64,
     returned: AtomicU64,
@@ -54,7 +55,7 @@ impl Stats {
     fn new() -> anyhow::Result<Stats> {
         let histogram = || Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("cannot make a latency histogram");
         Ok(Stats {
-            started: Instant::now(),
+            started: std::sync::OnceLock::new(),
             sent: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             returned: AtomicU64::new(0),
@@ -68,15 +69,24 @@ impl Stats {
         })
     }
 
+    /// Starts the clock (once).
+    fn begin(&self) {
+        self.started.get_or_init(Instant::now);
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.get().map_or(Duration::ZERO, Instant::elapsed)
+    }
+
     fn since_start_us(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+        u64::try_from(self.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn progress(&self) -> Progress {
         Progress {
             confirmed: self.confirmed.load(Ordering::Relaxed),
             consumed: self.consumed.load(Ordering::Relaxed),
-            elapsed: self.started.elapsed(),
+            elapsed: self.elapsed(),
         }
     }
 
@@ -212,6 +222,7 @@ async fn measure(
         .first()
         .map(Running::publisher)
         .context("the bench started no app")?;
+    stats.begin();
     let deadline = match config.stop {
         StopAfter::Duration(d) => Some(tokio::time::Instant::now() + d),
         StopAfter::Count(_) => None,
