@@ -4,7 +4,7 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `mqt bench` | [`bench`]: the load tool (producers, consumers, rates, latency percentiles) |
+//! | `mqt bench` | [`bench`](mod@bench): the load tool (producers, consumers, rates, latency percentiles) |
 //! | `mqt publish` | [`publish`]: messages to a queue or an exchange, confirmed |
 //! | `mqt consume` | [`consume`]: messages from a queue, acked, requeued or not acked |
 //! | `mqt dlq` | [`dlq`]: list, show, replay and purge a dead-letter queue |
