@@ -345,6 +345,17 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     ]);
     fails_with(&out, "cannot connect to amqp://guest:***@127.0.0.1:1");
     assert!(!text(&out.stderr).contains("s3cr3t-pw"));
+    // amqps:// is built in: the failure is the unreachable port, not a missing feature.
+    let out = mqt(&[
+        "--url",
+        "amqps://guest:s3cr3t-pw@127.0.0.1:1/%2f",
+        "consume",
+        "q",
+        "--count",
+        "1",
+    ]);
+    fails_with(&out, "cannot connect to amqps://guest:***@127.0.0.1:1");
+    assert!(!text(&out.stderr).contains("feature"), "{}", text(&out.stderr));
     // Every command explains itself with an example.
     let commands: &[&[&str]] = &[
         &["bench"],
