@@ -4,27 +4,23 @@
 //! The client (lapin) reads frames with a parser that cannot read everything RabbitMQ accepts
 //! from other clients (short strings that are not UTF-8, headers nested thousands deep), and
 //! fails the whole connection, or overflows its stack, on such a delivery. So the client never
-//! holds the broker's socket: it gets one end of a local socket pair, and a relay task of ours
-//! holds the broker's socket (and its TLS session), passing what the client writes to the
-//! broker as it is, and what the broker sends through the screen.
+//! holds the broker's socket: it gets a [`ScreenedStream`] over it (and over its TLS session),
+//! which passes what the client writes to the broker as it is, and what the broker sends
+//! through the screen.
 
-use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{Connection, ConnectionProperties};
 use mqtransport_core::{BrokerUrl, Error, ErrorKind, Result};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::wire::screen::{Screen, Step};
+use crate::client_runtime;
+use crate::wire::screen::Screen;
+use crate::wire::screened_stream::{Diagnosis, ScreenedStream};
 
-/// The lapin stream type of the tokio runtime.
-type ClientStream = lapin::AsyncTcpStream<async_compat::Compat<tokio::net::TcpStream>>;
-
-/// Why the relay ended a connection the client could not have made sense of.
-type Diagnosis = Arc<Mutex<Option<String>>>;
+/// The stream lapin gets for a connection.
+type ClientStream = lapin::AsyncTcpStream<ScreenedStream>;
 
 /// One address of the broker: a node of a cluster, with its TLS settings.
 struct Address {
@@ -216,10 +212,7 @@ impl Dialer {
         props: ConnectionProperties,
     ) -> std::result::Result<Connection, Failed> {
         let diagnosis: Diagnosis = Arc::default();
-        let runtime = lapin::runtime::default_runtime().map_err(|e| Failed {
-            kind: ErrorKind::Connection,
-            why: e.to_string(),
-        })?;
+        let runtime = client_runtime::current();
         let dialer = Arc::clone(self);
         let found = Arc::clone(&diagnosis);
         let mut uri = self.uri.clone();
@@ -283,86 +276,28 @@ impl Dialer {
         }
     }
 
-    /// TCP (and TLS) to the broker, a relay task, and the client's end of the socket pair.
+    /// TCP (and TLS) to the broker, screened.
     async fn dial(&self, index: usize, diagnosis: Diagnosis) -> std::io::Result<ClientStream> {
         let Some(address) = self.addresses.get(index) else {
             return Err(std::io::Error::other("no such broker address"));
         };
         let tcp = tokio::net::TcpStream::connect((address.host.as_str(), address.port)).await?;
         tcp.set_nodelay(true)?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
-        theirs.set_nonblocking(true)?;
-        let ours = tokio::net::UnixStream::from_std(ours)?;
-        // The client's runtime knows only TCP streams: the client's end of the pair is handed
-        // over as one. It is only ever read and written, which a Unix socket does alike.
-        let theirs = tokio::net::TcpStream::from_std(std::net::TcpStream::from(OwnedFd::from(theirs)))?;
         let screen = Screen::new(self.client_frame_max());
         #[cfg(feature = "tls")]
         if let Some((connector, name)) = &address.tls {
             let tls = connector.connect(name.clone(), tcp).await?;
-            tokio::spawn(relay(tls, ours, screen, diagnosis));
-            return Ok(lapin::AsyncTcpStream::Plain(async_compat::Compat::new(theirs)));
+            return Ok(lapin::AsyncTcpStream::Plain(ScreenedStream::new(
+                Box::new(tls),
+                screen,
+                diagnosis,
+            )));
         }
-        tokio::spawn(relay(tcp, ours, screen, diagnosis));
-        Ok(lapin::AsyncTcpStream::Plain(async_compat::Compat::new(theirs)))
-    }
-}
-
-/// The relay of one connection: the client's bytes go to the broker as they are; the broker's
-/// go through the screen. Ends when either side closes or fails, closing both.
-async fn relay<B>(broker: B, client: tokio::net::UnixStream, mut screen: Screen, diagnosis: Diagnosis)
-where
-    B: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut from_broker, mut to_broker) = tokio::io::split(broker);
-    let (from_client, mut to_client) = client.into_split();
-    let outbound = async {
-        // As much as the client has written goes to the broker in one write.
-        let mut from_client = tokio::io::BufReader::with_capacity(64 * 1024, from_client);
-        let _ = tokio::io::copy_buf(&mut from_client, &mut to_broker).await;
-        let _ = to_broker.shutdown().await;
-    };
-    let inbound = async {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        loop {
-            match from_broker.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let mut ready = 0;
-            loop {
-                match screen.step(&buf[ready..]) {
-                    Step::Pass(n) => ready += n,
-                    Step::Replace { consumed, with } => {
-                        if to_client.write_all(&buf[..ready]).await.is_err()
-                            || to_client.write_all(&with).await.is_err()
-                        {
-                            return;
-                        }
-                        buf.advance(ready + consumed);
-                        ready = 0;
-                    }
-                    Step::NeedMore => break,
-                    Step::Fail(why) => {
-                        tracing::warn!("closing the connection to the broker: {why}");
-                        *diagnosis.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
-                        return;
-                    }
-                }
-            }
-            if to_client.write_all(&buf[..ready]).await.is_err() {
-                return;
-            }
-            buf.advance(ready);
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
-            }
-        }
-    };
-    tokio::select! {
-        () = outbound => {}
-        () = inbound => {}
+        Ok(lapin::AsyncTcpStream::Plain(ScreenedStream::new(
+            Box::new(tcp),
+            screen,
+            diagnosis,
+        )))
     }
 }
 

@@ -136,6 +136,7 @@
 
 mod acker;
 mod channels;
+mod client_runtime;
 mod confirms;
 mod connector;
 mod consumer;
