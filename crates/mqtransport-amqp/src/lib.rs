@@ -89,16 +89,15 @@
 //!   accepts from other clients what lapin's parser cannot read (a `type`, `message_id` or
 //!   header name that is not UTF-8; headers nested thousands deep, on which a recursive parser
 //!   overflows its stack), and one such message would otherwise stop its queue. So lapin never
-//!   holds the broker's socket: it gets one end of a local socket pair, and a relay task holds
-//!   the socket (and the TLS session), passes what lapin writes as it is, and passes what the
-//!   broker sends through a screen: body frames stream through; every method and content header
-//!   is checked without recursion, headers no deeper than
+//!   holds the broker's socket: it runs on a runtime kit of ours whose stream passes what lapin
+//!   writes to the socket (or the TLS session) as it is, and hands lapin what the broker sends
+//!   through a screen, inside lapin's own read call: body frames stream through; every method
+//!   and content header is checked without recursion, headers no deeper than
 //!   [`MAX_HEADER_DEPTH`](mqtransport_core::MAX_HEADER_DEPTH). A content header lapin cannot
 //!   read is replaced by a readable one (invalid bytes as U+FFFD, unreadable headers dropped)
 //!   whose headers say why (`x-mqt-unreadable`) and keep the original property list
 //!   (`x-mqt-unreadable-properties`, when the frame holds it); the App dead-letters such a
-//!   delivery without running a handler. The relay costs one more hop per direction (about
-//!   0.1 ms on a request/reply round trip here).
+//!   delivery without running a handler.
 //! - Limits: properties that do not fit in a content-header frame of the negotiated
 //!   `frame_max` are refused before sending ([`ErrorKind::InvalidInput`], naming the limit),
 //!   instead of RabbitMQ closing the connection. The heartbeat is 10 s

@@ -302,7 +302,7 @@ mod tests {
         frame(HEADER, 1, &p)
     }
 
-    /// Runs the screen over `input` fed in pieces of `chunk` bytes, as a relay would; returns
+    /// Runs the screen over `input` fed in pieces of `chunk` bytes, as the stream would; returns
     /// what the client gets.
     fn run(input: &[u8], chunk: usize) -> Result<Vec<u8>, String> {
         let mut screen = Screen::new(None);
