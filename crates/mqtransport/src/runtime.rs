@@ -439,15 +439,30 @@ impl ConsumerRuntime {
     }
 
     /// A request whose caller gave up waiting: acknowledged without running its handler.
+    /// Its `settle` span (when spans are wanted) records the outcome `expired`.
     async fn skip_expired(&self, d: Handled) {
-        tracing::info!(
-            queue = self.queue(),
-            message = d.parts.envelope.properties().kind.as_deref().unwrap_or(""),
-            "skipping a request whose caller gave up waiting (its deadline passed)"
-        );
         let parts = Arc::clone(&d.parts);
         let started = d.started;
-        d.settle_ack().await;
+        let span = if crate::observe::spans_wanted() {
+            crate::observe::settle_span(
+                &tracing::Span::current(),
+                self.queue(),
+                &parts.envelope,
+                self.ctx.system,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let skip = async {
+            tracing::info!(
+                queue = self.queue(),
+                message = parts.envelope.properties().kind.as_deref().unwrap_or(""),
+                "skipping a request whose caller gave up waiting (its deadline passed)"
+            );
+            d.settle_ack().await;
+        };
+        skip.instrument(span.clone()).await;
+        span.record("mqt.outcome", Disposition::Expired.as_str());
         for o in &self.observers {
             o.settled(
                 self.queue(),

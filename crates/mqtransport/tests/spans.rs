@@ -99,6 +99,17 @@ async fn every_delivery_gets_a_span_with_messaging_attributes() {
     app.publish(&Route::queue("traced"), &InvoicePaid { id: 5 })
         .await
         .unwrap();
+    // A request whose caller's deadline has passed is skipped, and its settle span says so.
+    app.publish_envelope(
+        "",
+        "traced",
+        Envelope::new(r#"{"id":6}"#)
+            .with_kind("invoices.paid")
+            .with_message_id("m-expired")
+            .with_header(headers::DEADLINE, 1_i64),
+    )
+    .await
+    .unwrap();
     app.wait_idle().await.unwrap();
     app.shutdown().await.unwrap();
 
@@ -136,6 +147,19 @@ async fn every_delivery_gets_a_span_with_messaging_attributes() {
     assert_eq!(field("settle", "otel.name").as_deref(), Some("settle traced"));
     assert_eq!(field("settle", "messaging.operation.type").as_deref(), Some("settle"));
     assert_eq!(field("settle", "mqt.outcome").as_deref(), Some("acked"));
+    let expired = spans
+        .iter()
+        .filter(|(name, _)| name == "settle")
+        .find(|(_, fields)| {
+            fields
+                .iter()
+                .any(|(k, v)| k == "messaging.message.id" && v == "m-expired")
+        })
+        .expect("the skipped request's settle span");
+    assert!(
+        expired.1.iter().any(|(k, v)| k == "mqt.outcome" && v == "expired"),
+        "{expired:?}"
+    );
     assert_eq!(field("send", "otel.name").as_deref(), Some("send traced"));
     assert_eq!(field("send", "otel.kind").as_deref(), Some("producer"));
     assert_eq!(field("send", "messaging.operation.type").as_deref(), Some("send"));
