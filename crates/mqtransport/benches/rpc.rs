@@ -7,9 +7,15 @@
 //!   map of waiting calls by correlation id, and its responder answers each request on a task
 //!   of its own (publish, confirm, ack); the App's responder runs up to 64 handlers at once.
 //!
+//! Raw lapin runs twice: bare (a request with only `reply_to` and `correlation_id`, a reply
+//! with only `correlation_id`), and with the properties the App's messages carry (content
+//! type, type, message id, timestamp; the request's deadline as `expiration` and
+//! `x-mqt-deadline`, sent mandatory), since RabbitMQ takes longer over a message with
+//! properties and a caller that must not hang sends its deadline along.
+//!
 //! ```sh
 //! cargo bench -p mqtransport --bench rpc
-//! MQT_BENCH_MESSAGES=20000 cargo bench -p mqtransport --bench rpc
+//! MQT_BENCH_MESSAGES=20000 MQT_BENCH_ROUNDS=5 cargo bench -p mqtransport --bench rpc
 //! ```
 #![allow(clippy::expect_used, clippy::unwrap_used, missing_docs)]
 
@@ -25,7 +31,7 @@ use mqtransport_amqp::lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use mqtransport_amqp::lapin::types::FieldTable;
+use mqtransport_amqp::lapin::types::{AMQPValue, FieldTable};
 use mqtransport_amqp::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -115,8 +121,33 @@ async fn app_concurrent(requester: &Requester<Echo, Echoed>, n: usize) -> Durati
     start.elapsed()
 }
 
+/// What raw lapin puts on its messages: nothing but the RPC fields, or what the App's carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Props {
+    Bare,
+    AsTheApp,
+}
+
+impl Props {
+    /// `props` with a message's content type, type, message id and timestamp, when the App's
+    /// are wanted.
+    fn stamp(self, props: BasicProperties, kind: &str) -> BasicProperties {
+        if self == Props::Bare {
+            return props;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        props
+            .with_content_type("application/json".into())
+            .with_type(kind.into())
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_timestamp(now.as_secs())
+    }
+}
+
 /// Raw lapin's responder: each request answered on a task of its own.
-async fn raw_responder(server: &Connection, queue: &str) -> tokio::task::JoinHandle<()> {
+async fn raw_responder(server: &Connection, queue: &str, props: Props) -> tokio::task::JoinHandle<()> {
     let ch = server.create_channel().await.expect("channel");
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -136,8 +167,11 @@ async fn raw_responder(server: &Connection, queue: &str) -> tokio::task::JoinHan
             let ch = ch.clone();
             tokio::spawn(async move {
                 let to = req.properties.reply_to().clone().unwrap_or_else(|| "".into());
-                let props = BasicProperties::default()
-                    .with_correlation_id(req.properties.correlation_id().clone().unwrap_or_else(|| "".into()));
+                let props = props.stamp(
+                    BasicProperties::default()
+                        .with_correlation_id(req.properties.correlation_id().clone().unwrap_or_else(|| "".into())),
+                    "bench.echoed",
+                );
                 if let Ok(confirm) = ch
                     .basic_publish("".into(), to, BasicPublishOptions::default(), &req.data, props)
                     .await
@@ -155,12 +189,13 @@ type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 /// Raw lapin's caller: one reply consumer handing replies to waiting calls by correlation id.
 struct RawCaller {
     ch: Channel,
+    props: Props,
     waiting: Waiting,
     reader: tokio::task::JoinHandle<()>,
 }
 
 impl RawCaller {
-    async fn new(conn: &Connection) -> RawCaller {
+    async fn new(conn: &Connection, props: Props) -> RawCaller {
         let ch = conn.create_channel().await.expect("channel");
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -187,7 +222,12 @@ impl RawCaller {
                 }
             }
         });
-        RawCaller { ch, waiting, reader }
+        RawCaller {
+            ch,
+            props,
+            waiting,
+            reader,
+        }
     }
 
     async fn call(&self, queue: &str, i: u64) {
@@ -195,12 +235,25 @@ impl RawCaller {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().unwrap().insert(id.clone(), tx);
         let body = serde_json::to_vec(&Echo { n: i }).expect("encodes");
-        let props = BasicProperties::default()
+        let mut props = BasicProperties::default()
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(id.into());
+        let mut options = BasicPublishOptions::default();
+        if self.props == Props::AsTheApp {
+            let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
+            let deadline_ms = deadline
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            let mut headers = FieldTable::default();
+            headers.insert("x-mqt-deadline".into(), AMQPValue::LongLongInt(deadline_ms));
+            props = props.with_expiration("30000".into()).with_headers(headers);
+            options.mandatory = true;
+        }
+        let props = self.props.stamp(props, "bench.echo");
         let confirm = self
             .ch
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body, props)
+            .basic_publish("".into(), queue.into(), options, &body, props)
             .await
             .expect("request");
         confirm.await.expect("confirm");
@@ -250,6 +303,11 @@ async fn main() {
     } else {
         env_usize("MQT_BENCH_MESSAGES").unwrap_or(10_000)
     };
+    let rounds = if quick {
+        1
+    } else {
+        env_usize("MQT_BENCH_ROUNDS").unwrap_or(3)
+    };
     println!("{n} calls each; concurrent: {IN_FLIGHT} in flight");
     println!("{:<34} {:>11} {:>11} {:>12}", "case", "p50", "p99", "calls/s");
 
@@ -280,57 +338,67 @@ async fn main() {
     let raw_server = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect("connects");
-    let (qr, qo) = (
-        format!("mqt-bench-rpc-raw-{}", std::process::id()),
-        format!("mqt-bench-rpc-app-{}", std::process::id()),
-    );
     let admin = raw.create_channel().await.expect("channel");
-    admin
-        .queue_declare(
-            qr.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    let serving = raw_responder(&raw_server, &qr).await;
-    let raw_caller = RawCaller::new(&raw).await;
+    let mut raws = Vec::new();
+    for (props, name) in [(Props::Bare, "bare"), (Props::AsTheApp, "props")] {
+        let queue = format!("mqt-bench-rpc-raw-{name}-{}", std::process::id());
+        admin
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        let serving = raw_responder(&raw_server, &queue, props).await;
+        let caller = RawCaller::new(&raw, props).await;
+        raws.push((queue, serving, caller));
+    }
+    let qo = format!("mqt-bench-rpc-app-{}", std::process::id());
     let (running, caller, requester) = app_pair(
         mqtransport::connect(&url).await.expect("connects"),
         mqtransport::connect(&url).await.expect("connects"),
         &qo,
     )
     .await;
-    let (mut raw_seq, mut app_seq) = (Vec::new(), Vec::new());
-    let (mut raw_took, mut app_took) = (Duration::MAX, Duration::MAX);
-    // Two rounds, interleaved; the best of each.
-    for _ in 0..2 {
-        let r = raw_sequential(&raw_caller, &qr, n).await;
-        let a = app_sequential(&requester, n).await;
-        if raw_seq.is_empty() || pct(&r, 0.5) < pct(&raw_seq, 0.5) {
-            raw_seq = r;
+    // Best sequential run (by p50) and best concurrent time of each: raw bare, raw with the
+    // App's properties, the App.
+    let mut seq: [Vec<Duration>; 3] = Default::default();
+    let mut took = [Duration::MAX; 3];
+    let keep = |best: &mut Vec<Duration>, run: Vec<Duration>| {
+        if best.is_empty() || pct(&run, 0.5) < pct(best, 0.5) {
+            *best = run;
         }
-        if app_seq.is_empty() || pct(&a, 0.5) < pct(&app_seq, 0.5) {
-            app_seq = a;
+    };
+    // Rounds interleaved, so that the machine's noise falls on every case alike.
+    for _ in 0..rounds {
+        for (i, (queue, _, raw_caller)) in raws.iter().enumerate() {
+            keep(&mut seq[i], raw_sequential(raw_caller, queue, n).await);
+            took[i] = took[i].min(raw_concurrent(raw_caller, queue, n).await);
         }
-        raw_took = raw_took.min(raw_concurrent(&raw_caller, &qr, n).await);
-        app_took = app_took.min(app_concurrent(&requester, n).await);
+        keep(&mut seq[2], app_sequential(&requester, n).await);
+        took[2] = took[2].min(app_concurrent(&requester, n).await);
     }
-    let (raw_rate, app_rate) = (n as f64 / raw_took.as_secs_f64(), n as f64 / app_took.as_secs_f64());
-    report("rabbitmq: raw lapin", &raw_seq, raw_rate);
-    report("rabbitmq: App", &app_seq, app_rate);
-    println!(
-        "App / raw lapin: sequential p50 {:.2} (lower is better), concurrent calls/s {:.2}",
-        pct(&app_seq, 0.5).as_secs_f64() / pct(&raw_seq, 0.5).as_secs_f64(),
-        app_rate / raw_rate
-    );
+    let rate = took.map(|t| n as f64 / t.as_secs_f64());
+    report("rabbitmq: raw lapin, bare", &seq[0], rate[0]);
+    report("rabbitmq: raw lapin, App's props", &seq[1], rate[1]);
+    report("rabbitmq: App", &seq[2], rate[2]);
+    for (i, against) in [(0, "bare"), (1, "with the App's properties")] {
+        println!(
+            "App / raw lapin {against}: sequential p50 {:.2} (lower is better), concurrent calls/s {:.2}",
+            pct(&seq[2], 0.5).as_secs_f64() / pct(&seq[i], 0.5).as_secs_f64(),
+            rate[2] / rate[i]
+        );
+    }
     running.shutdown().await.expect("shutdown");
     drop(caller);
-    serving.abort();
-    raw_caller.reader.abort();
-    let _ = admin
-        .queue_delete(qr.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    for (queue, serving, raw_caller) in raws {
+        serving.abort();
+        raw_caller.reader.abort();
+        let _ = admin
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
     let cleanup = mqtransport::connect(&url).await.expect("connects");
     for q in [qo.clone(), format!("{qo}.dlq")] {
         let _ = cleanup.delete_queue(&q, Default::default()).await;
