@@ -264,7 +264,7 @@ fn class_method(payload: &[u8]) -> (u16, u16) {
 }
 
 /// A frame of `kind` on `channel` around `payload`.
-fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 8);
     f.push(kind);
     f.extend_from_slice(&channel.to_be_bytes());

@@ -197,6 +197,7 @@ mod tests {
     use futures_io::AsyncRead;
     use tokio::io::AsyncWriteExt;
 
+    use super::super::screen::frame;
     use super::*;
 
     /// Reads `stream` to its end, in reads of at most 100 bytes, as the client would.
@@ -212,15 +213,6 @@ mod tests {
             }
             got.extend_from_slice(&piece[..n]);
         }
-    }
-
-    fn frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![kind];
-        f.extend_from_slice(&channel.to_be_bytes());
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(payload);
-        f.push(0xCE);
-        f
     }
 
     /// `connection.tune` with `frame_max`: what a broker sends first (as far as the screen
