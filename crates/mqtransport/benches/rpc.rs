@@ -11,7 +11,9 @@
 //! with only `correlation_id`), and with the properties the App's messages carry (content
 //! type, type, message id, timestamp; the request's deadline as `expiration` and
 //! `x-mqt-deadline`, sent mandatory), since RabbitMQ takes longer over a message with
-//! properties and a caller that must not hang sends its deadline along.
+//! properties and a caller that must not hang sends its deadline along. Two mixed cases say
+//! which side costs what: the App's requester calling raw lapin's responder, and raw lapin's
+//! caller calling the App's responder (both with the App's properties; sequential only).
 //!
 //! ```sh
 //! cargo bench -p mqtransport --bench rpc
@@ -361,6 +363,10 @@ async fn main() {
         &qo,
     )
     .await;
+    // Which side costs what: the App's requester calling raw lapin's responder (with the App's
+    // properties), and raw lapin's caller calling the App's responder; sequential only.
+    let app_to_raw = caller.requester::<Echo, Echoed>(Route::queue(raws[1].0.as_str()));
+    let (mut app_caller, mut app_responder) = (Vec::new(), Vec::new());
     // Best sequential run (by p50) and best concurrent time of each: raw bare, raw with the
     // App's properties, the App.
     let mut seq: [Vec<Duration>; 3] = Default::default();
@@ -378,11 +384,24 @@ async fn main() {
         }
         keep(&mut seq[2], app_sequential(&requester, n).await);
         took[2] = took[2].min(app_concurrent(&requester, n).await);
+        keep(&mut app_caller, app_sequential(&app_to_raw, n).await);
+        keep(&mut app_responder, raw_sequential(&raws[1].2, &qo, n).await);
     }
     let rate = took.map(|t| n as f64 / t.as_secs_f64());
     report("rabbitmq: raw lapin, bare", &seq[0], rate[0]);
     report("rabbitmq: raw lapin, App's props", &seq[1], rate[1]);
     report("rabbitmq: App", &seq[2], rate[2]);
+    for (name, lat) in [
+        ("rabbitmq: App caller, raw responder", &app_caller),
+        ("rabbitmq: raw caller, App responder", &app_responder),
+    ] {
+        println!(
+            "{name:<34} {:>9.0}us {:>9.0}us {:>12}",
+            pct(lat, 0.5).as_secs_f64() * 1e6,
+            pct(lat, 0.99).as_secs_f64() * 1e6,
+            "-"
+        );
+    }
     for (i, against) in [(0, "bare"), (1, "with the App's properties")] {
         println!(
             "App / raw lapin {against}: sequential p50 {:.2} (lower is better), concurrent calls/s {:.2}",
