@@ -310,7 +310,18 @@ impl ConsumerRuntime {
             }
             // The rare paths are boxed, so that every delivery's task stays small.
             Outcome::Retry { after, reason } => match self.retry.delay(attempt) {
-                Some(backoff) => Box::pin(self.retry_later(d, attempt, after.unwrap_or(backoff), reason)).await,
+                Some(backoff) => {
+                    let delay = after.unwrap_or(backoff);
+                    match past_the_callers_deadline(&d.parts.envelope, delay) {
+                        // The caller would have given up before the next attempt: it is told
+                        // now, and the request is kept as a dead letter.
+                        Some(late) => {
+                            let reason = format!("{reason}; not retried: {late}");
+                            Box::pin(self.dead_letter(d, attempt, reason)).await
+                        }
+                        None => Box::pin(self.retry_later(d, attempt, delay, reason)).await,
+                    }
+                }
                 None => {
                     let reason = format!("gave up after {attempt} attempt(s): {reason}");
                     Box::pin(self.dead_letter(d, attempt, reason)).await
@@ -663,6 +674,16 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "(a panic without a message)".to_owned()
     }
+}
+
+/// Why a retry of a request after `delay` would be too late: its caller's deadline
+/// ([`headers::DEADLINE`]) passes before then. `None` for a message without a deadline, or
+/// one whose next attempt comes in time.
+fn past_the_callers_deadline(envelope: &Envelope, delay: Duration) -> Option<String> {
+    let deadline = envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)?;
+    let next_attempt = now_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    (next_attempt >= deadline)
+        .then(|| format!("the next attempt, in {delay:?}, would come after the caller's deadline"))
 }
 
 #[cfg(test)]

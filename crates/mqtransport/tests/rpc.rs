@@ -49,6 +49,14 @@ async fn square(req: Square) -> Result<Squared, HandlerError> {
     Ok(Squared { n: req.n * req.n })
 }
 
+/// Fails its first attempt (for a retry), then squares.
+async fn square_second_time(req: Square, info: DeliveryInfo) -> Result<Squared, HandlerError> {
+    if info.attempt() == 1 {
+        return Err(HandlerError::transient(format!("busy with {}", req.n)));
+    }
+    Ok(Squared { n: req.n * req.n })
+}
+
 /// The same answer, sent with `Publisher::reply` (for a handler that replies and goes on).
 async fn square_by_hand(req: Square, publisher: Publisher) -> Result<(), HandlerError> {
     publisher
@@ -102,6 +110,7 @@ app_suite!(
     a_dropped_call_leaves_nothing_behind,
     a_reply_of_the_wrong_type_is_a_decode_error,
     a_responder_skips_a_request_whose_caller_gave_up,
+    a_retry_the_caller_would_not_wait_for_fails_the_call_at_once,
     raw_requests_talk_to_services_without_types,
 );
 
@@ -268,6 +277,53 @@ async fn a_responder_skips_a_request_whose_caller_gave_up(fx: Arc<Fx>) -> TestRe
     running.shutdown().await?;
     let info = fx.conn().await?.queue_info(&q).await?;
     assert_eq!(info.message_count, 0, "nothing left in the queue");
+    Ok(())
+}
+
+async fn a_retry_the_caller_would_not_wait_for_fails_the_call_at_once(fx: Arc<Fx>) -> TestResult {
+    let (slow_q, quick_q) = (fx.queue("busy-slow"), fx.queue("busy-quick"));
+    let retrying_after = |delay: Duration| RetryPolicy::max_attempts(3).backoff(mqtransport::Backoff::fixed(delay));
+    let (hook, mut settled) = settlements();
+    let app = fx
+        .app(App::builder())
+        .on_settle(hook)
+        .consumer(
+            Consumer::for_queue(Queue::durable(&slow_q))
+                .handle(square_second_time)
+                .retry(retrying_after(Duration::from_secs(60))),
+        )
+        .consumer(
+            Consumer::for_queue(Queue::durable(&quick_q))
+                .handle(square_second_time)
+                .retry(retrying_after(Duration::from_millis(200))),
+        )
+        .build()
+        .await?;
+    let running = app.start().await?;
+    let caller = fx.app(App::builder()).build().await?;
+    let timeout = Duration::from_secs(20);
+    // The next attempt would come a minute later, after the caller has given up: the caller
+    // is told now, with the handler's reason, and the request is kept as a dead letter.
+    let slow = caller
+        .requester::<Square, Squared>(Route::queue(slow_q.as_str()))
+        .with_timeout(timeout);
+    let started = tokio::time::Instant::now();
+    match slow.request(&Square { n: 3 }).await {
+        Err(RpcError::Failed { reason }) => {
+            assert!(reason.contains("busy with 3"), "{reason}");
+            assert!(reason.contains("after the caller's deadline"), "{reason}");
+        }
+        other => panic!("expected the responder's failure, got {other:?}"),
+    }
+    assert!(started.elapsed() < timeout, "told at once, not at the deadline");
+    let seen = settled.next().await?;
+    assert!(matches!(seen.disposition, Disposition::DeadLettered { .. }), "{seen:?}");
+    // A retry that comes in time is waited for.
+    let quick = caller
+        .requester::<Square, Squared>(Route::queue(quick_q.as_str()))
+        .with_timeout(timeout);
+    assert_eq!(quick.request(&Square { n: 4 }).await?, Squared { n: 16 });
+    running.shutdown().await?;
     Ok(())
 }
 
