@@ -4,8 +4,10 @@
 //! [`RpcError`] it fails with. The responder is an ordinary handler that returns its answer (a
 //! [`Message`], or a `Result` of one: see [`Outcome::Reply`](crate::Outcome::Reply)), or sends
 //! it with [`Publisher::reply`](crate::Publisher::reply). A handler that fails for good (its
-//! error is permanent, or its retries are spent) or a request that cannot be read is answered
-//! with the reason before it is dead-lettered.
+//! error is permanent, its retries are spent, or its next retry would come after the caller's
+//! deadline) or a request that cannot be read is answered with the reason before it is
+//! dead-lettered. A transient failure retried in time is waited for: the caller gets the
+//! answer of the attempt that succeeds.
 //!
 //! Every requester of an app shares one reply consumer (RabbitMQ allows one per connection),
 //! started with the first request; replies are matched to their calls by correlation id. A call
