@@ -234,12 +234,16 @@ impl Link {
     /// Waits until the link has moved past connection `generation` (it was found dead by a
     /// caller before the supervisor noticed), at most `wait`.
     pub(crate) async fn wait_past(&self, generation: u64, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.moved_past(generation)).await;
+    }
+
+    /// Resolves once the link has moved past connection `generation`; for a caller bounded by
+    /// a deadline of its own.
+    pub(crate) async fn moved_past(&self, generation: u64) {
         let mut rx = self.state.subscribe();
-        let _ = tokio::time::timeout(
-            wait,
-            rx.wait_for(|s| !matches!(s, Phase::Up(g) | Phase::Blocked(g) if *g == generation)),
-        )
-        .await;
+        let _ = rx
+            .wait_for(|s| !matches!(s, Phase::Up(g) | Phase::Blocked(g) if *g == generation))
+            .await;
     }
 
     pub(crate) async fn close(&self) {

@@ -271,19 +271,21 @@ impl Publisher {
         }
     }
 
-    /// Sends the publish on `ch` and awaits its confirm.
+    /// Sends the publish on `ch` and awaits its confirm, both bounded by `deadline`.
     async fn attempt(&self, ch: &Arc<Confirming>, outgoing: &Arc<Outgoing>, deadline: Instant) -> Attempt {
         let sending = ch.send(self.confirm_timeout, outgoing);
+        tokio::pin!(sending);
+        // One timer for the whole attempt: sending and the confirm share the deadline.
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
         // lapin may never answer a send, or a confirm, on a connection that died just then:
         // once the publishing link has left the channel's connection, the wait ends as a loss.
         let lost = {
             let link = &self.channels.publish;
-            // A little past the deadline: at the deadline itself the timeouts answer.
-            let wait = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
             let generation = ch.generation;
             async move {
                 match generation {
-                    Some(g) => link.wait_past(g, wait).await,
+                    Some(g) => link.moved_past(g).await,
                     None => std::future::pending().await,
                 }
             }
@@ -299,41 +301,40 @@ impl Publisher {
                 ),
             )
         };
-        // Sending is bounded by the same deadline: a dead connection must not hang it.
-        // An answer ready together with the loss wins: it is what happened.
+        // An answer ready together with the deadline or the loss wins: it is what happened.
         let settled = tokio::select! {
             biased;
-            sent = tokio::time::timeout_at(deadline, sending) => match sent {
-                Err(_) => return Attempt::Failed(self.timed_out(outgoing, "sending it").outcome_unknown()),
-                Ok(Ok(settled)) => settled,
-                Ok(Err(e)) => return self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
+            sent = &mut sending => match sent {
+                Ok(settled) => settled,
+                Err(e) => return self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
             },
+            () = &mut expired => return Attempt::Failed(self.timed_out(outgoing, "sending it").outcome_unknown()),
             () = &mut lost => return Attempt::Lost(lost_error()),
         };
         let settled = tokio::select! {
             biased;
-            settled = tokio::time::timeout_at(deadline, settled) => settled,
+            settled = settled => settled,
+            () = &mut expired => {
+                return Attempt::Failed(
+                    self.timed_out(outgoing, "sent, waiting for its confirm")
+                        .outcome_unknown(),
+                );
+            }
             () = &mut lost => return Attempt::Lost(lost_error()),
         };
         match settled {
-            Err(_) => Attempt::Failed(
-                self.timed_out(outgoing, "sent, waiting for its confirm")
-                    .outcome_unknown(),
-            ),
-            Ok(Ok(PublishOutcome::Confirmed)) => Attempt::PublishOutcome(Confirmation::Confirmed),
-            Ok(Ok(PublishOutcome::Returned { reply_code, reply_text })) => {
+            Ok(PublishOutcome::Confirmed) => Attempt::PublishOutcome(Confirmation::Confirmed),
+            Ok(PublishOutcome::Returned { reply_code, reply_text }) => {
                 Attempt::PublishOutcome(Confirmation::Returned { reply_code, reply_text })
             }
-            Ok(Ok(PublishOutcome::Nacked)) => Attempt::PublishOutcome(Confirmation::Nacked),
-            Ok(Ok(PublishOutcome::NotRequested)) => Attempt::Failed(Error::new(
+            Ok(PublishOutcome::Nacked) => Attempt::PublishOutcome(Confirmation::Nacked),
+            Ok(PublishOutcome::NotRequested) => Attempt::Failed(Error::new(
                 ErrorKind::Connection,
                 "the publishing channel is not in confirm mode",
             )),
-            Ok(Ok(PublishOutcome::Failed(e))) => {
-                self.failed(map_err(&e, &format!("publishing {}", describe(outgoing))))
-            }
+            Ok(PublishOutcome::Failed(e)) => self.failed(map_err(&e, &format!("publishing {}", describe(outgoing)))),
             // The ledger went away with the runtime: nothing will confirm it.
-            Ok(Err(_)) => Attempt::Lost(Error::new(
+            Err(_) => Attempt::Lost(Error::new(
                 ErrorKind::Connection,
                 format!(
                     "{} lost its confirm: the publisher channel's ledger stopped",
