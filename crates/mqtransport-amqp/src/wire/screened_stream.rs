@@ -84,6 +84,12 @@ impl ScreenedStream {
         let replacement = self.replacement.as_mut()?;
         self.start += std::mem::take(&mut replacement.replaces);
         let rest = &replacement.with[replacement.handed..];
+        if rest.is_empty() {
+            // Nothing to hand on (a frame replaced by nothing): never a read of 0, which
+            // would tell the client the stream ended.
+            self.replacement = None;
+            return None;
+        }
         let n = rest.len().min(out.len());
         out[..n].copy_from_slice(&rest[..n]);
         replacement.handed += n;
