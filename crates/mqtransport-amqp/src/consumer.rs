@@ -64,6 +64,24 @@ struct SpecState {
     finished: bool,
     /// The stream, parked while there is no live subscription.
     waker: Option<Waker>,
+    /// The direct reply-to subscription was replaced before the stream saw it end: replies to
+    /// requests sent on its channel are lost, which the stream says before anything else.
+    replies_lost: bool,
+}
+
+impl SpecState {
+    /// Takes the live subscription away from the stream, which has not seen it end. For the
+    /// reply consumer that loses the replies in flight: the stream is told, and woken to say so.
+    fn take_unnoticed(&mut self, reply_consumer: bool) -> Option<Live> {
+        let live = self.live.take()?;
+        if reply_consumer {
+            self.replies_lost = true;
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+        Some(live)
+    }
 }
 
 impl ConsumerSpec {
@@ -186,6 +204,8 @@ impl Subscriptions {
             if st.finished || spec.cancelled.load(Ordering::Acquire) {
                 None
             } else {
+                // A subscription the stream still holds ended without the stream noticing.
+                drop(st.take_unnoticed(spec.is_reply_consumer()));
                 st.live = Some(Live {
                     consumer,
                     ack,
@@ -228,7 +248,7 @@ impl Subscriptions {
         let ended = {
             let mut st = spec.state();
             if st.live.as_ref().is_some_and(|l| !l.channel.status().connected()) {
-                st.live.take()
+                st.take_unnoticed(true)
             } else {
                 None
             }
@@ -419,6 +439,9 @@ impl Stream for RecoveringStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut st = self.spec.state();
+        if std::mem::take(&mut st.replies_lost) && !st.finished {
+            return Poll::Ready(Some(Err(replies_lost())));
+        }
         if let Some(live) = st.live.as_mut() {
             match Pin::new(&mut live.consumer).poll_next(cx) {
                 Poll::Ready(Some(Ok(d))) => {
@@ -439,10 +462,7 @@ impl Stream for RecoveringStream {
                     // replies to requests in flight are lost. Their callers are told at once
                     // (the stream goes on with the next channel).
                     if self.spec.is_reply_consumer() && !st.finished {
-                        return Poll::Ready(Some(Err(Error::new(
-                            ErrorKind::Connection,
-                            "the direct reply-to channel was lost: replies to requests sent before cannot arrive",
-                        ))));
+                        return Poll::Ready(Some(Err(replies_lost())));
                     }
                 }
             }
@@ -456,6 +476,14 @@ impl Stream for RecoveringStream {
         st.waker = Some(cx.waker().clone());
         Poll::Pending
     }
+}
+
+/// What the direct reply-to stream yields when its channel is gone with replies in flight.
+fn replies_lost() -> Error {
+    Error::new(
+        ErrorKind::Connection,
+        "the direct reply-to channel was lost: replies to requests sent before cannot arrive",
+    )
 }
 
 impl Drop for RecoveringStream {

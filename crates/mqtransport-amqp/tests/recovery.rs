@@ -566,3 +566,42 @@ async fn reconnect_does_not_resurrect_an_auto_deleted_queue() {
         .expect("cleanup");
     admin.close().await.expect("close");
 }
+
+/// The direct reply-to stream says that replies in flight were lost when its channel went with
+/// the connection, even when it was not polled while the transport reconnected and subscribed
+/// it again (a requester's listener may be busy then): a request sent afterwards goes out on the
+/// new channel, and the stream's first item is the loss, before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_stream_tells_of_the_loss_even_when_resubscribed_unseen() {
+    let Some((admin, proxy, t, q)) = through_proxy("reply-loss", options()).await else {
+        return;
+    };
+    let mut replies = t
+        .consume(
+            mqtransport_core::DIRECT_REPLY_TO,
+            ConsumeOptions::default().no_ack(true),
+        )
+        .await
+        .expect("reply consumer");
+    let request = || {
+        Publish::to_queue(
+            &q,
+            Envelope::new("req").with_reply_to(mqtransport_core::DIRECT_REPLY_TO),
+        )
+    };
+    assert_eq!(t.publish(request()).await.expect("request"), Confirmation::Confirmed);
+    proxy.cut(Cut::Reset);
+    // Not polling `replies`: the request below waits for the reply consumer's new channel,
+    // so once it is confirmed, the transport has replaced the subscription under the stream.
+    let resent = tokio::time::timeout(DEADLINE, t.publish(request()))
+        .await
+        .expect("a request after the reconnect finishes");
+    assert_eq!(resent.expect("request"), Confirmation::Confirmed);
+    let first = tokio::time::timeout(DEADLINE, replies.next())
+        .await
+        .expect("the stream says something")
+        .expect("the stream goes on");
+    let e = first.expect_err("the loss comes first");
+    assert!(e.to_string().contains("direct reply-to channel was lost"), "{e}");
+    clean_up(admin, t, &q).await;
+}
