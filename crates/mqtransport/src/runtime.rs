@@ -243,7 +243,7 @@ impl ConsumerRuntime {
             let outcome = Outcome::dead_letter(format!("unreadable message: {}", why.display_value()));
             return self.settle(outcome, Handled { parts, acker, started }).await;
         }
-        if let Some(deadline) = parts.envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)
+        if let Some(deadline) = callers_deadline(&parts.envelope)
             && deadline < now_millis()
         {
             return Box::pin(self.skip_expired(Handled { parts, acker, started })).await;
@@ -263,8 +263,18 @@ impl ConsumerRuntime {
 
     /// Settles the delivery in a `settle` span, the child of its `process` span.
     async fn settle(&self, outcome: Outcome, d: Handled) {
+        self.in_settle_span(d, |d| self.settle_in_span(outcome, d)).await;
+    }
+
+    /// Runs `settling` on the delivery in a `settle` span (when spans are wanted), the child of
+    /// its `process` span, or of the current span when it has none; records the outcome
+    /// `settling` returns.
+    async fn in_settle_span<F>(&self, d: Handled, settling: impl FnOnce(Handled) -> F)
+    where
+        F: Future<Output = &'static str>,
+    {
         if !crate::observe::spans_wanted() {
-            self.settle_in_span(outcome, d).await;
+            settling(d).await;
             return;
         }
         let span = {
@@ -273,8 +283,8 @@ impl ConsumerRuntime {
             let parent = parts.process_span.get().unwrap_or(&current);
             crate::observe::settle_span(parent, self.queue(), &parts.envelope, self.ctx.system)
         };
-        let disposition = self.settle_in_span(outcome, d).instrument(span.clone()).await;
-        span.record("mqt.outcome", disposition);
+        let outcome = settling(d).instrument(span.clone()).await;
+        span.record("mqt.outcome", outcome);
     }
 
     async fn settle_in_span(&self, outcome: Outcome, d: Handled) -> &'static str {
@@ -454,26 +464,16 @@ impl ConsumerRuntime {
     async fn skip_expired(&self, d: Handled) {
         let parts = Arc::clone(&d.parts);
         let started = d.started;
-        let span = if crate::observe::spans_wanted() {
-            crate::observe::settle_span(
-                &tracing::Span::current(),
-                self.queue(),
-                &parts.envelope,
-                self.ctx.system,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        let skip = async {
+        self.in_settle_span(d, |d| async move {
             tracing::info!(
                 queue = self.queue(),
-                message = parts.envelope.properties().kind.as_deref().unwrap_or(""),
+                message = d.parts.envelope.properties().kind.as_deref().unwrap_or(""),
                 "skipping a request whose caller gave up waiting (its deadline passed)"
             );
             d.settle_ack().await;
-        };
-        skip.instrument(span.clone()).await;
-        span.record("mqt.outcome", Disposition::Expired.as_str());
+            Disposition::Expired.as_str()
+        })
+        .await;
         for o in &self.observers {
             o.settled(
                 self.queue(),
@@ -676,11 +676,17 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// A request's deadline ([`headers::DEADLINE`], ms since the Unix epoch): when its caller
+/// stops waiting.
+fn callers_deadline(envelope: &Envelope) -> Option<i64> {
+    envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)
+}
+
 /// Why a retry of a request after `delay` would be too late: its caller's deadline
 /// ([`headers::DEADLINE`]) passes before then. `None` for a message without a deadline, or
 /// one whose next attempt comes in time.
 fn past_the_callers_deadline(envelope: &Envelope, delay: Duration) -> Option<String> {
-    let deadline = envelope.header(headers::DEADLINE).and_then(FieldValue::as_i64)?;
+    let deadline = callers_deadline(envelope)?;
     let next_attempt = now_millis().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     (next_attempt >= deadline)
         .then(|| format!("the next attempt, in {delay:?}, would come after the caller's deadline"))
