@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::intercept::{Intercept, Intercepted};
 use common::*;
 use mqtransport::prelude::*;
 use mqtransport::{
@@ -375,7 +376,7 @@ async fn a_crash_between_the_replay_confirm_and_the_removal_loses_nothing(fx: Ar
     s.fail(&[1]).await?;
     s.running.shutdown().await?;
     // The replay's connection dies the moment the broker confirms the copy.
-    let crashing = DynTransport::new(CrashAfterConfirm(fx.conn().await?));
+    let crashing = Intercepted::transport(fx.conn().await?, CrashAfterConfirm);
     let report = DeadLetters::new(crashing, &s.dlq).replay(&Replay::new()).await;
     if let Ok(report) = &report {
         assert_eq!(report.replayed(), 0, "{report:?}");
@@ -455,56 +456,16 @@ async fn a_full_dead_letter_queue_backs_the_consumer_off(fx: Arc<Fx>) -> TestRes
     Ok(())
 }
 
-/// A transport that closes its connection right after a publish is confirmed.
-struct CrashAfterConfirm(DynTransport);
+/// Closes the connection right after a publish is confirmed.
+struct CrashAfterConfirm;
 
-impl Transport for CrashAfterConfirm {
-    fn capabilities(&self) -> mqtransport::Capabilities {
-        self.0.capabilities()
-    }
-    async fn declare(&self, topology: &Topology) -> mqtransport::Result<mqtransport::Declared> {
-        self.0.declare(topology).await
-    }
-    async fn queue_info(&self, queue: &str) -> mqtransport::Result<mqtransport::QueueInfo> {
-        self.0.queue_info(queue).await
-    }
-    async fn exchange_exists(&self, exchange: &str) -> mqtransport::Result<()> {
-        self.0.exchange_exists(exchange).await
-    }
-    async fn delete_queue(&self, queue: &str, options: mqtransport::DeleteQueue) -> mqtransport::Result<u32> {
-        self.0.delete_queue(queue, options).await
-    }
-    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> mqtransport::Result<()> {
-        self.0.delete_exchange(exchange, if_unused).await
-    }
-    async fn unbind(&self, binding: &Binding) -> mqtransport::Result<()> {
-        self.0.unbind(binding).await
-    }
-    async fn purge(&self, queue: &str) -> mqtransport::Result<u32> {
-        self.0.purge(queue).await
-    }
-    async fn publish(&self, publish: Publish) -> mqtransport::Result<Confirmation> {
-        let confirmation = self.0.publish(publish).await?;
+impl Intercept for CrashAfterConfirm {
+    async fn publish(&self, inner: &DynTransport, publish: Publish) -> mqtransport::Result<Confirmation> {
+        let confirmation = inner.publish(publish).await?;
         if confirmation.is_confirmed() {
-            self.0.close().await?;
+            inner.close().await?;
         }
         Ok(confirmation)
-    }
-    async fn consume(
-        &self,
-        queue: &str,
-        options: mqtransport::ConsumeOptions,
-    ) -> mqtransport::Result<mqtransport::transport::Subscription> {
-        self.0.consume(queue, options).await
-    }
-    async fn get(&self, queue: &str, no_ack: bool) -> mqtransport::Result<Option<mqtransport::Delivery>> {
-        self.0.get(queue, no_ack).await
-    }
-    async fn ping(&self) -> mqtransport::Result<()> {
-        self.0.ping().await
-    }
-    async fn close(&self) -> mqtransport::Result<()> {
-        self.0.close().await
     }
 }
 

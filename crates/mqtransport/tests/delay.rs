@@ -10,12 +10,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use common::intercept::{Intercept, Intercepted};
 use common::*;
 use mqtransport::prelude::*;
-use mqtransport::transport::Subscription;
 use mqtransport::{
-    Capabilities, Confirmation, ConsumeOptions, Declared, DeleteQueue, Delivery, DeliveryInfo, DynTransport, Envelope,
-    ErrorKind, MemoryBroker, Publish, PublishOptions, QueueInfo, Transport,
+    Capabilities, Confirmation, DeliveryInfo, DynTransport, Envelope, ErrorKind, MemoryBroker, Publish, PublishOptions,
+    Transport,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -240,55 +240,23 @@ async fn publish_at_waits_until_the_time(fx: Arc<Fx>) -> TestResult {
 /// The embedded broker pretending to delay up to 15 minutes by itself (as SQS does): it
 /// records each delay it is asked for and delivers at once.
 struct NativeDelay {
-    inner: DynTransport,
     asked: Arc<Mutex<Vec<Duration>>>,
 }
 
-impl Transport for NativeDelay {
-    fn capabilities(&self) -> Capabilities {
-        let mut caps = self.inner.capabilities();
+impl Intercept for NativeDelay {
+    fn capabilities(&self, inner: &DynTransport) -> Capabilities {
+        let mut caps = inner.capabilities();
         caps.native_delay = Some(Duration::from_secs(15 * 60));
         caps
     }
-    async fn declare(&self, topology: &Topology) -> mqtransport::Result<Declared> {
-        self.inner.declare(topology).await
-    }
-    async fn queue_info(&self, queue: &str) -> mqtransport::Result<QueueInfo> {
-        self.inner.queue_info(queue).await
-    }
-    async fn exchange_exists(&self, exchange: &str) -> mqtransport::Result<()> {
-        self.inner.exchange_exists(exchange).await
-    }
-    async fn delete_queue(&self, queue: &str, options: DeleteQueue) -> mqtransport::Result<u32> {
-        self.inner.delete_queue(queue, options).await
-    }
-    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> mqtransport::Result<()> {
-        self.inner.delete_exchange(exchange, if_unused).await
-    }
-    async fn unbind(&self, binding: &Binding) -> mqtransport::Result<()> {
-        self.inner.unbind(binding).await
-    }
-    async fn purge(&self, queue: &str) -> mqtransport::Result<u32> {
-        self.inner.purge(queue).await
-    }
-    async fn publish(&self, publish: Publish) -> mqtransport::Result<Confirmation> {
-        self.inner.publish(publish).await
-    }
-    async fn publish_delayed(&self, publish: Publish, delay: Duration) -> mqtransport::Result<Confirmation> {
+    async fn publish_delayed(
+        &self,
+        inner: &DynTransport,
+        publish: Publish,
+        delay: Duration,
+    ) -> mqtransport::Result<Confirmation> {
         self.asked.lock().unwrap().push(delay);
-        self.inner.publish(publish).await
-    }
-    async fn consume(&self, queue: &str, options: ConsumeOptions) -> mqtransport::Result<Subscription> {
-        self.inner.consume(queue, options).await
-    }
-    async fn get(&self, queue: &str, no_ack: bool) -> mqtransport::Result<Option<Delivery>> {
-        self.inner.get(queue, no_ack).await
-    }
-    async fn ping(&self) -> mqtransport::Result<()> {
-        self.inner.ping().await
-    }
-    async fn close(&self) -> mqtransport::Result<()> {
-        self.inner.close().await
+        inner.publish(publish).await
     }
 }
 
@@ -302,13 +270,15 @@ async fn a_transport_that_delays_by_itself_gets_the_delays_it_can_take() -> Test
     assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
 
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let native = NativeDelay {
-        inner: DynTransport::new(broker.connect()),
-        asked: Arc::clone(&asked),
-    };
+    let native = Intercepted::transport(
+        DynTransport::new(broker.connect()),
+        NativeDelay {
+            asked: Arc::clone(&asked),
+        },
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let app = App::with_state(tx)
-        .transport(DynTransport::new(native))
+        .transport(native)
         .consumer(Consumer::for_queue(Queue::durable("native")).handle(due))
         .build()
         .await?;

@@ -5,11 +5,15 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/intercept.rs"]
+mod intercept;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use intercept::{Intercept, Intercepted};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
 use mqtransport::prelude::*;
@@ -258,66 +262,25 @@ async fn held(_: Order, State(gate): State<Arc<tokio::sync::Semaphore>>) {
 /// The embedded broker, with publishes that wait for a permit and a connection state the test
 /// sets: what the gauges read is then known.
 struct Scripted {
-    inner: DynTransport,
     publishes: Arc<tokio::sync::Semaphore>,
     connected: Arc<std::sync::atomic::AtomicBool>,
     reconnects: Arc<AtomicU64>,
 }
 
-impl Transport for Scripted {
-    fn capabilities(&self) -> mqtransport::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn declare(&self, topology: &Topology) -> mqtransport::Result<mqtransport::Declared> {
-        self.inner.declare(topology).await
-    }
-    async fn queue_info(&self, queue: &str) -> mqtransport::Result<mqtransport::QueueInfo> {
-        self.inner.queue_info(queue).await
-    }
-    async fn exchange_exists(&self, exchange: &str) -> mqtransport::Result<()> {
-        self.inner.exchange_exists(exchange).await
-    }
-    async fn delete_queue(&self, queue: &str, options: mqtransport::DeleteQueue) -> mqtransport::Result<u32> {
-        self.inner.delete_queue(queue, options).await
-    }
-    async fn delete_exchange(&self, exchange: &str, if_unused: bool) -> mqtransport::Result<()> {
-        self.inner.delete_exchange(exchange, if_unused).await
-    }
-    async fn unbind(&self, binding: &Binding) -> mqtransport::Result<()> {
-        self.inner.unbind(binding).await
-    }
-    async fn purge(&self, queue: &str) -> mqtransport::Result<u32> {
-        self.inner.purge(queue).await
-    }
-    async fn publish(&self, publish: Publish) -> mqtransport::Result<Confirmation> {
+impl Intercept for Scripted {
+    async fn publish(&self, inner: &DynTransport, publish: Publish) -> mqtransport::Result<Confirmation> {
         if let Ok(permit) = self.publishes.acquire().await {
             permit.forget();
         }
-        self.inner.publish(publish).await
+        inner.publish(publish).await
     }
-    async fn consume(
-        &self,
-        queue: &str,
-        options: mqtransport::ConsumeOptions,
-    ) -> mqtransport::Result<mqtransport::transport::Subscription> {
-        self.inner.consume(queue, options).await
-    }
-    async fn get(&self, queue: &str, no_ack: bool) -> mqtransport::Result<Option<mqtransport::Delivery>> {
-        self.inner.get(queue, no_ack).await
-    }
-    async fn ping(&self) -> mqtransport::Result<()> {
-        self.inner.ping().await
-    }
-    fn connection_state(&self) -> mqtransport::ConnectionState {
+    fn connection_state(&self, _inner: &DynTransport) -> mqtransport::ConnectionState {
         let reconnects = self.reconnects.load(Ordering::Relaxed);
         if self.connected.load(Ordering::Relaxed) {
             mqtransport::ConnectionState::up(reconnects)
         } else {
             mqtransport::ConnectionState::down(reconnects)
         }
-    }
-    async fn close(&self) -> mqtransport::Result<()> {
-        self.inner.close().await
     }
 }
 
@@ -338,14 +301,16 @@ async fn gauges_follow_handlers_publishes_and_the_connection() {
     let publishes = Arc::new(tokio::sync::Semaphore::new(3));
     let connected = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let reconnects = Arc::new(AtomicU64::new(0));
-    let transport = Scripted {
-        inner: DynTransport::new(MemoryBroker::new().connect()),
-        publishes: Arc::clone(&publishes),
-        connected: Arc::clone(&connected),
-        reconnects: Arc::clone(&reconnects),
-    };
+    let transport = Intercepted::transport(
+        DynTransport::new(MemoryBroker::new().connect()),
+        Scripted {
+            publishes: Arc::clone(&publishes),
+            connected: Arc::clone(&connected),
+            reconnects: Arc::clone(&reconnects),
+        },
+    );
     let app = App::with_state(Arc::clone(&handlers))
-        .transport(DynTransport::new(transport))
+        .transport(transport)
         .consumer(Consumer::for_queue(Queue::durable("held")).concurrency(4).handle(held))
         .build()
         .await

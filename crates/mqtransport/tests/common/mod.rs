@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod intercept;
 pub mod orders;
 
 use std::future::Future;
