@@ -484,6 +484,7 @@ impl Publisher {
     }
 
     /// The queues and exchanges this app's delays use.
+    #[cfg(feature = "memory")]
     pub(crate) fn delay_topology(&self) -> mqtransport_core::Topology {
         self.inner.delays.topology()
     }

@@ -218,6 +218,7 @@ impl Running {
     }
 
     /// The queues consumed, with the delay's wait queues (where retries wait).
+    #[cfg(feature = "memory")]
     pub(crate) fn watched_queues(&self) -> Vec<String> {
         let inner = self.inner();
         let consumed = inner.runtimes.iter().map(|rt| rt.queue().to_owned());
