@@ -181,10 +181,9 @@ impl Publisher {
             mandatory,
             envelope,
         } = publish;
-        let routing_key = if exchange.is_empty() {
-            ShortStr::from(self.recording.resolve(&routing_key))
-        } else {
-            routing_key
+        let routing_key = match exchange.is_empty().then(|| self.recording.renamed(&routing_key)) {
+            Some(Some(current)) => ShortStr::from(current),
+            _ => routing_key,
         };
         mqtransport_core::publish_rules::check(envelope.properties())?;
         let properties = to_properties(envelope.properties())?;

@@ -82,6 +82,17 @@ impl Recording {
         self.lock().resolve(name)
     }
 
+    /// The current name of `name` if it is a server-named queue's first name and the queue has
+    /// been renamed since; `None` for every other name (the publish path's common case, which
+    /// then copies nothing).
+    pub(crate) fn renamed(&self, name: &str) -> Option<String> {
+        self.lock()
+            .renames
+            .get(name)
+            .filter(|current| *current != name)
+            .cloned()
+    }
+
     /// Records what `topology` declared (`declared` holds the names the broker gave).
     pub(crate) fn record(&self, topology: &Topology, declared: &Declared) {
         let mut r = self.lock();

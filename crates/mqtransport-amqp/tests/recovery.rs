@@ -421,6 +421,20 @@ async fn server_close_recreates_server_named_queue_and_consumer() {
         .await
         .expect("the renamed queue is found by its first name");
     assert_ne!(info.name, first_name);
+    // So does publishing to it through the default exchange: a mandatory publish to the first
+    // name reaches the new queue instead of being returned.
+    let direct = t
+        .publish(Publish::to_queue(first_name.as_str(), Envelope::new("direct")).mandatory(true))
+        .await
+        .expect("publish to the first name");
+    assert_eq!(direct, Confirmation::Confirmed);
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("delivery")
+        .expect("open")
+        .expect("ok");
+    assert_eq!(&d.envelope.body[..], b"direct");
+    d.ack().await.expect("ack");
     assert!(matches!(t.state(), LinkState::Up(g) if g >= 2));
     drop(consumer);
     t.close().await.expect("close");
