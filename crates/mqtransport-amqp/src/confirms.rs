@@ -408,7 +408,7 @@ struct Book<C> {
     /// had no return waiting when it completed, and every confirm completed before it has been
     /// read, so every return that arrived before it has been found.
     drained: Option<u64>,
-    /// OpenTickets taken so far.
+    /// Tickets taken so far.
     issued: u64,
 }
 
@@ -431,7 +431,7 @@ impl<C: Awaited> Book<C> {
     fn open(&mut self, sent: Option<Arc<Outgoing>>, reply: oneshot::Sender<PublishOutcome>) -> u64 {
         let seq = self.issued;
         self.issued += 1;
-        self.entries.open(
+        let opened = self.entries.open(
             seq,
             Entry {
                 sent,
@@ -441,6 +441,7 @@ impl<C: Awaited> Book<C> {
                 returned: None,
             },
         );
+        debug_assert!(opened, "tickets are issued in ascending order");
         seq
     }
 
