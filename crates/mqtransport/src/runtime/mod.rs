@@ -4,26 +4,23 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use mqtransport_core::{
-    Acker, Confirmation, ConsumeOptions, Delivery, DynTransport, Envelope, Error, ErrorKind, FieldValue, Publish,
-    Queue, Result, ShortStr, Topology, Transport, headers,
+    Acker, ConsumeOptions, Delivery, DynTransport, Envelope, Error, FieldValue, Queue, Result, ShortStr, Transport,
+    headers,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
-use tracing::Instrument;
 
 use crate::consumer::{Acknowledge, HandlerService};
 use crate::consumer_status::SettleHealth;
 use crate::delivery::{ConsumerCtx, DeliveryParts, Incoming};
 use crate::outcome::Outcome;
-use crate::publish::{PublishOptions, ReplyTo};
 use crate::retry::RetryPolicy;
-use crate::settled::{Disposition, SettleObserver};
+use crate::settled::SettleObserver;
 
 mod settle;
 

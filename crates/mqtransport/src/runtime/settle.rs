@@ -1,7 +1,20 @@
 //! Settling a delivery from its handler's [`Outcome`]: ack, requeue, a retry copy through a
 //! wait queue, a dead letter, a reply; each in a `settle` span when spans are wanted.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mqtransport_core::{
+    Acker, Confirmation, Envelope, Error, ErrorKind, FieldValue, Publish, Queue, Result, ShortStr, Topology, Transport,
+    headers,
+};
+use tracing::Instrument;
+
+use super::{ConsumerRuntime, DeadLetterTarget, MAX_REASON, callers_deadline, now_millis};
+use crate::delivery::DeliveryParts;
+use crate::outcome::Outcome;
+use crate::publish::{PublishOptions, ReplyTo};
+use crate::settled::Disposition;
 
 impl ConsumerRuntime {
     /// Settles the delivery in a `settle` span, the child of its `process` span.
