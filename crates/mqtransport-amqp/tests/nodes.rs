@@ -112,8 +112,16 @@ where
     (next, confirmed)
 }
 
-/// Waits until every confirmed body was seen; returns the duplicates.
-async fn all_seen(confirmed: &HashSet<String>, seen: &Seen) -> usize {
+/// Waits until every confirmed body was seen; returns the duplicates. When some never are,
+/// fails with what the node holds of `queue` and this transport's connection states, which
+/// tell a message lost from a consumer that stopped taking them.
+async fn all_seen(
+    confirmed: &HashSet<String>,
+    seen: &Seen,
+    node: &RabbitNode,
+    queue: &str,
+    t: &AmqpTransport,
+) -> usize {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let missing = {
@@ -123,10 +131,26 @@ async fn all_seen(confirmed: &HashSet<String>, seen: &Seen) -> usize {
         if missing == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{missing} confirmed messages were never consumed"
-        );
+        if Instant::now() >= deadline {
+            let on_node = node
+                .ctl(&[
+                    "list_queues",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "consumers",
+                ])
+                .await
+                .unwrap_or_else(|e| format!("(list_queues failed: {e})"));
+            let held = on_node
+                .lines()
+                .find(|l| l.starts_with(queue))
+                .unwrap_or("(the queue is not listed)");
+            panic!(
+                "{missing} confirmed messages were never consumed; on the node (name, ready, unacked, consumers): {held}; connections: {:?}",
+                t.connection_states()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     seen.lock().unwrap().values().map(|n| n - 1).sum()
@@ -193,8 +217,9 @@ async fn restart_mid_stream(down: Down) {
         let _ = back.send(node);
     })
     .await;
-    let duplicates = all_seen(&confirmed, &seen).await;
+    // The fault has run its course (publishing waited for it): the node is back.
     let node = returned.try_recv().expect("the node is back");
+    let duplicates = all_seen(&confirmed, &seen, &node, q, &t).await;
     println!(
         "restart ({down:?}): {} of {published} confirmed, 0 lost, {duplicates} duplicates, done in {:?}",
         confirmed.len(),
