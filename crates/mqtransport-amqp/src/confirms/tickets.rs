@@ -1,11 +1,11 @@
-//! The ledger's bookkeeping by ticket number. Tickets are issued in ascending order and mostly
+//! The ledger's bookkeeping by ticket number. OpenTickets are issued in ascending order and mostly
 //! settle in that order, so both structures keep a window that starts at the oldest ticket
 //! still open: taking, finding and settling a ticket are index operations, and nothing is
 //! allocated once the window has grown to the number of publishes in flight.
 
 use std::collections::VecDeque;
 
-/// Tickets below `low` have all passed some point; `above[i]` says whether ticket
+/// OpenTickets below `low` have all passed some point; `above[i]` says whether ticket
 /// `low + i` has (`above[0]`, ticket `low` itself, never has: `low` would have moved past it).
 #[derive(Default)]
 pub(super) struct Mark {
@@ -48,7 +48,7 @@ impl<T> Default for OpenTickets<T> {
 }
 
 impl<T> OpenTickets<T> {
-    /// Opens ticket `seq` with `value`. Tickets are opened in ascending order; one below or at
+    /// Opens ticket `seq` with `value`. OpenTickets are opened in ascending order; one below or at
     /// a ticket already opened is refused (returns `false`).
     pub(super) fn open(&mut self, seq: u64, value: T) -> bool {
         let next = self.base + self.slots.len() as u64;
@@ -145,10 +145,7 @@ mod tests {
         assert_eq!(t.remove(1), Some(10));
         assert_eq!(t.remove(3), Some(30));
         assert!(t.is_empty());
-        assert!(
-            t.open(7, 70),
-            "an emptied window starts again at the next number opened"
-        );
+        assert!(t.open(7, 70), "a window emptied starts again at any number");
         assert_eq!(t.iter().collect::<Vec<_>>(), [(7, &70)]);
     }
 }
