@@ -34,7 +34,7 @@
 //! dropped with its ticket; a return riding on its confirm, if it went out, is then lost, and
 //! its owner reported confirmed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,8 +48,6 @@ use lapin::message::BasicReturnMessage;
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use mqtransport_core::ShortStr;
 use tokio::sync::oneshot;
-
-use self::tickets::{Mark, OpenTickets};
 
 /// How one publish ended, as far as the broker told.
 #[derive(Debug)]
@@ -388,8 +386,28 @@ struct Entry<C> {
     returned: Option<(u16, String)>,
 }
 
+/// Tickets below `low` have all passed some point; those above it that have are in `above`.
+#[derive(Default)]
+struct Mark {
+    low: u64,
+    above: BTreeSet<u64>,
+}
+
+impl Mark {
+    fn pass(&mut self, seq: u64) {
+        if seq == self.low {
+            self.low += 1;
+            while self.above.remove(&self.low) {
+                self.low += 1;
+            }
+        } else if seq > self.low {
+            self.above.insert(seq);
+        }
+    }
+}
+
 struct Book<C> {
-    entries: OpenTickets<Entry<C>>,
+    entries: BTreeMap<u64, Entry<C>>,
     /// Confirm read at least once (or ticket given up).
     read: Mark,
     /// Confirm completed (or ticket given up).
@@ -408,14 +426,14 @@ struct Book<C> {
     /// had no return waiting when it completed, and every confirm completed before it has been
     /// read, so every return that arrived before it has been found.
     drained: Option<u64>,
-    /// OpenTickets taken so far.
+    /// Tickets taken so far.
     issued: u64,
 }
 
 impl<C: Awaited> Book<C> {
     fn new() -> Self {
         Book {
-            entries: OpenTickets::default(),
+            entries: BTreeMap::new(),
             read: Mark::default(),
             completed: Mark::default(),
             quiet: VecDeque::new(),
@@ -431,7 +449,7 @@ impl<C: Awaited> Book<C> {
     fn open(&mut self, sent: Option<Arc<Outgoing>>, reply: oneshot::Sender<PublishOutcome>) -> u64 {
         let seq = self.issued;
         self.issued += 1;
-        self.entries.open(
+        self.entries.insert(
             seq,
             Entry {
                 sent,
@@ -447,7 +465,7 @@ impl<C: Awaited> Book<C> {
     /// Takes the confirm of the ticket `seq`, to be read in turn behind every confirm woken
     /// before it (by the caller that tracks it, or in tests by the next read).
     fn track(&mut self, seq: u64, confirm: C, woken: &Arc<Woken>) {
-        if let Some(e) = self.entries.get_mut(seq) {
+        if let Some(e) = self.entries.get_mut(&seq) {
             let waker = Waker::from(Arc::new(Nudge {
                 seq,
                 woken: Arc::clone(woken),
@@ -459,7 +477,7 @@ impl<C: Awaited> Book<C> {
 
     /// Gives up the ticket `seq`: its publish did not go out.
     fn abandon(&mut self, seq: u64) {
-        self.entries.remove(seq);
+        self.entries.remove(&seq);
         self.read.pass(seq);
         self.completed.pass(seq);
         self.release();
@@ -467,7 +485,7 @@ impl<C: Awaited> Book<C> {
 
     /// Polls the confirm of `seq` once.
     fn poll_confirm(&mut self, seq: u64) {
-        let Some(entry) = self.entries.get_mut(seq) else {
+        let Some(entry) = self.entries.get_mut(&seq) else {
             return;
         };
         let Some((confirm, waker)) = entry.confirm.as_mut() else {
@@ -500,7 +518,7 @@ impl<C: Awaited> Book<C> {
         } else if !definite {
             self.clear.push_back((barrier, seq));
         }
-        let Some(entry) = self.entries.get_mut(seq) else {
+        let Some(entry) = self.entries.get_mut(&seq) else {
             return;
         };
         entry.outcome = Some(outcome);
@@ -519,7 +537,7 @@ impl<C: Awaited> Book<C> {
             self.entries
                 .iter()
                 .filter(|(_, e)| e.returned.is_none())
-                .filter_map(|(seq, e)| e.sent.as_ref().map(|s| (seq, s)))
+                .filter_map(|(seq, e)| e.sent.as_ref().map(|s| (*seq, s)))
                 .filter(|(_, s)| s.same_route_and_body(&ret))
         };
         let owner = candidates()
@@ -529,7 +547,7 @@ impl<C: Awaited> Book<C> {
         // A return no unsettled publish can own belongs to a publish whose caller gave up
         // before it went out; nobody is waiting for it.
         let Some(seq) = owner else { return };
-        let Some(entry) = self.entries.get_mut(seq) else {
+        let Some(entry) = self.entries.get_mut(&seq) else {
             return;
         };
         entry.returned = Some((ret.reply_code, ret.reply_text));
@@ -567,7 +585,7 @@ impl<C: Awaited> Book<C> {
     }
 
     fn settle(&mut self, seq: u64) {
-        let Some(entry) = self.entries.remove(seq) else { return };
+        let Some(entry) = self.entries.remove(&seq) else { return };
         let settled = match (entry.returned, entry.outcome) {
             (Some((reply_code, reply_text)), Some(PublishOutcome::Confirmed | PublishOutcome::Nacked)) => {
                 PublishOutcome::Returned { reply_code, reply_text }
@@ -601,8 +619,6 @@ async fn run<C: Awaited>(ledger: Arc<Ledger<C>>) {
     })
     .await;
 }
-
-mod tickets;
 
 #[cfg(test)]
 mod tests;

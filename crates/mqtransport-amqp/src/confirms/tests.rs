@@ -1,6 +1,6 @@
 //! The ledger's rules, on scripted confirms, and a model run under random schedules.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use super::*;
 
