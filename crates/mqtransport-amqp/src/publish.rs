@@ -181,10 +181,12 @@ impl Publisher {
             mandatory,
             envelope,
         } = publish;
-        let routing_key = match exchange.is_empty().then(|| self.recording.renamed(&routing_key)) {
-            Some(Some(current)) => ShortStr::from(current),
-            _ => routing_key,
+        let renamed = if exchange.is_empty() {
+            self.recording.renamed(&routing_key)
+        } else {
+            None
         };
+        let routing_key = renamed.map_or(routing_key, ShortStr::from);
         mqtransport_core::publish_rules::check(envelope.properties())?;
         let properties = to_properties(envelope.properties())?;
         Ok(Outgoing {

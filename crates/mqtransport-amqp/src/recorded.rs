@@ -32,7 +32,12 @@ struct Recorded {
 
 impl Recorded {
     fn resolve(&self, name: &str) -> String {
-        self.renames.get(name).cloned().unwrap_or_else(|| name.to_owned())
+        self.renamed(name).cloned().unwrap_or_else(|| name.to_owned())
+    }
+
+    /// The current name of a server-named queue first named `name`, if it has changed.
+    fn renamed(&self, name: &str) -> Option<&String> {
+        self.renames.get(name).filter(|current| *current != name)
     }
 
     fn has_queue(&self, name: &str) -> bool {
@@ -86,11 +91,7 @@ impl Recording {
     /// been renamed since; `None` for every other name (the publish path's common case, which
     /// then copies nothing).
     pub(crate) fn renamed(&self, name: &str) -> Option<String> {
-        self.lock()
-            .renames
-            .get(name)
-            .filter(|current| *current != name)
-            .cloned()
+        self.lock().renamed(name).cloned()
     }
 
     /// Records what `topology` declared (`declared` holds the names the broker gave).
